@@ -1,0 +1,165 @@
+"""Validation of a training config, before anything is built or compiled.
+
+Every message names the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Iterable
+
+import jax
+
+from alexnet_jax import models
+from alexnet_jax import optim
+
+NONFINITE = ('stop', 'skip')
+RESIZE_MODES = ('crop', 'squash')
+
+
+class ConfigError(ValueError):
+  """A config field holds a value the code cannot run with."""
+
+
+def _fail(field: str, value: Any, allowed: str) -> None:
+  raise ConfigError(f'config.{field}={value!r} is invalid: {allowed}.')
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+  return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _one_of(config, field: str, choices: Iterable) -> None:
+  value = _get(config, field)
+  choices = tuple(choices)
+  if value not in choices:
+    _fail(field, value, f'expected one of {choices}')
+
+
+def _get(config, field: str):
+  value = config
+  for part in field.split('.'):
+    if part not in value:
+      raise ConfigError(f'config.{field} is missing.')
+    value = value[part]
+  return value
+
+
+def _int_at_least(config, field: str, low: int) -> None:
+  value = _get(config, field)
+  if not _is_int(value) or value < low:
+    _fail(field, value, f'expected an integer >= {low}')
+
+
+def _number_in(config, field: str, low: float, high: float,
+               low_open: bool = False, high_open: bool = False) -> None:
+  value = _get(config, field)
+  ok = _is_number(value)
+  if ok:
+    ok = (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
+  if not ok:
+    lb = '(' if low_open else '['
+    hb = ')' if high_open else ']'
+    _fail(field, value, f'expected a number in {lb}{low}, {high}{hb}')
+
+
+def validate(config) -> None:
+  """Raises ConfigError naming the first invalid field."""
+  m = 'model.'
+  _one_of(config, m + 'variant', models.VARIANTS)
+  _one_of(config, m + 'groups', (1, 2))
+  for field in ('lrn', 'overlap_pool'):
+    if not isinstance(_get(config, m + field), bool):
+      _fail(m + field, _get(config, m + field), 'expected True or False')
+  _number_in(config, m + 'dropout_rate', 0.0, 1.0, high_open=True)
+  _one_of(config, m + 'activation', models.ACTIVATIONS)
+  _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
+  _one_of(config, m + 'dtype', models.DTYPES)
+  _one_of(config, m + 'initialization', models.INITS)
+  _one_of(config, m + 'conv_impl', models.CONV_IMPLS)
+  _one_of(config, m + 'lrn_impl', models.LRN_IMPLS)
+  _int_at_least(config, m + 'num_classes', 2)
+  _int_at_least(config, m + 'lrn_depth', 1)
+
+  o = 'optimizer.'
+  _one_of(config, o + 'rule', optim.RULES)
+  _one_of(config, o + 'schedule', optim.SCHEDULES)
+  _number_in(config, o + 'learning_rate', 0.0, 100.0, low_open=True)
+  _number_in(config, o + 'momentum', 0.0, 1.0, high_open=True)
+  _number_in(config, o + 'weight_decay', 0.0, 1.0)
+  _number_in(config, o + 'warmup_epochs', 0.0, 1e6)
+  _number_in(config, o + 'lr_drop_factor', 0.0, 1.0, low_open=True)
+  for e in _get(config, o + 'lr_drop_epochs'):
+    if not _is_number(e) or e <= 0:
+      _fail(o + 'lr_drop_epochs', _get(config, o + 'lr_drop_epochs'),
+            'expected positive epoch numbers')
+  _int_at_least(config, o + 'plateau_patience', 1)
+  _int_at_least(config, o + 'plateau_max_drops', 0)
+  _number_in(config, o + 'plateau_min_delta', 0.0, 1.0)
+
+  dataset = _get(config, 'dataset')
+  if not isinstance(dataset, str) or not dataset:
+    _fail('dataset', dataset, "expected a TFDS name, 'alexnet_shapes' or 'fake'")
+  _int_at_least(config, 'batch_size', 1)
+  _int_at_least(config, 'eval_batch_size', 1)
+  devices = jax.device_count()
+  for field in ('batch_size', 'eval_batch_size'):
+    value = _get(config, field)
+    if value % devices:
+      _fail(field, value,
+            f'the global batch must be divisible by the device count '
+            f'({devices} = {jax.process_count()} processes x '
+            f'{jax.local_device_count()} local devices)')
+  _int_at_least(config, 'num_train_steps', -1)
+  if config.num_train_steps <= 0:
+    _number_in(config, 'num_epochs', 0.0, 1e6, low_open=True)
+  _int_at_least(config, 'seed', 0)
+  _int_at_least(config, 'log_every_steps', 1)
+  _int_at_least(config, 'eval_every_steps', 0)
+  _int_at_least(config, 'checkpoint_every_steps', 0)
+  _int_at_least(config, 'keep_checkpoints', 1)
+  _one_of(config, 'nonfinite', NONFINITE)
+
+  smallest = models.min_image_size(config.model.variant,
+                                   config.model.overlap_pool)
+  size = _get(config, 'image_size')
+  if not _is_int(size) or size < smallest:
+    _fail('image_size', size,
+          f'model.variant={config.model.variant!r} with overlap_pool='
+          f'{config.model.overlap_pool} needs at least {smallest}')
+  if dataset != 'fake':
+    resize = _get(config, 'resize_size')
+    if not _is_int(resize) or resize < size:
+      _fail('resize_size', resize, f'expected an integer >= image_size ({size})')
+    _one_of(config, 'resize_mode', RESIZE_MODES)
+    _int_at_least(config, 'shuffle_buffer', 1)
+    _number_in(config, 'augment.lighting_std', 0.0, 10.0)
+  for field in ('normalization.mean', 'normalization.std'):
+    value = _get(config, field)
+    if len(value) != 3 or not all(_is_number(v) for v in value):
+      _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
+  if any(v <= 0 for v in config.normalization.std):
+    _fail('normalization.std', config.normalization.std, 'expected > 0')
+
+
+def validate_against_data(config, data) -> None:
+  """Checks the fields that depend on the dataset."""
+  if config.model.num_classes != data.num_classes:
+    _fail('model.num_classes', config.model.num_classes,
+          f'dataset {config.dataset!r} has {data.num_classes} classes')
+
+
+def check_workdir(workdir: str) -> None:
+  """Creates `workdir`, failing at once if it cannot be written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix='.write_test'):
+      pass
+  except OSError as e:
+    raise ConfigError(f'workdir {workdir!r} is not writable: {e}') from None

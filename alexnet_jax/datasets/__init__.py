@@ -1,0 +1,1 @@
+"""Datasets bundled with alexnet_jax (procedurally generated, no downloads)."""

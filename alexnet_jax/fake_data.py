@@ -1,0 +1,63 @@
+"""Random images made on the device, for benchmarks: no TensorFlow needed.
+
+One batch of random uint8 images and labels is generated on the devices once
+and fed to every step, so the step is measured without any input pipeline.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+class FakeData:
+  """The `Data` interface of the training loop, over random device arrays."""
+
+  def __init__(self, config):
+    self.config = config
+    self.num_classes = config.model.num_classes
+    self.class_names = [str(i) for i in range(self.num_classes)]
+    self.local_devices = jax.local_device_count()
+    per_process = config.batch_size // jax.process_count()
+    self.per_device = per_process // self.local_devices
+    self.num_train_examples = config.fake_data.num_train_examples
+    self.steps_per_epoch = max(1, self.num_train_examples // config.batch_size)
+    self.eval_per_device = (config.eval_batch_size // jax.process_count()
+                            // self.local_devices)
+    self.eval_steps = config.fake_data.eval_steps
+    self.num_eval_examples = (self.eval_steps * self.eval_per_device
+                              * self.local_devices * jax.process_count())
+    self._train = self._make(self.per_device, seed=0)
+    self._eval = None
+
+  def _make(self, per_device: int, seed: int) -> dict[str, jax.Array]:
+    size = self.config.image_size
+    shape = (self.local_devices, per_device, size, size, 3)
+
+    @jax.pmap
+    def make(key):
+      k1, k2 = jax.random.split(key)
+      images = jax.random.randint(k1, shape[1:], 0, 256, jnp.int32)
+      labels = jax.random.randint(k2, shape[1:2], 0, self.num_classes)
+      return {'image': images.astype(jnp.uint8), 'label': labels}
+
+    keys = jax.random.split(
+        jax.random.key(self.config.seed + seed + 1000 * jax.process_index()),
+        self.local_devices)
+    return make(keys)
+
+  def train_batches(self, start_step: int = 0) -> Iterator[dict]:
+    del start_step  # Every step sees the same batch.
+    while True:
+      yield self._train
+
+  def eval_batches(self) -> Iterator[dict]:
+    if self._eval is None:
+      self._eval = self._make(self.eval_per_device, seed=1)
+      self._eval['mask'] = np.ones((self.local_devices, self.eval_per_device),
+                                   np.float32)
+    for _ in range(self.eval_steps):
+      yield self._eval

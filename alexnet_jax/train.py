@@ -1,0 +1,376 @@
+"""Training and evaluation: the pmapped steps and the loop around them.
+
+The state stays unreplicated; `jax.pmap` broadcasts it (`in_axes=None`), shards
+the batch over the local devices (axis name 'batch'), averages gradients and
+metrics with `lax.pmean` and returns one state (`out_axes=None`), donating the
+old one. Dropout keys are derived from (seed, step, device index), so a run's
+randomness is a function of the step alone and survives a restart.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+import flax
+from flax import struct
+import jax
+import jax.numpy as jnp
+from jax import lax
+import ml_collections
+import numpy as np
+import optax
+
+from alexnet_jax import checkpointing
+from alexnet_jax import config_lib
+from alexnet_jax import metrics_writer
+from alexnet_jax import models
+from alexnet_jax import optim
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  plateau: dict[str, Any]  # The plateau rule's state (optim.Plateau).
+
+
+class NonFiniteLossError(RuntimeError):
+  """Raised when a step produced a NaN or Inf loss or gradient norm."""
+
+
+def create_model(config) -> models.AlexNet:
+  return models.model_from_config(config.model)
+
+
+def create_train_state(config, model: models.AlexNet,
+                       tx: optax.GradientTransformation) -> TrainState:
+  size = config.image_size
+  params = jax.jit(lambda key: model.init(
+      key, jnp.zeros((1, size, size, 3), jnp.float32), train=False)['params'])(
+          jax.random.key(config.seed))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params),
+                    plateau=optim.Plateau.initial_state())
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+  """uint8 NHWC -> float32, (x - mean) / std per channel (0-255 scale)."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return (images.astype(jnp.float32) - mean) / std
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where the label is among the k highest logits."""
+  k = min(k, logits.shape[-1])
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  # Rank = number of classes scoring strictly higher than the label.
+  rank = jnp.sum(logits > label_logit, axis=-1)
+  return (rank < k).astype(jnp.float32)
+
+
+def global_norm(tree) -> jax.Array:
+  return optax.global_norm(tree)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *,
+               model: models.AlexNet, tx: optax.GradientTransformation,
+               config) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on this device's shard; gradients averaged over 'batch'."""
+  images = normalize(batch['image'], config.normalization.mean,
+                     config.normalization.std)
+  labels = batch['label']
+  device = lax.axis_index('batch')
+  dropout_key = jax.random.fold_in(
+      jax.random.fold_in(jax.random.key(config.seed), state.step), device)
+
+  def loss_fn(params):
+    logits = model.apply({'params': params}, images, train=True,
+                         rngs={'dropout': dropout_key})
+    return jnp.mean(cross_entropy(logits, labels)), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  grads = lax.pmean(grads, axis_name='batch')
+  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+
+  metrics = {
+      'train_loss': loss,
+      'train_top1': jnp.mean(topk_correct(logits, labels, 1)),
+  }
+  metrics = lax.pmean(metrics, axis_name='batch')
+  grad_norm = global_norm(grads)
+  metrics['grad_norm'] = grad_norm
+  metrics['param_norm'] = global_norm(new_params)
+  metrics['update_norm'] = global_norm(updates)
+  metrics['learning_rate'] = optim.current_learning_rate(new_opt_state)
+
+  # A non-finite loss or gradient leaves the state as it was (the loop then
+  # stops or skips, by config.nonfinite); the step counter still advances.
+  finite = jnp.isfinite(metrics['train_loss']) & jnp.isfinite(grad_norm)
+  metrics['finite'] = finite.astype(jnp.float32)
+  keep = lambda new, old: jax.tree_util.tree_map(
+      lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = state.replace(
+      step=state.step + 1,
+      params=keep(new_params, state.params),
+      opt_state=keep(new_opt_state, state.opt_state))
+  return new_state, metrics
+
+
+def eval_step(params, batch: dict[str, jax.Array], *, model: models.AlexNet,
+              config) -> dict[str, jax.Array]:
+  """Masked sums of loss and top-1/top-5 hits over all devices."""
+  images = normalize(batch['image'], config.normalization.mean,
+                     config.normalization.std)
+  labels, mask = batch['label'], batch['mask']
+  logits = model.apply({'params': params}, images, train=False)
+  sums = {
+      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+      'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
+      'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
+      'count': jnp.sum(mask),
+  }
+  return lax.psum(sums, axis_name='batch')
+
+
+def make_pmapped_steps(model, tx, config) -> tuple[Callable, Callable]:
+  p_train = jax.pmap(
+      functools.partial(train_step, model=model, tx=tx, config=config),
+      axis_name='batch', in_axes=(None, 0), out_axes=(None, 0),
+      donate_argnums=(0,))
+  p_eval = jax.pmap(
+      functools.partial(eval_step, model=model, config=config),
+      axis_name='batch', in_axes=(None, 0), out_axes=0)
+  return p_train, p_eval
+
+
+def evaluate(p_eval, params, batches: Iterator[dict]) -> dict[str, float]:
+  totals = None
+  for batch in batches:
+    sums = p_eval(params, batch)
+    totals = sums if totals is None else jax.tree_util.tree_map(
+        jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError('The evaluation split yielded no batches.')
+  totals = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], totals))
+  count = float(totals['count'])
+  return {'eval_loss': float(totals['loss']) / count,
+          'eval_top1': float(totals['top1']) / count,
+          'eval_top5': float(totals['top5']) / count,
+          'eval_examples': int(count)}
+
+
+def create_data(config):
+  """The dataset named by `config.dataset` (TensorFlow only for real data)."""
+  if config.dataset == 'fake':
+    from alexnet_jax import fake_data  # pylint: disable=g-import-not-at-top
+    return fake_data.FakeData(config)
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.TFDSData(config)
+
+
+def _local_sharding(spec: jax.sharding.PartitionSpec) -> jax.sharding.Sharding:
+  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ('batch',))
+  return jax.sharding.NamedSharding(mesh, spec)
+
+
+def replicate(tree):
+  """Places `tree` as the pmapped step returns its state (replicated over the
+  local devices), so the step compiles once, not again on its own output."""
+  return jax.device_put(tree, _local_sharding(jax.sharding.PartitionSpec()))
+
+
+def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
+  """Puts the next `size` batches on the devices ahead of the step."""
+  sharding = _local_sharding(jax.sharding.PartitionSpec('batch'))
+  queue = []
+
+  def put(batch):
+    return jax.tree_util.tree_map(
+        lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, sharding),
+        batch)
+
+  for batch in batches:
+    queue.append(put(batch))
+    if len(queue) > size:
+      yield queue.pop(0)
+  while queue:
+    yield queue.pop(0)
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
+
+
+class _SigtermFlag:
+  """Turns SIGTERM into a flag the loop checks between steps."""
+
+  def __init__(self):
+    self.received = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread: leave signals alone.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> dict[str, float]:
+  """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
+
+  Returns the last logged metrics.
+  """
+  config_lib.validate(config)
+  workdir = os.path.abspath(workdir)
+  config_lib.check_workdir(workdir)
+  is_writer = jax.process_index() == 0
+
+  data = create_data(config)
+  config_lib.validate_against_data(config, data)
+  steps_per_epoch = data.steps_per_epoch
+  total_steps = (config.num_train_steps if config.num_train_steps > 0
+                 else int(math.ceil(config.num_epochs * steps_per_epoch)))
+
+  model = create_model(config)
+  tx = optim.create_optimizer(config.optimizer, steps_per_epoch, total_steps)
+  plateau = optim.Plateau.from_config(config.optimizer)
+  state = create_train_state(config, model, tx)
+  logging.info('AlexNet %s: %s parameters; %d steps of %d images '
+               '(%d steps per epoch) on %d devices.', config.model.variant,
+               f'{models.count_params(state.params):,}', total_steps,
+               config.batch_size, steps_per_epoch, jax.device_count())
+
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                    max_to_keep=config.keep_checkpoints)
+  state = replicate(ckpt.restore_latest(state))
+  start_step = int(state.step)
+  if start_step:
+    logging.info('Resumed from the checkpoint at step %d.', start_step)
+  if is_writer:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer)
+
+  p_train, p_eval = make_pmapped_steps(model, tx, config)
+  batches = prefetch_to_device(data.train_batches(start_step))
+
+  last_logged: dict[str, float] = {}
+  pending: list[tuple[int, dict]] = []
+  timer_step, timer_start = start_step, None
+  last_good_step = start_step
+
+  def flush_metrics(step: int) -> dict[str, float]:
+    """Pulls the metrics of the steps since the last flush (one host sync)."""
+    nonlocal pending, last_good_step
+    fetched = jax.device_get([m for _, m in pending])
+    steps = [s for s, _ in pending]
+    pending = []
+    for s, m in zip(steps, fetched):
+      if not m['finite'][0]:
+        loss = float(m['train_loss'][0])
+        if config.nonfinite == 'stop':
+          raise NonFiniteLossError(
+              f'Non-finite training loss ({loss}) or gradient norm at step {s}. '
+              f'The last good checkpoint (step {ckpt.latest_step()}) is kept in '
+              f'{ckpt.directory}; lower optimizer.learning_rate or set '
+              f'nonfinite="skip".')
+        logging.warning('Skipped step %d: non-finite loss or gradient.', s)
+    good = [m for m in fetched if m['finite'][0]] or fetched
+    summary = {k: float(np.mean([m[k][0] for m in good])) for k in good[0]}
+    summary.pop('finite')
+    summary['learning_rate'] = float(fetched[-1]['learning_rate'][0])
+    last_good_step = step
+    return summary
+
+  with _SigtermFlag() as sigterm:
+    step = start_step
+    while step < total_steps:
+      batch = next(batches)
+      state, metrics = p_train(state, batch)
+      step += 1
+      pending.append((step, metrics))
+      if timer_start is None:  # Exclude the first step's compilation.
+        jax.block_until_ready(metrics)
+        timer_step, timer_start = step, time.perf_counter()
+
+      is_last = step == total_steps
+      log_now = step % config.log_every_steps == 0 or is_last
+      eval_now = (config.eval_every_steps > 0 and
+                  step % config.eval_every_steps == 0) or is_last
+      ckpt_now = (config.checkpoint_every_steps > 0 and
+                  step % config.checkpoint_every_steps == 0) or is_last
+      stop_now = sigterm.received
+
+      if log_now or eval_now or ckpt_now or stop_now:
+        summary = flush_metrics(step)
+        if log_now:
+          elapsed = time.perf_counter() - timer_start
+          done = step - timer_step
+          rate = done * config.batch_size / elapsed if done and elapsed else 0.0
+          summary['images_per_sec'] = rate
+          summary['images_per_sec_per_device'] = rate / jax.device_count()
+          eta = (total_steps - step) * config.batch_size / rate if rate else 0.0
+          logging.info('step %d/%d | loss %.4f | top1 %.3f | lr %.3g | '
+                       '%.1f img/s | ETA %s', step, total_steps,
+                       summary['train_loss'], summary['train_top1'],
+                       summary['learning_rate'], rate, _format_eta(eta))
+          last_logged = {'step': step, **summary}
+          timer_step, timer_start = step, time.perf_counter()
+        else:
+          last_logged = {}
+        if eval_now:
+          eval_metrics = evaluate(p_eval, state.params, data.eval_batches())
+          logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
+                       '(%d examples)', step, eval_metrics['eval_loss'],
+                       eval_metrics['eval_top1'], eval_metrics['eval_top5'],
+                       eval_metrics['eval_examples'])
+          if config.optimizer.schedule == 'plateau':
+            new_plateau, lr = plateau.update(
+                state.plateau, 1.0 - eval_metrics['eval_top1'],
+                float(optim.current_learning_rate(state.opt_state)))
+            state = replicate(state.replace(
+                plateau=new_plateau,
+                opt_state=optim.set_learning_rate(state.opt_state, lr)))
+          last_logged = {'step': step, **last_logged, **eval_metrics}
+          timer_start = time.perf_counter()  # Eval time is not training time.
+        if last_logged:
+          writer.write(step, last_logged)
+        if ckpt_now or stop_now:
+          ckpt.save(step, state)
+
+      if stop_now:
+        logging.warning('SIGTERM: saved the checkpoint at step %d; exiting.',
+                        step)
+        break
+
+  ckpt.close()
+  writer.close()
+  return last_logged

@@ -1,0 +1,41 @@
+r"""The paper's recipe on ImageNet (ILSVRC-2012) from TFDS.
+
+  python -m alexnet_jax.main --config=configs/imagenet_paper.py \
+      --workdir=/tmp/alexnet_imagenet --config.manual_dir=/data/imagenet_tars
+
+`manual_dir` must hold ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar
+(downloaded by you from image-net.org); TFDS prepares `imagenet2012` from them
+into `data_dir` on first use. Batch 128, momentum 0.9, weight decay 5e-4,
+lr 0.01 divided by 10 when validation error stops improving (at most three
+times), 90 epochs, random 227 crops of the central 256x256, flips, PCA
+lighting (alpha std 0.1), ImageNet mean subtracted. Evaluated every epoch.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from configs import default
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  config = default.get_config(arg)
+  config.dataset = 'imagenet2012'
+  config.manual_dir = config_dict.placeholder(str)
+  config.cache = False
+  config.shuffle_buffer = 16_384
+  config.image_size = 227
+  config.resize_size = 256
+  config.model.num_classes = 1000
+  config.model.width = 1.0
+  config.optimizer.learning_rate = 0.01
+  config.optimizer.schedule = 'plateau'
+  config.optimizer.plateau_patience = 2
+  config.optimizer.plateau_max_drops = 3
+  config.batch_size = 128
+  config.eval_batch_size = 500
+  config.num_epochs = 90.0
+  config.log_every_steps = 100
+  config.eval_every_steps = 10_009  # One epoch of 1,281,167 images at 128.
+  config.checkpoint_every_steps = 10_009
+  config.keep_checkpoints = 3
+  return config
