@@ -8,6 +8,7 @@ Only flags live here; the work is `train.train_and_evaluate(config, workdir)`.
 
 import logging as logging_lib
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -15,6 +16,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from alexnet_jax import checkpointing
+from alexnet_jax import config_lib
 from alexnet_jax import train
 
 _WORKDIR = flags.DEFINE_string(
@@ -40,7 +43,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   logging.info('JAX %s, %d process(es), local devices: %s', jax.__version__,
                jax.process_count(), jax.local_devices())
-  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
+  except (config_lib.ConfigError, checkpointing.IncompatibleCheckpointError,
+          train.NonFiniteLossError) as e:
+    # A message the user can act on, without a traceback.
+    sys.exit(f'error: {e}')
 
 
 def run():

@@ -61,7 +61,11 @@ def create_schedule(opt_config, steps_per_epoch: int,
 
 def create_optimizer(opt_config, steps_per_epoch: int,
                      total_steps: int) -> optax.GradientTransformation:
-  schedule = create_schedule(opt_config, steps_per_epoch, total_steps)
+  if opt_config.schedule in ('constant', 'plateau'):
+    # A plain number is stored in the state and kept until set_learning_rate.
+    schedule = float(opt_config.learning_rate)
+  else:
+    schedule = create_schedule(opt_config, steps_per_epoch, total_steps)
   return optax.inject_hyperparams(_momentum_sgd, static_args=('rule',))(
       learning_rate=schedule, momentum=opt_config.momentum,
       weight_decay=opt_config.weight_decay, rule=opt_config.rule)
@@ -112,6 +116,7 @@ class Plateau:
   def update(self, state: dict[str, Any], error: float,
              learning_rate: float) -> tuple[dict[str, Any], float]:
     """Given a new validation error, returns (new state, learning rate)."""
+    error = float(np.float32(error))  # The state stores float32 (as JAX does).
     best = float(state['best_error'])
     bad = int(state['bad_evals'])
     drops = int(state['drops'])

@@ -82,7 +82,7 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def global_norm(tree) -> jax.Array:
-  return optax.global_norm(tree)
+  return optax.tree.norm(tree)
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
@@ -147,14 +147,16 @@ def eval_step(params, batch: dict[str, jax.Array], *, model: models.AlexNet,
   return lax.psum(sums, axis_name='batch')
 
 
-def make_pmapped_steps(model, tx, config) -> tuple[Callable, Callable]:
+def make_pmapped_steps(model, tx, config,
+                       devices=None) -> tuple[Callable, Callable]:
+  """The train and eval steps, pmapped over `devices` (default: all)."""
   p_train = jax.pmap(
       functools.partial(train_step, model=model, tx=tx, config=config),
       axis_name='batch', in_axes=(None, 0), out_axes=(None, 0),
-      donate_argnums=(0,))
+      donate_argnums=(0,), devices=devices)
   p_eval = jax.pmap(
       functools.partial(eval_step, model=model, config=config),
-      axis_name='batch', in_axes=(None, 0), out_axes=0)
+      axis_name='batch', in_axes=(None, 0), out_axes=0, devices=devices)
   return p_train, p_eval
 
 
@@ -183,15 +185,23 @@ def create_data(config):
   return input_pipeline.TFDSData(config)
 
 
-def _local_sharding(spec: jax.sharding.PartitionSpec) -> jax.sharding.Sharding:
-  mesh = jax.sharding.Mesh(np.array(jax.local_devices()), ('batch',))
+def _local_sharding(spec: jax.sharding.PartitionSpec,
+                    devices=None) -> jax.sharding.Sharding:
+  devices = jax.local_devices() if devices is None else devices
+  mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
   return jax.sharding.NamedSharding(mesh, spec)
 
 
+def replicate_on(tree, devices=None):
+  """Places `tree` as the pmapped step returns its state (replicated over
+  `devices`, default the local ones), so the step compiles once rather than
+  again on its own output."""
+  return jax.device_put(
+      tree, _local_sharding(jax.sharding.PartitionSpec(), devices))
+
+
 def replicate(tree):
-  """Places `tree` as the pmapped step returns its state (replicated over the
-  local devices), so the step compiles once, not again on its own output."""
-  return jax.device_put(tree, _local_sharding(jax.sharding.PartitionSpec()))
+  return replicate_on(tree)
 
 
 def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:

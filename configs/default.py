@@ -72,9 +72,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'learning_rate': 0.01,
       'momentum': 0.9,
       'weight_decay': 5e-4,
-      'schedule': 'cosine',  # 'constant', 'step', 'cosine' or 'plateau'.
+      'schedule': 'step',  # 'constant', 'step', 'cosine' or 'plateau'.
       'warmup_epochs': 0.0,  # cosine only.
-      'lr_drop_epochs': (),  # step only: epochs at which lr *= lr_drop_factor.
+      'lr_drop_epochs': (8, 11),  # step: epochs at which lr *= lr_drop_factor.
       'lr_drop_factor': 0.1,  # step and plateau.
       'plateau_patience': 2,  # plateau: evaluations without improvement.
       'plateau_min_delta': 0.0,  # plateau: improvement in top-1 error.

@@ -1,0 +1,43 @@
+"""Shared test setup: CPU only, fast compiles, tiny configs."""
+
+import os
+import sys
+
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # `configs` and `experiments` import from the root.
+  sys.path.insert(0, ROOT)
+
+import jax  # pylint: disable=g-import-not-at-top
+import pytest  # pylint: disable=g-import-not-at-top
+
+jax.config.update('jax_disable_most_optimizations', True)
+
+
+def tiny_config(**overrides):
+  """configs/default.py shrunk to compile and run in seconds on a CPU."""
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.model.width = 0.05
+  config.image_size = 67
+  config.resize_size = 72
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_train_steps = 4
+  config.log_every_steps = 2
+  config.eval_every_steps = 0
+  config.checkpoint_every_steps = 0
+  config.fake_data.eval_steps = 1
+  for key, value in overrides.items():
+    target = config
+    *parents, leaf = key.split('.')
+    for p in parents:
+      target = target[p]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture
+def tiny():
+  return tiny_config

@@ -1,0 +1,97 @@
+"""The optimizer follows the paper's update rule; schedules; the plateau rule."""
+
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from alexnet_jax import optim
+
+
+def _opt_config(**kw):
+  base = dict(rule='paper', learning_rate=0.1, momentum=0.9,
+              weight_decay=5e-4, schedule='step', warmup_epochs=0.0,
+              lr_drop_epochs=(1,), lr_drop_factor=0.1, plateau_patience=2,
+              plateau_min_delta=0.0, plateau_max_drops=3)
+  base.update(kw)
+  return ml_collections.ConfigDict(base)
+
+
+def _run(config, grads, w0, steps_per_epoch=3):
+  tx = optim.create_optimizer(config, steps_per_epoch, total_steps=10)
+  params = {'w': jnp.asarray(w0)}
+  state = tx.init(params)
+  history = []
+  for g in grads:
+    updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
+    params = optax.apply_updates(params, updates)
+    history.append((np.asarray(params['w']),
+                    float(optim.current_learning_rate(state))))
+  return history
+
+
+def test_paper_rule_step_by_step_across_a_learning_rate_drop():
+  rng = np.random.default_rng(0)
+  w0 = rng.normal(size=5).astype(np.float32)
+  grads = rng.normal(size=(6, 5)).astype(np.float32)
+  history = _run(_opt_config(), grads, w0)
+  # SPEC.md: v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v.
+  # The learning rate drops x0.1 after epoch 1 (= 3 steps).
+  w, v = w0.astype(np.float64), np.zeros(5)
+  for step, (g, (got_w, got_lr)) in enumerate(zip(grads, history)):
+    lr = 0.1 if step < 3 else 0.01
+    v = 0.9 * v - 0.0005 * lr * w - lr * g
+    w = w + v
+    assert got_lr == pytest.approx(lr)
+    np.testing.assert_allclose(got_w, w, rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_rule_equals_paper_rule_until_the_learning_rate_changes():
+  rng = np.random.default_rng(1)
+  w0 = rng.normal(size=4).astype(np.float32)
+  grads = rng.normal(size=(5, 4)).astype(np.float32)
+  paper = _run(_opt_config(rule='paper'), grads, w0)
+  sgd = _run(_opt_config(rule='sgd'), grads, w0)
+  for step in range(3):
+    np.testing.assert_allclose(paper[step][0], sgd[step][0], rtol=1e-5)
+  # After the drop, optax.sgd scales the whole velocity by the new rate.
+  assert not np.allclose(paper[4][0], sgd[4][0], rtol=1e-4)
+
+
+def test_schedules():
+  cfg = _opt_config(schedule='cosine', warmup_epochs=1.0)
+  s = optim.create_schedule(cfg, steps_per_epoch=10, total_steps=100)
+  assert float(s(0)) == 0.0
+  assert float(s(10)) == pytest.approx(0.1)
+  assert float(s(100)) == pytest.approx(0.0, abs=1e-6)
+  s = optim.create_schedule(_opt_config(schedule='step', lr_drop_epochs=(1, 2)),
+                            10, 100)
+  assert [float(s(i)) for i in (9, 10, 19, 20)] == pytest.approx(
+      [0.1, 0.01, 0.01, 0.001])
+  s = optim.create_schedule(_opt_config(schedule='constant'), 10, 100)
+  assert float(s(57)) == pytest.approx(0.1)
+  with pytest.raises(ValueError, match='optimizer.schedule'):
+    optim.create_schedule(_opt_config(schedule='linear'), 10, 100)
+
+
+def test_plateau_divides_by_ten_when_validation_error_stops_improving():
+  rule = optim.Plateau(patience=2, factor=0.1, min_delta=0.0, max_drops=2)
+  state, lr = optim.Plateau.initial_state(), 0.01
+  lrs = []
+  for error in (0.9, 0.8, 0.8, 0.81, 0.7, 0.75, 0.76, 0.77, 0.78, 0.79, 0.8):
+    state, lr = rule.update(state, error, lr)
+    lrs.append(lr)
+  expected = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 1e-4, 1e-4, 1e-4, 1e-4,
+              1e-4]  # Two bad evals each time; at most two drops.
+  assert lrs == pytest.approx(expected)
+  assert int(state['drops']) == 2
+
+
+def test_set_learning_rate_changes_the_next_update():
+  tx = optim.create_optimizer(_opt_config(schedule='plateau'), 10, 100)
+  params = {'w': jnp.ones(3)}
+  state = optim.set_learning_rate(tx.init(params), 0.001)
+  updates, state = tx.update({'w': jnp.ones(3)}, state, params)
+  # First step from v=0: v = -lr * (g + wd * w).
+  np.testing.assert_allclose(updates['w'], -0.001 * (1 + 5e-4), rtol=1e-6)

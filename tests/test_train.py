@@ -1,0 +1,128 @@
+"""The pmapped train step and the training loop, on generated data."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+
+from alexnet_jax import metrics_writer
+from alexnet_jax import train
+from conftest import ROOT
+
+
+def test_eight_devices_match_one_device_on_the_same_global_batch():
+  # Runs in a subprocess: the simulated device count is fixed at JAX start.
+  script = textwrap.dedent('''
+      import os, sys
+      sys.path.insert(0, %r)
+      os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+      import jax, numpy as np
+      jax.config.update('jax_disable_most_optimizations', True)
+      from conftest import tiny_config
+      from alexnet_jax import optim, train
+      config = tiny_config(**{'model.dropout_rate': 0.0, 'batch_size': 16})
+      model = train.create_model(config)
+      tx = optim.create_optimizer(config.optimizer, 10, 10)
+      rng = np.random.default_rng(0)
+      images = rng.integers(0, 256, (3, 16, 67, 67, 3), dtype=np.uint8)
+      labels = rng.integers(0, 10, (3, 16)).astype(np.int32)
+      results = []
+      for n in (8, 1):
+        step, _ = train.make_pmapped_steps(model, tx, config,
+                                           devices=jax.devices()[:n])
+        state = train.replicate_on(train.create_train_state(config, model, tx),
+                                   jax.devices()[:n])
+        for i in range(3):
+          batch = {'image': images[i].reshape(n, -1, 67, 67, 3),
+                   'label': labels[i].reshape(n, -1)}
+          state, metrics = step(state, batch)
+        results.append((jax.device_get(state.params),
+                        float(metrics['train_loss'][0])))
+      (p8, l8), (p1, l1) = results
+      assert jax.device_count() == 8
+      np.testing.assert_allclose(l8, l1, rtol=1e-5)
+      jax.tree_util.tree_map(
+          lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
+          p8, p1)
+      moved = jax.device_get(train.create_train_state(config, model, tx).params)
+      assert not np.allclose(moved['fc8']['kernel'], p1['fc8']['kernel'])
+      print('OK', l8, l1)
+      ''' % os.path.join(ROOT, 'tests'))
+  out = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert 'OK' in out.stdout
+
+
+def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny):
+  config = tiny(dataset='fake', num_train_steps=5, log_every_steps=2,
+                eval_every_steps=4)
+  last = train.train_and_evaluate(config, str(tmp_path))
+  rows = metrics_writer.read_metrics(str(tmp_path))
+  assert [r['step'] for r in rows] == [2, 4, 5]  # The last step is logged.
+  for key in ('train_loss', 'train_top1', 'learning_rate', 'images_per_sec',
+              'grad_norm', 'param_norm'):
+    assert all(np.isfinite(r[key]) for r in rows), key
+  for key in ('eval_loss', 'eval_top1', 'eval_top5'):
+    assert key in rows[1] and key in rows[2] and key not in rows[0]
+  assert rows[-1]['eval_examples'] == 8
+  assert last['step'] == 5
+  saved = json.load(open(tmp_path / 'config.json'))
+  assert saved['model']['width'] == 0.05 and saved['num_train_steps'] == 5
+  assert os.path.isdir(tmp_path / 'checkpoints' / '5')
+  assert os.listdir(tmp_path / 'tensorboard')
+
+
+def test_resume_continues_to_the_same_result(tmp_path, tiny):
+  straight = tmp_path / 'straight'
+  resumed = tmp_path / 'resumed'
+  config = tiny(dataset='fake', num_train_steps=6, log_every_steps=3)
+  a = train.train_and_evaluate(config, str(straight))
+  config_first = tiny(dataset='fake', num_train_steps=3, log_every_steps=3)
+  train.train_and_evaluate(config_first, str(resumed))
+  b = train.train_and_evaluate(config, str(resumed))
+  assert a['train_loss'] == b['train_loss']
+  assert a['eval_loss'] == b['eval_loss']
+  rows = metrics_writer.read_metrics(str(resumed))
+  assert [r['step'] for r in rows] == [3, 6]
+
+
+def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
+    tmp_path, tiny):
+  # Pixels divided by 1e-38 overflow float32: the loss is NaN from step 1.
+  config = tiny(dataset='fake', num_train_steps=3)
+  train.train_and_evaluate(config, str(tmp_path))  # A good checkpoint at 3.
+  config = tiny(dataset='fake', num_train_steps=6,
+                **{'normalization.std': (1e-38, 1e-38, 1e-38)})
+  with pytest.raises(train.NonFiniteLossError, match=r'at step 4\b.*step 3'):
+    train.train_and_evaluate(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
+
+
+def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
+  config = tiny(dataset='fake', num_train_steps=2, nonfinite='skip',
+                **{'normalization.std': (1e-38, 1e-38, 1e-38)})
+  model = train.create_model(config)
+  from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  initial = jax.device_get(train.create_train_state(config, model, tx).params)
+  train.train_and_evaluate(config, str(tmp_path))
+  from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'))
+  state = ckpt.restore_latest(train.create_train_state(config, model, tx))
+  assert int(state.step) == 2
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         jax.device_get(state.params), initial)
+
+
+def test_topk_correct():
+  logits = np.array([[0.1, 0.5, 0.2, 0.9], [3.0, 2.0, 1.0, 0.0]], np.float32)
+  labels = np.array([1, 3], np.int32)
+  np.testing.assert_array_equal(train.topk_correct(logits, labels, 1), [0, 0])
+  np.testing.assert_array_equal(train.topk_correct(logits, labels, 2), [1, 0])
+  np.testing.assert_array_equal(train.topk_correct(logits, labels, 4), [1, 1])
