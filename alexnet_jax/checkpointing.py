@@ -40,7 +40,10 @@ class Checkpointer:
   def save(self, step: int, state: Any) -> None:
     if step in self._manager.all_steps():
       return
-    self._manager.save(step, args=ocp.args.StandardSave(state))
+    # Saved from host memory: with several processes each holds the whole
+    # (replicated) state and only the primary process writes it.
+    host_state = jax.device_get(state)
+    self._manager.save(step, args=ocp.args.StandardSave(host_state))
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:
@@ -48,25 +51,26 @@ class Checkpointer:
     step = self._manager.latest_step()
     if step is None:
       return state
-    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, state)
+    target = jax.device_get(state)  # Restored as host (NumPy) arrays.
     try:
-      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      restored = self._manager.restore(step,
+                                       args=ocp.args.StandardRestore(target))
     except Exception as e:  # Orbax raises several types for a mismatch.
-      saved = {}
-      try:
-        metadata = self._manager.item_metadata(step)
-        saved = _shapes(metadata)
-      except Exception:  # pylint: disable=broad-except
-        pass
-      wanted = _shapes(abstract)
-      diff = sorted(k for k in set(saved) | set(wanted)
-                    if saved.get(k) != wanted.get(k))[:6]
       raise IncompatibleCheckpointError(
-          f'The checkpoint at step {step} in {self.directory} does not fit this '
-          f'config (a different model or optimizer?). Differing entries: '
-          f'{diff or "see below"}. Use a new --workdir, or the config the '
-          f'checkpoint was trained with ({type(e).__name__}: '
-          f'{str(e).splitlines()[0][:300] if str(e) else ""}).') from None
+          f'The checkpoint at step {step} in {self.directory} does not fit '
+          f'this config (a different model or optimizer?): '
+          f'{type(e).__name__}: {str(e).splitlines()[0][:300]}. Use a new '
+          f'--workdir, or the config the checkpoint was trained with.') from None
+    wanted, got = _shapes(target), _shapes(restored)
+    diff = [f'{k}: checkpoint {got.get(k)} vs config {wanted[k]}'
+            for k in wanted if got.get(k) != wanted[k]]
+    if diff:
+      raise IncompatibleCheckpointError(
+          f'The checkpoint at step {step} in {self.directory} holds a different '
+          f'model than this config builds ({len(diff)} arrays differ, e.g. '
+          f'{"; ".join(diff[:3])}). Use a new --workdir, or the config the '
+          f'checkpoint was trained with (see config.json there).')
+    return restored
 
   def close(self) -> None:
     self._manager.wait_until_finished()

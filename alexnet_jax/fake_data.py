@@ -44,9 +44,12 @@ class FakeData:
       labels = jax.random.randint(k2, shape[1:2], 0, self.num_classes)
       return {'image': images.astype(jnp.uint8), 'label': labels}
 
-    keys = jax.random.split(
-        jax.random.key(self.config.seed + seed + 1000 * jax.process_index()),
-        self.local_devices)
+    # One key per global device index, so the global batch is the same for
+    # any split of the devices over processes.
+    first = jax.process_index() * self.local_devices
+    base = jax.random.key(self.config.seed + seed)
+    keys = jax.numpy.stack([jax.random.fold_in(base, first + i)
+                            for i in range(self.local_devices)])
     return make(keys)
 
   def train_batches(self, start_step: int = 0) -> Iterator[dict]:
