@@ -1,0 +1,125 @@
+"""Preemption (SIGKILL, SIGTERM), several processes, bad workdirs."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alexnet_jax import metrics_writer
+from conftest import ROOT
+
+# A tiny paper net on device-generated data, dropout on (its keys must resume).
+_ARGS = ['--config=configs/fake_benchmark.py', '--config.model.width=0.05',
+         '--config.image_size=67', '--config.model.num_classes=10',
+         '--config.batch_size=8', '--config.eval_batch_size=8',
+         '--config.log_every_steps=2']
+
+
+def _env(devices=1):
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  return env
+
+
+def _main(workdir, *extra, devices=1, **kwargs):
+  cmd = [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={workdir}',
+         *_ARGS, *extra]
+  return subprocess.Popen(cmd, cwd=ROOT, env=_env(devices),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, **kwargs)
+
+
+def _finish(proc, timeout=600):
+  out, err = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, err[-3000:]
+  return err
+
+
+def _last(workdir):
+  return metrics_writer.read_metrics(str(workdir))[-1]
+
+
+def _wait_for_checkpoint(workdir, timeout=300):
+  ckpt = os.path.join(workdir, 'checkpoints')
+  start = time.time()
+  while time.time() - start < timeout:
+    if os.path.isdir(ckpt) and any(d.isdigit() for d in os.listdir(ckpt)):
+      return
+    time.sleep(0.05)
+  raise AssertionError('no checkpoint appeared')
+
+
+def test_sigkill_then_restart_ends_like_an_uninterrupted_run(tmp_path):
+  steps = ['--config.num_train_steps=16', '--config.checkpoint_every_steps=4']
+  straight = tmp_path / 'straight'
+  _finish(_main(straight, *steps))
+
+  killed = tmp_path / 'killed'
+  proc = _main(killed, *steps)
+  _wait_for_checkpoint(str(killed))
+  time.sleep(0.3)  # Somewhere after the first checkpoint, maybe mid-save.
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert proc.returncode == -signal.SIGKILL
+  err = _finish(_main(killed, *steps))
+  assert 'Resumed from the checkpoint at step' in err
+  a, b = _last(straight), _last(killed)
+  assert b['step'] == 16
+  for key in ('train_loss', 'param_norm', 'eval_loss', 'eval_top1'):
+    assert a[key] == b[key], key  # Bitwise on CPU.
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+  proc = _main(tmp_path, '--config.num_train_steps=100000',
+               '--config.checkpoint_every_steps=0')
+  rows = tmp_path / 'metrics.jsonl'
+  start = time.time()
+  while not (rows.exists() and rows.read_text()) and time.time() - start < 300:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  err = _finish(proc)
+  assert 'SIGTERM' in err
+  steps = [int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()]
+  assert len(steps) == 1 and 2 <= steps[0] < 100000
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
+  steps = ['--config.num_train_steps=4', '--config.model.dropout_rate=0.0',
+           '--config.checkpoint_every_steps=2']
+  single = tmp_path / 'single'
+  _finish(_main(single, *steps, devices=4))
+  multi = tmp_path / 'multi'
+  port = _free_port()
+  procs = [_main(multi, *steps, f'--coordinator_address=127.0.0.1:{port}',
+                 '--num_processes=2', f'--process_id={i}', devices=2)
+           for i in range(2)]
+  for p in procs:
+    _finish(p)
+  a, b = _last(single), _last(multi)
+  assert b['step'] == 4
+  assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-5)
+  assert a['eval_loss'] == pytest.approx(b['eval_loss'], rel=1e-5)
+  # Only process 0 wrote metrics: one row per logged step.
+  assert [r['step'] for r in metrics_writer.read_metrics(str(multi))] == [2, 4]
+  assert sorted(os.listdir(multi / 'checkpoints')) == ['2', '4']
+
+
+def test_incompatible_checkpoint_gives_a_clear_error(tmp_path):
+  _finish(_main(tmp_path, '--config.num_train_steps=2'))
+  proc = _main(tmp_path, '--config.num_train_steps=4',
+               '--config.model.width=0.1')
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode != 0
+  assert 'holds a different model than this config builds' in err
+  assert 'Traceback' not in err
