@@ -1,0 +1,407 @@
+r"""Weight interchange with PyTorch, and `.npz` files of converted parameters.
+
+  python -m alexnet_jax.convert --variant=owt --input=alexnet.pth \
+      --output=params.npz
+  python -m alexnet_jax.convert --variant=paper --input=WORKDIR \
+      --output=alexnet.pth
+
+--input: a .pth state_dict, an .npz of params, or an orbax checkpoint (a
+workdir: its newest step); --output: .npz or .pth.
+
+Two PyTorch layouts (module names of an `nn.Module` with `features`, `avgpool`
+and `classifier` like torchvision's `AlexNet`):
+
+* 'owt': torchvision's AlexNet. Our model with variant='owt', groups=1,
+  lrn=False. conv1..conv5 = `features.0/3/6/8/10`, fc6..fc8 =
+  `classifier.1/4/6`.
+* 'paper': the same modules, with conv2, conv4 and conv5 grouped
+  (`nn.Conv2d(groups=2)`) and `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75,
+  k=2.0)` after the ReLU of conv1 and conv2 (PyTorch divides alpha by n, we do
+  not: alpha=1e-4 here). conv1..conv5 = `features.0/4/8/10/12`, fc6..fc8 =
+  `classifier.1/4/6`. Our model with variant='paper', lrn=True.
+
+What changes between the two frameworks:
+
+* Convolutions: PyTorch OIHW (out, in/groups, kh, kw) <-> Flax HWIO
+  (kh, kw, in/groups, out). Both assign the first out/groups output channels to
+  the first in/groups input channels, and so on; XLA's `feature_group_count`
+  and `models.Conv(impl='split')` do the same, so a transpose is all it takes.
+* Dense layers: PyTorch (out, in) <-> Flax (in, out).
+* fc6's input: PyTorch flattens pool5 as (C, H, W), our NHWC model as
+  (H, W, C), so fc6's input rows are permuted. The map size is read from the
+  weights (fc6 inputs / conv5 channels, a square), so any image size works.
+
+Both functions take and return NumPy arrays (float32); PyTorch tensors are also
+accepted as input. Nothing here imports torch except the command line, and only
+to read or write a `.pth` file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from alexnet_jax import models
+
+CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+DENSES = ('fc6', 'fc7', 'fc8')
+LAYERS = CONVS + DENSES
+
+# Our layer name -> the PyTorch module holding its weight and bias.
+TORCH_LAYOUTS = {
+    'owt': dict(zip(LAYERS, (
+        'features.0', 'features.3', 'features.6', 'features.8', 'features.10',
+        'classifier.1', 'classifier.4', 'classifier.6'))),
+    'paper': dict(zip(LAYERS, (
+        'features.0', 'features.4', 'features.8', 'features.10', 'features.12',
+        'classifier.1', 'classifier.4', 'classifier.6'))),
+}
+# The model fields each PyTorch layout stands for (the groups of conv2, conv4
+# and conv5 are the default of an argument: a paper-layout net without towers
+# converts with groups=1).
+DEFAULT_GROUPS = {'owt': 1, 'paper': 2}
+LAYOUT_LRN = {'owt': False, 'paper': True}
+
+
+class ConversionError(ValueError):
+  """The weights do not fit the named layout."""
+
+
+def _check_variant(variant: str) -> None:
+  if variant not in TORCH_LAYOUTS:
+    raise ConversionError(f'variant={variant!r}; expected one of '
+                          f'{tuple(TORCH_LAYOUTS)}.')
+
+
+def check_model_config(model_config) -> None:
+  """Raises if `config.model` cannot hold its variant's PyTorch layout.
+
+  The module indices of the PyTorch layout depend on whether LRN layers sit
+  between the convolutions, so `model.lrn` must be what the layout has.
+  """
+  variant = model_config.variant
+  _check_variant(variant)
+  if model_config.lrn != LAYOUT_LRN[variant]:
+    raise ConversionError(
+        f'config.model.lrn={model_config.lrn!r}, but the PyTorch layout of '
+        f'variant={variant!r} has lrn={LAYOUT_LRN[variant]} (its module '
+        f'indices are those of {TORCH_LAYOUTS[variant]}).')
+
+
+def _to_numpy(value) -> np.ndarray:
+  if hasattr(value, 'detach'):  # A torch.Tensor, without importing torch.
+    value = value.detach().cpu().float().numpy()
+  return np.asarray(value, np.float32)
+
+
+def _groups(variant: str, groups: int | None) -> dict[str, int]:
+  g = DEFAULT_GROUPS[variant] if groups is None else groups
+  if g not in (1, 2):
+    raise ConversionError(f'groups={g!r}; expected 1 or 2.')
+  specs = models.conv_specs(variant)
+  return {name: (g if spec.grouped else 1) for name, spec in zip(CONVS, specs)}
+
+
+def _pool5_shape(fc6_inputs: int, channels: int, pool5_shape,
+                 name: str) -> tuple[int, int]:
+  if pool5_shape is not None:
+    h, w = pool5_shape
+    if h * w * channels != fc6_inputs:
+      raise ConversionError(
+          f'{name} has {fc6_inputs} inputs, but pool5_shape={pool5_shape} with '
+          f'{channels} conv5 channels gives {h * w * channels}.')
+    return h, w
+  side = math.isqrt(fc6_inputs // channels) if fc6_inputs % channels == 0 else 0
+  if not side or side * side * channels != fc6_inputs:
+    raise ConversionError(
+        f'{name} has {fc6_inputs} inputs, which is not {channels} conv5 '
+        f'channels times a square pool5 map; pass pool5_shape=(h, w).')
+  return side, side
+
+
+def _check_shapes(flax: Mapping[str, Mapping[str, np.ndarray]], variant: str,
+                  groups: dict[str, int], key: Callable[[str, str], str],
+                  pool5_shape, torch_shapes: bool) -> tuple[int, int, int]:
+  """Checks that Flax-layout shapes chain; errors name `key(layer, leaf)`.
+
+  Returns (C, H, W) of the pool5 map flattened into fc6. `torch_shapes`: show
+  shapes in messages as PyTorch stores them.
+  """
+  def shape(kernel):
+    if not torch_shapes:
+      return kernel.shape
+    if kernel.ndim == 4:
+      return kernel.transpose(3, 2, 0, 1).shape
+    return kernel.T.shape
+
+  channels = 3
+  for name, spec in zip(CONVS, models.conv_specs(variant)):
+    kernel, bias = flax[name]['kernel'], flax[name]['bias']
+    k, g = spec.kernel, groups[name]
+    out = kernel.shape[3]
+    want_in = channels // g if channels % g == 0 else None
+    if kernel.shape[:3] != (k, k, want_in):
+      raise ConversionError(
+          f'{key(name, "kernel")}: shape {shape(kernel)} does '
+          f'not fit {name} of variant={variant!r}: expected a {k}x{k} kernel '
+          f'over {channels} input channels in {g} group(s).')
+    if out % g:
+      raise ConversionError(
+          f'{key(name, "kernel")}: {out} output channels are not divisible by '
+          f'groups={g}.')
+    if bias.shape != (out,):
+      raise ConversionError(
+          f'{key(name, "bias")}: shape {bias.shape}, expected ({out},) to '
+          f'match {key(name, "kernel")}.')
+    channels = out
+  h, w = _pool5_shape(flax['fc6']['kernel'].shape[0], channels, pool5_shape,
+                      key('fc6', 'kernel'))
+  inputs = channels * h * w
+  for name in DENSES:
+    kernel, bias = flax[name]['kernel'], flax[name]['bias']
+    if kernel.shape[0] != inputs:
+      raise ConversionError(
+          f'{key(name, "kernel")}: shape {shape(kernel)} does '
+          f'not fit: {name} must take {inputs} inputs.')
+    if bias.shape != (kernel.shape[1],):
+      raise ConversionError(
+          f'{key(name, "bias")}: shape {bias.shape}, expected '
+          f'({kernel.shape[1]},) to match {key(name, "kernel")}.')
+    inputs = kernel.shape[1]
+  return channels, h, w
+
+
+def _check_ndim(value: np.ndarray, ndim: int, name: str) -> None:
+  if value.ndim != ndim:
+    raise ConversionError(f'{name}: expected a {ndim}-D array, got shape '
+                          f'{value.shape}.')
+
+
+def _fc6_chw_to_hwc(kernel: np.ndarray, c: int, h: int, w: int) -> np.ndarray:
+  """Rows of fc6's (in, out) kernel from (C, H, W) order to (H, W, C)."""
+  out = kernel.shape[1]
+  return kernel.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(-1, out)
+
+
+def _fc6_hwc_to_chw(kernel: np.ndarray, c: int, h: int, w: int) -> np.ndarray:
+  out = kernel.shape[1]
+  return kernel.reshape(h, w, c, out).transpose(2, 0, 1, 3).reshape(-1, out)
+
+
+def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
+                  groups: int | None = None,
+                  pool5_shape: tuple[int, int] | None = None) -> dict:
+  """A PyTorch AlexNet state_dict of layout `variant` -> our Flax params.
+
+  Args:
+    state_dict: parameter name -> array (NumPy or torch). A 'module.' prefix
+      (from `nn.DataParallel`) is removed.
+    variant: 'owt' or 'paper' (see the module docstring).
+    groups: of conv2, conv4, conv5; default 1 for 'owt', 2 for 'paper'.
+    pool5_shape: (H, W) of the map flattened into fc6; default: the square the
+      weights imply.
+
+  Returns:
+    {'conv1': {'kernel', 'bias'}, ..., 'fc8': {...}} of float32 NumPy arrays.
+  """
+  _check_variant(variant)
+  layout = TORCH_LAYOUTS[variant]
+  sd = {(k[len('module.'):] if k.startswith('module.') else k): v
+        for k, v in state_dict.items()}
+  expected = {f'{module}.{leaf}' for module in layout.values()
+              for leaf in ('weight', 'bias')}
+  missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
+  if missing or unexpected:
+    other = [v for v, l in TORCH_LAYOUTS.items() if v != variant and {
+        f'{m}.{x}' for m in l.values() for x in ('weight', 'bias')} == set(sd)]
+    hint = f' These keys are the {other[0]!r} layout.' if other else ''
+    raise ConversionError(
+        f'The state_dict does not have the {variant!r} layout: missing keys '
+        f'{missing}, unexpected keys {unexpected}.{hint}')
+  g = _groups(variant, groups)
+  key = lambda name, leaf: (
+      f'{layout[name]}.{"weight" if leaf == "kernel" else "bias"}')
+
+  flax = {}
+  for name in LAYERS:
+    weight = _to_numpy(sd[key(name, 'kernel')])
+    bias = _to_numpy(sd[key(name, 'bias')])
+    _check_ndim(weight, 4 if name in CONVS else 2, key(name, 'kernel'))
+    _check_ndim(bias, 1, key(name, 'bias'))
+    kernel = weight.transpose(2, 3, 1, 0) if name in CONVS else weight.T
+    flax[name] = {'kernel': kernel, 'bias': bias}
+  channels, h, w = _check_shapes(flax, variant, g, key, pool5_shape,
+                                 torch_shapes=True)
+  flax['fc6']['kernel'] = _fc6_chw_to_hwc(flax['fc6']['kernel'], channels, h, w)
+  return {name: {leaf: np.ascontiguousarray(v) for leaf, v in layer.items()}
+          for name, layer in flax.items()}
+
+
+def flax_to_torch(params: Mapping[str, Any], variant: str, *,
+                  groups: int | None = None,
+                  pool5_shape: tuple[int, int] | None = None
+                  ) -> dict[str, np.ndarray]:
+  """Our Flax params -> a state_dict (NumPy arrays) of PyTorch layout `variant`.
+
+  Load it with `module.load_state_dict({k: torch.from_numpy(v) ...})`.
+  `params` may also be {'params': params}. Arguments as in `torch_to_flax`.
+  """
+  _check_variant(variant)
+  if set(params) == {'params'}:
+    params = params['params']
+  missing = sorted(set(LAYERS) - set(params))
+  unexpected = sorted(set(params) - set(LAYERS))
+  if missing or unexpected:
+    raise ConversionError(f'The params are not AlexNet\'s: missing layers '
+                          f'{missing}, unexpected layers {unexpected}.')
+  key = lambda name, leaf: f'{name}/{leaf}'
+  flax = {}
+  for name in LAYERS:
+    leaves = set(params[name])
+    if leaves != {'kernel', 'bias'}:
+      raise ConversionError(f'{name}: has {sorted(leaves)}, expected '
+                            f"['bias', 'kernel'].")
+    kernel = _to_numpy(params[name]['kernel'])
+    bias = _to_numpy(params[name]['bias'])
+    _check_ndim(kernel, 4 if name in CONVS else 2, key(name, 'kernel'))
+    _check_ndim(bias, 1, key(name, 'bias'))
+    flax[name] = {'kernel': kernel, 'bias': bias}
+  g = _groups(variant, groups)
+  channels, h, w = _check_shapes(flax, variant, g, key, pool5_shape,
+                                 torch_shapes=False)
+
+  layout = TORCH_LAYOUTS[variant]
+  state_dict = {}
+  for name in LAYERS:
+    kernel = flax[name]['kernel']
+    if name in CONVS:
+      weight = kernel.transpose(3, 2, 0, 1)
+    else:
+      if name == 'fc6':
+        kernel = _fc6_hwc_to_chw(kernel, channels, h, w)
+      weight = kernel.T
+    state_dict[f'{layout[name]}.weight'] = np.ascontiguousarray(weight)
+    state_dict[f'{layout[name]}.bias'] = np.ascontiguousarray(
+        flax[name]['bias'])
+  return state_dict
+
+
+def save_npz(params: Mapping[str, Any], path: str) -> None:
+  """Writes Flax params as an `.npz` with keys 'conv1/kernel', ..."""
+  flat = {f'{name}/{leaf}': _to_numpy(value)
+          for name, layer in params.items() for leaf, value in layer.items()}
+  with open(path, 'wb') as f:
+    np.savez(f, **flat)
+
+
+def load_npz(path: str) -> dict:
+  """Reads params written by `save_npz` (checked to be AlexNet's layers)."""
+  try:
+    with np.load(path, allow_pickle=False) as data:
+      flat = {k: np.asarray(data[k]) for k in data.files}
+  except (OSError, ValueError) as e:
+    raise ConversionError(
+        f'Cannot read {path!r} as an .npz file: {e}') from None
+  params: dict[str, dict[str, np.ndarray]] = {}
+  for k, v in flat.items():
+    name, _, leaf = k.partition('/')
+    if name not in LAYERS or leaf not in ('kernel', 'bias'):
+      raise ConversionError(
+          f'{path}: unexpected entry {k!r}; expected '
+          f"'<layer>/kernel' and '<layer>/bias' for {LAYERS}.")
+    params.setdefault(name, {})[leaf] = v
+  missing = sorted(f'{n}/{l}' for n in LAYERS for l in ('kernel', 'bias')
+                   if l not in params.get(n, {}))
+  if missing:
+    raise ConversionError(f'{path}: missing entries {missing}.')
+  return params
+
+
+def _torch():
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    raise ConversionError(
+        'Reading or writing a PyTorch .pth file needs torch (pip install '
+        'torch); .npz files do not.') from None
+  return torch
+
+
+def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
+  """A state_dict from a `.pth` file (or one wrapped as {'state_dict': ...})."""
+  torch = _torch()
+  try:
+    obj = torch.load(path, map_location='cpu', weights_only=True)
+  except Exception as e:  # pylint: disable=broad-except
+    raise ConversionError(f'Cannot read {path!r} as a PyTorch state_dict: '
+                          f'{type(e).__name__}: {e}') from None
+  if isinstance(obj, Mapping) and 'state_dict' in obj:
+    obj = obj['state_dict']
+  if not isinstance(obj, Mapping):
+    raise ConversionError(f'{path!r} holds a {type(obj).__name__}, not a '
+                          f'state_dict.')
+  return {k: _to_numpy(v) for k, v in obj.items()}
+
+
+def save_torch_state_dict(state_dict: Mapping[str, np.ndarray],
+                          path: str) -> None:
+  torch = _torch()
+  torch.save({k: torch.from_numpy(np.asarray(v))
+              for k, v in state_dict.items()}, path)
+
+
+def convert_file(src: str, dst: str, variant: str) -> dict:
+  """Converts `src` (.pth, .npz, or an orbax checkpoint or workdir) to `dst`
+  (.npz or .pth in the PyTorch layout `variant`); returns the Flax params."""
+  _check_variant(variant)
+  if os.path.isdir(src):
+    from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+    params, _ = evaluate.restore_orbax_params(src)
+  elif src.endswith('.npz'):
+    params = load_npz(src)
+  elif os.path.exists(src):
+    params = torch_to_flax(load_torch_state_dict(src), variant)
+  else:
+    raise ConversionError(f'--input={src!r} does not exist.')
+  if dst.endswith('.npz'):
+    save_npz(params, dst)
+  else:
+    save_torch_state_dict(flax_to_torch(params, variant), dst)
+  return params
+
+
+def main(argv=None) -> None:
+  """Command line: --input (.pth, .npz or an orbax checkpoint/workdir),
+  --output (.npz or .pth), --variant (the PyTorch layout)."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if 'input' not in flags.FLAGS:  # Defined here: importers get no flags.
+    flags.DEFINE_string('input', None,
+                        '.pth, .npz, or an orbax checkpoint (or workdir).')
+    flags.DEFINE_string('output', None, '.npz or .pth to write.')
+    flags.DEFINE_enum('variant', None, list(TORCH_LAYOUTS),
+                      'The PyTorch layout of the .pth side.')
+    flags.mark_flags_as_required(['input', 'output', 'variant'])
+
+  def run(args):
+    if len(args) > 1:
+      raise app.UsageError(f'Unexpected arguments: {args[1:]}')
+    f = flags.FLAGS
+    try:
+      params = convert_file(f.input, f.output, f.variant)
+    except (ConversionError, FileNotFoundError) as e:
+      raise SystemExit(f'convert: {e}') from None
+    count = sum(v.size for layer in params.values() for v in layer.values())
+    print(f'Wrote {f.output} ({count:,} parameters; PyTorch layout '
+          f'{f.variant!r}).')
+  app.run(run, argv=argv)
+
+
+if __name__ == '__main__':
+  # Run the importable module, so that errors raised as
+  # alexnet_jax.convert.ConversionError (e.g. by evaluate) are the ones caught.
+  from alexnet_jax import convert as _c  # pylint: disable=g-import-not-at-top
+  _c.main()

@@ -1,0 +1,221 @@
+r"""Evaluation of saved weights, without training: the eval-only run.
+
+  python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py \
+      --workdir=/tmp/alexnet_eval --config.checkpoint=PATH
+
+`config.checkpoint` is one of
+* an orbax checkpoint of this project: a workdir, its `checkpoints` directory
+  (the newest step is used) or one step directory;
+* a PyTorch state_dict (`.pth`/`.pt`) of the layout named by
+  `config.model.variant` ('owt': torchvision's AlexNet; 'paper': see
+  `alexnet_jax.convert`), converted on the fly (needs torch);
+* an `.npz` of converted params (`alexnet_jax.convert`; no torch needed).
+
+Every example of `config.eval_split` is evaluated once (the last batch padded
+and masked). The metrics (eval_loss, eval_top1, eval_top5, eval_examples) go to
+`workdir/metrics.jsonl` and TensorBoard as a training run's do, with the
+checkpoint's step (0 for converted weights); the config goes to
+`workdir/config.json` and the dataset's class names to
+`workdir/class_names.txt`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+
+from absl import logging
+from etils import epath
+import jax
+import numpy as np
+
+from alexnet_jax import config_lib
+from alexnet_jax import convert
+from alexnet_jax import metrics_writer
+from alexnet_jax import models
+from alexnet_jax import train
+
+TORCH_SUFFIXES = ('.pth', '.pt')
+# The dataset's class names, one a line, next to config.json (predict reads it).
+CLASS_NAMES_FILE = metrics_writer.CLASS_NAMES_FILE
+_ITEM = 'default'  # The item name orbax's CheckpointManager saves under.
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+  """No checkpoint at the given path."""
+
+
+def find_checkpoint(path: str) -> tuple[str, int | None]:
+  """The step directory `path` names (newest step of a workdir) and its step."""
+  path = os.path.abspath(path)
+  if not os.path.isdir(path):
+    raise CheckpointNotFoundError(
+        f'No checkpoint at {path!r}: not a directory.')
+  if os.path.isdir(os.path.join(path, 'checkpoints')):  # A workdir.
+    path = os.path.join(path, 'checkpoints')
+  if os.path.basename(path) == _ITEM and os.path.exists(
+      os.path.join(path, '_METADATA')):  # The item inside a step directory.
+    path = os.path.dirname(path)
+  if os.path.isdir(os.path.join(path, _ITEM)):  # A step directory.
+    name = os.path.basename(path)
+    return path, int(name) if name.isdigit() else None
+  # Orbax renames a step's temporary directory to the bare number when the
+  # save is complete, so only numeric names are finished checkpoints.
+  steps = sorted(int(d) for d in os.listdir(path)
+                 if d.isdigit() and os.path.isdir(os.path.join(path, d, _ITEM)))
+  if not steps:
+    raise CheckpointNotFoundError(
+        f'No checkpoint in {path!r} (expected a workdir, its checkpoints '
+        f'directory or a step directory written by training).')
+  return os.path.join(path, str(steps[-1])), steps[-1]
+
+
+def restore_orbax_params(path: str) -> tuple[dict, int | None]:
+  """Restores only the params (as NumPy arrays) of a training checkpoint.
+
+  The optimizer state is not read, so this needs neither the optimizer config
+  nor the memory for it.
+  """
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  step_dir, step = find_checkpoint(path)
+  item_dir = epath.Path(step_dir) / _ITEM
+  handler = ocp.PyTreeCheckpointHandler()
+  try:
+    tree = handler.metadata(item_dir).tree
+    if 'params' not in tree:
+      raise convert.ConversionError(
+          f'The checkpoint {step_dir!r} has no params (it holds '
+          f'{sorted(tree)}).')
+    item = {'params': jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree['params'])}
+    restore_args = jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
+  finally:
+    handler.close()
+  logging.info('Restored the params of %s.', step_dir)
+  return restored['params'], step
+
+
+def load_params(path: str, model_config) -> tuple[dict, int | None]:
+  """Params (NumPy) and step from an orbax checkpoint, a .pth or an .npz.
+
+  A `.pth` file is converted from the PyTorch layout of
+  `model_config.variant`; its groups are `model_config.groups`.
+  """
+  if not path:
+    raise config_lib.ConfigError(
+        'config.checkpoint is not set: pass --config.checkpoint=PATH (an orbax '
+        'checkpoint or workdir, a PyTorch .pth, or an .npz of params).')
+  if os.path.isdir(path):
+    return restore_orbax_params(path)
+  if not os.path.exists(path):
+    raise CheckpointNotFoundError(f'config.checkpoint={path!r} does not exist.')
+  if path.endswith('.npz'):
+    return convert.load_npz(path), None
+  if path.endswith(TORCH_SUFFIXES):
+    convert.check_model_config(model_config)
+    state_dict = convert.load_torch_state_dict(path)
+    return convert.torch_to_flax(state_dict, model_config.variant,
+                                 groups=model_config.groups), None
+  raise config_lib.ConfigError(
+      f'config.checkpoint={path!r}: expected a directory (orbax), a '
+      f'{"/".join(TORCH_SUFFIXES)} file (PyTorch) or an .npz file.')
+
+
+def check_params_fit(params, model: models.AlexNet, image_size: int) -> None:
+  """Raises naming the entries whose shapes differ from what `model` creates."""
+  wanted = jax.eval_shape(
+      lambda: model.init(jax.random.key(0),
+                         jax.numpy.zeros((1, image_size, image_size, 3)),
+                         train=False))['params']
+  shapes = lambda tree: {
+      jax.tree_util.keystr(p): tuple(np.shape(x))
+      for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  have, want = shapes(params), shapes(wanted)
+  diff = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+  if diff:
+    details = ', '.join(
+        f'{k}: {have.get(k, "missing")} vs {want.get(k, "none")}'
+        for k in diff[:6])
+    raise convert.ConversionError(
+        f'The weights do not fit config.model (variant='
+        f'{model.variant!r}, groups={model.groups}, width={model.width}, '
+        f'num_classes={model.num_classes}) at image_size={image_size}: '
+        f'{details} (weights vs model).')
+
+
+def make_eval_step(model: models.AlexNet, config):
+  step = functools.partial(train.eval_step, model=model, config=config)
+  return jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=0)
+
+
+def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
+  """Evaluates `config.checkpoint` on `config.eval_split`; returns metrics."""
+  config_lib.validate(config)
+  workdir = os.path.abspath(workdir)
+  config_lib.check_workdir(workdir)
+  model = train.create_model(config)
+  params, step = load_params(config.get('checkpoint'), config.model)
+  check_params_fit(params, model, config.image_size)
+
+  data = train.create_data(config)
+  config_lib.validate_against_data(config, data)
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    metrics_writer.write_class_names(workdir, data.class_names)
+
+  p_eval = make_eval_step(model, config)
+  metrics = train.evaluate(p_eval, train.replicate(params), data.eval_batches())
+  expected = getattr(data, 'num_eval_examples', None)
+  if expected is not None and metrics['eval_examples'] != expected:
+    raise RuntimeError(f'Evaluated {metrics["eval_examples"]} examples, but '
+                       f'{config.eval_split!r} has {expected}.')
+  logging.info('%s: loss %.4f, top-1 %.4f, top-5 %.4f (%d examples of %s %r).',
+               config.checkpoint, metrics['eval_loss'], metrics['eval_top1'],
+               metrics['eval_top5'], metrics['eval_examples'], config.dataset,
+               config.eval_split)
+  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer)
+  writer.write(step or 0, metrics)
+  writer.close()
+  return metrics
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+  """Errors that are the user's to fix: shown as a message, no traceback."""
+  errors = (config_lib.ConfigError, convert.ConversionError,
+            CheckpointNotFoundError)
+  pipeline = sys.modules.get('alexnet_jax.input_pipeline')  # If it was used.
+  return errors + ((pipeline.DataError,) if hasattr(pipeline, 'DataError')
+                   else ())
+
+
+def main(argv):
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  try:
+    metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir)
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, _user_errors()):
+      raise
+    raise SystemExit(f'evaluate: {e}') from None
+  print(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
+                 for k, v in metrics.items()))
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string('workdir', None, 'Directory for metrics and the config.')
+  config_flags.DEFINE_config_file(
+      'config', None, 'A config file, e.g. configs/imagenet_eval.py.',
+      lock_config=True)
+  flags.mark_flags_as_required(['config', 'workdir'])
+  app.run(main)

@@ -1,0 +1,295 @@
+r"""Classify image files with a trained model: top-5 classes per image.
+
+  python -m alexnet_jax.predict --workdir=/tmp/alexnet_default cat.jpg dog.png
+  python -m alexnet_jax.predict --ten_crop \
+      --checkpoint=/tmp/alexnet_default/checkpoints/3744 cat.jpg
+
+The config comes from `workdir/config.json` (written by training; with only
+--checkpoint, from the workdir above the checkpoint), the params from the
+newest checkpoint (or --checkpoint; only the params are read).
+
+Images get the evaluation preprocessing of `input_pipeline`, done here with
+Pillow and NumPy (no TensorFlow): the shorter side resized to
+`config.resize_size` with antialiased bilinear filtering (or the whole image
+squashed to resize_size^2 if `config.resize_mode='squash'`), the central
+square, then the central `config.image_size` crop. The geometry is the
+pipeline's exactly and the resize agrees to +-1 level (float bilinear with the
+same antialiasing support). One difference remains for JPEGs: TensorFlow's
+`decode_image` uses libjpeg's fast integer DCT, Pillow the accurate one, so
+decoded pixels differ by a few levels (a mean of about 1). `--ten_crop`
+averages the softmax over the four corner crops, the centre crop and their
+mirror images (the paper's test-time procedure).
+
+Class names: --class_names (a file, one a line), else `class_names.txt` in the
+workdir, else the dataset's (TFDS metadata, `datasets/shapes.py` for the
+embedded dataset, the folder names of an image folder), else class indices.
+TFDS names ImageNet's classes by WordNet id (n01440764); pass --class_names
+for words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+
+class PredictError(Exception):
+  """A user-facing failure: printed without a traceback."""
+
+
+def load_config(workdir: str):
+  """The ConfigDict in `workdir/config.json`."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  path = os.path.join(workdir, 'config.json')
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(json.load(f))
+  except FileNotFoundError:
+    raise PredictError(f'No config.json in {workdir!r}: is it the workdir of '
+                       f'a training run?') from None
+  except (OSError, ValueError) as e:
+    raise PredictError(f'Cannot read {path!r}: {e}') from None
+
+
+def _workdir_of_checkpoint(checkpoint: str) -> str:
+  """The nearest directory above `checkpoint` holding config.json."""
+  path = os.path.abspath(checkpoint)
+  for _ in range(4):  # step/default -> step -> checkpoints -> workdir.
+    if os.path.exists(os.path.join(path, 'config.json')):
+      return path
+    path = os.path.dirname(path)
+  raise PredictError(f'No config.json found above --checkpoint={checkpoint!r}; '
+                     f'pass --workdir too.')
+
+
+# Preprocessing (input_pipeline.Preprocess, in NumPy/Pillow).
+
+
+def load_image(path: str) -> np.ndarray:
+  """An image file -> uint8 [H, W, 3] RGB (alpha dropped, grey repeated)."""
+  try:
+    with Image.open(path) as image:
+      return np.asarray(image.convert('RGB'))
+  except FileNotFoundError:
+    raise PredictError(f'{path}: no such file.') from None
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise PredictError(f'{path}: cannot read it as an image ({e}).') from None
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Antialiased bilinear resize in float32, as tf.image.resize(antialias=True)
+  does it (Pillow widens the filter by the downscaling factor, as TF does)."""
+  channels = [
+      np.asarray(Image.fromarray(np.ascontiguousarray(
+          image[..., c], np.float32)).resize(
+              (width, height), Image.Resampling.BILINEAR))
+      for c in range(image.shape[-1])]
+  return np.stack(channels, axis=-1)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+  return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def resize_to_square(image: np.ndarray, resize_size: int,
+                     resize_mode: str = 'crop') -> np.ndarray:
+  """`Preprocess.decode_and_resize`: uint8 [resize_size, resize_size, 3]."""
+  size = resize_size
+  if resize_mode == 'squash':
+    return _to_uint8(_resize(image, size, size))
+  if resize_mode != 'crop':
+    raise PredictError(f'config.resize_mode={resize_mode!r}; expected '
+                       f"'crop' or 'squash'.")
+  # The pipeline's float32 arithmetic, so the rounding up agrees.
+  shape = np.array(image.shape[:2], np.float32)
+  scale = np.float32(size) / shape.min()
+  new = np.ceil(shape * scale - np.float32(1e-3)).astype(np.int64)
+  new = np.maximum(new, size)
+  resized = _resize(image, int(new[0]), int(new[1]))
+  top, left = (new[0] - size) // 2, (new[1] - size) // 2
+  return _to_uint8(resized[top:top + size, left:left + size])
+
+
+def center_crop(image: np.ndarray, size: int) -> np.ndarray:
+  """`Preprocess.center_crop` of a square image."""
+  offset = (image.shape[0] - size) // 2
+  return image[offset:offset + size, offset:offset + size]
+
+
+def ten_crops(image: np.ndarray, size: int) -> np.ndarray:
+  """[10, size, size, 3]: four corners, centre, then the same mirrored."""
+  far = image.shape[0] - size
+  mid = far // 2
+  crops = [image[y:y + size, x:x + size]
+           for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
+  crops += [c[:, ::-1] for c in crops]
+  return np.stack(crops)
+
+
+def preprocess(image: np.ndarray, config, ten_crop: bool = False) -> np.ndarray:
+  """uint8 [crops, image_size, image_size, 3] for one image."""
+  square = resize_to_square(image, config.resize_size, config.resize_mode)
+  if ten_crop:
+    return ten_crops(square, config.image_size)
+  return center_crop(square, config.image_size)[None]
+
+
+# Class names.
+
+
+def _read_names(path: str, num_classes: int, what: str) -> list[str]:
+  try:
+    with open(path) as f:
+      names = [line.strip() for line in f if line.strip()]
+  except OSError as e:
+    raise PredictError(f'{what}={path!r}: {e}') from None
+  if len(names) != num_classes:
+    raise PredictError(f'{what}={path!r} has {len(names)} names; the model '
+                       f'has {num_classes} classes.')
+  return names
+
+
+def class_names(config, workdir: str | None = None,
+                names_file: str | None = None) -> list[str]:
+  """Class names: `names_file` (one a line), else `workdir/class_names.txt`,
+  else the dataset's (TFDS metadata; nothing is downloaded or prepared), else
+  the class indices."""
+  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  num_classes = config.model.num_classes
+  if names_file:
+    return _read_names(names_file, num_classes, '--class_names')
+  saved = os.path.join(workdir or '', evaluate.CLASS_NAMES_FILE)
+  if workdir and os.path.exists(saved):
+    return _read_names(saved, num_classes, 'the class names file')
+  names = None
+  try:
+    if config.dataset == 'fake':
+      names = None
+    elif config.dataset == 'alexnet_shapes':
+      from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
+      names = list(shapes.CLASS_NAMES)
+    else:
+      from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+      if config.dataset == input_pipeline.IMAGE_FOLDER:
+        names = input_pipeline.list_image_folder(
+            config.dataset_dir, config.get('validation_fraction', 0.2))[1]
+      else:  # The builder's metadata only: nothing is downloaded or prepared.
+        tfds = input_pipeline._tfds()  # pylint: disable=protected-access
+        kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
+        info = tfds.builder(config.dataset, **kwargs).info
+        names = list(info.features['label'].names)
+  except Exception as e:  # pylint: disable=broad-except
+    print(f'predict: no class names for dataset {config.dataset!r} '
+          f'({type(e).__name__}: {e}); printing class indices. Pass '
+          f'--class_names=FILE to name them.', file=sys.stderr)
+    names = None
+  if names is not None and len(names) != num_classes:
+    print(f'predict: dataset {config.dataset!r} has {len(names)} class names, '
+          f'the model {num_classes} classes; printing class indices.',
+          file=sys.stderr)
+    names = None
+  return names or [str(i) for i in range(num_classes)]
+
+
+# The model.
+
+
+class Predictor:
+  """Softmax probabilities of a model restored from a checkpoint."""
+
+  def __init__(self, config, params):
+    import jax  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import models  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+    self.config = config
+    model = models.model_from_config(config.model)
+    evaluate.check_params_fit(params, model, config.image_size)
+    mean, std = config.normalization.mean, config.normalization.std
+
+    @jax.jit
+    def probs(params, crops):
+      images = train.normalize(crops, mean, std)
+      logits = model.apply({'params': params}, images, train=False)
+      return jax.nn.softmax(logits).mean(axis=0)
+
+    self._params = jax.device_put(params)
+    self._probs = probs
+
+  def __call__(self, crops: np.ndarray) -> np.ndarray:
+    """[crops, H, W, 3] uint8 -> [num_classes] mean softmax over the crops."""
+    return np.asarray(self._probs(self._params, crops))
+
+
+def top_k(probs: np.ndarray, k: int) -> list[tuple[int, float]]:
+  order = np.argsort(-probs, kind='stable')[:k]
+  return [(int(i), float(probs[i])) for i in order]
+
+
+def format_predictions(path: str, best: list[tuple[int, float]],
+                       names: Sequence[str]) -> str:
+  width = max(len(names[i]) for i, _ in best)
+  lines = [path] + [f'  {rank}. {names[i]:<{width}}  {p:.4f}'
+                    for rank, (i, p) in enumerate(best, 1)]
+  return '\n'.join(lines)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog='python -m alexnet_jax.predict',
+      description='Top-k classes of image files under a trained AlexNet.')
+  parser.add_argument('images', nargs='+', metavar='IMAGE')
+  parser.add_argument('--workdir', help='A training workdir (config.json and '
+                      'checkpoints; the newest checkpoint is used).')
+  parser.add_argument('--checkpoint', help='An orbax step directory (or an '
+                      '.npz of params, with --workdir for the config).')
+  parser.add_argument('--ten_crop', action='store_true', help='Average the '
+                      'softmax over 10 crops (corners, centre, mirrored).')
+  parser.add_argument('--top_k', type=int, default=5)
+  parser.add_argument('--class_names',
+                      help='A file with one class name a line.')
+  args = parser.parse_args(argv)
+  if not args.workdir and not args.checkpoint:
+    parser.error('pass --workdir or --checkpoint.')
+  if args.top_k < 1:
+    parser.error(f'--top_k={args.top_k}; expected >= 1.')
+  return args
+
+
+def run(args: argparse.Namespace) -> None:
+  workdir = args.workdir or _workdir_of_checkpoint(args.checkpoint)
+  config = load_config(workdir)
+  # Bad input fails here, before JAX is imported and anything compiled.
+  images = [(path, load_image(path)) for path in args.images]
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import convert  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  names = class_names(config, workdir, args.class_names)
+  try:
+    params, _ = evaluate.load_params(args.checkpoint or workdir, config.model)
+    predictor = Predictor(config, params)
+  except (evaluate.CheckpointNotFoundError, convert.ConversionError,
+          config_lib.ConfigError) as e:
+    raise PredictError(str(e)) from None
+  k = min(args.top_k, config.model.num_classes)
+  for path, image in images:
+    probs = predictor(preprocess(image, config, args.ten_crop))
+    print(format_predictions(path, top_k(probs, k), names), flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+  args = parse_args(argv)
+  try:
+    run(args)
+  except PredictError as e:
+    raise SystemExit(f'predict: {e}') from None
+
+
+if __name__ == '__main__':
+  main()
