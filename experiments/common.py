@@ -1,0 +1,491 @@
+"""What the experiments share: model FLOPs, config overrides, resumable runs.
+
+Nothing here imports TensorFlow or ml_collections at module level, so
+`experiments.benchmark` can use the FLOP count on a machine with JAX alone; the
+training loop (and with it the input pipeline) is imported only when a run
+starts.
+
+A run lives in `workdir/<variant>/seed<k>`: `train.train_and_evaluate` writes
+`metrics.jsonl`, `config.json` and checkpoints there, and `run.json` here keeps
+the wall time summed over every session of the run, so a re-run that skips a
+finished run (or resumes an interrupted one) keeps it.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging as logging_lib
+import math
+import os
+import re
+import time
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+
+from alexnet_jax import models
+
+# The paper's training budget (SPEC.md): ILSVRC-2012, about 90 epochs.
+PAPER_TRAIN_IMAGES = 1_281_167
+PAPER_EPOCHS = 90
+PAPER_IMAGE_SIZE = 227
+PAPER_NUM_CLASSES = 1000
+
+RUN_RECORD = 'run.json'
+# Fields that may differ between the sessions of one run without making it a
+# different experiment (durations, cadences, where the data lives).
+SESSION_FIELDS = frozenset({
+    'num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
+    'checkpoint_every_steps', 'keep_checkpoints', 'data_dir', 'manual_dir',
+    'eval_batch_size'})
+_NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
+
+
+# ----------------------------------------------------------------------------
+# Model FLOPs, from the layer table.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerCost:
+  name: str
+  macs: int  # Multiply-adds per image, every kernel tap (the usual count).
+  valid_macs: int  # Only taps on the input, not on padding (XLA's count).
+
+
+def _conv_taps(size: int, kernel: int, stride: int,
+               padding: int) -> tuple[int, int]:
+  """(output side, kernel taps per row of outputs that land on the input)."""
+  out = (size + 2 * padding - kernel) // stride + 1
+  valid = 0
+  for o in range(out):
+    start = o * stride - padding
+    valid += min(kernel, size - start) - max(0, -start)
+  return out, valid
+
+
+def _pool_size(size: int, overlap: bool) -> int:
+  window, stride = (3, 2) if overlap else (2, 2)
+  return (size - window) // stride + 1
+
+
+def layer_costs(variant: str = 'paper', image_size: int = 227,
+                width: float = 1.0, groups: int = 2, overlap_pool: bool = True,
+                num_classes: int = 1000) -> list[LayerCost]:
+  """Multiply-adds of conv1..conv5 and fc6..fc8 for one image.
+
+  Only convolutions and dense layers count (biases, ReLU, LRN, pooling and
+  dropout are a fraction of a percent of the paper net's 724.4 M MAC).
+  """
+  if models.feature_map_size(image_size, variant, overlap_pool) < 1:
+    raise ValueError(
+        f'image_size={image_size} is too small for variant={variant!r} with '
+        f'overlap_pool={overlap_pool} (minimum '
+        f'{models.min_image_size(variant, overlap_pool)}).')
+  costs = []
+  size, channels = image_size, 3
+  for i, spec in enumerate(models.conv_specs(variant)):
+    features = models.scaled_width(spec.features, width, groups)
+    in_per_group = channels // (groups if spec.grouped else 1)
+    out, valid = _conv_taps(size, spec.kernel, spec.stride, spec.padding)
+    costs.append(LayerCost(
+        f'conv{i + 1}',
+        macs=out * out * spec.kernel ** 2 * in_per_group * features,
+        valid_macs=valid * valid * in_per_group * features))
+    size, channels = out, features
+    if i in (0, 1, 4):
+      size = _pool_size(size, overlap_pool)
+  if variant == 'owt':
+    size = models._OWT_POOL_OUTPUT  # pylint: disable=protected-access
+  fc = models.scaled_width(
+      models._FC_FEATURES, width, 1)  # pylint: disable=protected-access
+  for name, n_in, n_out in (('fc6', size * size * channels, fc),
+                            ('fc7', fc, fc), ('fc8', fc, num_classes)):
+    costs.append(LayerCost(name, n_in * n_out, n_in * n_out))
+  return costs
+
+
+def model_flops(variant: str = 'paper', image_size: int = 227,
+                width: float = 1.0, groups: int = 2, overlap_pool: bool = True,
+                num_classes: int = 1000, train: bool = True,
+                count_padding: bool = True) -> float:
+  """FLOPs per image: 2 per multiply-add; a training step is the forward pass,
+  the weight gradients and the input gradients of every layer but conv1
+  (3x forward less conv1's input gradient: 4.14 GFLOP for the paper net)."""
+  costs = layer_costs(variant, image_size, width, groups, overlap_pool,
+                      num_classes)
+  macs = [c.macs if count_padding else c.valid_macs for c in costs]
+  forward = 2.0 * sum(macs)
+  return 3.0 * forward - 2.0 * macs[0] if train else forward
+
+
+def model_flops_of(model: models.AlexNet, image_size: int,
+                   train: bool = True) -> float:
+  """`model_flops` for an `AlexNet` module's fields."""
+  return model_flops(model.variant, image_size, model.width, model.groups,
+                     model.overlap_pool, model.num_classes, train=train)
+
+
+# ----------------------------------------------------------------------------
+# Config overrides by dotted field name.
+# ----------------------------------------------------------------------------
+
+
+def set_field(config, field: str, value: Any, where: str) -> None:
+  """`config.<field> = value` for a dotted `field`, naming `where` on error."""
+  parts = field.split('.')
+  node = config
+  for i, part in enumerate(parts):
+    here = '.'.join(parts[:i + 1])
+    if not hasattr(node, 'keys') or part not in node:
+      known = sorted(node.keys()) if hasattr(node, 'keys') else []
+      raise ValueError(f'{where}: config.{here} does not exist'
+                       + (f'; the fields there are {known}' if known else '')
+                       + '.')
+    if i < len(parts) - 1:
+      node = node[part]
+  try:
+    node[parts[-1]] = value
+  except (TypeError, ValueError) as e:
+    raise ValueError(
+        f'{where}: cannot set config.{field}={value!r}: {e}') from None
+
+
+def with_overrides(config, overrides: Mapping[str, Any], where: str):
+  """A copy of `config` with the dotted-field `overrides` applied."""
+  config = copy.deepcopy(config)
+  for field, value in overrides.items():
+    set_field(config, field, value, where)
+  return config
+
+
+def check_name(name: str, what: str) -> str:
+  if not isinstance(name, str) or not _NAME.match(name):
+    raise ValueError(f'{what} {name!r} must be a non-empty name of letters, '
+                     f'digits and "_.+-" (it names a directory).')
+  return name
+
+
+# ----------------------------------------------------------------------------
+# Runs: one config trained in its own directory, resumable and skippable.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+  variant: str
+  seed_index: int  # k: the run's config.seed is the base seed + k.
+  config: Any
+  workdir: str
+
+
+def run_dir(workdir: str, variant: str, seed_index: int) -> str:
+  return os.path.join(workdir, variant, f'seed{seed_index}')
+
+
+def plan_runs(base_config, workdir: str,
+              variants: Mapping[str, Mapping[str, Any]], seeds: int,
+              where: str) -> list[Run]:
+  """One `Run` per variant and seed, each config validated before any trains.
+
+  `variants` maps a name to dotted-field overrides applied on top of
+  `base_config`; seed k sets `config.seed = base_config.seed + k`.
+  """
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  if not isinstance(seeds, int) or seeds < 1:
+    raise ValueError(f'--seeds={seeds!r}: expected an integer >= 1.')
+  runs = []
+  for name, overrides in variants.items():
+    check_name(name, 'Variant name')
+    variant_config = with_overrides(base_config, overrides,
+                                    f'variant {name!r} of {where}')
+    for k in range(seeds):
+      config = copy.deepcopy(variant_config)
+      config.seed = base_config.seed + k
+      try:
+        config_lib.validate(config)
+      except ValueError as e:
+        raise ValueError(f'variant {name!r} of {where} (overrides '
+                         f'{dict(overrides)}): {e}') from None
+      runs.append(Run(name, k, config, run_dir(workdir, name, k)))
+  return runs
+
+
+def read_record(directory: str) -> dict[str, Any]:
+  path = os.path.join(directory, RUN_RECORD)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def _finite_or_none(obj: Any) -> Any:
+  """`obj` with NaN and infinities as None (JSON has no NaN)."""
+  if isinstance(obj, float):
+    return obj if math.isfinite(obj) else None
+  if isinstance(obj, Mapping):
+    return {k: _finite_or_none(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [_finite_or_none(v) for v in obj]
+  return obj
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Writes `obj` to `path` as JSON (NaN as null), replacing it atomically."""
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  tmp = path + '.tmp'
+  with open(tmp, 'w') as f:
+    json.dump(_finite_or_none(obj), f, indent=2, sort_keys=True,
+              allow_nan=False)
+    f.write('\n')
+  os.replace(tmp, path)
+
+
+def read_rows(directory: str) -> list[dict[str, Any]]:
+  """The rows of `metrics.jsonl`, one per step, sorted; a step logged again
+  after a resume replaces its earlier row."""
+  path = os.path.join(directory, 'metrics.jsonl')
+  if not os.path.exists(path):
+    return []
+  by_step: dict[int, dict] = {}
+  with open(path) as f:
+    for line in f:
+      if line.strip():
+        row = json.loads(line)
+        by_step[int(row['step'])] = row
+  return [by_step[s] for s in sorted(by_step)]
+
+
+def _config_json(config) -> dict[str, Any]:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+  flat = {}
+  for key, value in tree.items():
+    name = prefix + key
+    if isinstance(value, Mapping):
+      flat.update(_flatten(value, name + '.'))
+    else:
+      flat[name] = value
+  return flat
+
+
+def check_same_experiment(run: Run) -> None:
+  """Fails if `run.workdir` holds a run of a different config."""
+  path = os.path.join(run.workdir, 'config.json')
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flatten(json.load(f))
+  wanted = _flatten(_config_json(run.config))
+  differ = sorted(k for k in set(saved) | set(wanted)
+                  if k not in SESSION_FIELDS and saved.get(k) != wanted.get(k))
+  if differ:
+    changes = ', '.join(f'{k}: {saved.get(k)!r} -> {wanted.get(k)!r}'
+                        for k in differ[:6])
+    raise ValueError(
+        f'{run.workdir} holds a run of another config ({changes}). Use a new '
+        f'--workdir, or delete that directory to retrain it.')
+
+
+def total_steps(config, record: Mapping[str, Any]) -> int:
+  """The run's last step, as `train.train_and_evaluate` computes it."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  if (record.get('num_epochs') == config.num_epochs and
+      record.get('batch_size') == config.batch_size and
+      record.get('total_steps')):
+    return int(record['total_steps'])
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  data = train.create_data(config)
+  return int(math.ceil(config.num_epochs * data.steps_per_epoch))
+
+
+def last_step(rows: Sequence[Mapping[str, Any]]) -> int:
+  return int(rows[-1]['step']) if rows else 0
+
+
+def is_finished(run: Run) -> bool:
+  """True when `metrics.jsonl` holds the run's final step."""
+  rows = read_rows(run.workdir)
+  if not rows:
+    return False
+  return last_step(rows) >= total_steps(run.config, read_record(run.workdir))
+
+
+class RunInterrupted(RuntimeError):
+  """A run returned before its last step (SIGTERM): the sweep stops there."""
+
+
+def execute(run: Run, train_fn: Callable | None = None) -> dict[str, Any]:
+  """Trains `run` unless it is finished; returns its `run.json` record.
+
+  An interrupted run resumes from its checkpoints (train_and_evaluate does
+  that); the wall time of every session adds up in `run.json`.
+  """
+  os.makedirs(run.workdir, exist_ok=True)
+  check_same_experiment(run)
+  record = read_record(run.workdir)
+  record.update(variant=run.variant, seed_index=run.seed_index,
+                seed=int(run.config.seed))
+  if is_finished(run):
+    logging.info('%s: finished before; skipped.', run.workdir)
+    return record
+  if train_fn is None:
+    from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+    train_fn = train.train_and_evaluate
+  steps = total_steps(run.config, record)
+  record.update(total_steps=steps, num_epochs=run.config.num_epochs,
+                batch_size=run.config.batch_size)
+  record.setdefault('wall_time_s', 0.0)
+  record.setdefault('sessions', 0)
+  logging.info('%s: training to step %d.', run.workdir, steps)
+  start = time.perf_counter()
+  try:
+    train_fn(run.config, run.workdir)
+  finally:
+    record['wall_time_s'] += time.perf_counter() - start
+    record['sessions'] += 1
+    record['last_step'] = last_step(read_rows(run.workdir))
+    write_json(os.path.join(run.workdir, RUN_RECORD), record)
+  if record['last_step'] < steps:
+    raise RunInterrupted(
+        f'{run.workdir} stopped at step {record["last_step"]} of {steps} '
+        f'(SIGTERM?). Run the same command again to resume it.')
+  return record
+
+
+def execute_all(runs: Iterable[Run],
+                train_fn: Callable | None = None) -> list[dict[str, Any]]:
+  return [execute(run, train_fn) for run in runs]
+
+
+# ----------------------------------------------------------------------------
+# What a finished run measured.
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Curves:
+  steps: np.ndarray  # Logged training steps.
+  train_loss: np.ndarray
+  train_error: np.ndarray  # 1 - train top-1, averaged since the last log.
+  eval_steps: np.ndarray
+  eval_top1_error: np.ndarray
+  eval_top5_error: np.ndarray
+
+
+def read_curves(directory: str) -> Curves:
+  rows = read_rows(directory)
+  train = [r for r in rows if 'train_loss' in r]
+  evals = [r for r in rows if 'eval_top1' in r]
+  arr = lambda xs: np.asarray(xs, np.float64)
+  return Curves(
+      steps=arr([r['step'] for r in train]),
+      train_loss=arr([r['train_loss'] for r in train]),
+      train_error=arr([1.0 - r['train_top1'] for r in train]),
+      eval_steps=arr([r['step'] for r in evals]),
+      eval_top1_error=arr([1.0 - r['eval_top1'] for r in evals]),
+      eval_top5_error=arr([1.0 - r['eval_top5'] for r in evals]))
+
+
+def steps_to_reach(steps: np.ndarray, errors: np.ndarray,
+                   target: float) -> float:
+  """The first logged step whose training error is <= target (NaN: never)."""
+  hits = np.nonzero(errors <= target)[0]
+  return float(steps[hits[0]]) if hits.size else math.nan
+
+
+def summarize_run(run: Run, target_train_error: float) -> dict[str, Any]:
+  """One CSV row: errors as fractions, NaN where the run has no such value."""
+  curves = read_curves(run.workdir)
+  record = read_record(run.workdir)
+  last = lambda a: float(a[-1]) if a.size else math.nan
+  best = lambda a: float(a.min()) if a.size else math.nan
+  return {
+      'variant': run.variant,
+      'seed_index': run.seed_index,
+      'seed': int(run.config.seed),
+      'steps': int(curves.steps[-1]) if curves.steps.size else 0,
+      'final_eval_top1_error': last(curves.eval_top1_error),
+      'final_eval_top5_error': last(curves.eval_top5_error),
+      'best_eval_top1_error': best(curves.eval_top1_error),
+      'best_eval_top5_error': best(curves.eval_top5_error),
+      'final_train_loss': last(curves.train_loss),
+      'final_train_error': last(curves.train_error),
+      'target_train_error': float(target_train_error),
+      'steps_to_target_train_error': steps_to_reach(
+          curves.steps, curves.train_error, target_train_error),
+      'log_every_steps': int(run.config.log_every_steps),
+      'wall_time_s': float(record.get('wall_time_s', math.nan)),
+      'workdir': run.workdir,
+  }
+
+
+def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
+  """(mean, sample std, count) over the finite values; NaN where undefined."""
+  xs = np.asarray([v for v in values if v is not None and np.isfinite(v)],
+                  np.float64)
+  if not xs.size:
+    return math.nan, math.nan, 0
+  std = float(xs.std(ddof=1)) if xs.size > 1 else math.nan
+  return float(xs.mean()), std, int(xs.size)
+
+
+def scale_sentence(config, steps: int, num_seeds: int) -> str:
+  """How far a run's data and budget are from the paper's, in one sentence."""
+  images = steps * config.batch_size
+  paper_images = PAPER_EPOCHS * PAPER_TRAIN_IMAGES
+  m = config.model
+  flops = model_flops(m.variant, config.image_size, m.width, m.groups,
+                      m.overlap_pool, m.num_classes)
+  paper_flops = model_flops()
+  compute = images * flops / (paper_images * paper_flops)
+  data = (f'random images (the fake dataset: labels carry no signal)'
+          if config.dataset == 'fake' else f'{config.dataset}')
+  if compute < 0.01:
+    verdict = ('so the paper\'s effects of 0.3-1.7 points are not expected to '
+               'show at this scale, and differences within the spread over '
+               'seeds say nothing')
+  elif config.dataset != 'imagenet2012':
+    verdict = ('a sizeable budget, but on other data than the paper\'s, so '
+               'its numbers are a reference, not a prediction')
+  else:
+    verdict = 'close to the paper\'s setting'
+  return (
+      f'Scale: each run trained {steps:,} steps of {config.batch_size} '
+      f'({images:,} images) on {data} with {m.num_classes} classes at '
+      f'{config.image_size}x{config.image_size}, width {m.width:g} '
+      f'({flops / 1e9:.3g} GFLOP per training image), against the paper\'s '
+      f'{PAPER_EPOCHS} epochs of ImageNet ({paper_images / 1e6:.0f} M images, '
+      f'{PAPER_NUM_CLASSES} classes, {PAPER_IMAGE_SIZE}x{PAPER_IMAGE_SIZE}, '
+      f'{paper_flops / 1e9:.2f} GFLOP per image): {images / paper_images:.2g} '
+      f'of its images and {compute:.2g} of its training compute, over '
+      f'{num_seeds} seed(s): {verdict}.')
+
+
+def format_pct(value: float, std: float = math.nan, digits: int = 1) -> str:
+  """A fraction as percent ('12.3' or '12.3 ± 0.4'); '—' when undefined."""
+  if not np.isfinite(value):
+    return '—'
+  text = f'{100 * value:.{digits}f}'
+  if np.isfinite(std):
+    text += f' ± {100 * std:.{digits}f}'
+  return text
+
+
+class _QuietLibraries(logging_lib.Filter):
+  """Drops the INFO chatter of orbax and TFDS; their warnings still show."""
+
+  def filter(self, record):
+    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname
+                for name in ('orbax', 'tensorflow_datasets', 'etils'))
+    return record.levelno >= logging_lib.WARNING or not noisy
+
+
+def quiet_libraries() -> None:
+  logging.get_absl_handler().addFilter(_QuietLibraries())
