@@ -99,6 +99,9 @@ def validate(config) -> None:
     if not _is_number(e) or e <= 0:
       _fail(o + 'lr_drop_epochs', _get(config, o + 'lr_drop_epochs'),
             'expected positive epoch numbers')
+  if config.optimizer.schedule == 'plateau' and config.optimizer.warmup_epochs:
+    _fail(o + 'warmup_epochs', config.optimizer.warmup_epochs,
+          "warmup is not combined with schedule='plateau'; use 0")
   _int_at_least(config, o + 'plateau_patience', 1)
   _int_at_least(config, o + 'plateau_max_drops', 0)
   _number_in(config, o + 'plateau_min_delta', 0.0, 1.0)

@@ -44,24 +44,30 @@ def create_schedule(opt_config, steps_per_epoch: int,
   """A step -> learning-rate function. 'plateau' starts constant."""
   lr = opt_config.learning_rate
   name = opt_config.schedule
-  if name in ('constant', 'plateau'):
-    return optax.constant_schedule(lr)
-  if name == 'step':
-    boundaries = {int(round(e * steps_per_epoch)): opt_config.lr_drop_factor
-                  for e in opt_config.lr_drop_epochs}
-    return optax.piecewise_constant_schedule(lr, boundaries)
+  warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
   if name == 'cosine':
-    warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup else lr, peak_value=lr,
         warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1))
-  raise ValueError(
-      f'optimizer.schedule={name!r}; expected one of {SCHEDULES}.')
+  if name in ('constant', 'plateau'):
+    schedule = optax.constant_schedule(lr)
+  elif name == 'step':
+    boundaries = {int(round(e * steps_per_epoch)): opt_config.lr_drop_factor
+                  for e in opt_config.lr_drop_epochs}
+    schedule = optax.piecewise_constant_schedule(lr, boundaries)
+  else:
+    raise ValueError(
+        f'optimizer.schedule={name!r}; expected one of {SCHEDULES}.')
+  if not warmup:
+    return schedule
+  # Linear warmup from 0, multiplying the schedule (its steps stay absolute).
+  return lambda step: schedule(step) * jnp.minimum(1.0, step / warmup)
 
 
 def create_optimizer(opt_config, steps_per_epoch: int,
                      total_steps: int) -> optax.GradientTransformation:
-  if opt_config.schedule in ('constant', 'plateau'):
+  if (opt_config.schedule in ('constant', 'plateau')
+      and not opt_config.warmup_epochs):
     # A plain number is stored in the state and kept until set_learning_rate.
     schedule = float(opt_config.learning_rate)
   else:

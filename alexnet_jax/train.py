@@ -15,7 +15,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from absl import logging
 import flax
@@ -23,7 +23,6 @@ from flax import struct
 import jax
 import jax.numpy as jnp
 from jax import lax
-import ml_collections
 import numpy as np
 import optax
 
@@ -32,6 +31,9 @@ from alexnet_jax import config_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import optim
+
+if TYPE_CHECKING:
+  import ml_collections
 
 
 class TrainState(struct.PyTreeNode):
@@ -287,7 +289,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if is_writer:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer)
+    metrics_writer.write_class_names(workdir, data.class_names)
+  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
+                                        resume_step=start_step)
 
   p_train, p_eval = make_pmapped_steps(model, tx, config)
   batches = prefetch_to_device(data.train_batches(start_step))
@@ -307,11 +311,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if not m['finite'][0]:
         loss = float(m['train_loss'][0])
         if config.nonfinite == 'stop':
+          kept = ckpt.latest_step()
+          kept = (f'The last good checkpoint (step {kept}) is kept in '
+                  f'{ckpt.directory}' if kept is not None else
+                  'No checkpoint had been saved yet')
           raise NonFiniteLossError(
               f'Non-finite training loss ({loss}) or gradient norm at step {s}. '
-              f'The last good checkpoint (step {ckpt.latest_step()}) is kept in '
-              f'{ckpt.directory}; lower optimizer.learning_rate or set '
-              f'nonfinite="skip".')
+              f'{kept}; lower optimizer.learning_rate, or set '
+              f'nonfinite="skip" to skip such steps.')
         logging.warning('Skipped step %d: non-finite loss or gradient.', s)
     good = [m for m in fetched if m['finite'][0]] or fetched
     summary = {k: float(np.mean([m[k][0] for m in good])) for k in good[0]}

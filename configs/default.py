@@ -73,7 +73,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'momentum': 0.9,
       'weight_decay': 5e-4,
       'schedule': 'step',  # 'constant', 'step', 'cosine' or 'plateau'.
-      'warmup_epochs': 0.0,  # cosine only.
+      'warmup_epochs': 0.0,  # Linear warmup (any schedule but plateau).
       'lr_drop_epochs': (8, 11),  # step: epochs at which lr *= lr_drop_factor.
       'lr_drop_factor': 0.1,  # step and plateau.
       'plateau_patience': 2,  # plateau: evaluations without improvement.
