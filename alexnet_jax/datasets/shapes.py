@@ -8,14 +8,15 @@ Each example is a 256x256 RGB image. It holds exactly one geometric shape from
 one of ten classes (`CLASS_NAMES`: circle, square, triangle, pentagon, star,
 cross, ring, ellipse, arrow, crescent) on a cluttered background:
 
-* Background: a random base colour with smooth low-frequency colour variation
-  (a 5x5 grid upsampled bilinearly), 6-13 low-contrast distractors (lines, small
+* Background: a random, darker base colour (each channel uniform in
+  [0, `BACKGROUND_MAX`]) with smooth low-frequency colour variation (a 5x5
+  grid upsampled bilinearly), 6-13 low-contrast distractors (lines, small
   blobs, arcs) and uniform per-pixel noise over the whole image.
 * Object: one filled shape with a random colour, a random position, a random
   rotation and a mild random area-preserving stretch. The shape colour is at
-  least `MIN_COLOUR_DISTANCE` from the background base colour in RGB, and
-  distractor colours are kept away from the shape colour, so the shape stays
-  clearly visible.
+  least `MIN_COLOUR_DISTANCE` from the background base colour in RGB and at
+  least `MIN_LUMA_DIFFERENCE` brighter (luma), and distractor colours are kept
+  away from the shape colour, so the shape stays clearly visible.
 * Size: every class draws the shape's area from the same range,
   `AREA_FRACTION_RANGE` of the image, so the area distributions are identical
   across classes. The shape's extent is therefore roughly 30-75% of the image
@@ -24,7 +25,14 @@ cross, ring, ellipse, arrow, crescent) on a cluttered background:
 Every random quantity is drawn independently of the label. Only the outline
 geometry depends on it, so the class cannot be predicted from colour or simple
 pixel statistics (per-channel mean and std) and has to be read from the
-outline. A small CNN learns it to >90% accuracy at ~100 px.
+outline.
+
+The object is always brighter than its background. When the polarity was
+random (object lighter or darker), small probe CNNs stayed at chance for
+longer. CNNs from scratch still spend their first few hundred steps near
+chance before they pick up the outlines. A small CNN with per-example layer
+normalisation, trained with Adam on 3,000 images at 64 px, reached 96%
+validation accuracy after 6 epochs.
 
 Splits: `train` (5000 examples) and `validation` (1000), class balanced
 (`label = index % 10`). Example `i` of a split is rendered from
@@ -35,7 +43,7 @@ JPEG (quality 90).
 Usage::
 
     from alexnet_jax.datasets import shapes
-    builder = shapes.build(data_dir)          # generates on first use (~10 s)
+    builder = shapes.build(data_dir)          # generates on first use (~20 s)
     ds = builder.as_dataset(split='train')    # or tfds.load('alexnet_shapes', data_dir=...)
 
 `render_image` is pure NumPy/Pillow and does not touch TFDS.
@@ -81,9 +89,15 @@ NUM_CLASSES = len(CLASS_NAMES)
 IMAGE_SIZE = 256
 # Shape area as a fraction of the image area (same range for every class).
 AREA_FRACTION_RANGE = (0.06, 0.18)
+# Background base colour: each channel uniform in [0, BACKGROUND_MAX].
+BACKGROUND_MAX = 150.0
 # Minimum Euclidean RGB distance between the shape colour and the background
 # base colour.
 MIN_COLOUR_DISTANCE = 130.0
+# The shape's luma (ITU-R 601 Y) exceeds the background base colour's luma by
+# at least this much: the outline is a strong grey-level edge with a fixed
+# polarity.
+MIN_LUMA_DIFFERENCE = 60.0
 # Minimum RGB distance between a distractor's colour and the shape colour.
 MIN_CLUTTER_SHAPE_DISTANCE = 90.0
 # Number of distractors is drawn from [low, high).
@@ -175,13 +189,18 @@ def _unit_geometry(label: int) -> tuple[float, float]:
 # ---------------------------------------------------------------------------
 
 
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
 def _shape_colour(rng: np.random.Generator, bg: np.ndarray) -> np.ndarray:
     for _ in range(64):
         c = rng.uniform(0.0, 255.0, size=3)
-        if np.linalg.norm(c - bg) >= MIN_COLOUR_DISTANCE:
+        if (np.linalg.norm(c - bg) >= MIN_COLOUR_DISTANCE
+                and float((c - bg) @ _LUMA) >= MIN_LUMA_DIFFERENCE):
             return c
-    # Fallback: the opposite corner of the RGB cube (distance >= 221).
-    return np.where(bg > 127.5, 0.0, 255.0)
+    # Fallback (practically never hit): white. As every channel of bg is at
+    # most BACKGROUND_MAX, both constraints hold.
+    return np.full(3, 255.0)
 
 
 def _clutter_colour(rng: np.random.Generator, bg: np.ndarray,
@@ -200,7 +219,7 @@ def _render_pil(rng: np.random.Generator, label: int, size: int) -> Image.Image:
         raise ValueError(f'label must be in [0, {NUM_CLASSES}), got {label}')
 
     # Background: base colour + smooth low-frequency colour variation.
-    bg = rng.uniform(0.0, 255.0, size=3)
+    bg = rng.uniform(0.0, BACKGROUND_MAX, size=3)
     grid = np.clip(bg + rng.normal(0.0, 22.0, size=(5, 5, 3)), 0, 255)
     img = Image.fromarray(grid.astype(np.uint8), 'RGB').resize(
         (size, size), Image.BILINEAR)
