@@ -1,35 +1,97 @@
-"""Input pipeline: TFDS split -> per-process shard -> decode -> augment -> batch.
+"""Input pipeline: dataset -> per-process shard -> decode -> augment -> batch.
+
+Datasets (`config.dataset`):
+  * any TFDS name (`imagenet2012` is prepared from the tar files in
+    `config.manual_dir`; `alexnet_shapes` is generated locally);
+  * 'image_folder': the folder `config.dataset_dir`, either with split
+    folders, root/<split>/<class>/<image> (the layout of
+    `tfds.folder_dataset.ImageFolder`), or with class folders only,
+    root/<class>/<image> (the Oxford 17 Flowers layout), split here into
+    'train' and 'validation' by `config.validation_fraction`, stratified by
+    class and deterministic (a hash of each file's name decides).
 
 This is the only module that imports TensorFlow and TFDS, and it does so
 lazily, so the model, the train step and fake-data runs need JAX alone.
 
-Training order is deterministic and resumable: epoch `e` shuffles with a seed
-derived from (config.seed, e), each example's augmentation draws from a
-stateless seed derived from (config.seed, e, its position in the epoch), so
-restarting at step `s` rebuilds epoch `s // steps_per_epoch` and skips the
-examples already consumed, without decoding them.
+The paper's preprocessing: the shorter side resized to `resize_size` and the
+central square kept (or the whole image squashed to a square); training takes
+random `image_size` crops, random horizontal flips and PCA lighting noise;
+evaluation takes the centre crop, or the four corner crops, the centre crop
+and their mirror images (`config.ten_crop`; the batch then has a crop axis:
+[devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB and
+are normalised on the device (the mean is `config.normalization.mean`, or
+`TFDSData.normalization_mean` measured on the training split when
+`config.normalization.mean_from_data`).
 
-Images leave the pipeline as uint8 NHWC; normalisation happens on the device.
-Batches have shape [local_devices, per_device_batch, ...].
+Training crops skip most of the decoding: the crop window is mapped back to
+the original image and only that window is decoded
+(`tf.io.decode_and_crop_jpeg`) and then resized. Where the image's shorter
+side already equals `resize_size` (e.g. 256x256 JPEGs at resize_size=256) this
+is exactly resize-then-crop; otherwise it resamples the same window, with a
+sub-pixel difference in the sampling grid. With `config.cache` the resized
+squares are decoded once and kept in memory; crops are then exact slices.
+Evaluation always decodes the whole image, resizes it and then crops.
+
+Training order is deterministic and resumable: epoch `e` shuffles with a seed
+derived from (config.seed, e, process), each example's augmentation draws
+from a stateless seed derived from (config.seed, e, its position in the
+epoch), so restarting at step `s` rebuilds epoch `s // steps_per_epoch` and
+skips the examples already consumed, without decoding them.
+
+Unreadable images in an image folder are found by one scan that decodes every
+file (its result is cached next to the TFDS data); by `config.bad_images` they
+are skipped (and counted in the log) or stop the run with an error naming
+them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import hashlib
+import json
 import math
-from typing import Any, Iterator
+import os
+import re
+import time
+from typing import Any, Iterator, Sequence
 
+from absl import logging
 import jax
 import numpy as np
 
-# PCA lighting noise (SPEC.md; fb.resnet.torch's constants for pixels in [0, 1]).
+from alexnet_jax import config_lib
+
+# PCA lighting noise (SPEC.md; fb.resnet.torch's constants for pixels in [0, 1],
+# scaled here by 255 for uint8 pixels). Columns of LIGHTING_EIGVEC are the
+# eigenvectors: the RGB offset is LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
 LIGHTING_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
                             [-0.5836, -0.6948, 0.4203]], np.float32)
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
+IMAGE_FOLDER = 'image_folder'
+# Those of tfds.folder_dataset.ImageFolder (compared lower-case).
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+BAD_IMAGE_POLICIES = ('skip', 'error')
+NUM_TEN_CROPS = 10
+# Files TFDS needs in `manual_dir` to prepare these datasets.
+MANUAL_FILES = {
+    'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
+}
+CACHE_SUBDIR = 'alexnet_jax_cache'  # Under the TFDS data dir.
+_FOLDER_SPLITS = ('train', 'validation')  # Of a folder without split folders.
+
+
+class DataError(RuntimeError):
+  """The data cannot be read: missing files, corrupt images, failed reads."""
+
+
+def _invalid(field: str, value: Any, allowed: str):
+  """The error for a config field, worded as config_lib words its own."""
+  return config_lib.ConfigError(
+      f'config.{field}={value!r} is invalid: {allowed}.')
 
 
 def _tf():
@@ -44,29 +106,92 @@ def _tfds():
   return tfds
 
 
-def get_builder(config):
-  """The TFDS builder for `config.dataset`, prepared (built) when embedded."""
-  tfds = _tfds()
-  _tf()
-  name = config.dataset
-  if name in EMBEDDED_DATASETS:
-    from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
-    return shapes.build(config.get('data_dir'))
-  kwargs = {}
-  if config.get('data_dir'):
-    kwargs['data_dir'] = config.data_dir
+# ---------------------------------------------------------------------------
+# Options read from the config.
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class DataOptions:
+  """Input fields that configs/default.py may not define (read with .get)."""
+  dataset_dir: str | None  # config.dataset_dir: the root of an image folder.
+  validation_fraction: float  # config.validation_fraction: folders w/o splits.
+  ten_crop: bool  # config.ten_crop: 10-crop evaluation.
+  bad_images: str  # config.bad_images: 'skip' or 'error'.
+  mean_from_data: bool  # config.normalization.mean_from_data
+  manual_dir: str | None  # config.manual_dir: tar files for imagenet2012.
+  data_dir: str | None  # config.data_dir: the TFDS data dir.
+
+  @classmethod
+  def from_config(cls, config) -> 'DataOptions':
+    options = cls(
+        dataset_dir=config.get('dataset_dir', None),
+        validation_fraction=config.get('validation_fraction', 0.2),
+        ten_crop=config.get('ten_crop', False),
+        bad_images=config.get('bad_images', 'skip'),
+        mean_from_data=config.normalization.get('mean_from_data', False),
+        manual_dir=config.get('manual_dir', None),
+        data_dir=config.get('data_dir', None))
+    if config.dataset == IMAGE_FOLDER and not options.dataset_dir:
+      raise _invalid('dataset_dir', options.dataset_dir,
+                     f"dataset={IMAGE_FOLDER!r} needs the folder's path")
+    f = options.validation_fraction
+    if (not isinstance(f, (int, float)) or isinstance(f, bool) or
+        not 0.0 <= f < 1.0):
+      raise _invalid('validation_fraction', f, 'expected a number in [0, 1)')
+    for field, value in (('ten_crop', options.ten_crop),
+                         ('normalization.mean_from_data',
+                          options.mean_from_data)):
+      if not isinstance(value, bool):
+        raise _invalid(field, value, 'expected True or False')
+    if options.bad_images not in BAD_IMAGE_POLICIES:
+      raise _invalid('bad_images', options.bad_images,
+                     f'expected one of {BAD_IMAGE_POLICIES}')
+    return options
+
+  def cache_dir(self) -> str:
+    """Where computed means and folder scans are cached."""
+    tfds = _tfds()
+    root = (self.data_dir or os.environ.get('TFDS_DATA_DIR') or
+            tfds.core.constants.DATA_DIR)
+    return os.path.join(os.path.expanduser(root), CACHE_SUBDIR)
+
+
+def _read_json(path: str) -> Any:
   try:
-    builder = tfds.builder(name, **kwargs)
-  except Exception as e:  # TFDS raises its own DatasetNotFoundError.
-    if 'not found' in str(e).lower():
-      close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
-      raise ValueError(f'dataset={name!r} is not a TFDS dataset; close '
-                       f'matches: {close}') from None
-    raise
-  return builder
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
 
 
-@dataclasses.dataclass
+def _write_json(path: str, value: Any) -> None:
+  """Writes atomically; a cache that cannot be written is only logged."""
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w') as f:
+      json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+  except OSError as e:
+    logging.warning('Could not write the cache file %s: %s', path, e)
+
+
+def _digest(*parts: Any) -> str:
+  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def hash_seed(*values: int) -> int:
+  """A stable 31-bit seed from integers (Python's hash() is salted)."""
+  return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
+
+
+# ---------------------------------------------------------------------------
+# Preprocessing (TensorFlow ops).
+# ---------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
 class Preprocess:
   """The paper's preprocessing, in TensorFlow ops (config fields in comments)."""
   image_size: int  # config.image_size: the crop fed to the network (227).
@@ -76,47 +201,168 @@ class Preprocess:
   flip: bool  # config.augment.flip
   lighting_std: float  # config.augment.lighting_std; 0 disables.
 
-  def decode_and_resize(self, image_bytes):
-    """JPEG bytes -> uint8 [resize_size, resize_size, 3]."""
+  def decode(self, image_bytes):
+    """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3]."""
     tf = _tf()
-    image = tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+
+  def resized_shape(self, shape):
+    """[h, w] of the whole image once resized (before the central square)."""
+    tf = _tf()
     size = self.resize_size
     if self.resize_mode == 'squash':
-      image = tf.image.resize(image, (size, size), antialias=True)
-    else:
-      shape = tf.cast(tf.shape(image)[:2], tf.float32)
-      scale = size / tf.reduce_min(shape)
-      new = tf.cast(tf.math.ceil(shape * scale - 1e-3), tf.int32)
-      new = tf.maximum(new, size)
-      image = tf.image.resize(image, new, antialias=True)
-      top = (new[0] - size) // 2
-      left = (new[1] - size) // 2
-      image = image[top:top + size, left:left + size]
-    image = tf.ensure_shape(image, (size, size, 3))
-    return tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
+      return tf.constant([size, size], tf.int32)
+    shape = tf.cast(shape, tf.float32)
+    scale = size / tf.reduce_min(shape)
+    return tf.maximum(tf.cast(tf.math.ceil(shape * scale - 1e-3), tf.int32),
+                      size)
 
-  def train_augment(self, image, seed):
-    """Random crop, flip and lighting noise from a stateless seed [2]."""
+  def resize_square(self, image):
+    """uint8 [h, w, 3] -> uint8 [resize_size, resize_size, 3]."""
+    tf = _tf()
+    size = self.resize_size
+    shape = tf.shape(image)[:2]
+    target = self.resized_shape(shape)
+    image = tf.cond(tf.reduce_all(tf.equal(shape, target)),
+                    lambda: image, lambda: _resize_uint8(image, target))
+    top, left = (target[0] - size) // 2, (target[1] - size) // 2
+    image = image[top:top + size, left:left + size]
+    return tf.ensure_shape(image, (size, size, 3))
+
+  def decode_and_resize(self, image_bytes):
+    """Encoded bytes -> uint8 [resize_size, resize_size, 3]."""
+    return self.resize_square(self.decode(image_bytes))
+
+  def crop_window(self, shape, offset):
+    """The window of the original image [top, left, height, width] that
+    becomes the image_size crop at `offset` (y, x) of the resized square."""
+    tf = _tf()
+    target = self.resized_shape(shape)
+    scale = tf.cast(shape, tf.float32) / tf.cast(target, tf.float32)
+    start = (target - self.resize_size) // 2 + offset
+    start = tf.cast(tf.round(tf.cast(start, tf.float32) * scale), tf.int32)
+    size = tf.cast(tf.round(self.image_size * scale), tf.int32)
+    size = tf.clip_by_value(size, 1, shape)
+    start = tf.clip_by_value(start, 0, shape - size)
+    return tf.concat([start, size], axis=0)
+
+  def crop_from_bytes(self, image_bytes, offset):
+    """The image_size crop at `offset` of the resized square, decoding (for
+    JPEGs) only the crop's window of the original image."""
+    tf = _tf()
+    size = self.image_size
+
+    def jpeg():
+      shape = tf.image.extract_jpeg_shape(image_bytes)[:2]
+      window = self.crop_window(shape, offset)
+      start, extent = window[:2], window[2:]
+      # One more pixel on every side, cut off after decoding: libjpeg's
+      # chroma upsampling at a window's edge lacks the neighbours that a
+      # full decode uses; with them the pixels equal the full decode's.
+      low = tf.maximum(start - 1, 0)
+      high = tf.minimum(start + extent + 1, shape)
+      padded = tf.io.decode_and_crop_jpeg(
+          image_bytes, tf.concat([low, high - low], 0), channels=3)
+      return tf.slice(padded, tf.concat([start - low, [0]], 0),
+                      tf.concat([extent, [3]], 0))
+
+    def other():
+      image = self.decode(image_bytes)
+      window = self.crop_window(tf.shape(image)[:2], offset)
+      return tf.slice(image, tf.concat([window[:2], [0]], 0),
+                      tf.concat([window[2:], [3]], 0))
+
+    crop = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    crop = tf.cond(tf.reduce_all(tf.equal(tf.shape(crop)[:2], size)),
+                   lambda: crop, lambda: _resize_uint8(crop, [size, size]))
+    return tf.ensure_shape(crop, (size, size, 3))
+
+  def crop_from_square(self, square, offset):
+    size = self.image_size
+    return square[offset[0]:offset[0] + size, offset[1]:offset[1] + size]
+
+  def center_offset(self):
+    tf = _tf()
+    margin = (self.resize_size - self.image_size) // 2
+    return tf.constant([margin, margin], tf.int32)
+
+  def train_offset(self, seed):
+    """Top-left corner of the training crop in the resized square."""
+    tf = _tf()
+    if not self.random_crop:
+      return self.center_offset()
+    return tf.random.stateless_uniform(
+        (2,), seed, minval=0, maxval=self.resize_size - self.image_size + 1,
+        dtype=tf.int32)
+
+  def maybe_flip(self, image, seed):
+    tf = _tf()
+    if not self.flip:
+      return image
+    return tf.cond(tf.random.stateless_uniform((), seed) < 0.5,
+                   lambda: tf.reverse(image, axis=[1]), lambda: image)
+
+  def lighting_offset(self, seed):
+    """The PCA lighting noise of one image: an RGB offset (0-255 scale)."""
+    tf = _tf()
+    alpha = tf.random.stateless_normal((3,), seed, stddev=self.lighting_std)
+    return tf.linalg.matvec(LIGHTING_EIGVEC, alpha * LIGHTING_EIGVAL) * 255.0
+
+  @staticmethod
+  def add_lighting(images, offsets):
+    """uint8 [..., h, w, 3] + float32 [..., 3] -> uint8, clipped to [0, 255].
+
+    Adds the offsets rounded to integers, which for integer pixels equals
+    rounding the sum (up to ties), in int16, to rows of w * 3 values: a third
+    less CPU than broadcasting over the channel axis in float32.
+    """
+    tf = _tf()
+    shape = tf.shape(images)
+    lead, height, width = shape[:-3], shape[-3], shape[-2]
+    offsets = tf.cast(tf.round(offsets), tf.int16)
+    row = tf.reshape(tf.repeat(offsets[..., None, :], width, axis=-2),
+                     tf.concat([lead, [1, width * 3]], 0))
+    rows = tf.reshape(tf.cast(images, tf.int16),
+                      tf.concat([lead, [height, width * 3]], 0))
+    return tf.reshape(tf.saturate_cast(rows + row, tf.uint8), shape)
+
+  def train_example(self, image, seed, from_bytes: bool):
+    """One training image (encoded bytes, or the cached resized square) ->
+    (uint8 crop, flipped at random; float32 [3] lighting offset)."""
     tf = _tf()
     seeds = tf.random.experimental.stateless_split(seed, 3)
-    size = self.image_size
-    if self.random_crop:
-      image = tf.image.stateless_random_crop(image, (size, size, 3), seeds[0])
+    offset = self.train_offset(seeds[0])
+    if from_bytes:
+      image = self.crop_from_bytes(image, offset)
     else:
-      image = self.center_crop(image)
-    if self.flip:
-      image = tf.image.stateless_random_flip_left_right(image, seeds[1])
+      image = self.crop_from_square(image, offset)
+    image = self.maybe_flip(image, seeds[1])
     if self.lighting_std > 0:
-      alpha = tf.random.stateless_normal((3,), seeds[2], stddev=self.lighting_std)
-      rgb = tf.linalg.matvec(LIGHTING_EIGVEC, alpha * LIGHTING_EIGVAL) * 255.0
-      image = tf.cast(image, tf.float32) + rgb
-      image = tf.cast(tf.clip_by_value(tf.round(image), 0, 255), tf.uint8)
-    return image
+      light = self.lighting_offset(seeds[2])
+    else:
+      light = tf.zeros((3,), tf.float32)
+    return image, light
 
-  def center_crop(self, image):
-    offset = (self.resize_size - self.image_size) // 2
-    return image[offset:offset + self.image_size,
-                 offset:offset + self.image_size]
+  def center_crop(self, square):
+    return self.crop_from_square(square, self.center_offset())
+
+  def ten_crops(self, square):
+    """[10, image_size, image_size, 3]: the four corner crops, the centre crop,
+    then the same five mirrored."""
+    tf = _tf()
+    last = self.resize_size - self.image_size
+    mid = last // 2
+    crops = [self.crop_from_square(square, (y, x))
+             for y, x in ((0, 0), (0, last), (last, 0), (last, last),
+                          (mid, mid))]
+    crops += [tf.reverse(c, axis=[1]) for c in crops]
+    return tf.stack(crops)
+
+
+def _resize_uint8(image, size):
+  tf = _tf()
+  image = tf.image.resize(image, size, method='bilinear', antialias=True)
+  return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
 def preprocess_from_config(config) -> Preprocess:
@@ -128,117 +374,546 @@ def preprocess_from_config(config) -> Preprocess:
                     lighting_std=config.augment.lighting_std)
 
 
+# ---------------------------------------------------------------------------
+# Sources: a dataset's splits, per-process shards and records.
+#
+# A source yields records {'image', 'label'} for a shard, where 'image' is
+# whatever `read` turns into encoded image bytes (the bytes themselves for
+# TFDS, a file path for folders: a shuffle then moves paths, not images).
+# ---------------------------------------------------------------------------
+
+
+def get_builder(config, options: DataOptions | None = None):
+  """The TFDS builder for `config.dataset`, prepared if it is not yet."""
+  tfds = _tfds()
+  _tf()
+  options = options or DataOptions.from_config(config)
+  name = config.dataset
+  if name in EMBEDDED_DATASETS:
+    from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
+    return shapes.build(options.data_dir)
+  kwargs = {'data_dir': options.data_dir} if options.data_dir else {}
+  try:
+    builder = tfds.builder(name, **kwargs)
+  except Exception as e:  # TFDS raises its own DatasetNotFoundError.
+    if 'not found' in str(e).lower():
+      close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
+      raise config_lib.ConfigError(
+          f'config.dataset={name!r} is not a TFDS dataset; close matches: '
+          f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
+    raise
+  if not builder.is_prepared():
+    _prepare(builder, options)
+  return builder
+
+
+def _prepare(builder, options: DataOptions) -> None:
+  """Prepares a TFDS dataset, checking its manual files first."""
+  tfds = _tfds()
+  manual_dir = options.manual_dir or os.path.join(
+      os.fspath(builder.data_dir_root), 'downloads', 'manual')
+  manual_dir = os.path.expanduser(manual_dir)
+  needed = next((files for prefix, files in MANUAL_FILES.items()
+                 if builder.name.startswith(prefix)), ())
+  instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
+  missing = [f for f in needed
+             if not os.path.isfile(os.path.join(manual_dir, f))]
+  if missing or (instructions and not needed and not (
+      os.path.isdir(manual_dir) and os.listdir(manual_dir))):
+    where = '\n'.join(f'  {os.path.join(manual_dir, f)}' for f in needed)
+    raise DataError(
+        f'TFDS dataset {builder.name!r} is not prepared in '
+        f'{builder.data_dir_root} and needs files you download yourself. '
+        + (f'Missing: {", ".join(missing)}. Put these files here:\n{where}\n'
+           if missing else f'The manual dir {manual_dir} is empty.\n')
+        + f'(set config.manual_dir to the folder that holds them; '
+        f'TFDS prepares the dataset from them once.)\n'
+        f"TFDS's instructions:\n{instructions}")
+  logging.info('Preparing TFDS dataset %r in %s (once).', builder.name,
+               builder.data_dir_root)
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(
+        f'TFDS could not prepare {builder.name!r} in {builder.data_dir_root}: '
+        f'{type(e).__name__}: {e}\n(Without network access, prepare it '
+        f'elsewhere and copy the data dir, or use config.dataset='
+        f'{IMAGE_FOLDER!r}.)') from e
+
+
+class TFDSSource:
+  """A TFDS dataset; shards are `tfds.even_splits` sub-splits."""
+
+  def __init__(self, builder):
+    self.builder = builder
+    self.name = builder.name
+    label = builder.info.features['label']
+    self.num_classes = label.num_classes
+    self.class_names = list(label.names)
+
+  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+    tfds = _tfds()
+    known = list(self.builder.info.splits.keys())
+    parts = [p.split('[')[0] for p in split.split('+')]
+    if known and any(p not in known for p in parts):
+      raise config_lib.ConfigError(
+          f'split {split!r} is not a split of {self.name!r}; its splits are '
+          f'{known} (set config.train_split / config.eval_split).')
+    return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)
+
+  def _as_dataset(self, shard):
+    tfds = _tfds()
+    return self.builder.as_dataset(
+        split=shard, shuffle_files=False,
+        decoders={'image': tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(try_autocache=False))
+
+  def num_examples(self, shard) -> int:
+    # The dataset's own cardinality: TFDS sets it from the split's metadata
+    # (and tfds.testing.mock_data from its num_examples).
+    count = int(self._as_dataset(shard).cardinality())
+    if count < 0:
+      count = self.builder.info.splits[shard].num_examples
+    return count
+
+  def records(self, shard):
+    return self._as_dataset(shard).map(
+        lambda ex: {'image': ex['image'], 'label': ex['label']})
+
+  @staticmethod
+  def read(record):
+    return record['image']
+
+  def identity(self, split: str) -> list:
+    """Identifies a split's content (for cache keys)."""
+    return ['tfds', self.name, str(self.builder.version),
+            os.fspath(self.builder.data_dir), split]
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderShard:
+  paths: tuple[str, ...]
+  labels: tuple[int, ...]
+
+
+class FolderSource:
+  """Images in class folders, with or without split folders above them.
+
+  Classes are the sorted folder names (as in tfds.folder_dataset.ImageFolder,
+  so both number the classes alike); images are the files with the
+  extensions IMAGE_EXTENSIONS, directly in a class folder.
+  """
+
+  def __init__(self, options: DataOptions):
+    self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
+    self.name = f'{IMAGE_FOLDER}:{self.root}'
+    if not os.path.isdir(self.root):
+      raise _invalid('dataset_dir', options.dataset_dir, 'not a directory')
+    self.split_files, self.class_names = list_image_folder(
+        self.root, options.validation_fraction)
+    self.num_classes = len(self.class_names)
+    self.bad_images = self._scan(options)
+    if self.bad_images:
+      shown = '\n'.join(f'  {os.path.join(self.root, p)}: {why}'
+                        for p, why in sorted(self.bad_images.items())[:20])
+      more = len(self.bad_images) - 20
+      shown += f'\n  ... and {more} more' if more > 0 else ''
+      total = sum(len(v) for v in self.split_files.values())
+      if options.bad_images == 'error':
+        raise DataError(
+            f'{len(self.bad_images)} of {total} images in {self.root} cannot '
+            f'be decoded (config.bad_images="error"):\n{shown}\nRemove or '
+            f'replace them, or set config.bad_images="skip".')
+      logging.warning('Skipping %d of %d images in %s that cannot be decoded '
+                      '(config.bad_images="skip"):\n%s', len(self.bad_images),
+                      total, self.root, shown)
+      self.split_files = {
+          s: [(p, y) for p, y in files if p not in self.bad_images]
+          for s, files in self.split_files.items()}
+    counts = {s: len(f) for s, f in self.split_files.items()}
+    logging.info('Image folder %s: %d classes, images per split %s (%d '
+                 'unreadable skipped).', self.root, self.num_classes, counts,
+                 len(self.bad_images))
+
+  def _scan(self, options: DataOptions) -> dict[str, str]:
+    """{relative path: reason} of the images TensorFlow cannot decode; the
+    scan decodes every image once and is cached by the files' sizes and
+    modification times."""
+    files = sorted(p for f in self.split_files.values() for p, _ in f)
+    stats = []
+    for p in files:
+      st = os.stat(os.path.join(self.root, p))
+      stats.append((p, st.st_size, st.st_mtime_ns))
+    signature = _digest(stats)
+    cache = os.path.join(options.cache_dir(), 'image_folder_scans',
+                         _digest(self.root)[:24] + '.json')
+    cached = _read_json(cache)
+    if cached and cached.get('signature') == signature:
+      return dict(cached['bad'])
+    start = time.perf_counter()
+    bad = scan_images(self.root, files)
+    logging.info('Scanned %d images of %s in %.1f s: %d cannot be decoded.',
+                 len(files), self.root, time.perf_counter() - start, len(bad))
+    _write_json(cache, {'root': self.root, 'signature': signature,
+                        'bad': bad})
+    return bad
+
+  def _split(self, split: str) -> list[tuple[str, int]]:
+    files = []
+    for part in split.split('+'):
+      if part not in self.split_files:
+        raise config_lib.ConfigError(
+            f'split {part!r} (from {split!r}) is not a split of the image '
+            f'folder {self.root}; its splits are {sorted(self.split_files)} '
+            f'(set config.train_split / config.eval_split).')
+      files += self.split_files[part]
+    return files
+
+  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+    files = self._split(split)
+    n = len(files)
+    if drop_remainder:
+      bounds = [i * (n // count) for i in range(count + 1)]
+    else:
+      bounds = [i * n // count for i in range(count + 1)]
+    shards = []
+    for i in range(count):
+      part = files[bounds[i]:bounds[i + 1]]
+      shards.append(FolderShard(
+          tuple(os.path.join(self.root, p) for p, _ in part),
+          tuple(y for _, y in part)))
+    return shards
+
+  @staticmethod
+  def num_examples(shard: FolderShard) -> int:
+    return len(shard.paths)
+
+  @staticmethod
+  def records(shard: FolderShard):
+    tf = _tf()
+    return tf.data.Dataset.from_tensor_slices({
+        'image': tf.constant(shard.paths, tf.string, shape=(len(shard.paths),)),
+        'label': tf.constant(shard.labels, tf.int64,
+                             shape=(len(shard.labels),))})
+
+  @staticmethod
+  def read(record):
+    return _tf().io.read_file(record['image'])
+
+  def identity(self, split: str) -> list:
+    return ['folder', self.root, split,
+            _digest(sorted(self._split(split)))]
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+
+
+def _subdirs(path: str) -> list[str]:
+  return sorted(d for d in os.listdir(path)
+                if not d.startswith('.') and
+                os.path.isdir(os.path.join(path, d)))
+
+
+def _images(path: str) -> list[str]:
+  return sorted(f for f in os.listdir(path)
+                if _is_image(f) and os.path.isfile(os.path.join(path, f)))
+
+
+def list_image_folder(root: str, validation_fraction: float
+                      ) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
+  """({split: [(path relative to root, label)]}, class names) of a folder.
+
+  root/<split>/<class>/<image> gives the split folders' names; root/<class>/
+  <image> gives 'train' and 'validation', splitting each class: its files
+  ordered by a hash of their names, the first round(fraction * n) validate.
+  """
+  top = _subdirs(root)
+  if not top:
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r} holds no folders: expected class '
+        f'folders root/<class>/<image> or split folders root/<split>/<class>/'
+        f'<image> (images: {IMAGE_EXTENSIONS}).')
+  flat = any(_images(os.path.join(root, d)) for d in top)
+  if flat:
+    classes = top
+    splits = {s: [] for s in _FOLDER_SPLITS}
+    for label, name in enumerate(classes):
+      files = _images(os.path.join(root, name))
+      files.sort(key=lambda f, name=name: _digest('split', name, f))
+      n_val = int(round(validation_fraction * len(files)))
+      for i, f in enumerate(files):
+        split = 'validation' if i < n_val else 'train'
+        splits[split].append((os.path.join(name, f), label))
+    if not splits['validation']:
+      del splits['validation']
+  else:
+    classes = sorted({c for s in top for c in _subdirs(os.path.join(root, s))})
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for s in top:
+      splits[s] = [(os.path.join(s, c, f), index[c])
+                   for c in _subdirs(os.path.join(root, s))
+                   for f in _images(os.path.join(root, s, c))]
+  for s in splits:
+    splits[s].sort()
+  if not any(splits.values()):
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r} holds no images with the extensions '
+        f'{IMAGE_EXTENSIONS} in root/<class>/ or root/<split>/<class>/.')
+  if len(classes) < 2:
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r} holds {len(classes)} class folder(s): '
+        f'{classes}; a classifier needs at least 2.')
+  return splits, classes
+
+
+def scan_images(root: str, relpaths: Sequence[str]) -> dict[str, str]:
+  """{relative path: reason} of the files TensorFlow cannot read or decode
+  (decoding all of them in parallel with tf.data)."""
+  tf = _tf()
+  if not relpaths:
+    return {}
+  paths = [os.path.join(root, p) for p in relpaths]
+  ds = tf.data.Dataset.from_tensor_slices(
+      (tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
+
+  def check(index, path):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               expand_animations=False)
+    return index, tf.shape(image)
+
+  ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  ds = ds.ignore_errors()
+  good = {int(i) for i, _ in ds.as_numpy_iterator()}
+  bad = {}
+  for i, path in enumerate(paths):
+    if i in good:
+      continue
+    try:  # Once more, eagerly, for the reason.
+      tf.io.decode_image(tf.io.read_file(path), channels=3,
+                         expand_animations=False)
+      reason = 'failed to decode in the scan'
+    except tf.errors.OpError as e:
+      reason = tf_error_message(e)
+    bad[relpaths[i]] = reason
+  return bad
+
+
+def tf_error_message(error) -> str:
+  """The first line of a TensorFlow error, without the op decorations."""
+  lines = error.message.strip().splitlines() or ['']
+  message = re.sub(r'\{\{function_node [^}]*\}\}\s*', '', lines[0])
+  return re.sub(r'\s*\[Op:\w+\].*$', '', message) or type(error).__name__
+
+
+def make_source(config, options: DataOptions, builder=None):
+  if builder is not None:
+    return TFDSSource(builder)
+  if config.dataset == IMAGE_FOLDER:
+    return FolderSource(options)
+  return TFDSSource(get_builder(config, options))
+
+
+# ---------------------------------------------------------------------------
+# Batches for the training loop.
+# ---------------------------------------------------------------------------
+
+
 class TFDSData:
-  """Train and eval batches of a TFDS dataset for this process."""
+  """Train and eval batches of `config.dataset` for this process.
+
+  Attributes: num_classes, class_names, steps_per_epoch, num_train_examples
+  (all processes: the examples of one epoch), num_eval_examples, eval_steps
+  (the same on every process), normalization_mean (RGB, 0-255 scale: the
+  config's, or measured on the training split when
+  config.normalization.mean_from_data), bad_images ({path: reason} skipped in
+  an image folder).
+  """
 
   def __init__(self, config, builder=None):
-    tfds = _tfds()
-    self.tf = _tf()
+    tf = self.tf = _tf()
     self.config = config
-    self.builder = builder if builder is not None else get_builder(config)
-    info = self.builder.info
-    self.num_classes = info.features['label'].num_classes
-    self.class_names = list(info.features['label'].names)
+    self.options = DataOptions.from_config(config)
+    self.source = make_source(config, self.options, builder)
+    self.builder = getattr(self.source, 'builder', None)
+    self.num_classes = self.source.num_classes
+    self.class_names = self.source.class_names
+    self.bad_images = dict(getattr(self.source, 'bad_images', {}))
     self.preprocess = preprocess_from_config(config)
     nproc, pid = jax.process_count(), jax.process_index()
     self.local_devices = jax.local_device_count()
     self.per_process_batch = config.batch_size // nproc
     self.eval_per_process_batch = config.eval_batch_size // nproc
 
-    train_splits = tfds.even_splits(config.train_split, n=nproc,
-                                    drop_remainder=True)
-    self.train_split = train_splits[pid]
-    self.num_train_examples = info.splits[train_splits[0]].num_examples
-    self.steps_per_epoch = self.num_train_examples // self.per_process_batch
+    train_shards = self.source.shards(config.train_split, nproc, True)
+    self._train_shard = train_shards[pid]
+    self._train_per_process = self.source.num_examples(self._train_shard)
+    self.num_train_examples = self._train_per_process * nproc
+    self.steps_per_epoch = self._train_per_process // self.per_process_batch
     if self.steps_per_epoch < 1:
-      raise ValueError(
-          f'batch_size={config.batch_size} is larger than the '
-          f'{config.train_split!r} split of {config.dataset!r} '
-          f'({self.num_train_examples * nproc} examples).')
-    eval_splits = tfds.even_splits(config.eval_split, n=nproc,
-                                   drop_remainder=False)
-    self.eval_split = eval_splits[pid]
-    self.num_eval_examples = info.splits[config.eval_split].num_examples
-    largest = max(info.splits[s].num_examples for s in eval_splits)
-    self.eval_steps = math.ceil(largest / self.eval_per_process_batch)
+      raise _invalid(
+          'batch_size', config.batch_size,
+          f'larger than the {config.train_split!r} split of '
+          f'{self.source.name!r} ({self.num_train_examples} examples)')
+    eval_shards = self.source.shards(config.eval_split, nproc, False)
+    self._eval_shard = eval_shards[pid]
+    sizes = [self.source.num_examples(s) for s in eval_shards]
+    self.num_eval_examples = sum(sizes)
+    if not self.num_eval_examples:
+      raise _invalid(
+          'eval_split', config.eval_split,
+          f'the split of {self.source.name!r} is empty')
+    self.eval_steps = math.ceil(max(sizes) / self.eval_per_process_batch)
+    if self.options.mean_from_data:
+      self.normalization_mean = self.dataset_mean()
+      logging.info('Mean RGB of the %r split: %s', config.train_split,
+                   self.normalization_mean)
+    else:
+      self.normalization_mean = tuple(
+          float(v) for v in config.normalization.mean)
     self._train_base = None
     self._eval_base = None
+    self._options = tf.data.Options()
+    self._options.deterministic = True
+    self._options.experimental_optimization.map_parallelization = True
 
-  def _decoded(self, split, cache: bool):
-    tfds, tf = _tfds(), self.tf
-    ds = self.builder.as_dataset(
-        split=split, shuffle_files=False,
-        decoders={'image': tfds.decode.SkipDecoding()},
-        read_config=tfds.ReadConfig(try_autocache=False))
-    if cache:  # Cache decoded, resized images (small datasets).
-      ds = ds.map(lambda ex: {'image': self.preprocess.decode_and_resize(
-          ex['image']), 'label': ex['label']},
-                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      ds = ds.cache()
-    return ds
+  def _squares(self, shard):
+    """Records with the image decoded and resized to the square, cached."""
+    tf, read = self.tf, self.source.read
+    return self.source.records(shard).map(
+        lambda r: {'image': self.preprocess.decode_and_resize(read(r)),
+                   'label': r['label']},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
-  def _image(self, image, cached: bool):
-    return image if cached else self.preprocess.decode_and_resize(image)
+  def train_dataset(self, epoch: int, skip_examples: int = 0):
+    """The tf.data pipeline of one training epoch (batches of this process),
+    starting `skip_examples` into it."""
+    tf, cfg, pre = self.tf, self.config, self.preprocess
+    cached = cfg.cache
+    if self._train_base is None:
+      self._train_base = (self._squares(self._train_shard) if cached else
+                          self.source.records(self._train_shard))
+    read = self.source.read
+    first = jax.process_index() * self._train_per_process
+    epoch_seed = tf.constant([cfg.seed, epoch], tf.int64)
+
+    def example(index, record):
+      seed = tf.random.experimental.stateless_fold_in(epoch_seed, index + first)
+      image = record['image'] if cached else read(record)
+      image, light = pre.train_example(image, seed, from_bytes=not cached)
+      return {'image': image, 'label': record['label'], 'light': light}
+
+    def lighting(batch):
+      return {'image': pre.add_lighting(batch['image'], batch['light']),
+              'label': batch['label']}
+
+    ds = self._train_base.shuffle(
+        cfg.shuffle_buffer,
+        seed=hash_seed(cfg.seed, epoch, jax.process_index()),
+        reshuffle_each_iteration=False)
+    # No take(): drop_remainder ends the epoch and the cache sees every example.
+    ds = ds.enumerate().skip(skip_examples)
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(self.per_process_batch, drop_remainder=True)
+    if pre.lighting_std > 0:
+      ds = ds.map(lighting, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True)
+    else:
+      ds = ds.map(lambda b: {'image': b['image'], 'label': b['label']})
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options)
 
   def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches, starting at global step `start_step`."""
-    tf, cfg = self.tf, self.config
-    if self._train_base is None:
-      self._train_base = self._decoded(self.train_split, cfg.cache)
-    cached = cfg.cache
     epoch, skip_batches = divmod(start_step, self.steps_per_epoch)
-    examples = self.steps_per_epoch * self.per_process_batch
     while True:
-      epoch_seed = [cfg.seed, epoch]
-      ds = self._train_base.shuffle(
-          cfg.shuffle_buffer, seed=hash_seed(cfg.seed, epoch, jax.process_index()),
-          reshuffle_each_iteration=False)
-      ds = ds.take(examples).enumerate()
-      ds = ds.skip(skip_batches * self.per_process_batch)
-
-      def augment(index, ex, epoch_seed=epoch_seed):
-        seed = tf.random.experimental.stateless_fold_in(
-            tf.constant(epoch_seed, tf.int64),
-            index + jax.process_index() * examples)
-        image = self.preprocess.train_augment(self._image(ex['image'], cached),
-                                              seed)
-        return {'image': image, 'label': ex['label']}
-
-      ds = ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=True)
-      ds = ds.batch(self.per_process_batch, drop_remainder=True)
-      ds = ds.prefetch(tf.data.AUTOTUNE)
-      for batch in ds.as_numpy_iterator():
+      ds = self.train_dataset(epoch, skip_batches * self.per_process_batch)
+      for batch in self._numpy(ds, f'training epoch {epoch}'):
         yield self._shard(batch['image'], batch['label'])
       epoch += 1
       skip_batches = 0
+
+  def eval_dataset(self):
+    """The tf.data pipeline of this process's evaluation batches (unpadded)."""
+    tf, pre, cfg = self.tf, self.preprocess, self.config
+    if self._eval_base is None:
+      self._eval_base = (self._squares(self._eval_shard) if cfg.cache else
+                         self.source.records(self._eval_shard))
+    read, cached = self.source.read, cfg.cache
+    ten = self.options.ten_crop
+
+    def example(record):
+      square = (record['image'] if cached else
+                pre.decode_and_resize(read(record)))
+      image = pre.ten_crops(square) if ten else pre.center_crop(square)
+      return {'image': image, 'label': record['label']}
+
+    ds = self._eval_base.map(example, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=True)
+    ds = ds.batch(self.eval_per_process_batch)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options)
 
   def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
     """Every example of this process's eval shard once, padded and masked.
 
     Every process yields `self.eval_steps` batches (padding with fully masked
-    batches), so collective eval steps stay in lockstep.
+    batches), so collective eval steps stay in lockstep. With ten_crop the
+    images are [devices, per_device, 10, H, W, 3].
     """
-    tf = self.tf
-    if self._eval_base is None:
-      self._eval_base = self._decoded(self.eval_split, self.config.cache)
-    cached = self.config.cache
-
-    def center(ex):
-      image = self.preprocess.center_crop(self._image(ex['image'], cached))
-      return {'image': image, 'label': ex['label']}
-
-    ds = self._eval_base.map(center, num_parallel_calls=tf.data.AUTOTUNE,
-                             deterministic=True)
-    ds = ds.batch(self.eval_per_process_batch).prefetch(tf.data.AUTOTUNE)
     size = self.config.image_size
     count = 0
-    for batch in ds.as_numpy_iterator():
+    for batch in self._numpy(self.eval_dataset(), 'evaluation'):
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
-    empty = np.zeros((0, size, size, 3), np.uint8)
+    crops = (NUM_TEN_CROPS,) if self.options.ten_crop else ()
+    empty = np.zeros((0,) + crops + (size, size, 3), np.uint8)
     for _ in range(self.eval_steps - count):
       yield self._pad_and_shard(empty, np.zeros((0,), np.int64))
+
+  def _numpy(self, ds, what: str) -> Iterator[dict[str, np.ndarray]]:
+    """Iterates `ds`, turning a TensorFlow failure into a DataError."""
+    tf = self.tf
+    iterator = ds.as_numpy_iterator()
+    while True:
+      try:
+        batch = next(iterator)
+      except StopIteration:
+        return
+      except tf.errors.OpError as e:
+        raise DataError(
+            f'Reading {self.source.name!r} failed during {what}: '
+            f'{tf_error_message(e)}') from None
+      yield batch
+
+  def dataset_mean(self) -> tuple[float, float, float]:
+    """Mean RGB (0-255) of the training split's resized squares, all
+    processes' shares; computed once and cached in a JSON file."""
+    tf, cfg, pre = self.tf, self.config, self.preprocess
+    key = self.source.identity(cfg.train_split) + [
+        pre.resize_size, pre.resize_mode]
+    path = os.path.join(self.options.cache_dir(), 'means',
+                        _digest(key)[:24] + '.json')
+    cached = _read_json(path)
+    if cached and cached.get('key') == key:
+      return tuple(cached['mean'])
+    shard = self.source.shards(cfg.train_split, 1, False)[0]
+    read = self.source.read
+    ds = self.source.records(shard).map(
+        lambda r: tf.reduce_sum(tf.cast(pre.decode_and_resize(read(r)),
+                                        tf.float64), axis=(0, 1)),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    start = time.perf_counter()
+    total, count = np.zeros(3, np.float64), 0
+    for sums in self._numpy(ds.batch(256), 'the mean computation'):
+      total += sums.sum(axis=0)
+      count += len(sums)
+    mean = tuple(float(v) for v in total / (count * pre.resize_size ** 2))
+    logging.info('Measured the mean RGB of %d images in %.1f s.', count,
+                 time.perf_counter() - start)
+    _write_json(path, {'key': key, 'mean': mean, 'num_images': count})
+    return mean
 
   def _pad_and_shard(self, images, labels):
     n, full = len(labels), self.eval_per_process_batch
@@ -256,10 +931,7 @@ class TFDSData:
             'label': labels.astype(np.int32).reshape(d, -1)}
 
 
-def hash_seed(*values: int) -> int:
-  """A stable 31-bit seed from integers (Python's hash() is salted)."""
-  return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
-
-
-def dataset_num_classes(config) -> Any:
-  return get_builder(config).info.features['label'].num_classes
+def dataset_num_classes(config) -> int:
+  """The number of classes of `config.dataset` (prepares it if needed)."""
+  options = DataOptions.from_config(config)
+  return make_source(config, options).num_classes

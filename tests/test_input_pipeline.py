@@ -1,0 +1,348 @@
+"""The input pipeline: TFDS datasets end to end (mocked), the paper's
+augmentation, evaluation that counts every example once, resumable order."""
+
+import collections
+import hashlib
+import os
+
+import jax
+import numpy as np
+import pytest
+
+tf = pytest.importorskip('tensorflow')
+tfds = pytest.importorskip('tensorflow_datasets')
+
+from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+from alexnet_jax import input_pipeline
+from alexnet_jax import train
+from conftest import tiny_config
+from test_image_folder import folder_config
+from test_image_folder import write_image
+
+Preprocess = input_pipeline.Preprocess
+
+
+# ---------------------------------------------------------------------------
+# TFDS datasets, one training step end to end under tfds.testing.mock_data.
+# ---------------------------------------------------------------------------
+
+
+def _manual_dir(path, files=('ILSVRC2012_img_train.tar',
+                             'ILSVRC2012_img_val.tar')):
+  os.makedirs(path, exist_ok=True)
+  for f in files:
+    open(os.path.join(path, f), 'w').close()
+  return str(path)
+
+
+def test_imagenet2012_trains_one_step_under_mock_data(tmp_path):
+  config = tiny_config(dataset='imagenet2012', num_train_steps=1, cache=False,
+                       **{'model.num_classes': 1000})
+  config.manual_dir = _manual_dir(tmp_path / 'manual')
+  config.data_dir = str(tmp_path / 'tfds')
+  # Mock images are JPEGs of random sizes (5-50 pixels a side).
+  with tfds.testing.mock_data(num_examples=10):
+    last = train.train_and_evaluate(config, str(tmp_path / 'workdir'))
+  assert last['step'] == 1 and np.isfinite(last['train_loss'])
+  assert last['eval_examples'] == 10 and np.isfinite(last['eval_loss'])
+
+
+def test_oxford_flowers102_trains_one_step_under_mock_data(tmp_path):
+  config = tiny_config(dataset='oxford_flowers102', num_train_steps=1,
+                       train_split='train+validation', eval_split='test',
+                       **{'model.num_classes': 102})
+  config.data_dir = str(tmp_path / 'tfds')
+  with tfds.testing.mock_data(num_examples=12):  # PNGs of random sizes.
+    last = train.train_and_evaluate(config, str(tmp_path / 'workdir'))
+  assert last['step'] == 1 and np.isfinite(last['train_loss'])
+  assert last['eval_examples'] == 12  # One full and one padded batch of 8.
+
+
+def test_imagenet2012_without_its_tar_files_says_which_go_where(tmp_path):
+  config = tiny_config(dataset='imagenet2012')
+  config.data_dir = str(tmp_path / 'tfds')
+  config.manual_dir = _manual_dir(tmp_path / 'manual',
+                                  files=('ILSVRC2012_img_val.tar',))
+  with pytest.raises(input_pipeline.DataError) as error:
+    input_pipeline.TFDSData(config)
+  message = str(error.value)
+  assert 'Missing: ILSVRC2012_img_train.tar.' in message
+  assert os.path.join(config.manual_dir, 'ILSVRC2012_img_train.tar') in message
+  assert os.path.join(config.manual_dir, 'ILSVRC2012_img_val.tar') in message
+  assert 'config.manual_dir' in message and 'image-net.org' in message
+
+
+def test_unknown_dataset_suggests_close_names():
+  with pytest.raises(config_lib.ConfigError, match='imagenet2012'):
+    input_pipeline.TFDSData(tiny_config(dataset='imagenet2021'))
+
+
+# ---------------------------------------------------------------------------
+# Augmentation.
+# ---------------------------------------------------------------------------
+
+
+def _coordinates(size):
+  """uint8 [size, size, 3]: (y * size + x, x, y) at pixel (y, x)."""
+  y, x = np.mgrid[:size, :size]
+  return tf.constant(np.stack([y * size + x, x, y], -1).astype(np.uint8))
+
+
+def _seed(i):
+  return tf.constant([7, i], tf.int64)
+
+
+def test_random_crops_stay_inside_and_flips_mirror():
+  pre = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
+                   random_crop=True, flip=True, lighting_std=0.1)
+  square = _coordinates(8)
+  offsets, flips = [], 0
+  for i in range(200):
+    crop, light = pre.train_example(square, _seed(i), from_bytes=False)
+    crop = crop.numpy()
+    assert crop.shape == (5, 5, 3) and light.shape == (3,)
+    flipped = crop[0, 0, 1] > crop[0, -1, 1]
+    flips += flipped
+    oy, ox = int(crop[0, 0, 2]), int(crop[0, :, 1].min())
+    want = square.numpy()[oy:oy + 5, ox:ox + 5]
+    np.testing.assert_array_equal(crop, want[:, ::-1] if flipped else want)
+    offsets.append((oy, ox))
+  ys, xs = zip(*offsets)
+  assert set(ys) == set(xs) == {0, 1, 2, 3}  # Every position, none outside.
+  assert 70 < flips < 130
+  same = pre.train_example(square, _seed(3), from_bytes=False)[0]
+  np.testing.assert_array_equal(
+      same, pre.train_example(square, _seed(3), from_bytes=False)[0])
+
+  fixed = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
+                     random_crop=False, flip=False, lighting_std=0.0)
+  for i in range(5):
+    crop, light = fixed.train_example(square, _seed(i), from_bytes=False)
+    np.testing.assert_array_equal(crop, square.numpy()[1:6, 1:6])
+    np.testing.assert_array_equal(light, np.zeros(3))
+
+
+def test_lighting_noise_follows_the_papers_pca_constants():
+  # SPEC.md: fb.resnet.torch's ImageNet RGB eigenvalues and eigenvectors.
+  np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVAL,
+                                np.float32([0.2175, 0.0188, 0.0045]))
+  np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVEC, np.float32(
+      [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
+       [-0.5836, -0.6948, 0.4203]]))
+  std = 0.1
+  pre = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
+                   random_crop=True, flip=True, lighting_std=std)
+  seeds = tf.stack([tf.fill([4000], 3), tf.range(4000)], axis=1)
+  offsets = tf.function(lambda s: tf.map_fn(
+      pre.lighting_offset, s, fn_output_signature=tf.float32))(
+          tf.cast(seeds, tf.int64)).numpy()
+  # In the eigenvector basis the noise is independent, with the standard
+  # deviations 255 * std * eigval; the dominant direction is brightness.
+  components = offsets @ input_pipeline.LIGHTING_EIGVEC / 255.0
+  np.testing.assert_allclose(components.std(axis=0),
+                             std * input_pipeline.LIGHTING_EIGVAL, rtol=0.06)
+  np.testing.assert_allclose(components.mean(axis=0), 0.0, atol=0.002)
+  corr = np.corrcoef(components.T)
+  assert np.abs(corr - np.eye(3)).max() < 0.06
+  principal = np.linalg.eigh(np.cov(offsets.T))[1][:, -1]
+  assert np.abs(np.abs(principal) - 3 ** -0.5).max() < 0.02  # ~(1, 1, 1).
+
+
+def test_lighting_is_added_rounded_and_clipped():
+  images = tf.constant([[[[250, 3, 100]]], [[[0, 255, 7]]]], tf.uint8)
+  offsets = tf.constant([[10.4, -5.6, 2.4], [-1.0, 0.4, -2.6]])
+  out = Preprocess.add_lighting(images, offsets).numpy()
+  np.testing.assert_array_equal(out[:, 0, 0], [[255, 0, 102], [0, 255, 4]])
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
+  offsets = rng.normal(0, 40, (3, 3)).astype(np.float32)
+  want = np.clip(images + np.round(offsets)[:, None, None, :], 0, 255)
+  np.testing.assert_array_equal(Preprocess.add_lighting(images, offsets), want)
+  np.testing.assert_array_equal(  # One image.
+      Preprocess.add_lighting(images[1], offsets[1]), want[1])
+
+
+def test_resize_modes_keep_the_centre_or_the_whole_image():
+  # Channel 0 holds 3 * column: a 40x80 image, resized to a 20x20 square.
+  x = np.broadcast_to((np.arange(80) * 3)[None, :, None], (40, 80, 3))
+  image = tf.constant(x.astype(np.uint8))
+  # Crop: resized to 20x40, columns 10-29 kept: original columns 20.5-58.5.
+  # Squash: to 20x20, all columns: original columns 1.5-77.5.
+  for mode, low, high in (('crop', 61.5, 175.5), ('squash', 4.5, 232.5)):
+    pre = Preprocess(image_size=16, resize_size=20, resize_mode=mode,
+                     random_crop=True, flip=True, lighting_std=0.0)
+    square = pre.resize_square(image).numpy().astype(int)
+    assert square.shape == (20, 20, 3)
+    assert abs(square[:, 0, 0].mean() - low) <= 3, mode
+    assert abs(square[:, -1, 0].mean() - high) <= 3, mode
+    assert np.all(np.diff(square[0, :, 0]) > 0)  # Not mirrored.
+
+
+def _encode(pixels, fmt):
+  return (tf.io.encode_png(pixels) if fmt == 'PNG' else
+          tf.io.encode_jpeg(pixels, quality=95)).numpy()
+
+
+def _smooth(h, w):
+  y, x = np.mgrid[:h, :w]
+  return tf.constant(np.stack([x * 200 // w, y * 200 // h,
+                               100 + 60 * np.sin(x / 9.0 + y / 13.0)],
+                              -1).astype(np.uint8))
+
+
+@pytest.mark.parametrize('shape,fmt,mode,exact', [
+    ((72, 72), 'JPEG', 'crop', True),  # Shorter side == resize_size.
+    ((72, 90), 'JPEG', 'crop', True),
+    ((100, 150), 'JPEG', 'crop', False),
+    ((150, 100), 'PNG', 'crop', False),
+    ((60, 90), 'PNG', 'squash', False),
+])
+def test_windowed_decoding_equals_resize_then_crop(shape, fmt, mode, exact):
+  pre = Preprocess(image_size=67, resize_size=72, resize_mode=mode,
+                   random_crop=True, flip=True, lighting_std=0.0)
+  data = _encode(_smooth(*shape), fmt)
+  square = pre.decode_and_resize(data)
+  for offset in ((0, 0), (5, 2), (3, 5), (2, 2)):
+    got = pre.crop_from_bytes(data, tf.constant(offset)).numpy().astype(int)
+    want = pre.crop_from_square(square, offset).numpy().astype(int)
+    assert got.shape == want.shape == (67, 67, 3)
+    if exact:
+      np.testing.assert_array_equal(got, want)
+    else:
+      assert np.abs(got - want).mean() < 1.5, offset
+    wrong = pre.crop_from_square(square, (offset[0], 5 - offset[1])).numpy()
+    assert np.abs(got - wrong.astype(int)).mean() > 2.0  # Sensitive to place.
+
+
+def test_ten_crops_are_corners_centre_and_mirrors_all_distinct():
+  pre = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
+                   random_crop=True, flip=True, lighting_std=0.1)
+  square = _coordinates(8)
+  crops = pre.ten_crops(square).numpy()
+  assert crops.shape == (10, 5, 5, 3)
+  s = square.numpy()
+  for i, (y, x) in enumerate(((0, 0), (0, 3), (3, 0), (3, 3), (1, 1))):
+    np.testing.assert_array_equal(crops[i], s[y:y + 5, x:x + 5])
+    np.testing.assert_array_equal(crops[i + 5], s[y:y + 5, x:x + 5][:, ::-1])
+  np.testing.assert_array_equal(crops[4], pre.center_crop(square))
+  assert len({c.tobytes() for c in crops}) == 10
+
+
+# ---------------------------------------------------------------------------
+# Evaluation and training order, on an image folder.
+# ---------------------------------------------------------------------------
+
+
+def _split_folder(root, train_per_class=9, validation=(4, 3)):
+  """root/{train,validation}/{a,b}/*.jpg; 7 validation images by default."""
+  for split, counts in (('train', (train_per_class,) * 2),
+                        ('validation', validation)):
+    for c, n in zip('ab', counts):
+      for i in range(n):
+        write_image(os.path.join(root, split, c, f'{i}.jpg'),
+                    (60 + 3 * i, 80 - 2 * i), 100 * len(split) + 10 * ord(c) + i)
+  return root
+
+
+def _fingerprint(image):
+  return hashlib.sha1(np.ascontiguousarray(image).tobytes()).hexdigest()
+
+
+def _expected_eval(root, pre):
+  want = collections.Counter()
+  for c, label in (('a', 0), ('b', 1)):
+    folder = os.path.join(root, 'validation', c)
+    for f in os.listdir(folder):
+      data = open(os.path.join(folder, f), 'rb').read()
+      crop = pre.center_crop(pre.decode_and_resize(data)).numpy()
+      want[(_fingerprint(crop), label)] += 1
+  return want
+
+
+@pytest.mark.parametrize('ten_crop', [False, True])
+def test_evaluation_counts_every_example_once(tmp_path, ten_crop):
+  root = _split_folder(str(tmp_path / 'data'))
+  config = folder_config(root, tmp_path, cache=False)
+  config.model.num_classes = 2
+  config.ten_crop = ten_crop
+  data = input_pipeline.TFDSData(config)
+  assert data.num_eval_examples == 7 and data.eval_steps == 2
+  got = collections.Counter()
+  batches = list(data.eval_batches())
+  assert len(batches) == 2
+  for batch in batches:
+    crops = (10,) if ten_crop else ()
+    assert batch['image'].shape == (1, 4) + crops + (67, 67, 3)
+    assert batch['mask'].shape == batch['label'].shape == (1, 4)
+    for image, label, m in zip(batch['image'][0], batch['label'][0],
+                               batch['mask'][0]):
+      if m:
+        got[(_fingerprint(image[4] if ten_crop else image), int(label))] += 1
+  assert got == _expected_eval(root, data.preprocess)
+
+
+def test_each_process_reads_its_own_share(tmp_path, monkeypatch):
+  root = _split_folder(str(tmp_path / 'data'))
+  config = folder_config(root, tmp_path, cache=True)
+  config.model.num_classes = 2
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  got, train_images, steps = collections.Counter(), [], set()
+  for pid in (0, 1):
+    monkeypatch.setattr(jax, 'process_index', lambda pid=pid: pid)
+    data = input_pipeline.TFDSData(config)
+    assert data.per_process_batch == 2 and data.eval_steps == 2
+    assert data.num_train_examples == 18 and data.num_eval_examples == 7
+    steps.add(data.steps_per_epoch)
+    batches = list(data.eval_batches())
+    assert len(batches) == data.eval_steps  # Lockstep, 3 and 4 examples.
+    for batch in batches:
+      for image, label, m in zip(batch['image'][0], batch['label'][0],
+                                 batch['mask'][0]):
+        if m:
+          got[(_fingerprint(image), int(label))] += 1
+    epoch = data.train_batches(0)
+    train_images.append({_fingerprint(next(epoch)['image'][0, i])
+                         for _ in range(data.steps_per_epoch)
+                         for i in range(2)})
+  assert steps == {4}  # 9 examples a process, batches of 2.
+  assert got == _expected_eval(root, data.preprocess)
+  assert len(train_images[0]) == len(train_images[1]) == 8
+  assert not train_images[0] & train_images[1]
+
+
+@pytest.mark.parametrize('cache', [True, False])
+def test_training_resumes_at_any_step_with_the_same_batches(tmp_path, cache):
+  root = _split_folder(str(tmp_path / 'data'))
+  config = folder_config(root, tmp_path, cache=cache)
+  config.model.num_classes = 2
+  data = input_pipeline.TFDSData(config)
+  per_epoch = data.steps_per_epoch
+  assert per_epoch == 4  # 18 images, batches of 4: 2 dropped each epoch.
+  stream = data.train_batches(0)
+  reference = [next(stream) for _ in range(2 * per_epoch + 2)]
+  assert not np.array_equal(reference[0]['image'],
+                            reference[per_epoch]['image'])  # New epoch.
+  fresh = input_pipeline.TFDSData(config)
+  for start in (1, per_epoch - 1, per_epoch + 3):  # Across epoch ends too.
+    resumed = fresh.train_batches(start)
+    for want in reference[start:start + 3]:
+      got = next(resumed)
+      np.testing.assert_array_equal(got['image'], want['image'])
+      np.testing.assert_array_equal(got['label'], want['label'])
+
+
+def test_cached_and_streamed_training_agree_when_no_resize_is_needed(tmp_path):
+  root = str(tmp_path / 'data')
+  for c in 'ab':
+    for i in range(4):  # Shorter side 72 == resize_size.
+      write_image(os.path.join(root, c, f'{i}.jpg'), (72, 72 + 9 * i), i)
+  batches = {}
+  for cache in (True, False):
+    config = folder_config(root, tmp_path, cache=cache)
+    config.model.num_classes = 2
+    config.validation_fraction = 0.25
+    stream = input_pipeline.TFDSData(config).train_batches(0)
+    batches[cache] = [next(stream) for _ in range(3)]
+  for a, b in zip(batches[True], batches[False]):
+    np.testing.assert_array_equal(a['image'], b['image'])
+    np.testing.assert_array_equal(a['label'], b['label'])
