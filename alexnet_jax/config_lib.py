@@ -143,6 +143,11 @@ def validate(config) -> None:
     _one_of(config, 'resize_mode', RESIZE_MODES)
     _int_at_least(config, 'shuffle_buffer', 1)
     _number_in(config, 'augment.lighting_std', 0.0, 10.0)
+    _number_in(config, 'validation_fraction', 0.0, 1.0, low_open=True,
+               high_open=True)
+    _one_of(config, 'bad_images', ('skip', 'error'))
+    if not isinstance(_get(config, 'ten_crop'), bool):
+      _fail('ten_crop', _get(config, 'ten_crop'), 'expected True or False')
   for field in ('normalization.mean', 'normalization.std'):
     value = _get(config, field)
     if len(value) != 3 or not all(_is_number(v) for v in value):

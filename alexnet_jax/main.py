@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from alexnet_jax import checkpointing
 from alexnet_jax import config_lib
+from alexnet_jax import input_pipeline  # Imports TensorFlow only when used.
 from alexnet_jax import train
 
 _WORKDIR = flags.DEFINE_string(
@@ -77,7 +78,7 @@ def main(argv):
   try:
     train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
   except (config_lib.ConfigError, checkpointing.IncompatibleCheckpointError,
-          train.NonFiniteLossError) as e:
+          train.NonFiniteLossError, input_pipeline.DataError) as e:
     # A message the user can act on, without a traceback.
     sys.exit(f'error: {e}')
 

@@ -45,6 +45,8 @@ def create_schedule(opt_config, steps_per_epoch: int,
   lr = opt_config.learning_rate
   name = opt_config.schedule
   warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
+  if name == 'cosine' and not warmup:
+    return optax.cosine_decay_schedule(lr, decay_steps=max(total_steps, 1))
   if name == 'cosine':
     return optax.warmup_cosine_decay_schedule(
         init_value=0.0 if warmup else lr, peak_value=lr,

@@ -139,7 +139,17 @@ def eval_step(params, batch: dict[str, jax.Array], *, model: models.AlexNet,
   images = normalize(batch['image'], config.normalization.mean,
                      config.normalization.std)
   labels, mask = batch['label'], batch['mask']
-  logits = model.apply({'params': params}, images, train=False)
+  if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
+    b, crops = images.shape[:2]
+    logits = model.apply({'params': params},
+                         images.reshape((b * crops,) + images.shape[2:]),
+                         train=False)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    # The log of the mean softmax; cross-entropy and top-k read it as logits.
+    logits = (jax.nn.logsumexp(log_probs.reshape(b, crops, -1), axis=1)
+              - jnp.log(crops))
+  else:
+    logits = model.apply({'params': params}, images, train=False)
   sums = {
       'loss': jnp.sum(cross_entropy(logits, labels) * mask),
       'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
@@ -266,6 +276,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   is_writer = jax.process_index() == 0
 
   data = create_data(config)
+  if config.normalization.get('mean_from_data', False):
+    # The training split's measured mean replaces the configured one (and is
+    # what config.json records).
+    config = config.copy_and_resolve_references()
+    config.normalization.mean = tuple(float(v) for v in data.normalization_mean)
   config_lib.validate_against_data(config, data)
   steps_per_epoch = data.steps_per_epoch
   total_steps = (config.num_train_steps if config.num_train_steps > 0

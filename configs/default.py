@@ -23,10 +23,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Data.
   config.dataset = 'alexnet_shapes'  # TFDS name; 'alexnet_shapes'; or 'fake'.
   config.data_dir = config_dict.placeholder(str)  # TFDS data dir (None: default).
+  config.dataset_dir = config_dict.placeholder(str)  # dataset='image_folder': root/<class>/<img> or root/<split>/<class>/<img>.
+  config.validation_fraction = 0.2  # Folders without split folders: share of each class held out as 'validation'.
+  config.bad_images = 'skip'  # Undecodable images in a folder: 'skip' (logged and counted) or 'error'.
+  config.manual_dir = config_dict.placeholder(str)  # imagenet2012 tars (ILSVRC2012_img_{train,val}.tar); None: <data_dir>/downloads/manual.
   config.train_split = 'train'
   config.eval_split = 'validation'
   config.cache = True  # Keep decoded, resized images in memory (small sets).
   config.shuffle_buffer = 10_000
+  config.ten_crop = False  # Evaluate on 4 corner + centre crops and their mirrors, softmax averaged.
   config.image_size = 99  # Crop fed to the network (paper: 227).
   config.resize_size = 112  # Shorter side before cropping (paper: 256).
   config.resize_mode = 'crop'  # 'crop' (paper: central square) or 'squash'.
@@ -40,6 +45,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.normalization = ml_collections.ConfigDict({
       'mean': (123.68, 116.78, 103.94),
       'std': (1.0, 1.0, 1.0),
+      'mean_from_data': False,  # True: the training split's mean RGB (measured once, cached) replaces mean.
   })
   config.fake_data = ml_collections.ConfigDict({
       'num_train_examples': 1_281_167,  # Only sets steps per epoch.

@@ -12,7 +12,6 @@ lighting (alpha std 0.1), ImageNet mean subtracted. Evaluated every epoch.
 """
 
 import ml_collections
-from ml_collections import config_dict
 
 from configs import default
 
@@ -20,7 +19,6 @@ from configs import default
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config(arg)
   config.dataset = 'imagenet2012'
-  config.manual_dir = config_dict.placeholder(str)
   config.cache = False
   config.shuffle_buffer = 16_384
   config.image_size = 227
