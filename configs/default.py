@@ -1,15 +1,23 @@
-r"""The default job: the paper's two-tower AlexNet on the embedded shapes dataset.
+r"""The default job: the two-tower AlexNet on the embedded shapes dataset.
 
   python -m alexnet_jax.main --config=configs/default.py --workdir=/tmp/alexnet_default
 
-Sized for a 2-core CPU: a quarter-width network on 99x99 crops of images
-resized to 112 (the paper's 227/256 ratio), 10 classes, a few minutes of
-training. Everything else is the paper's recipe: two towers, LRN, overlapping
-pooling, dropout 0.5, N(0, 0.01) initialization, the paper's momentum update
-with weight decay 5e-4, random crops, flips and PCA lighting noise, mean
-subtraction on the 0-255 scale. The dataset (`alexnet_shapes`, 5,000 training
-and 1,000 validation images) is generated and written to the TFDS data dir on
-first use; nothing is downloaded.
+Sized for a 2-core CPU (a few minutes, dataset generation included): a
+quarter-width network on 67x67 crops (the smallest input the paper's topology
+admits) of images resized to 76, 10 classes, 24 epochs of 5,000 images.
+`alexnet_shapes` (5,000 training and 1,000 validation 256x256 JPEGs of ten
+geometric shapes on cluttered backgrounds, colours independent of the class)
+is generated into the TFDS data dir on first use; nothing is downloaded.
+
+The paper's recipe throughout (two towers, LRN, overlapping pooling, dropout
+0.5, the paper's momentum update with weight decay 5e-4, lr 0.01 divided by 10
+twice, random crops, flips, PCA lighting noise, mean subtraction) except where
+the small budget needs otherwise, each a field to flip back:
+* initialization='he' with inputs scaled by the ImageNet std: the paper's
+  N(0, 0.01) init leaves a quarter-width net at chance for hundreds of steps
+  (the "flat loss" Caffe also reported), which a 5-minute job cannot afford;
+* a half-epoch linear learning-rate warmup, so early updates do not kill ReLUs;
+* batch 32, and learning-rate drops at epochs 18 and 22 rather than on plateaus.
 """
 
 import ml_collections
@@ -32,19 +40,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.cache = True  # Keep decoded, resized images in memory (small sets).
   config.shuffle_buffer = 10_000
   config.ten_crop = False  # Evaluate on 4 corner + centre crops and their mirrors, softmax averaged.
-  config.image_size = 99  # Crop fed to the network (paper: 227).
-  config.resize_size = 112  # Shorter side before cropping (paper: 256).
+  config.image_size = 67  # Crop fed to the network (paper: 227).
+  config.resize_size = 76  # Shorter side before cropping (paper: 256).
   config.resize_mode = 'crop'  # 'crop' (paper: central square) or 'squash'.
   config.augment = ml_collections.ConfigDict({
       'random_crop': True,  # Random image_size crops (else the centre crop).
       'flip': True,  # Random horizontal flips.
       'lighting_std': 0.1,  # PCA lighting noise alpha std; 0 disables.
   })
-  # Per-channel mean and std on the 0-255 scale; the paper subtracts the mean
-  # only (std 1), ImageNet's mean by default.
+  # Per-channel mean and std on the 0-255 scale (ImageNet's). The paper
+  # subtracts the mean only (std 1, as configs/imagenet_paper.py does).
   config.normalization = ml_collections.ConfigDict({
       'mean': (123.68, 116.78, 103.94),
-      'std': (1.0, 1.0, 1.0),
+      'std': (58.393, 57.12, 57.375),
       'mean_from_data': False,  # True: the training split's mean RGB (measured once, cached) replaces mean.
   })
   config.fake_data = ml_collections.ConfigDict({
@@ -63,7 +71,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'activation': 'relu',  # 'relu' or 'tanh'.
       'width': 0.25,  # Multiplier on every layer's width.
       'dtype': 'float32',  # Compute dtype; parameters stay float32.
-      'initialization': 'paper',  # 'paper' N(0, 0.01), biases 1/0; or 'he'.
+      'initialization': 'he',  # 'paper': N(0, 0.01), biases 1/0; or 'he'.
       'conv_impl': 'split',  # Grouped convs: 'split' per group, or 'xla'.
       'lrn_impl': 'matmul',  # LRN: 'matmul' (banded) or 'reduce_window'.
       'lrn_depth': 5,  # n
@@ -79,8 +87,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'momentum': 0.9,
       'weight_decay': 5e-4,
       'schedule': 'step',  # 'constant', 'step', 'cosine' or 'plateau'.
-      'warmup_epochs': 0.0,  # Linear warmup (any schedule but plateau).
-      'lr_drop_epochs': (8, 11),  # step: epochs at which lr *= lr_drop_factor.
+      'warmup_epochs': 0.5,  # Linear warmup (any schedule but plateau).
+      'lr_drop_epochs': (18, 22),  # step: epochs at which lr *= lr_drop_factor.
       'lr_drop_factor': 0.1,  # step and plateau.
       'plateau_patience': 2,  # plateau: evaluations without improvement.
       'plateau_min_delta': 0.0,  # plateau: improvement in top-1 error.
@@ -88,14 +96,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   })
 
   # Loop.
-  config.batch_size = 64  # Global batch, split over all devices.
+  config.batch_size = 32  # Global batch, split over all devices.
   config.eval_batch_size = 200
-  config.num_epochs = 12.0
+  config.num_epochs = 24.0
   config.num_train_steps = -1  # > 0 overrides num_epochs.
   config.seed = 0
-  config.log_every_steps = 25
-  config.eval_every_steps = 312  # 0: evaluate only at the end.
-  config.checkpoint_every_steps = 312  # 0: only at the end.
+  config.log_every_steps = 52
+  config.eval_every_steps = 624  # 0: evaluate only at the end (4 epochs).
+  config.checkpoint_every_steps = 624  # 0: only at the end.
   config.keep_checkpoints = 2
   config.nonfinite = 'stop'  # On a NaN/Inf loss: 'stop', or 'skip' the step.
   return config
+
+
+def use_paper_initialization(config: ml_collections.ConfigDict) -> None:
+  """Switches a config derived from this one back to the paper's own choices
+  where the CPU budget made it deviate: N(0, 0.01) initialization on inputs
+  with the mean subtracted only (0-255 scale), and no warmup."""
+  config.model.initialization = 'paper'
+  config.normalization.std = (1.0, 1.0, 1.0)
+  config.optimizer.warmup_epochs = 0.0

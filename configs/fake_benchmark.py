@@ -14,6 +14,7 @@ from configs import default
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config(arg)
+  default.use_paper_initialization(config)
   config.dataset = 'fake'
   config.image_size = 227
   config.resize_size = 227

@@ -21,6 +21,7 @@ from configs import default
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config(arg)
+  default.use_paper_initialization(config)
   config.dataset = 'oxford_flowers102'
   config.train_split = 'train+validation'  # 2 x 1,020 images.
   config.eval_split = 'test'  # 6,149 images.

@@ -29,6 +29,7 @@ from configs import default
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config(arg)
+  default.use_paper_initialization(config)
   config.dataset = 'image_folder'
   config.dataset_dir = config_dict.placeholder(str)  # Root of the folder.
   config.validation_fraction = 0.2  # Held out per class (no split folders).

@@ -18,6 +18,7 @@ from configs import default
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config(arg)
+  default.use_paper_initialization(config)
   config.dataset = 'imagenet2012'
   config.cache = False
   config.shuffle_buffer = 16_384
