@@ -6,7 +6,6 @@ r"""Command line: train and evaluate AlexNet from an ml_collections config.
 Only flags live here; the work is `train.train_and_evaluate(config, workdir)`.
 """
 
-import logging as logging_lib
 import os
 import sys
 
@@ -59,19 +58,10 @@ def initialize_distributed() -> None:
     jax.distributed.initialize()  # JAX detects the cluster's parameters.
 
 
-class _QuietLibraries(logging_lib.Filter):
-  """Drops the INFO chatter of orbax and TFDS; their warnings still show."""
-
-  def filter(self, record):
-    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname
-                for name in ('orbax', 'tensorflow_datasets', 'etils'))
-    return record.levelno >= logging_lib.WARNING or not noisy
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  train.quiet_library_logs()
   initialize_distributed()
   logging.info('JAX %s, %d process(es), local devices: %s', jax.__version__,
                jax.process_count(), jax.local_devices())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging as logging_lib
 import math
 import os
 import signal
@@ -34,6 +35,20 @@ from alexnet_jax import optim
 
 if TYPE_CHECKING:
   import ml_collections
+
+
+class _QuietLibraries(logging_lib.Filter):
+  """Drops the INFO chatter of orbax and TFDS; their warnings still show."""
+
+  def filter(self, record):
+    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname
+                for name in ('orbax', 'tensorflow_datasets', 'etils'))
+    return record.levelno >= logging_lib.WARNING or not noisy
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console to this project's progress lines and real warnings."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
 class TrainState(struct.PyTreeNode):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import logging as logging_lib
 import math
 import os
 import re
@@ -478,14 +477,6 @@ def format_pct(value: float, std: float = math.nan, digits: int = 1) -> str:
   return text
 
 
-class _QuietLibraries(logging_lib.Filter):
-  """Drops the INFO chatter of orbax and TFDS; their warnings still show."""
-
-  def filter(self, record):
-    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname
-                for name in ('orbax', 'tensorflow_datasets', 'etils'))
-    return record.levelno >= logging_lib.WARNING or not noisy
-
-
 def quiet_libraries() -> None:
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  train.quiet_library_logs()
