@@ -126,3 +126,24 @@ def test_topk_correct():
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 1), [0, 0])
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 2), [1, 0])
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 4), [1, 1])
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny):
+  config = tiny(dataset='fake', num_train_steps=4, log_every_steps=2,
+                eval_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path / 'a'))
+  train.train_and_evaluate(config, str(tmp_path / 'b'))
+  timing = ('images_per_sec', 'images_per_sec_per_device')
+  strip = lambda rows: [{k: v for k, v in r.items() if k not in timing}
+                        for r in rows]
+  a = strip(metrics_writer.read_metrics(str(tmp_path / 'a')))
+  b = strip(metrics_writer.read_metrics(str(tmp_path / 'b')))
+  assert a == b and len(a) == 2
+
+
+def test_unknown_dataset_lists_close_matches(tmp_path, tiny):
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  config = tiny(dataset='imagenet2013')
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.dataset='imagenet2013'.*'imagenet2012'"):
+    train.train_and_evaluate(config, str(tmp_path))
