@@ -56,6 +56,10 @@ class TrainState(struct.PyTreeNode):
   params: Any
   opt_state: Any
   plateau: dict[str, Any]  # The plateau rule's state (optim.Plateau).
+  # Sums of training loss and top-1 over the steps of the current logging
+  # window (steps after the last multiple of log_every_steps), checkpointed so
+  # a resumed run logs the same means as an uninterrupted one.
+  train_window: dict[str, Any]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,7 +78,12 @@ def create_train_state(config, model: models.AlexNet,
           jax.random.key(config.seed))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params),
-                    plateau=optim.Plateau.initial_state())
+                    plateau=optim.Plateau.initial_state(),
+                    train_window=_empty_window())
+
+
+def _empty_window() -> dict[str, jax.Array]:
+  return {k: jnp.zeros((), jnp.float32) for k in ('loss', 'top1', 'count')}
 
 
 def normalize(images: jax.Array, mean, std) -> jax.Array:
@@ -124,27 +133,43 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
 
-  metrics = {
-      'train_loss': loss,
-      'train_top1': jnp.mean(topk_correct(logits, labels, 1)),
-  }
-  metrics = lax.pmean(metrics, axis_name='batch')
+  step_metrics = lax.pmean(
+      {'loss': loss, 'top1': jnp.mean(topk_correct(logits, labels, 1))},
+      axis_name='batch')
   grad_norm = global_norm(grads)
+  # A non-finite loss or gradient leaves the state as it was (the loop then
+  # stops or skips, by config.nonfinite); the step counter still advances.
+  finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(grad_norm)
+
+  # Window means: a new window starts after every multiple of log_every_steps.
+  new_window = (state.step % config.log_every_steps) == 0
+  window = {
+      'loss': step_metrics['loss'],
+      'top1': step_metrics['top1'],
+      'count': jnp.ones((), jnp.float32),
+  }
+  window = jax.tree_util.tree_map(
+      lambda old, new: jnp.where(new_window, 0.0, old)
+      + jnp.where(finite, new, 0.0), state.train_window, window)
+  count = jnp.maximum(window['count'], 1.0)
+  metrics = {
+      'train_loss': window['loss'] / count,
+      'train_top1': window['top1'] / count,
+      'step_loss': step_metrics['loss'],
+  }
   metrics['grad_norm'] = grad_norm
   metrics['param_norm'] = global_norm(new_params)
   metrics['update_norm'] = global_norm(updates)
   metrics['learning_rate'] = optim.current_learning_rate(new_opt_state)
 
-  # A non-finite loss or gradient leaves the state as it was (the loop then
-  # stops or skips, by config.nonfinite); the step counter still advances.
-  finite = jnp.isfinite(metrics['train_loss']) & jnp.isfinite(grad_norm)
   metrics['finite'] = finite.astype(jnp.float32)
   keep = lambda new, old: jax.tree_util.tree_map(
       lambda n, o: jnp.where(finite, n, o), new, old)
   new_state = state.replace(
       step=state.step + 1,
       params=keep(new_params, state.params),
-      opt_state=keep(new_opt_state, state.opt_state))
+      opt_state=keep(new_opt_state, state.opt_state),
+      train_window=window)
   return new_state, metrics
 
 
@@ -339,7 +364,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     pending = []
     for s, m in zip(steps, fetched):
       if not m['finite'][0]:
-        loss = float(m['train_loss'][0])
+        loss = float(m['step_loss'][0])
         if config.nonfinite == 'stop':
           kept = ckpt.latest_step()
           kept = (f'The last good checkpoint (step {kept}) is kept in '
@@ -350,10 +375,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
               f'{kept}; lower optimizer.learning_rate, or set '
               f'nonfinite="skip" to skip such steps.')
         logging.warning('Skipped step %d: non-finite loss or gradient.', s)
-    good = [m for m in fetched if m['finite'][0]] or fetched
-    summary = {k: float(np.mean([m[k][0] for m in good])) for k in good[0]}
-    summary.pop('finite')
-    summary['learning_rate'] = float(fetched[-1]['learning_rate'][0])
+    # The window means are in the last step's metrics; norms and the
+    # learning rate are the last step's.
+    summary = {k: float(v[0]) for k, v in fetched[-1].items()
+               if k not in ('finite', 'step_loss')}
     last_good_step = step
     return summary
 
