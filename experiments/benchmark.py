@@ -222,7 +222,7 @@ def build_model(spec: dict[str, Any]) -> models.AlexNet:
 def step_config(image_size: int) -> types.SimpleNamespace:
   """The fields of a training config that `train.train_step` reads."""
   return types.SimpleNamespace(
-      seed=0, image_size=image_size,
+      seed=0, image_size=image_size, log_every_steps=100,
       normalization=types.SimpleNamespace(mean=IMAGENET_MEAN,
                                           std=(1.0, 1.0, 1.0)))
 
@@ -231,7 +231,8 @@ def optimizer() -> Any:
   """The paper's update (momentum 0.9, weight decay 5e-4), constant lr."""
   return optim.create_optimizer(
       types.SimpleNamespace(learning_rate=0.01, schedule='constant',
-                            momentum=0.9, weight_decay=5e-4, rule='paper'),
+                            warmup_epochs=0.0, momentum=0.9,
+                            weight_decay=5e-4, rule='paper'),
       steps_per_epoch=1, total_steps=1)
 
 
