@@ -30,7 +30,9 @@ VARIANTS = ('paper', 'owt')
 ACTIVATIONS = ('relu', 'tanh')
 INITS = ('paper', 'he')
 CONV_IMPLS = ('split', 'xla')
-LRN_IMPLS = ('matmul', 'reduce_window')
+CONV1_IMPLS = ('direct', 'space_to_depth')
+LRN_IMPLS = ('matmul', 'reduce_window', 'shift')
+POOL_IMPLS = ('reduce_window', 'slices')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -105,6 +107,69 @@ def min_image_size(variant: str = 'paper', overlap_pool: bool = True) -> int:
   raise AssertionError('unreachable')
 
 
+def _channel_window_sum(v: Array, depth: int, impl: str) -> Array:
+  """sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)} v[..., c'] in float32."""
+  half = depth // 2
+  channels = v.shape[-1]
+  if impl == 'matmul':
+    idx = jnp.arange(channels)
+    band = (jnp.abs(idx[:, None] - idx[None, :]) <= half).astype(v.dtype)
+    return jnp.einsum('...c,cd->...d', v, band,
+                      preferred_element_type=jnp.float32)
+  v = v.astype(jnp.float32)
+  if impl == 'reduce_window':
+    return lax.reduce_window(
+        v, 0.0, lax.add,
+        window_dimensions=(1,) * (v.ndim - 1) + (2 * half + 1,),
+        window_strides=(1,) * v.ndim,
+        padding=((0, 0),) * (v.ndim - 1) + ((half, half),))
+  if impl == 'shift':
+    padded = jnp.pad(v, ((0, 0),) * (v.ndim - 1) + ((half, half),))
+    sums = padded[..., :channels]
+    for offset in range(1, 2 * half + 1):
+      sums = sums + padded[..., offset:offset + channels]
+    return sums
+  raise ValueError(f'lrn impl={impl!r}; expected one of {LRN_IMPLS}.')
+
+
+def _inverse_power(scale: Array, beta: float) -> Array:
+  if beta == 0.75:  # d**-0.75 == rsqrt(d) * rsqrt(sqrt(d)), cheaper than pow.
+    return lax.rsqrt(scale) * lax.rsqrt(jnp.sqrt(scale))
+  return jnp.power(scale, -beta)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3, 4, 5))
+def _lrn(x, depth, bias, alpha, beta, impl):
+  return _lrn_fwd(x, depth, bias, alpha, beta, impl)[0]
+
+
+def _lrn_fwd(x, depth, bias, alpha, beta, impl):
+  # The banded matmul squares in the compute dtype (bf16 feeds the matrix
+  # units); the other forms square in float32.
+  squares = jnp.square(x if impl == 'matmul' else x.astype(jnp.float32))
+  scale = bias + alpha * _channel_window_sum(squares, depth, impl)
+  y = (x * _inverse_power(scale, beta).astype(x.dtype)).astype(x.dtype)
+  return y, (x, scale)
+
+
+def _lrn_bwd(depth, bias, alpha, beta, impl, res, g):
+  """d/da of a * s**-beta, s = bias + alpha * window_sum(a**2):
+  g * s**-beta - 2 alpha beta a * window_sum(g * a * s**(-beta-1))
+  (the channel window is symmetric, so the transpose is the same sum)."""
+  del bias
+  x, scale = res
+  inv = _inverse_power(scale, beta)
+  gf, xf = g.astype(jnp.float32), x.astype(jnp.float32)
+  t = gf * xf * inv / scale
+  if impl == 'matmul':
+    t = t.astype(x.dtype)
+  dx = gf * inv - (2.0 * alpha * beta) * xf * _channel_window_sum(t, depth, impl)
+  return (dx.astype(x.dtype),)
+
+
+_lrn.defvjp(_lrn_fwd, _lrn_bwd)
+
+
 def local_response_norm(x: Array, depth: int = 5, bias: float = 2.0,
                         alpha: float = 1e-4, beta: float = 0.75,
                         impl: str = 'matmul') -> Array:
@@ -113,31 +178,137 @@ def local_response_norm(x: Array, depth: int = 5, bias: float = 2.0,
   b[c] = a[c] / (bias + alpha * sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)}
   a[c']^2) ** beta. Unlike Caffe and PyTorch, alpha is not divided by depth.
 
-  `impl` selects an exact formulation: 'matmul' multiplies the squares by a
-  banded 0/1 matrix over channels; 'reduce_window' sums a sliding window.
+  `impl` selects how the sum over the channel window is taken, in the
+  forward pass and in the gradient (written out analytically, one more window
+  sum): 'matmul' multiplies by a banded 0/1 matrix over channels;
+  'reduce_window' slides a window; 'shift' adds `depth` shifted copies of the
+  zero-padded input, a purely elementwise form. All are exact; sums are
+  accumulated in float32.
   """
-  half = depth // 2
-  channels = x.shape[-1]
-  squares = jnp.square(x)
-  if impl == 'matmul':
-    idx = jnp.arange(channels)
-    band = (jnp.abs(idx[:, None] - idx[None, :]) <= half).astype(x.dtype)
-    sums = jnp.einsum('...c,cd->...d', squares, band,
-                      preferred_element_type=jnp.float32)
-  elif impl == 'reduce_window':
-    sums = lax.reduce_window(
-        squares.astype(jnp.float32), 0.0, lax.add,
-        window_dimensions=(1,) * (x.ndim - 1) + (2 * half + 1,),
-        window_strides=(1,) * x.ndim,
-        padding=((0, 0),) * (x.ndim - 1) + ((half, half),))
-  else:
+  if impl not in LRN_IMPLS:
     raise ValueError(f'lrn impl={impl!r}; expected one of {LRN_IMPLS}.')
-  scale = bias + alpha * sums
-  if beta == 0.75:  # d**-0.75 == rsqrt(d) * rsqrt(sqrt(d)), cheaper than pow.
-    inv = lax.rsqrt(scale) * lax.rsqrt(jnp.sqrt(scale))
-  else:
-    inv = jnp.power(scale, -beta)
-  return (x * inv.astype(x.dtype)).astype(x.dtype)
+  return _lrn(x, depth, float(bias), float(alpha), float(beta), impl)
+
+
+def space_to_depth_conv(x: Array, kernel: Array, stride: int,
+                        padding: int) -> Array:
+  """`conv(x, kernel)` with stride `stride`, as a stride-1 convolution on blocks.
+
+  The input is cut into `stride` x `stride` blocks stacked on the channels
+  (227x227x3 -> 57x57x48 for conv1, after one zero row and column), and the
+  kernel, zero-padded to a multiple of the stride (11 -> 12), is cut the same
+  way (11x11x3x96 -> 3x3x48x96). Every product of the direct convolution
+  appears once, the added taps multiply zeros: the same function and the same
+  parameter, with 16 times more input channels for the matrix units.
+  """
+  n, h, w, c = x.shape
+  k, _, kc, features = kernel.shape
+  if kc != c:
+    raise ValueError(f'space_to_depth_conv: kernel expects {kc} input channels, '
+                     f'got {c} (grouped kernels are not supported).')
+  s = stride
+  blocks = -(-k // s)  # Kernel extent in blocks.
+  out_h = (h + 2 * padding - k) // s + 1
+  out_w = (w + 2 * padding - k) // s + 1
+  need_h, need_w = s * (out_h + blocks - 1), s * (out_w + blocks - 1)
+  # Pads (or crops rows no output reads) to whole blocks.
+  x = lax.pad(x, jnp.zeros((), x.dtype),
+              ((0, 0, 0), (padding, need_h - h - padding, 0),
+               (padding, need_w - w - padding, 0), (0, 0, 0)))
+  x = x.reshape(n, need_h // s, s, need_w // s, s, c)
+  x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, need_h // s, need_w // s,
+                                            s * s * c)
+  kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, blocks * s - k),
+                            (0, 0), (0, 0)))
+  kernel = kernel.reshape(blocks, s, blocks, s, c, features)
+  kernel = kernel.transpose(0, 2, 1, 3, 4, 5).reshape(blocks, blocks, s * s * c,
+                                                      features)
+  return lax.conv_general_dilated(x, kernel, window_strides=(1, 1),
+                                  padding='VALID',
+                                  dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+
+
+def _pool_taps(x: Array, window: int, stride: int) -> list[tuple[int, int, Array]]:
+  """The window's taps of a VALID NHWC max-pool: (i, j, strided slice)."""
+  n, h, w, c = x.shape
+  oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
+  return [(i, j, lax.slice(x, (0, i, j, 0),
+                           (n, i + stride * (oh - 1) + 1,
+                            j + stride * (ow - 1) + 1, c),
+                           (1, stride, stride, 1)))
+          for i in range(window) for j in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool_slices(x: Array, window: int, stride: int) -> Array:
+  return _max_pool_slices_fwd(x, window, stride)[0]
+
+
+def _max_pool_slices_fwd(x, window, stride):
+  y = functools.reduce(jnp.maximum, [t for _, _, t in
+                                     _pool_taps(x, window, stride)])
+  return y, (x, y)
+
+
+def _max_pool_slices_bwd(window, stride, res, g):
+  """select_and_scatter's gradient: each window's first maximum (in row-major
+  window order) takes the window's gradient, as for `lax.reduce_window`.
+
+  Written per output phase, so that all the work is at the pooled size: input
+  row stride * Y + r gets the taps i = stride * q + r at output row Y - q.
+  """
+  x, y = res
+  n, h, w, c = x.shape
+  oh, ow = y.shape[1:3]
+  taps = _pool_taps(x, window, stride)
+  index = jnp.int8 if len(taps) < 127 else jnp.int32
+  first = jnp.full(y.shape, len(taps), index)  # The first maximum's tap.
+  for k in reversed(range(len(taps))):
+    first = jnp.where(taps[k][2] == y, index(k), first)
+  s, q = stride, -(-window // stride)  # q: taps per phase along each axis.
+  zero = jnp.zeros((), g.dtype)
+  rows = []
+  for ri in range(s):
+    cols = []
+    for rj in range(s):
+      acc = jnp.zeros((n, oh + q - 1, ow + q - 1, c), g.dtype)
+      for qi in range(q):
+        for qj in range(q):
+          i, j = qi * s + ri, qj * s + rj
+          if i >= window or j >= window:
+            continue
+          hit = jnp.where(first == i * window + j, g, zero)
+          acc = acc + jnp.pad(hit, ((0, 0), (qi, q - 1 - qi),
+                                    (qj, q - 1 - qj), (0, 0)))
+      cols.append(acc)
+    rows.append(jnp.stack(cols, axis=3))  # (n, oh+q-1, ow+q-1, s, c)
+  dx = jnp.stack(rows, axis=2)  # (n, oh+q-1, s, ow+q-1, s, c)
+  dx = dx.reshape(n, (oh + q - 1) * s, (ow + q - 1) * s, c)
+  # Crop to the input, or zero-pad rows no window covers.
+  dx = lax.pad(dx, zero, ((0, 0, 0), (0, h - dx.shape[1], 0),
+                          (0, w - dx.shape[2], 0), (0, 0, 0)))
+  return (dx,)
+
+
+_max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
+
+
+def max_pool(x: Array, window: int, stride: int,
+             impl: str = 'reduce_window') -> Array:
+  """VALID max-pooling of NHWC `x` (window x window, stride x stride).
+
+  'reduce_window' is `nn.max_pool` (XLA's reduce_window; its gradient is a
+  select_and_scatter). 'slices' takes the maximum of the window's
+  `window**2` strided slices, an elementwise form that fuses with the ReLU
+  and LRN before it, with a custom gradient equal to select_and_scatter's
+  (the first maximum of each window takes its gradient).
+  """
+  if impl == 'reduce_window':
+    return nn.max_pool(x, (window, window), strides=(stride, stride),
+                       padding='VALID')
+  if impl == 'slices':
+    return _max_pool_slices(x, window, stride)
+  raise ValueError(f'pool impl={impl!r}; expected one of {POOL_IMPLS}.')
 
 
 class Conv(nn.Module):
@@ -147,6 +318,8 @@ class Conv(nn.Module):
   (features,), as `nn.Conv(feature_group_count=groups)` creates them.
   `impl='xla'` runs XLA's grouped convolution; `impl='split'` runs one
   convolution per group on channel slices and concatenates (the same function).
+  `space_to_depth=True` runs a strided ungrouped convolution as
+  `space_to_depth_conv` (the same function).
   """
   features: int
   kernel_size: int
@@ -154,6 +327,7 @@ class Conv(nn.Module):
   padding: int = 0
   groups: int = 1
   impl: str = 'split'
+  space_to_depth: bool = False
   dtype: Any = jnp.float32
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros_init()
@@ -176,7 +350,12 @@ class Conv(nn.Module):
         window_strides=(self.stride, self.stride),
         padding=((self.padding, self.padding),) * 2,
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-    if self.groups == 1:
+    if self.space_to_depth:
+      if self.groups != 1:
+        raise ValueError(f'{self.name}: space_to_depth needs groups=1, got '
+                         f'groups={self.groups}.')
+      y = space_to_depth_conv(x, kernel, self.stride, self.padding)
+    elif self.groups == 1:
       y = conv(x, kernel)
     elif self.impl == 'xla':
       y = conv(x, kernel, feature_group_count=self.groups)
@@ -222,18 +401,24 @@ class AlexNet(nn.Module):
   dtype: Any = 'float32'  # Compute dtype; parameters stay float32.
   initialization: str = 'paper'  # 'paper': N(0, 0.01), biases 1/0; 'he'.
   conv_impl: str = 'split'  # How grouped convolutions execute (same params).
-  lrn_impl: str = 'matmul'  # How LRN is computed (same function).
+  conv1_impl: str = 'direct'  # conv1 as is, or 'space_to_depth' (same params).
+  lrn_impl: str = 'shift'  # How LRN's channel sums run (same function).
+  pool_impl: str = 'slices'  # How max-pooling runs (same function).
   # LRN constants (paper: k=2, n=5, alpha=1e-4, beta=0.75).
   lrn_depth: int = 5
   lrn_bias: float = 2.0
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
 
-  def _inits(self, bias_one: bool):
+  def _inits(self, bias_one: bool, output_layer: bool = False):
     if self.initialization == 'paper':
       return (nn.initializers.normal(0.01),
               nn.initializers.ones if bias_one else nn.initializers.zeros)
     if self.initialization == 'he':
+      # He-normal hidden layers; the classifier keeps the paper's N(0, 0.01),
+      # so initial logits are small and the first updates do not kill ReLUs.
+      if output_layer:
+        return nn.initializers.normal(0.01), nn.initializers.zeros
       return nn.initializers.he_normal(), nn.initializers.zeros
     raise ValueError(f'model.initialization={self.initialization!r}; '
                      f'expected one of {INITS}.')
@@ -247,6 +432,9 @@ class AlexNet(nn.Module):
           f'model.activation={self.activation!r}; expected one of {ACTIVATIONS}.')
     if self.groups not in (1, 2):
       raise ValueError(f'model.groups={self.groups}; expected 1 or 2.')
+    if self.conv1_impl not in CONV1_IMPLS:
+      raise ValueError(f'model.conv1_impl={self.conv1_impl!r}; expected one of '
+                       f'{CONV1_IMPLS}.')
     smallest = min_image_size(self.variant, self.overlap_pool)
     if min(x.shape[1:3]) < smallest:
       raise ValueError(
@@ -255,9 +443,12 @@ class AlexNet(nn.Module):
           f'the minimum is {smallest}x{smallest}.')
     dtype = jnp.dtype(self.dtype)
     act = nn.relu if self.activation == 'relu' else jnp.tanh
+    if self.pool_impl not in POOL_IMPLS:
+      raise ValueError(f'model.pool_impl={self.pool_impl!r}; expected one of '
+                       f'{POOL_IMPLS}.')
     window, stride = (3, 2) if self.overlap_pool else (2, 2)
-    pool = functools.partial(nn.max_pool, window_shape=(window, window),
-                             strides=(stride, stride), padding='VALID')
+    pool = functools.partial(max_pool, window=window, stride=stride,
+                             impl=self.pool_impl)
     lrn = functools.partial(
         local_response_norm, depth=self.lrn_depth, bias=self.lrn_bias,
         alpha=self.lrn_alpha, beta=self.lrn_beta, impl=self.lrn_impl)
@@ -269,6 +460,7 @@ class AlexNet(nn.Module):
       x = Conv(features=scaled_width(spec.features, self.width, self.groups),
                kernel_size=spec.kernel, stride=spec.stride,
                padding=spec.padding, groups=groups, impl=self.conv_impl,
+               space_to_depth=i == 0 and self.conv1_impl == 'space_to_depth',
                dtype=dtype, kernel_init=kernel_init, bias_init=bias_init,
                name=f'conv{i + 1}')(x)
       x = act(x)
@@ -294,7 +486,7 @@ class AlexNet(nn.Module):
       x = act(x)
       if self.variant == 'paper':  # The paper drops the outputs of fc6, fc7.
         x = dropout(x)
-    kernel_init, bias_init = self._inits(False)
+    kernel_init, bias_init = self._inits(False, output_layer=True)
     x = nn.Dense(self.num_classes, dtype=dtype, param_dtype=jnp.float32,
                  kernel_init=kernel_init, bias_init=bias_init, name='fc8')(x)
     return x.astype(jnp.float32)

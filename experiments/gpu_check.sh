@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The prepared GPU check: JAX training-step variants and the PyTorch reference
+# (eager, and torch.compile in bf16) on one GPU, 227x227, batch 256, the paper's
+# full net, bf16 then fp32. Prints a short table last; JSON and logs go to $OUT.
+#
+# On the device machine (repo root, $OUT set by the tool):
+#   bash experiments/gpu_check.sh
+# Here, on a CPU, to check the script in a few minutes:
+#   OUT=/tmp/gpu_check bash experiments/gpu_check.sh --tiny
+#
+# Needs jax, flax, optax, orbax-checkpoint and (for the reference rows) torch;
+# no TensorFlow. If `import ml_collections` fails there (train.py imports it)
+# and wheels were carried in .whl/, they are installed into /tmp/site first.
+# Each stage has a soft time budget (perf_variants --budget_s: later variants
+# are skipped, the JSON is written anyway) and a hard `timeout`; the whole
+# script is sized to end within 9 minutes on an H200 (run it with
+# timeout_s=600).
+set -uo pipefail
+
+TINY=0
+if [[ "${1:-}" == "--tiny" ]]; then TINY=1; shift; fi
+if [[ $# -gt 0 ]]; then
+  echo "usage: bash experiments/gpu_check.sh [--tiny]" >&2
+  exit 2
+fi
+OUT="${OUT:-/tmp/gpu_check}"
+mkdir -p "$OUT"
+PY="${PYTHON:-python3}"
+export PYTHONUNBUFFERED=1
+
+if ! "$PY" -c 'import ml_collections' 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit \
+      --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c 'import jax, flax, optax; print("jax", jax.__version__, jax.devices(), "flax", flax.__version__, "optax", optax.__version__)'
+  "$PY" -c 'import torch; print("torch", torch.__version__, torch.cuda.is_available())' 2>/dev/null || echo "no torch"
+} 2>&1 | tee "$OUT/machine.txt"
+
+if [[ $TINY == 1 ]]; then
+  COMMON=(--tiny --scratch "$OUT")
+  BF16_VARIANTS="xla/reduce_window/direct/pool=reduce_window,split/shift/s2d"
+  FP32_VARIANTS="split/shift/s2d"
+  BUDGET_BF16=0; BUDGET_FP32=0
+else
+  COMMON=(--image_size=227 --batch_size=256 --num_classes=1000 --width=1.0
+          --steps=20 --windows=5 --warmup=5 --pause=0 --scratch "$OUT")
+  # PERF.md's rows first (straightforward Flax; grouped convs split; banded
+  # LRN; all with reduce_window pooling), then the new forms, most promising
+  # first: the default (shift LRN, sliced pooling), conv1 as space-to-depth;
+  # last PERF.md's reference without groups and LRN (not the same net).
+  BF16_VARIANTS="xla/reduce_window/direct/pool=reduce_window,split/reduce_window/direct/pool=reduce_window,split/matmul/direct/pool=reduce_window,default,split/shift/s2d,split/reduce_window/s2d,split/shift/s2d/pool=reduce_window,split/matmul/s2d,nogroups/none/direct/pool=reduce_window"
+  FP32_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d"
+  BUDGET_BF16=300; BUDGET_FP32=120
+fi
+
+# bf16: every variant, torch eager and torch.compile (children, one at a time).
+timeout $((BUDGET_BF16 > 0 ? BUDGET_BF16 + 80 : 1200)) \
+    "$PY" -m experiments.perf_variants "${COMMON[@]}" --budget_s=$BUDGET_BF16 \
+    --dtypes=bfloat16 --variants="$BF16_VARIANTS" --torch=subprocess \
+    --torch_compile --output="$OUT/perf_bf16.json" 2>&1 | tee "$OUT/perf_bf16.log"
+echo "bf16 stage exit: ${PIPESTATUS[0]}"
+
+# fp32 (TF32 matmuls and convolutions on both sides): the main variants and
+# torch eager; the goal is at least twice torch eager's fp32 figure.
+timeout $((BUDGET_FP32 > 0 ? BUDGET_FP32 + 70 : 1200)) \
+    "$PY" -m experiments.perf_variants "${COMMON[@]}" --budget_s=$BUDGET_FP32 \
+    --dtypes=float32 --variants="$FP32_VARIANTS" --torch=subprocess \
+    --output="$OUT/perf_fp32.json" 2>&1 | tee "$OUT/perf_fp32.log"
+echo "fp32 stage exit: ${PIPESTATUS[0]}"
+
+echo
+"$PY" -m experiments.perf_variants --summarize "$OUT"/perf_bf16.json "$OUT"/perf_fp32.json
