@@ -84,6 +84,8 @@ def validate(config) -> None:
   _one_of(config, m + 'initialization', models.INITS)
   _one_of(config, m + 'conv_impl', models.CONV_IMPLS)
   _one_of(config, m + 'lrn_impl', models.LRN_IMPLS)
+  _one_of(config, m + 'conv1_impl', models.CONV1_IMPLS)
+  _one_of(config, m + 'pool_impl', models.POOL_IMPLS)
   _int_at_least(config, m + 'num_classes', 2)
   _int_at_least(config, m + 'lrn_depth', 1)
 

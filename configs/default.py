@@ -72,8 +72,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'width': 0.25,  # Multiplier on every layer's width.
       'dtype': 'float32',  # Compute dtype; parameters stay float32.
       'initialization': 'he',  # 'paper': N(0, 0.01), biases 1/0; or 'he'.
-      'conv_impl': 'split',  # Grouped convs: 'split' per group, or 'xla'.
-      'lrn_impl': 'matmul',  # LRN: 'matmul' (banded) or 'reduce_window'.
+      # Execution choices that change neither the function nor the parameters
+      # (docs/performance.md has the measurements behind the defaults):
+      'conv1_impl': 'direct',  # conv1: 'direct' or 'space_to_depth'.
+      'lrn_impl': 'shift',  # LRN window sums: 'shift', 'matmul', 'reduce_window'.
+      'pool_impl': 'slices',  # Max-pooling: 'slices' or 'reduce_window'.
+      'conv_impl': 'split',  # Grouped convs: one per tower ('split') or 'xla'.
       'lrn_depth': 5,  # n
       'lrn_bias': 2.0,  # k
       'lrn_alpha': 1e-4,  # alpha (not divided by n)
