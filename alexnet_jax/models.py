@@ -10,6 +10,10 @@ Every architectural choice the paper's ablations touch is a field: `groups`,
 `lrn`, `overlap_pool`, `dropout_rate`, `activation`; `variant='owt'` gives
 torchvision's single-tower "one weird trick" layout; `width` scales every layer
 for small CPU configurations.
+
+The implementation fields `conv_impl`, `conv1_impl`, `lrn_impl` and `pool_impl`
+choose between exact formulations of the same function with the same
+parameters; docs/performance.md gives their measured speed.
 """
 
 from __future__ import annotations
@@ -108,7 +112,7 @@ def min_image_size(variant: str = 'paper', overlap_pool: bool = True) -> int:
 
 
 def _channel_window_sum(v: Array, depth: int, impl: str) -> Array:
-  """sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)} v[..., c'] in float32."""
+  """Over channels: sum_{|c' - c| <= depth//2} v[..., c'], in float32."""
   half = depth // 2
   channels = v.shape[-1]
   if impl == 'matmul':
@@ -163,7 +167,8 @@ def _lrn_bwd(depth, bias, alpha, beta, impl, res, g):
   t = gf * xf * inv / scale
   if impl == 'matmul':
     t = t.astype(x.dtype)
-  dx = gf * inv - (2.0 * alpha * beta) * xf * _channel_window_sum(t, depth, impl)
+  window = _channel_window_sum(t, depth, impl)
+  dx = gf * inv - (2.0 * alpha * beta) * xf * window
   return (dx.astype(x.dtype),)
 
 
@@ -172,7 +177,7 @@ _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 def local_response_norm(x: Array, depth: int = 5, bias: float = 2.0,
                         alpha: float = 1e-4, beta: float = 0.75,
-                        impl: str = 'matmul') -> Array:
+                        impl: str = 'shift') -> Array:
   """The paper's local response normalization over the channels of NHWC `x`.
 
   b[c] = a[c] / (bias + alpha * sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)}
@@ -192,7 +197,7 @@ def local_response_norm(x: Array, depth: int = 5, bias: float = 2.0,
 
 def space_to_depth_conv(x: Array, kernel: Array, stride: int,
                         padding: int) -> Array:
-  """`conv(x, kernel)` with stride `stride`, as a stride-1 convolution on blocks.
+  """A strided `conv(x, kernel)` as a stride-1 convolution on blocks.
 
   The input is cut into `stride` x `stride` blocks stacked on the channels
   (227x227x3 -> 57x57x48 for conv1, after one zero row and column), and the
@@ -204,8 +209,9 @@ def space_to_depth_conv(x: Array, kernel: Array, stride: int,
   n, h, w, c = x.shape
   k, _, kc, features = kernel.shape
   if kc != c:
-    raise ValueError(f'space_to_depth_conv: kernel expects {kc} input channels, '
-                     f'got {c} (grouped kernels are not supported).')
+    raise ValueError(f'space_to_depth_conv: kernel expects {kc} input '
+                     f'channels, got {c} (grouped kernels are not '
+                     f'supported).')
   s = stride
   blocks = -(-k // s)  # Kernel extent in blocks.
   out_h = (h + 2 * padding - k) // s + 1
@@ -228,7 +234,8 @@ def space_to_depth_conv(x: Array, kernel: Array, stride: int,
                                   dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
 
 
-def _pool_taps(x: Array, window: int, stride: int) -> list[tuple[int, int, Array]]:
+def _pool_taps(x: Array, window: int,
+               stride: int) -> list[tuple[int, int, Array]]:
   """The window's taps of a VALID NHWC max-pool: (i, j, strided slice)."""
   n, h, w, c = x.shape
   oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
@@ -294,7 +301,7 @@ _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
 
 
 def max_pool(x: Array, window: int, stride: int,
-             impl: str = 'reduce_window') -> Array:
+             impl: str = 'slices') -> Array:
   """VALID max-pooling of NHWC `x` (window x window, stride x stride).
 
   'reduce_window' is `nn.max_pool` (XLA's reduce_window; its gradient is a

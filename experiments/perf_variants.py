@@ -253,7 +253,8 @@ class TorchRow:
   """The PyTorch reference, timed in this process."""
 
   def __init__(self, args, dtype: str, compile: bool):
-    from experiments import torch_reference  # pylint: disable=g-import-not-at-top
+    # pylint: disable-next=g-import-not-at-top
+    from experiments import torch_reference
     self.name = 'torch compile' if compile else 'torch eager'
     self.dtype = dtype
     self.step = torch_reference.TrainStep(
@@ -287,7 +288,8 @@ def _torch_subprocess(args, dtype: str, compile: bool,
          f'--image_size={args.image_size}', f'--num_classes={args.num_classes}',
          f'--variant={args.variant}', f'--width={args.width}',
          '--compile' if compile else '--no-compile',
-         '--channels_last' if args.torch_channels_last else '--no-channels_last',
+         ('--channels_last' if args.torch_channels_last
+          else '--no-channels_last'),
          f'--output={out}']
   print('+', ' '.join(cmd), flush=True)
   try:
@@ -413,7 +415,8 @@ def measure(args) -> dict:
 
   for r in results:
     r['train_gflop_per_image'] = flops / 1e9
-    r['fraction_of_ceiling'] = flops * r['images_per_sec'] / ceilings[r['dtype']]
+    r['fraction_of_ceiling'] = (flops * r['images_per_sec']
+                                / ceilings[r['dtype']])
     ref = [t for t in results if t['name'] == 'torch eager'
            and t['dtype'] == r['dtype']]
     r['vs_torch_eager'] = (r['images_per_sec'] / ref[0]['images_per_sec']
@@ -426,8 +429,7 @@ def measure(args) -> dict:
                   'cpus': os.cpu_count(), 'python': platform.python_version(),
                   'jax': jax.__version__,
                   'xla_flags': os.environ.get('XLA_FLAGS', ''),
-                  'load_average_end': (os.getloadavg() if hasattr(os, 'getloadavg')
-                                       else None)},
+                  'load_average_end': os.getloadavg()},
       'settings': {k: v for k, v in vars(args).items()},
       'matmul_ceiling_flops': ceilings,
       'rows': results,
@@ -510,7 +512,7 @@ def goals(reports: list[dict]) -> list[str]:
 
 
 def summarize(paths: list[str]) -> str:
-  """The tables of several saved reports (missing files are named), and goals."""
+  """The tables of saved reports (missing files are named), and the goals."""
   reports, parts = [], []
   for path in paths:
     if not os.path.exists(path):

@@ -33,7 +33,8 @@ import time
 import torch
 from torch import nn
 
-# The same constants as alexnet_jax.models (kept here so this file needs torch only).
+# The same layer tables as alexnet_jax.models (copied: this file needs torch
+# and nothing of the project).
 _PAPER_CONVS = ((96, 11, 4, 0, False), (256, 5, 1, 2, True),
                 (384, 3, 1, 1, False), (384, 3, 1, 1, True),
                 (256, 3, 1, 1, True))
@@ -95,7 +96,8 @@ class AlexNet(nn.Module):
              ('fc7', nn.Linear(fc, fc)), ('relu7', nn.ReLU(inplace=True)),
              ('drop7', drop()), ('fc8', nn.Linear(fc, num_classes))]
     else:  # torchvision: dropout on the inputs of fc6 and fc7.
-      cls = [('drop6', drop()), ('fc6', nn.Linear(in_ch * spatial * spatial, fc)),
+      cls = [('drop6', drop()),
+             ('fc6', nn.Linear(in_ch * spatial * spatial, fc)),
              ('relu6', nn.ReLU(inplace=True)), ('drop7', drop()),
              ('fc7', nn.Linear(fc, fc)), ('relu7', nn.ReLU(inplace=True)),
              ('fc8', nn.Linear(fc, num_classes))]
@@ -111,7 +113,7 @@ class AlexNet(nn.Module):
 
 
 def _feature_map_size(size: int) -> int:
-  """Spatial size after pool5 of the paper's layout (as models.feature_map_size)."""
+  """Spatial size after pool5, paper layout (models.feature_map_size)."""
   pool = lambda n: (n - 3) // 2 + 1
   for i, (_, k, s, p, _) in enumerate(_PAPER_CONVS):
     size = (size + 2 * p - k) // s + 1
@@ -212,7 +214,8 @@ class TrainStep:
 
   def check_finite(self) -> None:
     if self.loss is not None and not torch.isfinite(self.loss).item():
-      raise RuntimeError(f'Non-finite loss {self.loss.item()} in the benchmark.')
+      raise RuntimeError(
+          f'Non-finite loss {self.loss.item()} in the benchmark.')
 
 
 def benchmark(steps: int = 10, windows: int = 5, warmup: int = 3,
@@ -238,7 +241,8 @@ def _parse(argv):
   p.add_argument('--compile', action=argparse.BooleanOptionalAction,
                  default=False, help='torch.compile the model.')
   p.add_argument('--compile_mode', default=None,
-                 help="torch.compile mode, e.g. 'max-autotune' (default: none).")
+                 help="torch.compile mode, e.g. 'max-autotune' (default: "
+                      'none).')
   p.add_argument('--steps', type=int, default=10, help='Steps per window.')
   p.add_argument('--windows', type=int, default=5)
   p.add_argument('--warmup', type=int, default=3)
@@ -252,10 +256,12 @@ def _parse(argv):
   p.add_argument('--channels_last', action=argparse.BooleanOptionalAction,
                  default=True)
   p.add_argument('--tf32', action=argparse.BooleanOptionalAction, default=True,
-                 help='CUDA fp32 convs and matmuls in TF32 (as JAX by default).')
+                 help='CUDA fp32 convs and matmuls in TF32 (as JAX does by '
+                      'default).')
   p.add_argument('--threads', type=int, default=0,
                  help='torch.set_num_threads (0: leave the default).')
-  p.add_argument('--output', default=None, help='Write the result as JSON here.')
+  p.add_argument('--output', default=None,
+                 help='Write the result as JSON here.')
   return p.parse_args(argv)
 
 
