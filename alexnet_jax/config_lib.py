@@ -16,6 +16,8 @@ from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
 RESIZE_MODES = ('crop', 'squash')
+# The keys of train.XLA_CPU_CONV_LIBRARIES (train imports this module).
+XLA_CPU_CONV_LIBRARIES = ('eigen', 'xla_default')
 
 
 class ConfigError(ValueError):
@@ -130,6 +132,7 @@ def validate(config) -> None:
   _int_at_least(config, 'checkpoint_every_steps', 0)
   _int_at_least(config, 'keep_checkpoints', 1)
   _one_of(config, 'nonfinite', NONFINITE)
+  _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
 
   smallest = models.min_image_size(config.model.variant,
                                    config.model.overlap_pool)

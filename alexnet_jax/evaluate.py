@@ -148,8 +148,11 @@ def check_params_fit(params, model: models.AlexNet, image_size: int) -> None:
 
 
 def make_eval_step(model: models.AlexNet, config):
+  """The training loop's eval step, with its XLA options."""
   step = functools.partial(train.eval_step, model=model, config=config)
-  return jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=0)
+  p_eval = jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=0)
+  options = train.compiler_options(config)
+  return train.CompiledWithOptions(p_eval, options) if options else p_eval
 
 
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:

@@ -113,8 +113,14 @@ def global_norm(tree) -> jax.Array:
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *,
                model: models.AlexNet, tx: optax.GradientTransformation,
-               config) -> tuple[TrainState, dict[str, jax.Array]]:
-  """One SGD step on this device's shard; gradients averaged over 'batch'."""
+               config, total_steps: int | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on this device's shard; gradients averaged over 'batch'.
+
+  `param_norm` and `update_norm` (a pass over all parameters each) are
+  computed only for steps the loop logs (multiples of log_every_steps, and
+  `total_steps`); other steps report NaN for them.
+  """
   images = normalize(batch['image'], config.normalization.mean,
                      config.normalization.std)
   labels = batch['label']
@@ -130,9 +136,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
       state.params)
   grads = lax.pmean(grads, axis_name='batch')
-  updates, new_opt_state = tx.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-
   step_metrics = lax.pmean(
       {'loss': loss, 'top1': jnp.mean(topk_correct(logits, labels, 1))},
       axis_name='batch')
@@ -140,6 +143,25 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   # A non-finite loss or gradient leaves the state as it was (the loop then
   # stops or skips, by config.nonfinite); the step counter still advances.
   finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(grad_norm)
+  logged = (state.step + 1) % config.log_every_steps == 0
+  if total_steps is not None:
+    logged |= state.step + 1 == total_steps
+  nan = jnp.full((), jnp.nan, jnp.float32)
+
+  # Both choices are lax.cond, so only one branch runs: a jnp.where over the
+  # old and new state would keep both alive and make XLA copy the largest
+  # arrays (fc6's parameters and momentum) every step.
+  def apply_update(grads, params, opt_state):
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    update_norm = lax.cond(logged, global_norm, lambda _: nan, updates)
+    return optax.apply_updates(params, updates), new_opt_state, update_norm
+
+  def keep(grads, params, opt_state):
+    del grads
+    return params, opt_state, jnp.zeros((), jnp.float32)
+
+  new_params, new_opt_state, update_norm = lax.cond(
+      finite, apply_update, keep, grads, state.params, state.opt_state)
 
   # Window means: a new window starts after every multiple of log_every_steps.
   new_window = (state.step % config.log_every_steps) == 0
@@ -156,20 +178,14 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
       'train_loss': window['loss'] / count,
       'train_top1': window['top1'] / count,
       'step_loss': step_metrics['loss'],
+      'grad_norm': grad_norm,
+      'param_norm': lax.cond(logged, global_norm, lambda _: nan, new_params),
+      'update_norm': update_norm,
+      'learning_rate': optim.current_learning_rate(new_opt_state),
+      'finite': finite.astype(jnp.float32),
   }
-  metrics['grad_norm'] = grad_norm
-  metrics['param_norm'] = global_norm(new_params)
-  metrics['update_norm'] = global_norm(updates)
-  metrics['learning_rate'] = optim.current_learning_rate(new_opt_state)
-
-  metrics['finite'] = finite.astype(jnp.float32)
-  keep = lambda new, old: jax.tree_util.tree_map(
-      lambda n, o: jnp.where(finite, n, o), new, old)
-  new_state = state.replace(
-      step=state.step + 1,
-      params=keep(new_params, state.params),
-      opt_state=keep(new_opt_state, state.opt_state),
-      train_window=window)
+  new_state = state.replace(step=state.step + 1, params=new_params,
+                            opt_state=new_opt_state, train_window=window)
   return new_state, metrics
 
 
@@ -199,16 +215,78 @@ def eval_step(params, batch: dict[str, jax.Array], *, model: models.AlexNet,
   return lax.psum(sums, axis_name='batch')
 
 
-def make_pmapped_steps(model, tx, config,
-                       devices=None) -> tuple[Callable, Callable]:
-  """The train and eval steps, pmapped over `devices` (default: all)."""
+# XLA compiler options by `config.xla_cpu_conv_library`, applied when the
+# backend is the CPU. jax 0.10's XLA:CPU runs convolutions with YNNPACK;
+# 'eigen' keeps YNNPACK for dots and leaves convolutions to Eigen, which is
+# 1.3-3.9x faster on AlexNet's convolutions (docs/performance.md).
+XLA_CPU_CONV_LIBRARIES = {
+    'eigen': {'xla_cpu_experimental_ynn_fusion_type':
+              'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'},
+    'xla_default': {},
+}
+
+
+def compiler_options(config, backend: str | None = None) -> dict[str, Any]:
+  """The XLA options the training and eval steps are compiled with."""
+  if (backend or jax.default_backend()) != 'cpu':
+    return {}
+  return dict(XLA_CPU_CONV_LIBRARIES[config.xla_cpu_conv_library])
+
+
+class CompiledWithOptions:
+  """A pmapped function compiled ahead of time with XLA `options` (which
+  `jax.pmap` does not take), once per input signature.
+
+  If this jaxlib refuses an option (XLA options come and go between
+  releases), the function is compiled without options and a warning says so.
+  """
+
+  def __init__(self, pmapped: Callable, options: dict[str, Any]):
+    self.pmapped = pmapped
+    self.options = dict(options)
+    self._compiled: dict[Any, Callable] = {}
+
+  def lower(self, *args):
+    return self.pmapped.lower(*args)
+
+  def __call__(self, *args):
+    leaves, treedef = jax.tree_util.tree_flatten(args)
+    key = (treedef, tuple((np.shape(x), getattr(x, 'dtype', type(x)))
+                          for x in leaves))
+    compiled = self._compiled.get(key)
+    if compiled is None:
+      lowered = self.pmapped.lower(*args)
+      try:
+        compiled = lowered.compile(self.options or None)
+      except jax.errors.JaxRuntimeError as e:
+        if not self.options:
+          raise
+        logging.warning('XLA refused the compiler options %s (%s); compiling '
+                        'without them.', self.options, e)
+        self.options = {}
+        compiled = lowered.compile()
+      self._compiled[key] = compiled
+    return compiled(*args)
+
+
+def make_pmapped_steps(model, tx, config, devices=None,
+                       total_steps: int | None = None
+                       ) -> tuple[Callable, Callable]:
+  """The train and eval steps, pmapped over `devices` (default: all), with
+  `compiler_options(config)`. `total_steps`: the run's last step, whose
+  parameter and update norms are computed as on log steps."""
   p_train = jax.pmap(
-      functools.partial(train_step, model=model, tx=tx, config=config),
+      functools.partial(train_step, model=model, tx=tx, config=config,
+                        total_steps=total_steps),
       axis_name='batch', in_axes=(None, 0), out_axes=(None, 0),
       donate_argnums=(0,), devices=devices)
   p_eval = jax.pmap(
       functools.partial(eval_step, model=model, config=config),
       axis_name='batch', in_axes=(None, 0), out_axes=0, devices=devices)
+  options = compiler_options(config)
+  if options:
+    return (CompiledWithOptions(p_train, options),
+            CompiledWithOptions(p_eval, options))
   return p_train, p_eval
 
 
@@ -348,7 +426,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
 
-  p_train, p_eval = make_pmapped_steps(model, tx, config)
+  p_train, p_eval = make_pmapped_steps(model, tx, config,
+                                      total_steps=total_steps)
   batches = prefetch_to_device(data.train_batches(start_step))
 
   last_logged: dict[str, float] = {}

@@ -223,6 +223,7 @@ def step_config(image_size: int) -> types.SimpleNamespace:
   """The fields of a training config that `train.train_step` reads."""
   return types.SimpleNamespace(
       seed=0, image_size=image_size, log_every_steps=100,
+      xla_cpu_conv_library='eigen',  # configs/default.py's; CPU only.
       normalization=types.SimpleNamespace(mean=IMAGENET_MEAN,
                                           std=(1.0, 1.0, 1.0)))
 
@@ -317,8 +318,11 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
              params=models.count_params(state.params))
 
   p_train, _ = train.make_pmapped_steps(model, tx, config, devices=devices)
+  # The training loop's XLA options (CPU: Eigen convolutions).
+  options = train.compiler_options(config)
+  row['xla_options'] = options
   start = time.perf_counter()
-  compiled = p_train.lower(state, batch).compile()
+  compiled = p_train.lower(state, batch).compile(options or None)
   row['train_compile_s'] = time.perf_counter() - start
   row['train_xla_memory_bytes'] = _memory_bytes(compiled)
   xla_flops = _cost_flops(compiled)
@@ -342,7 +346,7 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
     params = holder['state'].params
     images = batch['image']
     start = time.perf_counter()
-    compiled_infer = p_infer.lower(params, images).compile()
+    compiled_infer = p_infer.lower(params, images).compile(options or None)
     row['infer_compile_s'] = time.perf_counter() - start
     row['infer_xla_memory_bytes'] = _memory_bytes(compiled_infer)
     times = time_windows(lambda: compiled_infer(params, images), warmup,

@@ -19,11 +19,13 @@ or default[/EXTRA...]:
   CONV1  'direct' or 'space_to_depth' ('s2d').
   EXTRA  any of 'pool=reduce_window|slices' (models.POOL_IMPLS);
          'prng=threefry2x32|rbg|unsafe_rbg', the dropout key's implementation
-         (JAX's default is threefry2x32); 'xla=NAME', an XLA option set
-         (XLA_OPTION_SETS) applied to this row's compilation alone.
+         (JAX's default is threefry2x32); 'cpuconv=eigen|xla_default', the
+         training config's `xla_cpu_conv_library` (XLA:CPU's convolution
+         library; the loop's default is 'eigen'; ignored off the CPU).
 
 'default' is `models.AlexNet`'s own defaults (what the training loop runs
-unless the config says otherwise). Each variant runs at each of
+unless the config says otherwise). Every row is compiled with the XLA options
+the loop uses (`train.compiler_options`). Each variant runs at each of
 `--dtypes`. With torch importable, the PyTorch reference
 (experiments/torch_reference.py, eager, and compiled with `--torch_compile`)
 is timed in the same run: in this process, its windows interleaved with the
@@ -72,25 +74,18 @@ DEFAULT_VARIANTS = (
     'split/matmul/direct/pool=reduce_window',
     'split/reduce_window/direct',
     'split/matmul/direct',
-    'default',  # split/shift/direct/pool=slices.
+    'default',  # split/shift/direct/pool=slices, Eigen convolutions on CPU.
     'split/shift/s2d',
-    'default/xla=eigen_conv',
+    'default/cpuconv=xla_default',
 )
 PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
-# XLA compiler options applied to one row's step alone (compile(options)); the
-# same settings as XLA_FLAGS=--NAME=VALUE would give to the whole process.
-XLA_OPTION_SETS = {
-    # XLA:CPU runs convolutions with YNNPACK by default (jax 0.10); this leaves
-    # them to Eigen, keeping YNNPACK for dots.
-    'eigen_conv': {'xla_cpu_experimental_ynn_fusion_type':
-                   'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'},
-}
+CPU_CONV_LIBRARIES = ('eigen', 'xla_default')  # config_lib's.
 _ALIASES = {'s2d': 'space_to_depth'}
 
 
 def parse_variant(spec: str) -> dict:
   """'CONV/LRN/CONV1[/EXTRA...]' or 'default[/EXTRA...]' -> AlexNet overrides,
-  and 'prng' and 'xla_options' for the row."""
+  and 'prng' and 'xla_cpu_conv_library' for the row."""
   parts = spec.split('/')
   out = {}
   if parts[0] == 'default':
@@ -129,13 +124,13 @@ def _parse_extras(spec: str, extras: list[str], out: dict) -> None:
       out['pool_impl'] = value
     elif key == 'prng' and value in PRNG_IMPLS:
       out['prng'] = value
-    elif key == 'xla' and value in XLA_OPTION_SETS:
-      out.setdefault('xla_options', {}).update(XLA_OPTION_SETS[value])
+    elif key == 'cpuconv' and value in CPU_CONV_LIBRARIES:
+      out['xla_cpu_conv_library'] = value
     else:
       raise ValueError(
           f'variant {spec!r}: {extra!r}; expected pool=one of '
-          f'{models.POOL_IMPLS}, prng=one of {PRNG_IMPLS} or xla=one of '
-          f'{tuple(XLA_OPTION_SETS)}.')
+          f'{models.POOL_IMPLS}, prng=one of {PRNG_IMPLS} or cpuconv=one of '
+          f'{CPU_CONV_LIBRARIES}.')
 
 
 def train_flops_per_image(image_size: int, variant: str = 'paper',
@@ -186,9 +181,10 @@ def _config(args, dtype: str, overrides: dict):
   model = dict(num_classes=args.num_classes, variant=args.variant,
                width=args.width, dtype=dtype,
                **{k: v for k, v in overrides.items()
-                  if k not in ('prng', 'xla_options')})
+                  if k not in ('prng', 'xla_cpu_conv_library')})
   return ns(
       model=ns(**model), seed=0, batch_size=args.batch_size,
+      xla_cpu_conv_library=overrides.get('xla_cpu_conv_library', 'eigen'),
       log_every_steps=10, eval_batch_size=args.batch_size,
       image_size=args.image_size,
       fake_data=ns(num_train_examples=1_281_167, eval_steps=1),
@@ -207,8 +203,8 @@ class JaxRow:
     self.spec, self.dtype = spec, dtype
     overrides = parse_variant(spec)
     self.prng = overrides.get('prng', 'threefry2x32')
-    self.xla_options = overrides.get('xla_options', {})
     config = _config(args, dtype, overrides)
+    self.xla_options = train.compiler_options(config)
     model = models.AlexNet(**vars(config.model))
     tx = optim.create_optimizer(config.optimizer, 10_000, 1_000_000)
     self.batch_size = args.batch_size
@@ -219,7 +215,7 @@ class JaxRow:
       self.batch = next(fake_data.FakeData(config).train_batches())
       p_train, _ = train.make_pmapped_steps(model, tx, config)
       t0 = time.perf_counter()
-      # The loop's step, compiled with this row's XLA options (if any).
+      # The loop's step, compiled with the loop's XLA options.
       self.p_train = p_train.lower(self.state, self.batch).compile(
           self.xla_options or None)
       self.state, metrics = self.p_train(self.state, self.batch)

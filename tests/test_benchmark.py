@@ -10,13 +10,16 @@ import jax.numpy as jnp
 import pytest
 
 from alexnet_jax import models
+from alexnet_jax import train
 from experiments import benchmark
 from experiments import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Runs the benchmark with TensorFlow and TFDS unimportable.
+# Runs the benchmark with TensorFlow, TFDS and ml_collections unimportable,
+# as on the GPU machine (JAX, flax, optax, orbax and torch only).
 NO_TF = ("import runpy, sys; sys.modules['tensorflow'] = None; "
          "sys.modules['tensorflow_datasets'] = None; "
+         "sys.modules['ml_collections'] = None; "
          "runpy.run_module('experiments.benchmark', run_name='__main__', "
          "alter_sys=True)")
 TINY = ['--image_size=67', '--width=0.05', '--num_classes=10',
@@ -139,6 +142,8 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     # A CPU has no peak in the table and reports no memory stats.
     assert r['train_mfu'] is None and r['peak_bytes_in_use'] is None
     assert r['params'] == 54115
+    # The training loop's XLA options (CPU: Eigen convolutions).
+    assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
   notes = ' '.join(result['notes'])
   assert 'MFU omitted' in notes and 'Peak memory omitted' in notes
   table = (tmp_path / 'bench' / 'cpu.md').read_text()
@@ -163,3 +168,30 @@ def test_isolated_rows_run_in_their_own_process(tmp_path):
   assert row['train_step_ms'] > 0 and row['train_loss_finite']
   assert 'infer_step_ms' not in row
   assert result['machine']['backend'] == 'cpu'
+
+
+def test_loop_against_torch_alternates_and_reports_medians(tmp_path):
+  pytest.importorskip('torch')
+  output = tmp_path / 'loop_vs_torch.json'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.loop_vs_torch', '--rounds=2',
+       '--steps=4', '--log_every=2', '--width=0.05', '--image_size=67',
+       '--batch_size=4', '--torch_formats=nchw', f'--output={output}'],
+      cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  result = json.load(open(output))
+  names = ['jax loop', 'torch eager nchw']
+  assert [r['order'] for r in result['rounds']] == [names, names[::-1]]
+  for r in result['rounds']:
+    # Steps 2 and 4 of the loop are timed; PyTorch times 2 windows of 2.
+    assert len(r['results']['jax loop']['images_per_sec_windows']) == 2
+    assert len(r['results']['torch eager nchw']['images_per_sec_windows']) == 2
+  for name in names:
+    assert result['medians'][name] == pytest.approx(
+        sum(r['results'][name]['images_per_sec'] for r in result['rounds'])
+        / 2)
+  assert result['best_torch'] == 'torch eager nchw'
+  assert result['loop_vs_best_torch'] == pytest.approx(
+      result['medians']['jax loop'] / result['medians']['torch eager nchw'])
+  assert proc.stdout.strip().splitlines()[-1].endswith(
+      f"{result['loop_vs_best_torch']:.2f}x.")

@@ -34,6 +34,7 @@ def test_every_config_file_is_valid_and_documents_its_command(path):
     ('optimizer.schedule', 'linear', r'config\.optimizer\.schedule'),
     ('batch_size', 0, r'config\.batch_size=0'),
     ('nonfinite', 'ignore', r'config\.nonfinite'),
+    ('xla_cpu_conv_library', 'mkl', r"config\.xla_cpu_conv_library='mkl'.*'eigen'"),
     ('resize_size', 50, r'config\.resize_size=50.*image_size'),
 ])
 def test_invalid_values_name_the_field(field, value, message):

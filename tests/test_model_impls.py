@@ -360,15 +360,14 @@ def test_parse_variant():
   assert perf_variants.parse_variant('nogroups/none/direct/prng=rbg') == dict(
       groups=1, lrn=False, conv1_impl='direct', prng='rbg')
   assert perf_variants.parse_variant(
-      'xla/matmul/direct/pool=slices/xla=eigen_conv') == dict(
+      'xla/matmul/direct/pool=slices/cpuconv=xla_default') == dict(
           conv_impl='xla', lrn_impl='matmul', conv1_impl='direct',
-          pool_impl='slices',
-          xla_options=perf_variants.XLA_OPTION_SETS['eigen_conv'])
+          pool_impl='slices', xla_cpu_conv_library='xla_default')
   for bad, field in [('split/shift', 'CONV/LRN/CONV1'),
                      ('x/shift/s2d', 'CONV='), ('split/fast/s2d', 'LRN='),
                      ('split/shift/im2col', 'CONV1='),
                      ('split/shift/s2d/prng=philox', 'expected pool='),
-                     ('split/shift/s2d/eigen_conv', 'expected pool=')]:
+                     ('split/shift/s2d/cpuconv=mkl', 'expected pool=')]:
     with pytest.raises(ValueError, match=field):
       perf_variants.parse_variant(bad)
 

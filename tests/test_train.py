@@ -147,3 +147,112 @@ def test_unknown_dataset_lists_close_matches(tmp_path, tiny):
   with pytest.raises(config_lib.ConfigError,
                      match=r"config.dataset='imagenet2013'.*'imagenet2012'"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def _tiny_steps(config, total_steps=None):
+  from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+  model = train.create_model(config)
+  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  step, _ = train.make_pmapped_steps(model, tx, config,
+                                     devices=jax.devices()[:1],
+                                     total_steps=total_steps)
+  state = train.replicate_on(train.create_train_state(config, model, tx),
+                             jax.devices()[:1])
+  rng = np.random.default_rng(0)
+  batches = [{'image': rng.integers(0, 256, (1, 8, 67, 67, 3), np.uint8),
+              'label': rng.integers(0, 10, (1, 8)).astype(np.int32)}
+             for _ in range(5)]
+  return step, state, batches
+
+
+def test_norms_are_computed_on_logged_steps_only(tiny):
+  # log_every_steps=2 and total_steps=5: steps 2, 4 and 5 are logged.
+  step, state, batches = _tiny_steps(tiny(), total_steps=5)
+  for i, batch in enumerate(batches, start=1):
+    before = jax.device_get(state.params)
+    state, metrics = step(state, batch)
+    after = jax.device_get(state.params)
+    m = {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
+    assert np.isfinite(m['grad_norm']) and m['grad_norm'] > 0
+    if i in (2, 4, 5):
+      flat = lambda t: np.concatenate(
+          [np.ravel(x) for x in jax.tree_util.tree_leaves(t)]).astype(np.float64)
+      np.testing.assert_allclose(m['param_norm'], np.linalg.norm(flat(after)),
+                                 rtol=1e-5)
+      np.testing.assert_allclose(
+          m['update_norm'], np.linalg.norm(flat(after) - flat(before)),
+          rtol=1e-3)
+    else:
+      assert np.isnan(m['param_norm']) and np.isnan(m['update_norm']), i
+
+
+def test_nonfinite_step_keeps_parameters_and_momentum(tiny):
+  config = tiny(**{'normalization.std': (1e-38, 1e-38, 1e-38)})
+  step, state, batches = _tiny_steps(config)
+  before = jax.device_get((state.params, state.opt_state))
+  state, metrics = step(state, batches[0])
+  assert float(metrics['finite'][0]) == 0.0
+  assert int(state.step) == 1
+  jax.tree_util.tree_map(np.testing.assert_array_equal,
+                         jax.device_get((state.params, state.opt_state)),
+                         before)
+
+
+def test_cpu_compiler_options_by_config(tiny):
+  eigen = tiny()
+  assert train.compiler_options(eigen, backend='cpu') == (
+      train.XLA_CPU_CONV_LIBRARIES['eigen'])
+  assert train.compiler_options(eigen, backend='gpu') == {}
+  assert train.compiler_options(tiny(xla_cpu_conv_library='xla_default'),
+                                backend='cpu') == {}
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  assert tuple(train.XLA_CPU_CONV_LIBRARIES) == (
+      config_lib.XLA_CPU_CONV_LIBRARIES)
+
+
+def test_eigen_and_default_convolutions_train_alike(tiny):
+  results = []
+  for library in ('eigen', 'xla_default'):
+    config = tiny(xla_cpu_conv_library=library, **{'model.dropout_rate': 0.0})
+    step, state, batches = _tiny_steps(config)
+    assert isinstance(step, train.CompiledWithOptions) == (library == 'eigen')
+    for batch in batches[:3]:
+      state, metrics = step(state, batch)
+    results.append((jax.device_get(state.params),
+                    float(metrics['train_loss'][0])))
+  (pa, la), (pb, lb) = results
+  np.testing.assert_allclose(la, lb, rtol=1e-5)
+  jax.tree_util.tree_map(
+      lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+      pa, pb)
+
+
+def test_refused_compiler_option_falls_back_with_a_warning(tiny, caplog):
+  step, state, batches = _tiny_steps(tiny())
+  wrapped = train.CompiledWithOptions(step.pmapped, {'xla_no_such_option': 1})
+  with caplog.at_level('WARNING'):
+    state, metrics = wrapped(state, batches[0])
+  assert np.isfinite(float(metrics['train_loss'][0]))
+  assert wrapped.options == {}
+  assert 'xla_no_such_option' in caplog.text
+
+
+def _computations_with_convolutions(hlo_text: str) -> set[str]:
+  names, current = set(), None
+  for line in hlo_text.split('\n'):
+    if line and not line.startswith(' '):
+      current = line.removeprefix('ENTRY ').lstrip('%').split(' ')[0]
+    if 'convolution(' in line:
+      names.add(current.split('.')[0])
+  return names
+
+
+def test_eigen_option_takes_convolutions_out_of_ynnpack_fusions(tiny):
+  step, state, batches = _tiny_steps(tiny())
+  lowered = step.lower(state, batches[0])
+  default = _computations_with_convolutions(lowered.compile().as_text())
+  if default == {'main'}:
+    pytest.skip('This XLA fuses no convolution by default.')
+  eigen = _computations_with_convolutions(
+      lowered.compile(step.options).as_text())
+  assert eigen == {'main'}, eigen

@@ -1,0 +1,173 @@
+r"""The training loop against PyTorch eager, alternating, in one run.
+
+  python -m experiments.loop_vs_torch --output=/tmp/loop_vs_torch.json
+  python -m experiments.loop_vs_torch --rounds=1 --steps=4 --width=0.05 \
+      --image_size=67 --batch_size=8     # Seconds: checks the script.
+
+Issue 5's CPU comparison, as one program. Each round runs, in child
+processes one after the other (the order alternates between rounds, so a
+drift in the machine's load hits both alike):
+
+* the training loop itself: `python -m alexnet_jax.main
+  --config=configs/fake_benchmark.py` (random uint8 images, the paper's net,
+  fp32, batch 32, the loop's XLA options), `--steps` steps logged every
+  `--log_every` steps; its figure is the median of the `images_per_sec` rows
+  of `metrics.jsonl` (the first step, which compiles, is never timed);
+* `experiments/torch_reference.py` on the CPU, the same net and batch, in each
+  of `--torch_formats` (channels-last and/or NCHW memory format), with
+  `--log_every`-step windows.
+
+The table printed last gives every round's figures, the medians over rounds,
+and the loop's median against the faster PyTorch format's. Needs torch and
+ml_collections (the loop's config file); no TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TORCH_FORMATS = {'channels_last': '--channels_last',
+                 'nchw': '--no-channels_last'}
+
+
+def _run(cmd: list[str], env: dict[str, str]) -> str:
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+  if out.returncode:
+    raise RuntimeError(f'{" ".join(cmd)} failed ({out.returncode}):\n'
+                       f'{out.stderr[-3000:]}')
+  return out.stdout + out.stderr
+
+
+def run_loop(args, workdir: str, env: dict[str, str]) -> dict:
+  """The training loop on fake data; images/s from its metrics.jsonl."""
+  cmd = [sys.executable, '-m', 'alexnet_jax.main',
+         '--config=configs/fake_benchmark.py', f'--workdir={workdir}',
+         f'--config.num_train_steps={args.steps}',
+         f'--config.log_every_steps={args.log_every}',
+         f'--config.batch_size={args.batch_size}',
+         f'--config.eval_batch_size={args.batch_size}',
+         f'--config.image_size={args.image_size}',
+         f'--config.resize_size={args.image_size}',
+         f'--config.model.width={args.width}',
+         f'--config.xla_cpu_conv_library={args.xla_cpu_conv_library}']
+  _run(cmd, env)
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  # A row's images/s covers the steps since the previous row; the first
+  # row's excludes step 1 (compilation). A short last window is dropped.
+  windows = [r['images_per_sec'] for r in rows
+             if r['step'] % args.log_every == 0]
+  if not windows:
+    raise RuntimeError(f'No images_per_sec rows in {workdir}/metrics.jsonl.')
+  return {'images_per_sec': statistics.median(windows),
+          'images_per_sec_windows': windows}
+
+
+def run_torch(args, fmt: str, env: dict[str, str]) -> dict:
+  with tempfile.NamedTemporaryFile(suffix='.json') as out:
+    _run([sys.executable, '-m', 'experiments.torch_reference', '--device=cpu',
+          f'--batch_size={args.batch_size}', f'--image_size={args.image_size}',
+          f'--width={args.width}', f'--steps={args.log_every}',
+          f'--windows={max(1, args.steps // args.log_every)}',
+          '--warmup=2', TORCH_FORMATS[fmt], f'--output={out.name}'], env)
+    result = json.load(open(out.name))
+  return {'images_per_sec': result['images_per_sec'],
+          'images_per_sec_windows': result['images_per_sec_windows'],
+          'torch_version': result['torch_version'],
+          'threads': result['threads']}
+
+
+def main(argv=None) -> dict:
+  args = _parse(argv)
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
+  names = ['jax loop'] + [f'torch eager {f}' for f in args.torch_formats]
+  rounds = []
+  with tempfile.TemporaryDirectory() as tmp:
+    for i in range(args.rounds):
+      order = names if i % 2 == 0 else names[::-1]
+      results = {}
+      for name in order:
+        if name == 'jax loop':
+          results[name] = run_loop(args, os.path.join(tmp, f'loop{i}'), env)
+        else:
+          results[name] = run_torch(args, name.split()[-1], env)
+        print(f'round {i + 1}/{args.rounds}: {name} '
+              f'{results[name]["images_per_sec"]:.1f} img/s', flush=True)
+      rounds.append({'order': order, 'results': results})
+
+  medians = {n: statistics.median(r['results'][n]['images_per_sec']
+                                  for r in rounds) for n in names}
+  best_torch = max((n for n in names if n != 'jax loop'), key=medians.get)
+  ratio = medians['jax loop'] / medians[best_torch]
+  summary = {
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
+      'machine': {'platform': platform.platform(),
+                  'processor': platform.processor() or platform.machine(),
+                  'cpus': os.cpu_count(), 'python': platform.python_version(),
+                  'load_average_at_end': os.getloadavg()},
+      'settings': vars(args), 'rounds': rounds, 'medians': medians,
+      'best_torch': best_torch, 'loop_vs_best_torch': ratio,
+  }
+  if args.output:
+    with open(args.output, 'w') as f:
+      json.dump(summary, f, indent=2)
+  print(table(summary))
+  return summary
+
+
+def table(summary: dict) -> str:
+  names = list(summary['medians'])
+  lines = ['| round | ' + ' | '.join(names) + ' |',
+           '|---|' + '---|' * len(names)]
+  for i, r in enumerate(summary['rounds'], start=1):
+    lines.append(f'| {i} | ' + ' | '.join(
+        f"{r['results'][n]['images_per_sec']:.1f}" for n in names) + ' |')
+  lines.append('| median | ' + ' | '.join(
+      f"{summary['medians'][n]:.1f}" for n in names) + ' |')
+  s = summary['settings']
+  lines.append(
+      f"\nimages/s, batch {s['batch_size']}, {s['image_size']}px, width "
+      f"{s['width']}, fp32, {summary['machine']['cpus']} CPUs, "
+      f"{summary['date']}. Loop / {summary['best_torch']}: "
+      f"{summary['loop_vs_best_torch']:.2f}x.")
+  return '\n'.join(lines)
+
+
+def _parse(argv):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--rounds', type=int, default=3)
+  p.add_argument('--steps', type=int, default=30,
+                 help='Training-loop steps per round (PyTorch times as many).')
+  p.add_argument('--log_every', type=int, default=10,
+                 help='Steps per timed window, in both programs.')
+  p.add_argument('--batch_size', type=int, default=32)
+  p.add_argument('--image_size', type=int, default=227)
+  p.add_argument('--width', type=float, default=1.0)
+  p.add_argument('--xla_cpu_conv_library', default='eigen',
+                 choices=('eigen', 'xla_default'))
+  p.add_argument('--torch_formats', default=','.join(TORCH_FORMATS),
+                 type=lambda s: s.split(','),
+                 help=f'Comma-separated, of {tuple(TORCH_FORMATS)}.')
+  p.add_argument('--output', default=None, help='Write the JSON here.')
+  args = p.parse_args(argv)
+  for f in args.torch_formats:
+    if f not in TORCH_FORMATS:
+      p.error(f'--torch_formats: {f!r} is not one of {tuple(TORCH_FORMATS)}.')
+  if args.steps < args.log_every:
+    p.error(f'--steps={args.steps} must be at least --log_every='
+            f'{args.log_every}.')
+  return args
+
+
+if __name__ == '__main__':
+  main(sys.argv[1:])
