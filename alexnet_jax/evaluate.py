@@ -151,7 +151,7 @@ def make_eval_step(model: models.AlexNet, config):
   """The training loop's eval step, with its XLA options."""
   step = functools.partial(train.eval_step, model=model, config=config)
   p_eval = jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=0)
-  options = train.compiler_options(config)
+  options = train.options_for_pmap(config)
   return train.CompiledWithOptions(p_eval, options) if options else p_eval
 
 

@@ -233,6 +233,19 @@ def compiler_options(config, backend: str | None = None) -> dict[str, Any]:
   return dict(XLA_CPU_CONV_LIBRARIES[config.xla_cpu_conv_library])
 
 
+def options_for_pmap(config) -> dict[str, Any]:
+  """`compiler_options(config)` where they can be applied: `jax.pmap` takes
+  none, so they need an ahead-of-time compile, which takes global arrays when
+  several processes run; the loop passes process-local ones, so a
+  multi-process run compiles without them."""
+  options = compiler_options(config)
+  if options and jax.process_count() > 1:
+    logging.info('%d processes: the steps are compiled without the XLA '
+                 'options %s.', jax.process_count(), options)
+    return {}
+  return options
+
+
 class CompiledWithOptions:
   """A pmapped function compiled ahead of time with XLA `options` (which
   `jax.pmap` does not take), once per input signature.
@@ -283,7 +296,7 @@ def make_pmapped_steps(model, tx, config, devices=None,
   p_eval = jax.pmap(
       functools.partial(eval_step, model=model, config=config),
       axis_name='batch', in_axes=(None, 0), out_axes=0, devices=devices)
-  options = compiler_options(config)
+  options = options_for_pmap(config)
   if options:
     return (CompiledWithOptions(p_train, options),
             CompiledWithOptions(p_eval, options))
