@@ -308,13 +308,17 @@ def max_pool(x: Array, window: int, stride: int,
   select_and_scatter). 'slices' takes the maximum of the window's
   `window**2` strided slices, an elementwise form that fuses with the ReLU
   and LRN before it, with a custom gradient equal to select_and_scatter's
-  (the first maximum of each window takes its gradient).
+  (the first maximum of each window takes its gradient). Its output passes
+  through `lax.optimization_barrier`, so it is computed once and stored:
+  otherwise XLA re-fuses the nine slices (and the ReLU and LRN before them)
+  into each consumer, such as the transposes of the next convolution's weight
+  gradient on the CPU (docs/performance.md: about 3% of the CPU step).
   """
   if impl == 'reduce_window':
     return nn.max_pool(x, (window, window), strides=(stride, stride),
                        padding='VALID')
   if impl == 'slices':
-    return _max_pool_slices(x, window, stride)
+    return lax.optimization_barrier(_max_pool_slices(x, window, stride))
   raise ValueError(f'pool impl={impl!r}; expected one of {POOL_IMPLS}.')
 
 

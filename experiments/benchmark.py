@@ -21,9 +21,10 @@ forward and 4.14 GFLOP per training image) and give the model FLOP
 utilisation against the device's dense peak (unknown devices, e.g. CPUs, get
 none). Memory: XLA's estimate for the compiled step (arguments + outputs +
 temporaries, per device) on every backend, and the allocator's
-`peak_bytes_in_use` where the backend reports it (not on CPU); it is a
-process-wide maximum, so it is per row only with `--isolate`, which runs each
-row in a fresh process.
+`peak_bytes_in_use` where the backend reports it (not on CPU), and the
+process's peak resident memory on the host (the figure that matters on a CPU);
+both are process-wide maxima, so they are per row only with `--isolate`, which
+runs each row in a fresh process.
 
 Batch sizes are per device. Writes the rows and the machine to --output (JSON)
 and a Markdown table beside it (.md), and prints the table last.
@@ -103,7 +104,7 @@ def define_flags() -> None:
                     f'implementations, of {models.CONV_IMPLS}.')
   flags.DEFINE_list('conv1_impls', [CONV1_IMPLS[0]],
                     f'conv1 implementations, of {CONV1_IMPLS}.')
-  flags.DEFINE_list('lrn_impls', ['matmul'],
+  flags.DEFINE_list('lrn_impls', ['shift'],
                     f'LRN implementations, of {models.LRN_IMPLS}.')
   flags.DEFINE_list('devices', ['all'],
                     "Numbers of local devices to pmap over ('all').")
@@ -366,7 +367,18 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
   row['peak_bytes_in_use'] = (int(stats['peak_bytes_in_use'])
                               if stats and 'peak_bytes_in_use' in stats
                               else None)
+  row['process_peak_rss_bytes'] = _peak_rss_bytes()
   return row
+
+
+def _peak_rss_bytes() -> int | None:
+  """This process's peak resident memory on the host so far (Linux, macOS)."""
+  try:
+    import resource  # pylint: disable=g-import-not-at-top
+  except ImportError:  # Windows.
+    return None
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return peak if sys.platform == 'darwin' else peak * 1024  # Linux: KiB.
 
 
 def _add_timing(row: dict, phase: str, times: Sequence[float],
@@ -428,8 +440,8 @@ def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
       'image x images/s / dense peak.', '',
       '| variant | dtype | conv | conv1 | lrn | devices | batch/dev | '
       'train img/s/dev | train ms | compile s | train MFU | infer img/s/dev | '
-      'infer ms | infer MFU | XLA mem MiB | peak mem MiB |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      'infer ms | infer MFU | XLA mem MiB | peak mem MiB | host RSS MiB |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
   ]
   for r in rows:
     head = (f'| {r["variant"]} | {r["dtype"]} | {r["conv_impl"]} | '
@@ -437,7 +449,7 @@ def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
             f'{r["batch_per_device"]} |')
     if 'error' in r:
       message = r['error'][:120].replace('|', '/')
-      lines.append(f'{head} failed: {message} |' + ' |' * 8)
+      lines.append(f'{head} failed: {message} |' + ' |' * 9)
       continue
     lines.append(' '.join([
         head, _num(r.get('train_images_per_sec_per_device'), ',.1f'), '|',
@@ -448,7 +460,8 @@ def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
         _num(r.get('infer_step_ms'), '.2f'), '|',
         _num(r.get('infer_mfu'), '.1%'), '|',
         _mib(r.get('train_xla_memory_bytes')), '|',
-        _mib(r.get('peak_bytes_in_use')), '|']))
+        _mib(r.get('peak_bytes_in_use')), '|',
+        _mib(r.get('process_peak_rss_bytes')), '|']))
   if notes:
     lines += [''] + [f'- {note}' for note in notes]
   return '\n'.join(lines) + '\n'
@@ -478,10 +491,10 @@ def report_notes(rows: Sequence[dict], machine: dict,
     notes.append('Peak memory omitted: this backend reports no memory stats '
                  '(CPU); "XLA mem" is the compiled training step\'s estimate '
                  '(arguments + outputs + temporaries, per device).')
-  elif not isolated:
-    notes.append('Peak memory is the allocator\'s maximum over the whole '
-                 'process so far (rows run in one process); use --isolate '
-                 'for a per-row figure.')
+  if not isolated:
+    notes.append('Peak memory and host RSS are maxima over the whole process '
+                 'so far (rows run in one process); use --isolate for '
+                 'per-row figures.')
   return notes
 
 

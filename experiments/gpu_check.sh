@@ -9,8 +9,9 @@
 #   OUT=/tmp/gpu_check bash experiments/gpu_check.sh --tiny
 #
 # Needs jax, flax, optax, orbax-checkpoint and (for the reference rows) torch;
-# no TensorFlow. If `import ml_collections` fails there (train.py imports it)
-# and wheels were carried in .whl/, they are installed into /tmp/site first.
+# no TensorFlow and no ml_collections (neither program imports them; wheels
+# carried in .whl/ are installed into /tmp/site if ml_collections is missing,
+# for anyone who adds a training-loop stage).
 # Each stage has a soft time budget (perf_variants --budget_s: later variants
 # are skipped, the JSON is written anyway) and a hard `timeout`; the whole
 # script is sized to end within 9 minutes on an H200 (run it with
@@ -61,11 +62,11 @@ else
   # reference without groups and LRN (not the same net).
   BF16_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d,split/reduce_window/s2d,split/reduce_window/direct/pool=reduce_window,split/matmul/s2d,split/shift/s2d/pool=reduce_window,split/matmul/direct/pool=reduce_window,nogroups/none/direct/pool=reduce_window"
   FP32_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d"
-  BUDGET_BF16=330; BUDGET_FP32=110
+  BUDGET_BF16=250; BUDGET_FP32=90
 fi
 
 # bf16: every variant, torch eager and torch.compile (children, one at a time).
-timeout $((BUDGET_BF16 > 0 ? BUDGET_BF16 + 70 : 1200)) \
+timeout $((BUDGET_BF16 > 0 ? BUDGET_BF16 + 60 : 1200)) \
     "$PY" -m experiments.perf_variants "${COMMON[@]}" --budget_s=$BUDGET_BF16 \
     --dtypes=bfloat16 --variants="$BF16_VARIANTS" --torch=subprocess \
     --torch_compile --output="$OUT/perf_bf16.json" 2>&1 | tee "$OUT/perf_bf16.log"
@@ -78,6 +79,19 @@ timeout $((BUDGET_FP32 > 0 ? BUDGET_FP32 + 60 : 1200)) \
     --dtypes=float32 --variants="$FP32_VARIANTS" --torch=subprocess \
     --output="$OUT/perf_fp32.json" 2>&1 | tee "$OUT/perf_fp32.log"
 echo "fp32 stage exit: ${PIPESTATUS[0]}"
+
+# Issue 4's benchmark, unchanged: the paper's net, batch 256, both dtypes.
+if [[ $TINY == 1 ]]; then
+  BENCH=(--image_size=67 --width=0.05 --num_classes=10 --batch_sizes=4
+         --warmup=1 --windows=2 --steps_per_window=2)
+else
+  BENCH=(--batch_sizes=256 --warmup=3 --windows=3 --steps_per_window=10)
+fi
+timeout 120 "$PY" -m experiments.benchmark "${BENCH[@]}" \
+    --dtypes=bfloat16,float32 --variants=paper \
+    --output="$OUT/benchmark.json" > "$SCRATCH/benchmark.log" 2>&1
+echo "benchmark stage exit: $?"
+tail -n 8 "$SCRATCH/benchmark.log"
 
 echo
 "$PY" -m experiments.perf_variants --summarize "$OUT"/perf_bf16.json "$OUT"/perf_fp32.json

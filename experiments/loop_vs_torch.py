@@ -18,7 +18,8 @@ drift in the machine's load hits both alike):
   `--log_every`-step windows.
 
 The table printed last gives every round's figures, the medians over rounds,
-and the loop's median against the faster PyTorch format's. Needs torch and
+each program's peak resident memory (the largest over rounds, from the
+child's rusage) and the loop's median against the faster PyTorch format's. Needs torch and
 ml_collections (the loop's config file); no TensorFlow is imported.
 """
 
@@ -39,12 +40,18 @@ TORCH_FORMATS = {'channels_last': '--channels_last',
                  'nchw': '--no-channels_last'}
 
 
-def _run(cmd: list[str], env: dict[str, str]) -> str:
-  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-  if out.returncode:
-    raise RuntimeError(f'{" ".join(cmd)} failed ({out.returncode}):\n'
-                       f'{out.stderr[-3000:]}')
-  return out.stdout + out.stderr
+def _run(cmd: list[str], env: dict[str, str]) -> int:
+  """Runs `cmd`; returns its peak resident memory in bytes."""
+  with tempfile.TemporaryFile('w+') as log:
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log,
+                            stderr=subprocess.STDOUT, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+      log.seek(0)
+      raise RuntimeError(f'{" ".join(cmd)} failed ({proc.returncode}):\n'
+                         f'{log.read()[-3000:]}')
+  return usage.ru_maxrss * 1024  # Linux reports kilobytes.
 
 
 def run_loop(args, workdir: str, env: dict[str, str]) -> dict:
@@ -59,7 +66,7 @@ def run_loop(args, workdir: str, env: dict[str, str]) -> dict:
          f'--config.resize_size={args.image_size}',
          f'--config.model.width={args.width}',
          f'--config.xla_cpu_conv_library={args.xla_cpu_conv_library}']
-  _run(cmd, env)
+  peak_rss = _run(cmd, env)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   # A row's images/s covers the steps since the previous row; the first
@@ -69,21 +76,23 @@ def run_loop(args, workdir: str, env: dict[str, str]) -> dict:
   if not windows:
     raise RuntimeError(f'No images_per_sec rows in {workdir}/metrics.jsonl.')
   return {'images_per_sec': statistics.median(windows),
-          'images_per_sec_windows': windows}
+          'images_per_sec_windows': windows, 'peak_rss_bytes': peak_rss}
 
 
 def run_torch(args, fmt: str, env: dict[str, str]) -> dict:
   with tempfile.NamedTemporaryFile(suffix='.json') as out:
-    _run([sys.executable, '-m', 'experiments.torch_reference', '--device=cpu',
-          f'--batch_size={args.batch_size}', f'--image_size={args.image_size}',
-          f'--width={args.width}', f'--steps={args.log_every}',
-          f'--windows={max(1, args.steps // args.log_every)}',
-          '--warmup=2', TORCH_FORMATS[fmt], f'--output={out.name}'], env)
+    cmd = [sys.executable, '-m', 'experiments.torch_reference',
+           '--device=cpu', f'--batch_size={args.batch_size}',
+           f'--image_size={args.image_size}', f'--width={args.width}',
+           f'--steps={args.log_every}',
+           f'--windows={max(1, args.steps // args.log_every)}', '--warmup=2',
+           TORCH_FORMATS[fmt], f'--output={out.name}']
+    peak_rss = _run(cmd, env)
     result = json.load(open(out.name))
   return {'images_per_sec': result['images_per_sec'],
           'images_per_sec_windows': result['images_per_sec_windows'],
           'torch_version': result['torch_version'],
-          'threads': result['threads']}
+          'threads': result['threads'], 'peak_rss_bytes': peak_rss}
 
 
 def main(argv=None) -> dict:
@@ -134,6 +143,9 @@ def table(summary: dict) -> str:
         f"{r['results'][n]['images_per_sec']:.1f}" for n in names) + ' |')
   lines.append('| median | ' + ' | '.join(
       f"{summary['medians'][n]:.1f}" for n in names) + ' |')
+  lines.append('| peak RSS (GB) | ' + ' | '.join(
+      f"{max(r['results'][n]['peak_rss_bytes'] for r in summary['rounds']) / 1e9:.2f}"
+      for n in names) + ' |')
   s = summary['settings']
   lines.append(
       f"\nimages/s, batch {s['batch_size']}, {s['image_size']}px, width "

@@ -141,6 +141,8 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     assert r['train_loss_finite']
     # A CPU has no peak in the table and reports no memory stats.
     assert r['train_mfu'] is None and r['peak_bytes_in_use'] is None
+    # Host memory, which a CPU run is limited by: JAX alone is over 100 MB.
+    assert 1e8 < r['process_peak_rss_bytes'] < 2e10
     assert r['params'] == 54115
     # The training loop's XLA options (CPU: Eigen convolutions).
     assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
@@ -186,6 +188,8 @@ def test_loop_against_torch_alternates_and_reports_medians(tmp_path):
     # Steps 2 and 4 of the loop are timed; PyTorch times 2 windows of 2.
     assert len(r['results']['jax loop']['images_per_sec_windows']) == 2
     assert len(r['results']['torch eager nchw']['images_per_sec_windows']) == 2
+    for name in names:  # Each child's own peak: JAX alone is over 100 MB.
+      assert 1e8 < r['results'][name]['peak_rss_bytes'] < 2e10
   for name in names:
     assert result['medians'][name] == pytest.approx(
         sum(r['results'][name]['images_per_sec'] for r in result['rounds'])
