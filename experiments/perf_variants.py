@@ -62,6 +62,7 @@ import jax  # pylint: disable=g-import-not-at-top
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
+from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
 from alexnet_jax import fake_data  # pylint: disable=g-import-not-at-top
 from alexnet_jax import models  # pylint: disable=g-import-not-at-top
 from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
@@ -79,7 +80,7 @@ DEFAULT_VARIANTS = (
     'default/cpuconv=xla_default',
 )
 PRNG_IMPLS = ('threefry2x32', 'rbg', 'unsafe_rbg')
-CPU_CONV_LIBRARIES = ('eigen', 'xla_default')  # config_lib's.
+CPU_CONV_LIBRARIES = config_lib.XLA_CPU_CONV_LIBRARIES  # cpuconv= values.
 _ALIASES = {'s2d': 'space_to_depth'}
 
 
