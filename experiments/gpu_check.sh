@@ -3,8 +3,8 @@
 # (eager, and torch.compile in bf16) on one GPU, 227x227, batch 256, the paper's
 # full net, bf16 then fp32. Prints a short table last; JSON and logs go to $OUT.
 #
-# On the device machine (repo root, $OUT set by the tool):
-#   bash experiments/gpu_check.sh
+# On a GPU machine, from the repository root (results under $OUT):
+#   OUT=/tmp/gpu_check bash experiments/gpu_check.sh
 # Here, on a CPU, to check the script in a few minutes:
 #   OUT=/tmp/gpu_check bash experiments/gpu_check.sh --tiny
 #
@@ -14,8 +14,7 @@
 # for anyone who adds a training-loop stage).
 # Each stage has a soft time budget (perf_variants --budget_s: later variants
 # are skipped, the JSON is written anyway) and a hard `timeout`; the whole
-# script is sized to end within 9 minutes on an H200 (run it with
-# timeout_s=600).
+# script is sized to end within 9 minutes on an H200.
 set -uo pipefail
 
 TINY=0
@@ -26,7 +25,7 @@ if [[ $# -gt 0 ]]; then
 fi
 OUT="${OUT:-/tmp/gpu_check}"
 # The PyTorch children's own JSON (also copied into perf_*.json): kept out of
-# $OUT, of which the device tool returns at most 8 files.
+# $OUT, so that $OUT holds only the few files worth keeping.
 SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
 mkdir -p "$OUT"
