@@ -99,12 +99,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where the label is among the k highest logits."""
+  """1.0 where the label is among the k highest logits.
+
+  Ties count against the model: the label's rank is the number of other
+  classes scoring at least as high, so a constant row is a miss unless k
+  covers every class. A row with a NaN or infinite logit is a miss.
+  """
   k = min(k, logits.shape[-1])
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  # Rank = number of classes scoring strictly higher than the label.
-  rank = jnp.sum(logits > label_logit, axis=-1)
-  return (rank < k).astype(jnp.float32)
+  rank = jnp.sum(logits >= label_logit, axis=-1) - 1  # Minus the label itself.
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return ((rank < k) & finite).astype(jnp.float32)
 
 
 def global_norm(tree) -> jax.Array:
@@ -152,6 +157,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   # old and new state would keep both alive and make XLA copy the largest
   # arrays (fc6's parameters and momentum) every step.
   def apply_update(grads, params, opt_state):
+    # The schedule reads the global step, not the count of applied updates,
+    # so skipped steps do not make it lag.
+    opt_state = optim.at_step(opt_state, state.step)
     updates, new_opt_state = tx.update(grads, opt_state, params)
     update_norm = lax.cond(logged, global_norm, lambda _: nan, updates)
     return optax.apply_updates(params, updates), new_opt_state, update_norm

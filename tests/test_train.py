@@ -128,6 +128,29 @@ def test_topk_correct():
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 4), [1, 1])
 
 
+def test_topk_counts_ties_against_the_model():
+  nan, inf = np.nan, np.inf
+  logits = np.array([
+      [2.0, 2.0, 2.0, 2.0],  # Constant: all four classes tie.
+      [3.0, 2.0, 2.0, 1.0],  # Label 1 ties with class 2 for second place.
+      [3.0, 2.0, 2.0, 1.0],  # Label 2, the same tie.
+      [1.0, 5.0, 5.0, 5.0],  # Label 1 ties for first place with 2 others.
+      [nan, nan, nan, nan],  # All NaN.
+      [9.0, nan, 0.0, 0.0],  # One NaN, label the largest finite logit.
+      [9.0, -inf, 0.0, 0.0],  # An infinite logit elsewhere in the row.
+      [inf, 0.0, 0.0, 0.0],  # The label's logit is infinite.
+  ], np.float32)
+  labels = np.array([1, 1, 2, 1, 0, 0, 0, 0], np.int32)
+  # Rank = other classes scoring >= the label: 3, 2, 2, 2, then misses.
+  expected = {1: [0, 0, 0, 0, 0, 0, 0, 0],
+              2: [0, 0, 0, 0, 0, 0, 0, 0],
+              3: [0, 1, 1, 1, 0, 0, 0, 0],
+              4: [1, 1, 1, 1, 0, 0, 0, 0]}
+  for k, want in expected.items():
+    np.testing.assert_array_equal(train.topk_correct(logits, labels, k), want,
+                                  err_msg=f'k={k}')
+
+
 def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=4, log_every_steps=2,
                 eval_every_steps=2)
