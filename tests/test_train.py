@@ -279,3 +279,59 @@ def test_eigen_option_takes_convolutions_out_of_ynnpack_fusions(tiny):
   eigen = _computations_with_convolutions(
       lowered.compile(step.options).as_text())
   assert eigen == {'main'}, eigen
+
+
+class _FakeClock:
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_image_rate_leaves_paused_time_out():
+  clock = _FakeClock()
+  timer = train.ImageRate(batch_size=8, clock=clock)
+  assert not timer.started
+  timer.restart(1)
+  clock.now += 1.0  # Step 2.
+  with timer.paused():
+    clock.now += 100.0  # An evaluation.
+  clock.now += 2.0  # Steps 3 and 4.
+  assert timer.rate(4) == pytest.approx(3 * 8 / 3.0)
+  timer.restart(4)
+  clock.now += 4.0
+  assert timer.rate(8) == pytest.approx(4 * 8 / 4.0)
+  assert timer.rate(4) == 0.0  # No step since the restart.
+
+
+def test_logged_images_per_sec_exclude_evaluations(tmp_path, tiny,
+                                                   monkeypatch):
+  # A fake clock: each training step takes 1 s, each evaluation 100 s. Evals
+  # at steps 2 and 3, a log at 3; the timer starts after step 1.
+  clock = _FakeClock()
+  monkeypatch.setattr(train, 'time', type('T', (), {'perf_counter': clock}))
+  make_steps = train.make_pmapped_steps
+
+  def timed_steps(*args, **kwargs):
+    p_train, p_eval = make_steps(*args, **kwargs)
+
+    def step(*a):
+      clock.now += 1.0
+      return p_train(*a)
+
+    def evaluate(*a):
+      clock.now += 100.0
+      return p_eval(*a)
+
+    return step, evaluate
+
+  monkeypatch.setattr(train, 'make_pmapped_steps', timed_steps)
+  config = tiny(dataset='fake', num_train_steps=3, log_every_steps=3,
+                eval_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = metrics_writer.read_metrics(str(tmp_path))
+  assert [r['step'] for r in rows] == [2, 3]
+  # Steps 2 and 3: 2 steps of 8 images in 2 s of training.
+  assert rows[1]['images_per_sec'] == pytest.approx(8.0)
