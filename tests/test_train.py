@@ -335,3 +335,18 @@ def test_logged_images_per_sec_exclude_evaluations(tmp_path, tiny,
   assert [r['step'] for r in rows] == [2, 3]
   # Steps 2 and 3: 2 steps of 8 images in 2 s of training.
   assert rows[1]['images_per_sec'] == pytest.approx(8.0)
+
+
+def test_skipped_step_does_not_delay_the_schedule(tiny):
+  # Warmup over 4 steps (0.4 epochs of 10): lr(step) = 0.01 * step / 4.
+  config = tiny(**{'optimizer.schedule': 'constant',
+                   'optimizer.warmup_epochs': 0.4})
+  step, state, batches = _tiny_steps(config)
+  bad = dict(batches[0], label=np.full_like(batches[0]['label'], 10**6))
+  lrs = []
+  for i, batch in enumerate([bad] + batches[1:4]):
+    state, metrics = step(state, batch)
+    assert float(metrics['finite'][0]) == (i > 0)  # Step 0 is skipped.
+    lrs.append(float(metrics['learning_rate'][0]))
+  # Steps 1-3 use the global step's rate, as an unskipped run does.
+  assert lrs[1:] == pytest.approx([0.0025, 0.005, 0.0075])
