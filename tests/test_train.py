@@ -78,20 +78,6 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny):
   assert os.listdir(tmp_path / 'tensorboard')
 
 
-def test_resume_continues_to_the_same_result(tmp_path, tiny):
-  straight = tmp_path / 'straight'
-  resumed = tmp_path / 'resumed'
-  config = tiny(dataset='fake', num_train_steps=6, log_every_steps=3)
-  a = train.train_and_evaluate(config, str(straight))
-  config_first = tiny(dataset='fake', num_train_steps=3, log_every_steps=3)
-  train.train_and_evaluate(config_first, str(resumed))
-  b = train.train_and_evaluate(config, str(resumed))
-  assert a['train_loss'] == b['train_loss']
-  assert a['eval_loss'] == b['eval_loss']
-  rows = metrics_writer.read_metrics(str(resumed))
-  assert [r['step'] for r in rows] == [3, 6]
-
-
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
     tmp_path, tiny):
   # Pixels divided by 1e-38 overflow float32: the loss is NaN from step 1.
@@ -350,3 +336,44 @@ def test_skipped_step_does_not_delay_the_schedule(tiny):
     lrs.append(float(metrics['learning_rate'][0]))
   # Steps 1-3 use the global step's rate, as an unskipped run does.
   assert lrs[1:] == pytest.approx([0.0025, 0.005, 0.0075])
+
+
+def _restored_state(config, workdir):
+  from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+  model = train.create_model(config)
+  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  state = ckpt.restore_latest(train.create_train_state(config, model, tx))
+  ckpt.close()
+  return jax.device_get(state)
+
+
+def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
+  # Logs every 3 steps, evaluates every 2. The plateau rule (patience 1, and
+  # min_delta 1.0 so no evaluation after the first improves) divides the rate
+  # by 10 at the evaluations of steps 4 and 6. The resumed run stops at step
+  # 4, inside the window 4-6, whose step-4 sums come from the checkpoint.
+  fields = {'dataset': 'fake', 'log_every_steps': 3, 'eval_every_steps': 2,
+            'optimizer.schedule': 'plateau', 'optimizer.warmup_epochs': 0.0,
+            'optimizer.learning_rate': 0.01, 'optimizer.plateau_patience': 1,
+            'optimizer.plateau_min_delta': 1.0}
+  config = tiny(num_train_steps=6, **fields)
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(tiny(num_train_steps=4, **fields), resumed)
+  train.train_and_evaluate(config, resumed)
+  a = {r['step']: r for r in metrics_writer.read_metrics(straight)}
+  b = {r['step']: r for r in metrics_writer.read_metrics(resumed)}
+  assert sorted(a) == [2, 3, 4, 6] and sorted(b) == [2, 3, 4, 6]
+  # Steps 5 and 6 ran at the rate cut at step 4's evaluation.
+  assert a[3]['learning_rate'] == pytest.approx(0.01)
+  assert a[6]['learning_rate'] == pytest.approx(0.001)
+  for key in ('train_loss', 'train_top1', 'learning_rate', 'eval_loss'):
+    assert a[6][key] == b[6][key], key
+  # The cut at step 6 is in both final checkpoints, with the rule's state.
+  for state in (_restored_state(config, straight),
+                _restored_state(config, resumed)):
+    assert float(state.opt_state.hyperparams['learning_rate']) == (
+        pytest.approx(1e-4))
+    assert int(state.plateau['drops']) == 2
