@@ -377,3 +377,40 @@ def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
     assert float(state.opt_state.hyperparams['learning_rate']) == (
         pytest.approx(1e-4))
     assert int(state.plateau['drops']) == 2
+
+
+def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
+  # jax.vmap with axis_name='batch' stands in for the devices: lax.axis_index
+  # gives each lane its index, as pmap does. fc7's update (its gradient,
+  # averaged over lanes) shows whether the dropout masks on fc6's and fc7's
+  # outputs differ.
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+  config = tiny(**{'optimizer.warmup_epochs': 0.0})  # The same rate at 5, 6.
+  assert config.model.dropout_rate == 0.5
+  model = train.create_model(config)
+  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  state = train.create_train_state(config, model, tx)
+  step_fn = jax.jit(jax.vmap(
+      functools.partial(train.train_step, model=model, tx=tx, config=config),
+      in_axes=(None, 0), axis_name='batch'))
+  rng = np.random.default_rng(0)
+  a, b = ({'image': rng.integers(0, 256, (4, 67, 67, 3), np.uint8),
+           'label': rng.integers(0, 10, (4,)).astype(np.int32)}
+          for _ in range(2))
+  before = np.asarray(state.params['fc7']['kernel'])
+
+  def fc7_update(step, lanes):
+    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *lanes)
+    new, _ = step_fn(state.replace(step=jnp.int32(step)), stacked)
+    return np.asarray(new.params['fc7']['kernel'][0]) - before
+
+  first = fc7_update(5, (a, b))
+  assert np.abs(first).max() > 0
+  np.testing.assert_array_equal(fc7_update(5, (a, b)), first)  # Same masks.
+  differs = lambda x: np.linalg.norm(x - first) > 0.1 * np.linalg.norm(first)
+  assert differs(fc7_update(6, (a, b)))  # The next step: other masks.
+  # Swapping the lanes' examples changes the averaged gradient only if the
+  # two lanes draw different masks.
+  assert differs(fc7_update(5, (b, a)))
