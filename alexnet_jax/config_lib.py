@@ -52,6 +52,11 @@ def _get(config, field: str):
   return value
 
 
+def _bool(config, field: str) -> None:
+  if not isinstance(_get(config, field), bool):
+    _fail(field, _get(config, field), 'expected True or False')
+
+
 def _int_at_least(config, field: str, low: int) -> None:
   value = _get(config, field)
   if not _is_int(value) or value < low:
@@ -75,10 +80,11 @@ def validate(config) -> None:
   """Raises ConfigError naming the first invalid field."""
   m = 'model.'
   _one_of(config, m + 'variant', models.VARIANTS)
-  _one_of(config, m + 'groups', (1, 2))
-  for field in ('lrn', 'overlap_pool'):
-    if not isinstance(_get(config, m + field), bool):
-      _fail(m + field, _get(config, m + field), 'expected True or False')
+  # None: the variant's default (models.VARIANT_DEFAULTS).
+  _one_of(config, m + 'groups', (None, 1, 2))
+  if _get(config, m + 'lrn') is not None:
+    _bool(config, m + 'lrn')
+  _bool(config, m + 'overlap_pool')
   _number_in(config, m + 'dropout_rate', 0.0, 1.0, high_open=True)
   _one_of(config, m + 'activation', models.ACTIVATIONS)
   _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
@@ -97,6 +103,7 @@ def validate(config) -> None:
   _number_in(config, o + 'learning_rate', 0.0, 100.0, low_open=True)
   _number_in(config, o + 'momentum', 0.0, 1.0, high_open=True)
   _number_in(config, o + 'weight_decay', 0.0, 1.0)
+  _bool(config, o + 'decay_biases')
   _number_in(config, o + 'warmup_epochs', 0.0, 1e6)
   _number_in(config, o + 'lr_drop_factor', 0.0, 1.0, low_open=True)
   for e in _get(config, o + 'lr_drop_epochs'):

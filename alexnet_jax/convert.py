@@ -11,14 +11,14 @@ workdir: its newest step); --output: .npz or .pth.
 Two PyTorch layouts (module names of an `nn.Module` with `features`, `avgpool`
 and `classifier` like torchvision's `AlexNet`):
 
-* 'owt': torchvision's AlexNet. Our model with variant='owt', groups=1,
-  lrn=False. conv1..conv5 = `features.0/3/6/8/10`, fc6..fc8 =
+* 'owt': torchvision's AlexNet. Our model with variant='owt' (whose defaults
+  are groups=1, lrn=False). conv1..conv5 = `features.0/3/6/8/10`, fc6..fc8 =
   `classifier.1/4/6`.
 * 'paper': the same modules, with conv2, conv4 and conv5 grouped
   (`nn.Conv2d(groups=2)`) and `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75,
   k=2.0)` after the ReLU of conv1 and conv2 (PyTorch divides alpha by n, we do
   not: alpha=1e-4 here). conv1..conv5 = `features.0/4/8/10/12`, fc6..fc8 =
-  `classifier.1/4/6`. Our model with variant='paper', lrn=True.
+  `classifier.1/4/6`. Our model with variant='paper' (groups=2, lrn=True).
 
 What changes between the two frameworks:
 
@@ -62,8 +62,8 @@ TORCH_LAYOUTS = {
 # The model fields each PyTorch layout stands for (the groups of conv2, conv4
 # and conv5 are the default of an argument: a paper-layout net without towers
 # converts with groups=1).
-DEFAULT_GROUPS = {'owt': 1, 'paper': 2}
-LAYOUT_LRN = {'owt': False, 'paper': True}
+DEFAULT_GROUPS = {v: d['groups'] for v, d in models.VARIANT_DEFAULTS.items()}
+LAYOUT_LRN = {v: d['lrn'] for v, d in models.VARIANT_DEFAULTS.items()}
 
 
 class ConversionError(ValueError):
@@ -84,9 +84,10 @@ def check_model_config(model_config) -> None:
   """
   variant = model_config.variant
   _check_variant(variant)
-  if model_config.lrn != LAYOUT_LRN[variant]:
+  lrn = model_config.lrn
+  if lrn is not None and lrn != LAYOUT_LRN[variant]:  # None: the variant's.
     raise ConversionError(
-        f'config.model.lrn={model_config.lrn!r}, but the PyTorch layout of '
+        f'config.model.lrn={lrn!r}, but the PyTorch layout of '
         f'variant={variant!r} has lrn={LAYOUT_LRN[variant]} (its module '
         f'indices are those of {TORCH_LAYOUTS[variant]}).')
 

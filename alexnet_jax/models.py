@@ -8,8 +8,9 @@ stores it, so checkpoints do not depend on how the convolution is executed.
 
 Every architectural choice the paper's ablations touch is a field: `groups`,
 `lrn`, `overlap_pool`, `dropout_rate`, `activation`; `variant='owt'` gives
-torchvision's single-tower "one weird trick" layout; `width` scales every layer
-for small CPU configurations.
+torchvision's single-tower "one weird trick" network (its `groups` and `lrn`
+default to torchvision's, 1 and False, as the paper variant's default to 2 and
+True); `width` scales every layer for small CPU configurations.
 
 The implementation fields `conv_impl`, `conv1_impl`, `lrn_impl` and `pool_impl`
 choose between exact formulations of the same function with the same
@@ -69,6 +70,22 @@ _OWT_CONVS = (
 _FC_FEATURES = 4096
 _OWT_POOL_OUTPUT = 6  # torchvision's AdaptiveAvgPool2d((6, 6)).
 DEFAULT_IMAGE_SIZE = {'paper': 227, 'owt': 224}
+# What a variant means for the fields left None: the paper's two towers with
+# LRN; torchvision's single tower without LRN.
+VARIANT_DEFAULTS = {
+    'paper': {'groups': 2, 'lrn': True},
+    'owt': {'groups': 1, 'lrn': False},
+}
+
+
+def resolve_variant_defaults(variant: str, groups: int | None = None,
+                             lrn: bool | None = None) -> dict[str, Any]:
+  """{'groups': ..., 'lrn': ...}: the values given, else the variant's."""
+  if variant not in VARIANTS:
+    raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
+  given = {'groups': groups, 'lrn': lrn}
+  return {k: VARIANT_DEFAULTS[variant][k] if v is None else v
+          for k, v in given.items()}
 
 
 def conv_specs(variant: str) -> Sequence[ConvSpec]:
@@ -403,8 +420,9 @@ class AlexNet(nn.Module):
   """
   num_classes: int = 1000
   variant: str = 'paper'  # 'paper' (two towers, 227 input) or 'owt' (224).
-  groups: int = 2  # 2: the paper's two towers (conv2, conv4, conv5); 1: none.
-  lrn: bool = True  # Local response normalization after ReLU of conv1, conv2.
+  # groups and lrn: None takes the variant's value (VARIANT_DEFAULTS).
+  groups: int | None = None  # 2: two towers (conv2, conv4, conv5); 1: none.
+  lrn: bool | None = None  # Local response normalization after conv1, conv2.
   overlap_pool: bool = True  # Max-pool 3/2 (paper) or 2/2.
   dropout_rate: float = 0.5  # On fc6 and fc7.
   activation: str = 'relu'  # 'relu' or 'tanh'.
@@ -420,6 +438,14 @@ class AlexNet(nn.Module):
   lrn_bias: float = 2.0
   lrn_alpha: float = 1e-4
   lrn_beta: float = 0.75
+
+  def __post_init__(self):
+    # Resolved once, here, so `model.groups` and `model.lrn` read as built.
+    if self.variant in VARIANTS:
+      for field, value in resolve_variant_defaults(
+          self.variant, self.groups, self.lrn).items():
+        object.__setattr__(self, field, value)
+    super().__post_init__()
 
   def _inits(self, bias_one: bool, output_layer: bool = False):
     if self.initialization == 'paper':

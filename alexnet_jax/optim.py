@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -27,9 +28,18 @@ RULES = ('paper', 'sgd')
 SCHEDULES = ('constant', 'step', 'cosine', 'plateau')
 
 
+def _is_not_bias(params):
+  """True for every parameter but the biases (Flax names them 'bias')."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) != 'bias', params)
+
+
 def _momentum_sgd(learning_rate, momentum: float, weight_decay: float,
-                  rule: str) -> optax.GradientTransformation:
-  decay = optax.add_decayed_weights(weight_decay)
+                  rule: str, decay_biases: bool = True
+                  ) -> optax.GradientTransformation:
+  # The paper decays every weight; Caffe's AlexNet leaves biases undecayed.
+  decay = optax.add_decayed_weights(
+      weight_decay, mask=None if decay_biases else _is_not_bias)
   if rule == 'paper':
     return optax.chain(decay, optax.scale_by_learning_rate(learning_rate),
                        optax.trace(decay=momentum))
@@ -74,9 +84,25 @@ def create_optimizer(opt_config, steps_per_epoch: int,
     schedule = float(opt_config.learning_rate)
   else:
     schedule = create_schedule(opt_config, steps_per_epoch, total_steps)
-  return optax.inject_hyperparams(_momentum_sgd, static_args=('rule',))(
-      learning_rate=schedule, momentum=opt_config.momentum,
-      weight_decay=opt_config.weight_decay, rule=opt_config.rule)
+  return optax.inject_hyperparams(
+      _momentum_sgd, static_args=('rule', 'decay_biases'))(
+          learning_rate=schedule, momentum=opt_config.momentum,
+          weight_decay=opt_config.weight_decay, rule=opt_config.rule,
+          # Configs without the field decay biases, as the paper does.
+          decay_biases=bool(getattr(opt_config, 'decay_biases', True)))
+
+
+def at_step(opt_state, step):
+  """`opt_state` with the schedules' step counters set to `step`, so the next
+  update's learning rate is schedule(step) whatever updates were skipped.
+
+  `optax.inject_hyperparams` keeps one counter per scheduled hyperparameter
+  (a `WrappedScheduleState`) besides its own `count`; all are set.
+  """
+  step = jnp.asarray(step, jnp.int32)
+  schedules = {k: s._replace(count=step)
+               for k, s in opt_state.hyperparams_states.items()}
+  return opt_state._replace(count=step, hyperparams_states=schedules)
 
 
 def current_learning_rate(opt_state) -> jnp.ndarray:
@@ -99,9 +125,15 @@ def set_learning_rate(opt_state, value: float):
 @dataclasses.dataclass
 class Plateau:
   """The paper's rule: divide the learning rate by 10 when validation error
-  stops improving (by at least `min_delta` for `patience` evaluations), at most
-  `max_drops` times. Its state is a dict of NumPy scalars, checkpointed with
-  the training state.
+  stops improving, at most `max_drops` times.
+
+  PyTorch's ReduceLROnPlateau (mode 'min', threshold_mode 'abs', threshold
+  `min_delta`, cooldown 0): an evaluation improves only if its error is below
+  best - min_delta, and only then does `best` move, so steady gains smaller
+  than min_delta add up to an improvement rather than resetting the bar. The
+  rate drops after `patience` evaluations in a row without improvement
+  (PyTorch's patience + 1). Its state is a dict of NumPy scalars,
+  checkpointed with the training state.
   """
   patience: int
   factor: float
@@ -136,7 +168,7 @@ class Plateau:
       learning_rate *= self.factor
       drops += 1
       bad = 0
-    new_state = {'best_error': np.array(min(best, error), np.float32),
+    new_state = {'best_error': np.array(best, np.float32),
                  'bad_evals': np.array(bad, np.int32),
                  'drops': np.array(drops, np.int32)}
     return new_state, learning_rate

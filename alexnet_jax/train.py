@@ -9,6 +9,7 @@ randomness is a function of the step alone and survives a restart.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging as logging_lib
@@ -99,12 +100,17 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where the label is among the k highest logits."""
+  """1.0 where the label is among the k highest logits.
+
+  Ties count against the model: the label's rank is the number of other
+  classes scoring at least as high, so a constant row is a miss unless k
+  covers every class. A row with a NaN or infinite logit is a miss.
+  """
   k = min(k, logits.shape[-1])
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
-  # Rank = number of classes scoring strictly higher than the label.
-  rank = jnp.sum(logits > label_logit, axis=-1)
-  return (rank < k).astype(jnp.float32)
+  rank = jnp.sum(logits >= label_logit, axis=-1) - 1  # Minus the label itself.
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return ((rank < k) & finite).astype(jnp.float32)
 
 
 def global_norm(tree) -> jax.Array:
@@ -152,6 +158,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   # old and new state would keep both alive and make XLA copy the largest
   # arrays (fc6's parameters and momentum) every step.
   def apply_update(grads, params, opt_state):
+    # The schedule reads the global step, not the count of applied updates,
+    # so skipped steps do not make it lag.
+    opt_state = optim.at_step(opt_state, state.step)
     updates, new_opt_state = tx.update(grads, opt_state, params)
     update_norm = lax.cond(logged, global_norm, lambda _: nan, updates)
     return optax.apply_updates(params, updates), new_opt_state, update_norm
@@ -365,6 +374,38 @@ def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]
     yield queue.pop(0)
 
 
+class ImageRate:
+  """Training images per second since the last `restart`, with the time
+  spent inside `paused()` (evaluation) left out of the wall time."""
+
+  def __init__(self, batch_size: int, clock: Callable[[], float] | None = None):
+    self.batch_size = batch_size
+    self._clock = clock or time.perf_counter
+    self._step = self._start = None
+    self._paused = 0.0
+
+  @property
+  def started(self) -> bool:
+    return self._start is not None
+
+  def restart(self, step: int) -> None:
+    self._step, self._start, self._paused = step, self._clock(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    start = self._clock()
+    try:
+      yield
+    finally:
+      self._paused += self._clock() - start
+
+  def rate(self, step: int) -> float:
+    """Images per second over the steps since the last restart."""
+    elapsed = self._clock() - self._start - self._paused
+    done = step - self._step
+    return done * self.batch_size / elapsed if done and elapsed > 0 else 0.0
+
+
 def _format_eta(seconds: float) -> str:
   seconds = int(seconds)
   h, rem = divmod(seconds, 3600)
@@ -445,7 +486,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   last_logged: dict[str, float] = {}
   pending: list[tuple[int, dict]] = []
-  timer_step, timer_start = start_step, None
+  timer = ImageRate(config.batch_size)
   last_good_step = start_step
 
   def flush_metrics(step: int) -> dict[str, float]:
@@ -481,9 +522,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       state, metrics = p_train(state, batch)
       step += 1
       pending.append((step, metrics))
-      if timer_start is None:  # Exclude the first step's compilation.
+      if not timer.started:  # Exclude the first step's compilation.
         jax.block_until_ready(metrics)
-        timer_step, timer_start = step, time.perf_counter()
+        timer.restart(step)
 
       is_last = step == total_steps
       log_now = step % config.log_every_steps == 0 or is_last
@@ -496,9 +537,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if log_now or eval_now or ckpt_now or stop_now:
         summary = flush_metrics(step)
         if log_now:
-          elapsed = time.perf_counter() - timer_start
-          done = step - timer_step
-          rate = done * config.batch_size / elapsed if done and elapsed else 0.0
+          rate = timer.rate(step)
           summary['images_per_sec'] = rate
           summary['images_per_sec_per_device'] = rate / jax.device_count()
           eta = (total_steps - step) * config.batch_size / rate if rate else 0.0
@@ -507,11 +546,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                        summary['train_loss'], summary['train_top1'],
                        summary['learning_rate'], rate, _format_eta(eta))
           last_logged = {'step': step, **summary}
-          timer_step, timer_start = step, time.perf_counter()
+          timer.restart(step)
         else:
           last_logged = {}
         if eval_now:
-          eval_metrics = evaluate(p_eval, state.params, data.eval_batches())
+          with timer.paused():  # Eval time is not training time.
+            eval_metrics = evaluate(p_eval, state.params, data.eval_batches())
           logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
                        '(%d examples)', step, eval_metrics['eval_loss'],
                        eval_metrics['eval_top1'], eval_metrics['eval_top5'],
@@ -524,7 +564,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                 plateau=new_plateau,
                 opt_state=optim.set_learning_rate(state.opt_state, lr)))
           last_logged = {'step': step, **last_logged, **eval_metrics}
-          timer_start = time.perf_counter()  # Eval time is not training time.
         if last_logged:
           writer.write(step, last_logged)
         if ckpt_now or stop_now:

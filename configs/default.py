@@ -63,9 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Model (alexnet_jax.models.AlexNet fields).
   config.model = ml_collections.ConfigDict({
       'num_classes': 10,
-      'variant': 'paper',  # 'paper' (two towers, 227) or 'owt' (torchvision).
-      'groups': 2,  # 2: two towers (conv2, conv4, conv5 grouped); 1: one.
-      'lrn': True,  # Local response normalization after conv1, conv2.
+      'variant': 'paper',  # 'paper' (two towers, LRN, 227) or 'owt' (torchvision's: one tower, no LRN, 224).
+      # groups and lrn: None (unset) takes the variant's (paper: 2, True; owt: 1, False).
+      'groups': config_dict.placeholder(int),  # 2: two towers (conv2, conv4, conv5 grouped); 1: one.
+      'lrn': config_dict.placeholder(bool),  # Local response normalization after conv1, conv2.
       'overlap_pool': True,  # Max-pool 3/2 (True) or 2/2 (False).
       'dropout_rate': 0.5,  # On fc6 and fc7.
       'activation': 'relu',  # 'relu' or 'tanh'.
@@ -95,6 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'learning_rate': 0.01,
       'momentum': 0.9,
       'weight_decay': 5e-4,
+      'decay_biases': True,  # The paper decays every weight; False: biases are not decayed (Caffe's AlexNet).
       'schedule': 'step',  # 'constant', 'step', 'cosine' or 'plateau'.
       'warmup_epochs': 0.5,  # Linear warmup (any schedule but plateau).
       'lr_drop_epochs': (18, 22),  # step: epochs at which lr *= lr_drop_factor.

@@ -7,9 +7,9 @@ Set up for torchvision's AlexNet ("one weird trick", variant 'owt': one tower,
 no LRN): the shorter side resized to 256, the central 224x224 crop, and
 torchvision's normalization (mean 0.485, 0.456, 0.406 and std 0.229, 0.224,
 0.225 of the 0-255 scale). `config.checkpoint` may also be an orbax checkpoint
-(a workdir) or an `.npz` of converted params; for the paper's two-tower net add
---config.model.variant=paper --config.model.groups=2 --config.model.lrn=True
---config.image_size=227 and the normalization it was trained with.
+(a workdir) or an `.npz` of converted params; for the paper's two-tower net
+with LRN add --config.model.variant=paper --config.image_size=227 and the
+normalization it was trained with.
 `imagenet2012` must already be prepared in the TFDS `data_dir`.
 torchvision reports 56.52% top-1 / 79.07% top-5 accuracy for its weights; this
 pipeline resizes with TensorFlow's antialiased bilinear filter and floors the
@@ -38,9 +38,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.normalization.std = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 
   config.model.num_classes = 1000
-  config.model.variant = 'owt'
-  config.model.groups = 1
-  config.model.lrn = False
+  config.model.variant = 'owt'  # groups=1, lrn=False: the variant's own.
   config.model.width = 1.0
   config.model.dropout_rate = 0.5  # Unused at evaluation.
 

@@ -439,7 +439,7 @@ def scale_sentence(config, steps: int, num_seeds: int) -> str:
   """How far a run's data and budget are from the paper's, in one sentence."""
   images = steps * config.batch_size
   paper_images = PAPER_EPOCHS * PAPER_TRAIN_IMAGES
-  m = config.model
+  m = models.model_from_config(config.model)  # Variant defaults resolved.
   flops = model_flops(m.variant, config.image_size, m.width, m.groups,
                       m.overlap_pool, m.num_classes)
   paper_flops = model_flops()

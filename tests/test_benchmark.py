@@ -110,6 +110,20 @@ def test_a_failed_row_is_reported_not_fatal():
   assert 'failed: ValueError' in table
 
 
+# The paper net at width 0.05, 10 classes, 67x67, by hand: conv channels
+# round(c * 0.05 / 2) * 2 = 4, 12, 20, 20, 12 (conv2, conv4, conv5 in two
+# towers), fc width round(4096 * 0.05) = 205, pool5 is 1x1.
+TINY_PAPER_PARAMS = (
+    11 * 11 * 3 * 4 + 4  # conv1
+    + 5 * 5 * 2 * 12 + 12  # conv2: 4 / 2 inputs per tower
+    + 3 * 3 * 12 * 20 + 20  # conv3
+    + 3 * 3 * 10 * 20 + 20  # conv4
+    + 3 * 3 * 10 * 12 + 12  # conv5
+    + 12 * 205 + 205  # fc6
+    + 205 * 205 + 205  # fc7
+    + 205 * 10 + 10)  # fc8
+
+
 def test_cli_on_cpu_without_tensorflow(tmp_path):
   output = tmp_path / 'bench' / 'cpu.json'
   proc = subprocess.run(
@@ -143,7 +157,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     assert r['train_mfu'] is None and r['peak_bytes_in_use'] is None
     # Host memory, which a CPU run is limited by: JAX alone is over 100 MB.
     assert 1e8 < r['process_peak_rss_bytes'] < 2e10
-    assert r['params'] == 54115
+    assert r['params'] == TINY_PAPER_PARAMS
     # The training loop's XLA options (CPU: Eigen convolutions).
     assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
   notes = ' '.join(result['notes'])

@@ -121,8 +121,12 @@ def _assert_logits_close(ours, theirs):
 
 @pytest.mark.parametrize('variant,size', [('owt', 224), ('paper', 227)])
 def test_full_width_torch_to_flax_logits_agree(variant, size):
-  """The real layouts (61M/62M params, 1000 classes), a batch of 2 images."""
-  model = _model(variant)
+  """The real layouts (61M/62M params, 1000 classes), a batch of 2 images.
+
+  The model is built from the variant alone: its defaults must be the
+  layout's (torchvision's AlexNet for 'owt': one tower, no LRN).
+  """
+  model = models.AlexNet(num_classes=1000, variant=variant)
   net = _torch_alexnet(model, size)
   state_dict = _state_dict_numpy(net)
   images = _images(2, size)
@@ -263,6 +267,10 @@ def test_check_model_config_requires_the_layouts_lrn():
   import ml_collections  # pylint: disable=g-import-not-at-top
   ok = ml_collections.ConfigDict({'variant': 'owt', 'lrn': False})
   convert.check_model_config(ok)
+  # Unset (None): the variant's own, which is the layout's.
+  for variant in ('owt', 'paper'):
+    convert.check_model_config(ml_collections.ConfigDict(
+        {'variant': variant, 'lrn': None}))
   with pytest.raises(convert.ConversionError, match='config.model.lrn=True'):
     convert.check_model_config(ml_collections.ConfigDict(
         {'variant': 'owt', 'lrn': True}))

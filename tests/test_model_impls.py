@@ -237,8 +237,10 @@ def test_every_implementation_computes_the_same_net():
   base = dict(width=0.1, num_classes=7)
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3)) * 60
   labels = jnp.array([1, 5])
-  ref_net = models.AlexNet(**base, conv_impl='xla', lrn_impl='reduce_window',
-                           conv1_impl='direct')
+  # The reference: XLA's grouped convolution, window and pooling primitives.
+  ref = dict(conv_impl='xla', lrn_impl='reduce_window', conv1_impl='direct',
+             pool_impl='reduce_window')
+  ref_net = models.AlexNet(**base, **ref)
   params = ref_net.init(jax.random.key(1), x)['params']
 
   def logits_and_grads(net):
@@ -263,8 +265,7 @@ def test_every_implementation_computes_the_same_net():
   assert {k for c in combos for k in c} == {
       'conv_impl', 'lrn_impl', 'conv1_impl', 'pool_impl'}
   for combo in combos:
-    net = models.AlexNet(**{**dict(base, conv_impl='xla',
-                                   lrn_impl='reduce_window'), **combo})
+    net = models.AlexNet(**base, **{**ref, **combo})
     logits, grads = logits_and_grads(net)
     assert _rel(logits, want_logits) < 1e-5, combo
     _assert_trees_close(grads, want_grads, 1e-4)

@@ -18,6 +18,16 @@ def _shapes(size=227, **kwargs):
     (dict(), 227, 60_965_224),  # The paper's two-tower net (SPEC.md).
     (dict(groups=1), 227, 62_378_344),
     (dict(variant='owt', groups=1, lrn=False), 224, 61_100_840),
+    # torchvision's AlexNet from the variant alone (torchvision: 61,100,840).
+    (dict(variant='owt'), 224, 61_100_840),
+    # Explicit fields override the variant's: torchvision's channels in two
+    # towers. By hand: conv1 11*11*3*64+64, conv2 5*5*32*192+192, conv3
+    # 3*3*192*384+384, conv4 3*3*192*256+256, conv5 3*3*128*256+256, fc6
+    # 9216*4096+4096, fc7 4096*4096+4096, fc8 4096*1000+1000.
+    (dict(variant='owt', groups=2, lrn=True), 224,
+     11 * 11 * 3 * 64 + 64 + 5 * 5 * 32 * 192 + 192 + 3 * 3 * 192 * 384 + 384
+     + 3 * 3 * 192 * 256 + 256 + 3 * 3 * 128 * 256 + 256 + 9216 * 4096 + 4096
+     + 4096 * 4096 + 4096 + 4096 * 1000 + 1000),
 ])
 def test_parameter_counts(kwargs, size, expected):
   assert models.count_params(_shapes(size, **kwargs)) == expected
@@ -124,3 +134,19 @@ def test_width_scales_every_layer():
   assert p['conv2']['kernel'].shape == (5, 5, 12, 64)
   assert p['fc7']['kernel'].shape == (1024, 1024)
   assert p['fc8']['kernel'].shape == (1024, 10)
+
+
+def test_variant_defaults_through_the_config():
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config_lib.validate(config)
+  built = lambda: models.model_from_config(config.model)
+  assert (built().groups, built().lrn) == (2, True)  # The paper's.
+  config.model.variant = 'owt'
+  config.image_size, config.resize_size = 224, 256
+  config_lib.validate(config)
+  assert (built().groups, built().lrn) == (1, False)  # torchvision's.
+  config.model.groups = 2  # An explicit field still wins.
+  config_lib.validate(config)
+  assert (built().groups, built().lrn) == (2, False)

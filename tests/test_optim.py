@@ -95,3 +95,78 @@ def test_set_learning_rate_changes_the_next_update():
   updates, state = tx.update({'w': jnp.ones(3)}, state, params)
   # First step from v=0: v = -lr * (g + wd * w).
   np.testing.assert_allclose(updates['w'], -0.001 * (1 + 5e-4), rtol=1e-6)
+
+
+def test_plateau_best_moves_only_on_a_real_improvement():
+  # Steady gains of 0.03 with min_delta=0.05: every other evaluation is an
+  # improvement on the best (0.9 -> 0.84 -> 0.78), so the rate never drops
+  # until the error stalls. Hand-worked: (best, bad evals) after each error.
+  rule = optim.Plateau(patience=2, factor=0.1, min_delta=0.05, max_drops=3)
+  state, lr = optim.Plateau.initial_state(), 0.01
+  trace = []
+  for error in (0.9, 0.87, 0.84, 0.81, 0.78, 0.78, 0.78, 0.75):
+    state, lr = rule.update(state, error, lr)
+    trace.append((float(state['best_error']), int(state['bad_evals']), lr))
+  expected = [(0.9, 0, 0.01), (0.9, 1, 0.01), (0.84, 0, 0.01), (0.84, 1, 0.01),
+              (0.78, 0, 0.01), (0.78, 1, 0.01), (0.78, 0, 0.001),
+              (0.78, 1, 0.001)]
+  for got, want in zip(trace, expected):
+    assert got == pytest.approx(want), (trace, expected)
+
+
+@pytest.mark.parametrize('min_delta', [0.0, 0.02])
+def test_plateau_matches_torch_reduce_lr_on_plateau(min_delta):
+  torch = pytest.importorskip('torch')
+  errors = [0.9, 0.85, 0.84, 0.835, 0.83, 0.82, 0.815, 0.81, 0.8, 0.8, 0.79,
+            0.7, 0.69, 0.69, 0.695, 0.68, 0.6, 0.61, 0.62, 0.63]
+  rule = optim.Plateau(patience=2, factor=0.1, min_delta=min_delta,
+                       max_drops=100)
+  state, lr = optim.Plateau.initial_state(), 0.01
+  opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+  # Our patience counts the bad evaluation that triggers the drop; PyTorch's
+  # drops once its count exceeds patience.
+  ref = torch.optim.lr_scheduler.ReduceLROnPlateau(
+      opt, mode='min', factor=0.1, patience=1, threshold=min_delta,
+      threshold_mode='abs', cooldown=0, eps=0.0)
+  ours, theirs = [], []
+  for error in errors:
+    state, lr = rule.update(state, error, lr)
+    # float32, as the rule stores it.
+    ref.step(float(np.float32(error)))
+    ours.append(lr)
+    theirs.append(opt.param_groups[0]['lr'])
+  assert ours == pytest.approx(theirs, rel=1e-6)
+  assert len(set(theirs)) > 2  # The sequence does make PyTorch drop.
+
+
+def test_decay_biases_false_leaves_biases_undecayed():
+  w0 = {'conv': {'kernel': np.array([2.0, -1.0], np.float32),
+                 'bias': np.array([3.0], np.float32)}}
+  g = {'conv': {'kernel': np.array([0.5, 0.25], np.float32),
+                'bias': np.array([1.0], np.float32)}}
+  lr, wd = 0.1, 0.01
+  for decay_biases in (True, False):
+    cfg = _opt_config(learning_rate=lr, weight_decay=wd, schedule='constant',
+                      decay_biases=decay_biases)
+    tx = optim.create_optimizer(cfg, 10, 100)
+    params = {k: {n: jnp.asarray(v) for n, v in d.items()}
+              for k, d in w0.items()}
+    updates, _ = tx.update(
+        {k: {n: jnp.asarray(v) for n, v in d.items()} for k, d in g.items()},
+        tx.init(params), params)
+    # First step from v=0: update = -lr * (g + wd * w), wd only where decayed.
+    np.testing.assert_allclose(updates['conv']['kernel'],
+                               [-0.1 * (0.5 + 0.02), -0.1 * (0.25 - 0.01)],
+                               rtol=1e-6)
+    bias_wd = 0.01 * 3.0 if decay_biases else 0.0
+    np.testing.assert_allclose(updates['conv']['bias'],
+                               [-0.1 * (1.0 + bias_wd)], rtol=1e-6)
+
+
+def test_at_step_sets_the_schedule_step():
+  cfg = _opt_config(schedule='step', lr_drop_epochs=(1,))
+  tx = optim.create_optimizer(cfg, steps_per_epoch=3, total_steps=10)
+  params = {'w': jnp.ones(2)}
+  state = optim.at_step(tx.init(params), 3)  # Epoch 1: lr 0.1 -> 0.01.
+  _, state = tx.update({'w': jnp.ones(2)}, state, params)
+  assert float(optim.current_learning_rate(state)) == pytest.approx(0.01)

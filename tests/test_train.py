@@ -78,20 +78,6 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny):
   assert os.listdir(tmp_path / 'tensorboard')
 
 
-def test_resume_continues_to_the_same_result(tmp_path, tiny):
-  straight = tmp_path / 'straight'
-  resumed = tmp_path / 'resumed'
-  config = tiny(dataset='fake', num_train_steps=6, log_every_steps=3)
-  a = train.train_and_evaluate(config, str(straight))
-  config_first = tiny(dataset='fake', num_train_steps=3, log_every_steps=3)
-  train.train_and_evaluate(config_first, str(resumed))
-  b = train.train_and_evaluate(config, str(resumed))
-  assert a['train_loss'] == b['train_loss']
-  assert a['eval_loss'] == b['eval_loss']
-  rows = metrics_writer.read_metrics(str(resumed))
-  assert [r['step'] for r in rows] == [3, 6]
-
-
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
     tmp_path, tiny):
   # Pixels divided by 1e-38 overflow float32: the loss is NaN from step 1.
@@ -126,6 +112,29 @@ def test_topk_correct():
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 1), [0, 0])
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 2), [1, 0])
   np.testing.assert_array_equal(train.topk_correct(logits, labels, 4), [1, 1])
+
+
+def test_topk_counts_ties_against_the_model():
+  nan, inf = np.nan, np.inf
+  logits = np.array([
+      [2.0, 2.0, 2.0, 2.0],  # Constant: all four classes tie.
+      [3.0, 2.0, 2.0, 1.0],  # Label 1 ties with class 2 for second place.
+      [3.0, 2.0, 2.0, 1.0],  # Label 2, the same tie.
+      [1.0, 5.0, 5.0, 5.0],  # Label 1 ties for first place with 2 others.
+      [nan, nan, nan, nan],  # All NaN.
+      [9.0, nan, 0.0, 0.0],  # One NaN, label the largest finite logit.
+      [9.0, -inf, 0.0, 0.0],  # An infinite logit elsewhere in the row.
+      [inf, 0.0, 0.0, 0.0],  # The label's logit is infinite.
+  ], np.float32)
+  labels = np.array([1, 1, 2, 1, 0, 0, 0, 0], np.int32)
+  # Rank = other classes scoring >= the label: 3, 2, 2, 2, then misses.
+  expected = {1: [0, 0, 0, 0, 0, 0, 0, 0],
+              2: [0, 0, 0, 0, 0, 0, 0, 0],
+              3: [0, 1, 1, 1, 0, 0, 0, 0],
+              4: [1, 1, 1, 1, 0, 0, 0, 0]}
+  for k, want in expected.items():
+    np.testing.assert_array_equal(train.topk_correct(logits, labels, k), want,
+                                  err_msg=f'k={k}')
 
 
 def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny):
@@ -256,3 +265,152 @@ def test_eigen_option_takes_convolutions_out_of_ynnpack_fusions(tiny):
   eigen = _computations_with_convolutions(
       lowered.compile(step.options).as_text())
   assert eigen == {'main'}, eigen
+
+
+class _FakeClock:
+
+  def __init__(self):
+    self.now = 0.0
+
+  def __call__(self):
+    return self.now
+
+
+def test_image_rate_leaves_paused_time_out():
+  clock = _FakeClock()
+  timer = train.ImageRate(batch_size=8, clock=clock)
+  assert not timer.started
+  timer.restart(1)
+  clock.now += 1.0  # Step 2.
+  with timer.paused():
+    clock.now += 100.0  # An evaluation.
+  clock.now += 2.0  # Steps 3 and 4.
+  assert timer.rate(4) == pytest.approx(3 * 8 / 3.0)
+  timer.restart(4)
+  clock.now += 4.0
+  assert timer.rate(8) == pytest.approx(4 * 8 / 4.0)
+  assert timer.rate(4) == 0.0  # No step since the restart.
+
+
+def test_logged_images_per_sec_exclude_evaluations(tmp_path, tiny,
+                                                   monkeypatch):
+  # A fake clock: each training step takes 1 s, each evaluation 100 s. Evals
+  # at steps 2 and 3, a log at 3; the timer starts after step 1.
+  clock = _FakeClock()
+  monkeypatch.setattr(train, 'time', type('T', (), {'perf_counter': clock}))
+  make_steps = train.make_pmapped_steps
+
+  def timed_steps(*args, **kwargs):
+    p_train, p_eval = make_steps(*args, **kwargs)
+
+    def step(*a):
+      clock.now += 1.0
+      return p_train(*a)
+
+    def evaluate(*a):
+      clock.now += 100.0
+      return p_eval(*a)
+
+    return step, evaluate
+
+  monkeypatch.setattr(train, 'make_pmapped_steps', timed_steps)
+  config = tiny(dataset='fake', num_train_steps=3, log_every_steps=3,
+                eval_every_steps=2)
+  train.train_and_evaluate(config, str(tmp_path))
+  rows = metrics_writer.read_metrics(str(tmp_path))
+  assert [r['step'] for r in rows] == [2, 3]
+  # Steps 2 and 3: 2 steps of 8 images in 2 s of training.
+  assert rows[1]['images_per_sec'] == pytest.approx(8.0)
+
+
+def test_skipped_step_does_not_delay_the_schedule(tiny):
+  # Warmup over 4 steps (0.4 epochs of 10): lr(step) = 0.01 * step / 4.
+  config = tiny(**{'optimizer.schedule': 'constant',
+                   'optimizer.warmup_epochs': 0.4})
+  step, state, batches = _tiny_steps(config)
+  bad = dict(batches[0], label=np.full_like(batches[0]['label'], 10**6))
+  lrs = []
+  for i, batch in enumerate([bad] + batches[1:4]):
+    state, metrics = step(state, batch)
+    assert float(metrics['finite'][0]) == (i > 0)  # Step 0 is skipped.
+    lrs.append(float(metrics['learning_rate'][0]))
+  # Steps 1-3 use the global step's rate, as an unskipped run does.
+  assert lrs[1:] == pytest.approx([0.0025, 0.005, 0.0075])
+
+
+def _restored_state(config, workdir):
+  from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+  model = train.create_model(config)
+  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
+  state = ckpt.restore_latest(train.create_train_state(config, model, tx))
+  ckpt.close()
+  return jax.device_get(state)
+
+
+def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
+  # Logs every 3 steps, evaluates every 2. The plateau rule (patience 1, and
+  # min_delta 1.0 so no evaluation after the first improves) divides the rate
+  # by 10 at the evaluations of steps 4 and 6. The resumed run stops at step
+  # 4, inside the window 4-6, whose step-4 sums come from the checkpoint.
+  fields = {'dataset': 'fake', 'log_every_steps': 3, 'eval_every_steps': 2,
+            'optimizer.schedule': 'plateau', 'optimizer.warmup_epochs': 0.0,
+            'optimizer.learning_rate': 0.01, 'optimizer.plateau_patience': 1,
+            'optimizer.plateau_min_delta': 1.0}
+  config = tiny(num_train_steps=6, **fields)
+  straight, resumed = str(tmp_path / 'straight'), str(tmp_path / 'resumed')
+  train.train_and_evaluate(config, straight)
+  train.train_and_evaluate(tiny(num_train_steps=4, **fields), resumed)
+  train.train_and_evaluate(config, resumed)
+  a = {r['step']: r for r in metrics_writer.read_metrics(straight)}
+  b = {r['step']: r for r in metrics_writer.read_metrics(resumed)}
+  assert sorted(a) == [2, 3, 4, 6] and sorted(b) == [2, 3, 4, 6]
+  # Steps 5 and 6 ran at the rate cut at step 4's evaluation.
+  assert a[3]['learning_rate'] == pytest.approx(0.01)
+  assert a[6]['learning_rate'] == pytest.approx(0.001)
+  for key in ('train_loss', 'train_top1', 'learning_rate', 'eval_loss'):
+    assert a[6][key] == b[6][key], key
+  # The cut at step 6 is in both final checkpoints, with the rule's state.
+  for state in (_restored_state(config, straight),
+                _restored_state(config, resumed)):
+    assert float(state.opt_state.hyperparams['learning_rate']) == (
+        pytest.approx(1e-4))
+    assert int(state.plateau['drops']) == 2
+
+
+def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
+  # jax.vmap with axis_name='batch' stands in for the devices: lax.axis_index
+  # gives each lane its index, as pmap does. fc7's update (its gradient,
+  # averaged over lanes) shows whether the dropout masks on fc6's and fc7's
+  # outputs differ.
+  import functools  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
+  config = tiny(**{'optimizer.warmup_epochs': 0.0})  # The same rate at 5, 6.
+  assert config.model.dropout_rate == 0.5
+  model = train.create_model(config)
+  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  state = train.create_train_state(config, model, tx)
+  step_fn = jax.jit(jax.vmap(
+      functools.partial(train.train_step, model=model, tx=tx, config=config),
+      in_axes=(None, 0), axis_name='batch'))
+  rng = np.random.default_rng(0)
+  a, b = ({'image': rng.integers(0, 256, (4, 67, 67, 3), np.uint8),
+           'label': rng.integers(0, 10, (4,)).astype(np.int32)}
+          for _ in range(2))
+  before = np.asarray(state.params['fc7']['kernel'])
+
+  def fc7_update(step, lanes):
+    stacked = jax.tree_util.tree_map(lambda *x: np.stack(x), *lanes)
+    new, _ = step_fn(state.replace(step=jnp.int32(step)), stacked)
+    return np.asarray(new.params['fc7']['kernel'][0]) - before
+
+  first = fc7_update(5, (a, b))
+  assert np.abs(first).max() > 0
+  np.testing.assert_array_equal(fc7_update(5, (a, b)), first)  # Same masks.
+  differs = lambda x: np.linalg.norm(x - first) > 0.1 * np.linalg.norm(first)
+  assert differs(fc7_update(6, (a, b)))  # The next step: other masks.
+  # Swapping the lanes' examples changes the averaged gradient only if the
+  # two lanes draw different masks.
+  assert differs(fc7_update(5, (b, a)))
