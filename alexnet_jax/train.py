@@ -15,7 +15,6 @@ import logging as logging_lib
 import math
 import os
 import signal
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from absl import logging
@@ -32,6 +31,8 @@ from alexnet_jax import config_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import progress as progress_lib
+from alexnet_jax import provenance
 
 if TYPE_CHECKING:
   import ml_collections
@@ -438,6 +439,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     metrics_writer.write_class_names(workdir, data.class_names)
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
+  if is_writer:
+    provenance.record(workdir, start_step)
+  writer.write_config(config)
+  progress = progress_lib.Progress(total_steps, config.eval_every_steps,
+                                   progress_lib.resumed_elapsed(workdir, start_step))
+  trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
+                                 config.profile_steps)
 
   p_train, p_eval = make_pmapped_steps(model, tx, config,
                                       total_steps=total_steps)
@@ -445,7 +453,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   last_logged: dict[str, float] = {}
   pending: list[tuple[int, dict]] = []
-  timer_step, timer_start = start_step, None
   last_good_step = start_step
 
   def flush_metrics(step: int) -> dict[str, float]:
@@ -481,9 +488,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       state, metrics = p_train(state, batch)
       step += 1
       pending.append((step, metrics))
-      if timer_start is None:  # Exclude the first step's compilation.
+      if not progress.timing:  # Exclude the first step's compilation.
         jax.block_until_ready(metrics)
-        timer_step, timer_start = step, time.perf_counter()
+        progress.start_window(step)
 
       is_last = step == total_steps
       log_now = step % config.log_every_steps == 0 or is_last
@@ -496,22 +503,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if log_now or eval_now or ckpt_now or stop_now:
         summary = flush_metrics(step)
         if log_now:
-          elapsed = time.perf_counter() - timer_start
-          done = step - timer_step
-          rate = done * config.batch_size / elapsed if done and elapsed else 0.0
+          rate = progress.end_window(step) * config.batch_size
           summary['images_per_sec'] = rate
           summary['images_per_sec_per_device'] = rate / jax.device_count()
-          eta = (total_steps - step) * config.batch_size / rate if rate else 0.0
+          eta = progress.eta(step) or 0.0
           logging.info('step %d/%d | loss %.4f | top1 %.3f | lr %.3g | '
                        '%.1f img/s | ETA %s', step, total_steps,
                        summary['train_loss'], summary['train_top1'],
                        summary['learning_rate'], rate, _format_eta(eta))
           last_logged = {'step': step, **summary}
-          timer_step, timer_start = step, time.perf_counter()
         else:
           last_logged = {}
         if eval_now:
-          eval_metrics = evaluate(p_eval, state.params, data.eval_batches())
+          with progress.timing_eval():  # Not training time; for the ETA.
+            eval_metrics = evaluate(p_eval, state.params, data.eval_batches())
           logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
                        '(%d examples)', step, eval_metrics['eval_loss'],
                        eval_metrics['eval_top1'], eval_metrics['eval_top5'],
@@ -524,17 +529,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                 plateau=new_plateau,
                 opt_state=optim.set_learning_rate(state.opt_state, lr)))
           last_logged = {'step': step, **last_logged, **eval_metrics}
-          timer_start = time.perf_counter()  # Eval time is not training time.
         if last_logged:
+          last_logged.update(epoch=step / steps_per_epoch,
+                             elapsed_s=progress.elapsed())
           writer.write(step, last_logged)
         if ckpt_now or stop_now:
           ckpt.save(step, state)
 
+      trace.after_step(step, log_now, metrics)
       if stop_now:
         logging.warning('SIGTERM: saved the checkpoint at step %d; exiting.',
                         step)
         break
 
+  trace.close()
   ckpt.close()
   writer.close()
   return last_logged

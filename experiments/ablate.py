@@ -33,6 +33,7 @@ from absl import flags
 from ml_collections import config_flags
 import numpy as np
 
+from alexnet_jax import cli
 from experiments import common
 
 DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)),
@@ -409,6 +410,13 @@ def main(argv):
   print('Wrote ' + ', '.join(paths.values()))
 
 
-if __name__ == '__main__':
+def run():
+  """Console-script entry point (`alexnet-ablate`)."""
+  cli.quiet_console()
   define_flags()
+  cli.list_own_flags_in_help(__name__)
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()
