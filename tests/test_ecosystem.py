@@ -254,3 +254,79 @@ def test_training_command_prints_no_start_up_notices(tmp_path):
   assert 'step 2/2' in out.stderr  # The progress lines still show.
   for noise in NOISE:
     assert noise not in out.stderr, (noise, out.stderr[-3000:])
+
+
+# ----------------------------------------------------------------------------
+# Profiling from the benchmark.
+# ----------------------------------------------------------------------------
+
+
+def test_benchmark_profile_dir_writes_a_trace_per_row(tmp_path):
+  from experiments import benchmark  # pylint: disable=g-import-not-at-top
+  spec = benchmark.row_specs([2], ['float32'], ['paper'], ['split'],
+                             ['shift'], [1], 67, 0.05, 10)[0]
+  row = benchmark.run_row(spec, 0, 1, 1, inference=False,
+                          profile_dir=str(tmp_path))
+  assert row['profile_dir'].startswith(str(tmp_path))
+  assert glob.glob(os.path.join(row['profile_dir'], '**', '*.xplane.pb'),
+                   recursive=True)
+
+
+# ----------------------------------------------------------------------------
+# Plots that say what they show.
+# ----------------------------------------------------------------------------
+
+
+def _stats(deltas, seeds):
+  """A results table as ablate.variant_stats gives it: (mean, std, n)."""
+  std = float('nan') if seeds == 1 else 0.01
+  stats = {'baseline': {'runs': seeds}}
+  for name, (top1, top5) in deltas.items():
+    stats[name] = {'runs': seeds,
+                   'delta_final_eval_top1_error': (top1, std, seeds),
+                   'delta_final_eval_top5_error': (top5, std, seeds)}
+  return stats
+
+
+def _has_error_bars(ax):
+  from matplotlib.collections import LineCollection  # pylint: disable=g-import-not-at-top
+  return (any(getattr(c, 'errorbar', None) is not None for c in ax.containers)
+          or any(isinstance(c, LineCollection) for c in ax.collections))
+
+
+def test_split_outliers():
+  from experiments import ablate  # pylint: disable=g-import-not-at-top
+  assert ablate.split_outliers({'a': 1.0, 'b': 2.0, 'c': 32.0}) == (
+      ['a', 'b'], ['c'])
+  assert ablate.split_outliers({'a': 1.0, 'b': 2.5, 'c': 6.0}) == (
+      ['a', 'b', 'c'], [])  # 6 < 3 x 2.5.
+  assert ablate.split_outliers(
+      {'a': -0.5, 'b': 40.0, 'c': 1.0, 'd': 30.0, 'e': 0.8}) == (
+          ['a', 'c', 'e'], ['b', 'd'])  # 30 > 3 x 1; 40 < 3 x 30.
+  assert ablate.split_outliers({'a': 6.0, 'b': 2.0, 'c': 0.1}) == (
+      ['a', 'b', 'c'], [])  # The gap (2 > 3 x 0.1) would leave one of three.
+
+
+def test_one_seed_deltas_plot_has_no_error_bars_and_says_n(tmp_path):
+  from experiments import ablate  # pylint: disable=g-import-not-at-top
+  # tanh's change dwarfs the others', as in the default job's ablation.
+  stats = _stats({'no_lrn': (0.056, 0.001), 'no_dropout': (0.008, 0.0),
+                  'tanh': (0.324, 0.008)}, seeds=1)
+  fig = ablate.deltas_figure(stats, 'baseline', num_classes=10)
+  assert 'n = 1 seed' in fig.get_suptitle()
+  assert len(fig.axes) == 2  # tanh on a panel of its own.
+  assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ['tanh']
+  for ax in fig.axes:
+    assert not _has_error_bars(ax)
+    labels = ax.get_legend_handles_labels()[1]
+    assert not any('top-5' in label for label in labels)  # 10 classes.
+  assert ablate.plot_deltas(stats, 'baseline', str(tmp_path / 'd.png'), 10)
+  assert (tmp_path / 'd.png').stat().st_size > 0
+
+  # Three seeds and 1000 classes: spreads and top-5 are shown.
+  stats = _stats({'no_lrn': (0.014, 0.012), 'no_dropout': (0.010, 0.008)},
+                 seeds=3)
+  fig = ablate.deltas_figure(stats, 'baseline', num_classes=1000)
+  (ax,) = fig.axes
+  assert 'n = 3 seeds' in fig.get_suptitle() and _has_error_bars(ax)
+  assert any('top-5' in label for label in ax.get_legend_handles_labels()[1])
