@@ -13,7 +13,8 @@ class _NoTpuProbeNotice(logging.Filter):
   machine without one, does not find; its other messages still show."""
 
   def filter(self, record):
-    return not record.getMessage().startswith("Unable to initialize backend 'tpu'")
+    message = record.getMessage()
+    return not message.startswith("Unable to initialize backend 'tpu'")
 
 
 def quiet_console() -> None:

@@ -68,7 +68,9 @@ class Progress:
     """The rate (steps/s) since `start_window`; starts the next window."""
     start_step, start_time = self._window
     seconds = self._clock() - start_time
-    rate = (step - start_step) / seconds if step > start_step and seconds > 0 else 0.0
+    rate = 0.0
+    if step > start_step and seconds > 0:
+      rate = (step - start_step) / seconds
     if rate:
       self.steps_per_sec = rate if self.steps_per_sec is None else (
           self.smoothing * rate + (1 - self.smoothing) * self.steps_per_sec)

@@ -442,8 +442,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   if is_writer:
     provenance.record(workdir, start_step)
   writer.write_config(config)
-  progress = progress_lib.Progress(total_steps, config.eval_every_steps,
-                                   progress_lib.resumed_elapsed(workdir, start_step))
+  progress = progress_lib.Progress(
+      total_steps, config.eval_every_steps,
+      progress_lib.resumed_elapsed(workdir, start_step))
   trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
                                  config.profile_steps)
 

@@ -209,6 +209,12 @@ def test_tensorboard_holds_train_and_eval_scalars_and_the_config(resumed_run):
   assert hparams['model.lrn'].bool_value is True
 
 
+def test_negative_profile_steps_is_refused():
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  with pytest.raises(config_lib.ConfigError, match=r'config.profile_steps=-1'):
+    config_lib.validate(tiny_config(profile_steps=-1))
+
+
 def test_profile_steps_writes_a_trace(resumed_run):
   workdir, _ = resumed_run
   traces = glob.glob(os.path.join(workdir, 'profile', '**', '*.xplane.pb'),
@@ -245,9 +251,10 @@ def test_training_command_prints_no_start_up_notices(tmp_path):
       f'sys.argv = {argv!r}',
       'main.run()',
   ])
+  # Without JAX_PLATFORMS, JAX probes for a TPU as users' runs do.
   env = {k: v for k, v in os.environ.items()
          if k not in ('TF_CPP_MIN_LOG_LEVEL', 'TF_ENABLE_ONEDNN_OPTS',
-                      'JAX_PLATFORMS')}  # JAX probes for a TPU as users' runs do.
+                      'JAX_PLATFORMS')}
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
