@@ -242,6 +242,8 @@ def test_training_command_prints_no_start_up_notices(tmp_path):
           '--config.eval_every_steps=0', '--config.checkpoint_every_steps=0']
   code = '\n'.join([
       'import sys',
+      'import jax',
+      "jax.config.update('jax_disable_most_optimizations', True)",
       'from alexnet_jax import main, train',
       'real = train.create_data',
       'def create_data(config):',
