@@ -138,6 +138,7 @@ def validate(config) -> None:
   _int_at_least(config, 'eval_every_steps', 0)
   _int_at_least(config, 'checkpoint_every_steps', 0)
   _int_at_least(config, 'keep_checkpoints', 1)
+  _int_at_least(config, 'profile_steps', 0)
   _one_of(config, 'nonfinite', NONFINITE)
   _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
 

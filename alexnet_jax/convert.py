@@ -386,6 +386,8 @@ def main(argv=None) -> None:
     flags.DEFINE_enum('variant', None, list(TORCH_LAYOUTS),
                       'The PyTorch layout of the .pth side.')
     flags.mark_flags_as_required(['input', 'output', 'variant'])
+  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.list_own_flags_in_help(__name__)
 
   def run(args):
     if len(args) > 1:

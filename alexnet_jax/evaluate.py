@@ -30,6 +30,7 @@ from etils import epath
 import jax
 import numpy as np
 
+from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
 from alexnet_jax import metrics_writer
@@ -212,13 +213,20 @@ def main(argv):
                  for k, v in metrics.items()))
 
 
-if __name__ == '__main__':
+def run():
+  """Console-script entry point (`alexnet-evaluate`)."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  cli.quiet_console()
   flags.DEFINE_string('workdir', None, 'Directory for metrics and the config.')
   config_flags.DEFINE_config_file(
       'config', None, 'A config file, e.g. configs/imagenet_eval.py.',
       lock_config=True)
   flags.mark_flags_as_required(['config', 'workdir'])
+  cli.list_own_flags_in_help(__name__)
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

@@ -16,6 +16,7 @@ import jax
 from ml_collections import config_flags
 
 from alexnet_jax import checkpointing
+from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import input_pipeline  # Imports TensorFlow only when used.
 from alexnet_jax import train
@@ -75,6 +76,8 @@ def main(argv):
 
 def run():
   """Console-script entry point (`alexnet-train`)."""
+  cli.quiet_console()
+  cli.list_own_flags_in_help(__name__)
   app.run(main)
 
 

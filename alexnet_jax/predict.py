@@ -284,6 +284,9 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+  """Command line and console-script entry point (`alexnet-predict`)."""
+  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.quiet_console()
   args = parse_args(argv)
   try:
     run(args)

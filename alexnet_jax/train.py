@@ -16,7 +16,6 @@ import logging as logging_lib
 import math
 import os
 import signal
-import time
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 from absl import logging
@@ -33,6 +32,8 @@ from alexnet_jax import config_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import progress as progress_lib
+from alexnet_jax import provenance
 
 if TYPE_CHECKING:
   import ml_collections
@@ -374,38 +375,6 @@ def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]
     yield queue.pop(0)
 
 
-class ImageRate:
-  """Training images per second since the last `restart`, with the time
-  spent inside `paused()` (evaluation) left out of the wall time."""
-
-  def __init__(self, batch_size: int, clock: Callable[[], float] | None = None):
-    self.batch_size = batch_size
-    self._clock = clock or time.perf_counter
-    self._step = self._start = None
-    self._paused = 0.0
-
-  @property
-  def started(self) -> bool:
-    return self._start is not None
-
-  def restart(self, step: int) -> None:
-    self._step, self._start, self._paused = step, self._clock(), 0.0
-
-  @contextlib.contextmanager
-  def paused(self):
-    start = self._clock()
-    try:
-      yield
-    finally:
-      self._paused += self._clock() - start
-
-  def rate(self, step: int) -> float:
-    """Images per second over the steps since the last restart."""
-    elapsed = self._clock() - self._start - self._paused
-    done = step - self._step
-    return done * self.batch_size / elapsed if done and elapsed > 0 else 0.0
-
-
 def _format_eta(seconds: float) -> str:
   seconds = int(seconds)
   h, rem = divmod(seconds, 3600)
@@ -479,6 +448,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     metrics_writer.write_class_names(workdir, data.class_names)
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
+  if is_writer:
+    provenance.record(workdir, start_step)
+  writer.write_config(config)
+  progress = progress_lib.Progress(
+      total_steps, config.eval_every_steps,
+      progress_lib.resumed_elapsed(workdir, start_step))
+  trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
+                                 config.profile_steps)
 
   p_train, p_eval = make_pmapped_steps(model, tx, config,
                                       total_steps=total_steps)
@@ -486,7 +463,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   last_logged: dict[str, float] = {}
   pending: list[tuple[int, dict]] = []
-  timer = ImageRate(config.batch_size)
   last_good_step = start_step
 
   def flush_metrics(step: int) -> dict[str, float]:
@@ -522,9 +498,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       state, metrics = p_train(state, batch)
       step += 1
       pending.append((step, metrics))
-      if not timer.started:  # Exclude the first step's compilation.
+      if not progress.timing:  # Exclude the first step's compilation.
         jax.block_until_ready(metrics)
-        timer.restart(step)
+        progress.start_window(step)
 
       is_last = step == total_steps
       log_now = step % config.log_every_steps == 0 or is_last
@@ -537,20 +513,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if log_now or eval_now or ckpt_now or stop_now:
         summary = flush_metrics(step)
         if log_now:
-          rate = timer.rate(step)
+          rate = progress.end_window(step) * config.batch_size
           summary['images_per_sec'] = rate
           summary['images_per_sec_per_device'] = rate / jax.device_count()
-          eta = (total_steps - step) * config.batch_size / rate if rate else 0.0
+          eta = progress.eta(step) or 0.0
           logging.info('step %d/%d | loss %.4f | top1 %.3f | lr %.3g | '
                        '%.1f img/s | ETA %s', step, total_steps,
                        summary['train_loss'], summary['train_top1'],
                        summary['learning_rate'], rate, _format_eta(eta))
           last_logged = {'step': step, **summary}
-          timer.restart(step)
         else:
           last_logged = {}
         if eval_now:
-          with timer.paused():  # Eval time is not training time.
+          with progress.timing_eval():  # Not training time; for the ETA.
             eval_metrics = evaluate(p_eval, state.params, data.eval_batches())
           logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
                        '(%d examples)', step, eval_metrics['eval_loss'],
@@ -565,15 +540,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                 opt_state=optim.set_learning_rate(state.opt_state, lr)))
           last_logged = {'step': step, **last_logged, **eval_metrics}
         if last_logged:
+          last_logged.update(epoch=step / steps_per_epoch,
+                             elapsed_s=progress.elapsed())
           writer.write(step, last_logged)
         if ckpt_now or stop_now:
           ckpt.save(step, state)
 
+      trace.after_step(step, log_now, metrics)
       if stop_now:
         logging.warning('SIGTERM: saved the checkpoint at step %d; exiting.',
                         step)
         break
 
+  trace.close()
   ckpt.close()
   writer.close()
   return last_logged

@@ -117,6 +117,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 624  # 0: only at the end.
   config.keep_checkpoints = 2
   config.nonfinite = 'stop'  # On a NaN/Inf loss: 'stop', or 'skip' the step.
+  # > 0: a jax.profiler trace of this many steps after the first log step,
+  # in workdir/profile (TensorBoard's profile tab, Perfetto).
+  config.profile_steps = 0
   return config
 
 

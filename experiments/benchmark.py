@@ -38,6 +38,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -54,6 +55,7 @@ import jax.numpy as jnp
 from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import train
+from alexnet_jax import cli
 from experiments import common
 
 # Benchmark variants -> AlexNet fields. 'owt' is torchvision's layout: one
@@ -119,6 +121,9 @@ def define_flags() -> None:
                     'Also time a forward-only inference step.')
   flags.DEFINE_bool('isolate', False, 'Run each row in a fresh process '
                     '(per-row peak memory, compile from a cold cache).')
+  flags.DEFINE_string('profile_dir', None, 'Also trace each row\'s training '
+                      'steps (one window) with jax.profiler into this '
+                      'directory (TensorBoard\'s profile tab, Perfetto).')
   flags.DEFINE_string('row', None, 'Internal: the one row to run (JSON), as '
                       '--isolate starts it.')
   flags.mark_flag_as_required('output')
@@ -298,8 +303,11 @@ def time_windows(step: Callable[[], Any], warmup: int, windows: int,
 
 
 def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
-            inference: bool = True) -> dict[str, Any]:
-  """Compiles and times one configuration; returns the spec with results."""
+            inference: bool = True,
+            profile_dir: str | None = None) -> dict[str, Any]:
+  """Compiles and times one configuration; returns the spec with results.
+  With `profile_dir`, `steps` more training steps are then traced with
+  jax.profiler into a folder of it named after the row."""
   local = jax.local_devices()
   n = len(local) if spec['devices'] == 'all' else int(spec['devices'])
   if not 1 <= n <= len(local):
@@ -337,6 +345,10 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
 
   times = time_windows(train_once, warmup, windows, steps)
   _add_timing(row, 'train', times, per_device, n)
+  if profile_dir:  # After the timing, which the trace would slow.
+    row['profile_dir'] = os.path.join(profile_dir, _row_name(spec))
+    with jax.profiler.trace(row['profile_dir']):
+      jax.block_until_ready([train_once() for _ in range(steps)])
   row['train_loss_finite'] = bool(
       jnp.isfinite(train_once()['train_loss']).all())
 
@@ -371,6 +383,10 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
   return row
 
 
+def _row_name(spec: dict[str, Any]) -> str:
+  return re.sub(r'[^A-Za-z0-9.]+', '_', '_'.join(str(v) for v in spec.values()))
+
+
 def _peak_rss_bytes() -> int | None:
   """This process's peak resident memory on the host so far (Linux, macOS)."""
   try:
@@ -390,10 +406,11 @@ def _add_timing(row: dict, phase: str, times: Sequence[float],
   row[f'{phase}_images_per_sec'] = n * per_device / median
 
 
-def run_row_safely(spec, warmup, windows, steps, inference) -> dict[str, Any]:
+def run_row_safely(spec, warmup, windows, steps, inference,
+                   profile_dir=None) -> dict[str, Any]:
   """`run_row`, or the spec with the error (an out-of-memory row, say)."""
   try:
-    return run_row(spec, warmup, windows, steps, inference)
+    return run_row(spec, warmup, windows, steps, inference, profile_dir)
   except Exception as e:  # pylint: disable=broad-except
     message = f'{type(e).__name__}: {e}'.splitlines()[0][:500]
     print(f'benchmark: row {spec} failed: {message}', file=sys.stderr)
@@ -554,7 +571,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   timing = (FLAGS.warmup, FLAGS.windows, FLAGS.steps_per_window,
-            FLAGS.inference)
+            FLAGS.inference, FLAGS.profile_dir)
   if FLAGS.row:  # One row, in the process --isolate started.
     row = run_row(json.loads(FLAGS.row), *timing)
     common.write_json(FLAGS.output, {'row': row, 'machine': machine_info()})
@@ -569,6 +586,8 @@ def main(argv):
     argv_common = [f'--warmup={FLAGS.warmup}', f'--windows={FLAGS.windows}',
                    f'--steps_per_window={FLAGS.steps_per_window}',
                    f'--inference={FLAGS.inference}']
+    if FLAGS.profile_dir:
+      argv_common.append(f'--profile_dir={FLAGS.profile_dir}')
     for spec in specs:
       print(f'benchmark: {spec}', file=sys.stderr, flush=True)
       row, info = run_isolated(spec, argv_common)
@@ -591,6 +610,13 @@ def main(argv):
   print(table)
 
 
-if __name__ == '__main__':
+def run():
+  """Console-script entry point (`alexnet-benchmark`)."""
+  cli.quiet_console()
   define_flags()
+  cli.list_own_flags_in_help(__name__)
   app.run(main)
+
+
+if __name__ == '__main__':
+  run()

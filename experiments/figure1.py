@@ -87,8 +87,12 @@ def plot(runs: Sequence[common.Run], threshold: float, path: str) -> None:
       ax.axvline(hit, color=colours[run.variant], lw=0.8, alpha=0.5)
   ax.axhline(100 * threshold, color='k', lw=1, linestyle=':',
              label=f'{100 * threshold:g}% threshold')
+  seeds = sorted({sum(r.variant == v for r in runs) for v in colours
+                  if any(r.variant == v for r in runs)})
+  n_text = ' or '.join(map(str, seeds)) + (' seed' if seeds == [1] else ' seeds')
   ax.set(xlabel='step', ylabel='training error (%)',
-         title='Figure 1: ReLU vs tanh (training error since the last log)')
+         title='Figure 1: ReLU vs tanh (training error since the last log;\n'
+               f'every run drawn, n = {n_text} per activation)')
   ax.set_ylim(bottom=0)
   ax.grid(alpha=0.3)
   ax.legend()

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import metrics_writer
+from alexnet_jax import progress
 from alexnet_jax import train
 from conftest import ROOT
 
@@ -142,7 +143,7 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny):
                 eval_every_steps=2)
   train.train_and_evaluate(config, str(tmp_path / 'a'))
   train.train_and_evaluate(config, str(tmp_path / 'b'))
-  timing = ('images_per_sec', 'images_per_sec_per_device')
+  timing = ('images_per_sec', 'images_per_sec_per_device', 'elapsed_s')
   strip = lambda rows: [{k: v for k, v in r.items() if k not in timing}
                         for r in rows]
   a = strip(metrics_writer.read_metrics(str(tmp_path / 'a')))
@@ -276,28 +277,12 @@ class _FakeClock:
     return self.now
 
 
-def test_image_rate_leaves_paused_time_out():
-  clock = _FakeClock()
-  timer = train.ImageRate(batch_size=8, clock=clock)
-  assert not timer.started
-  timer.restart(1)
-  clock.now += 1.0  # Step 2.
-  with timer.paused():
-    clock.now += 100.0  # An evaluation.
-  clock.now += 2.0  # Steps 3 and 4.
-  assert timer.rate(4) == pytest.approx(3 * 8 / 3.0)
-  timer.restart(4)
-  clock.now += 4.0
-  assert timer.rate(8) == pytest.approx(4 * 8 / 4.0)
-  assert timer.rate(4) == 0.0  # No step since the restart.
-
-
 def test_logged_images_per_sec_exclude_evaluations(tmp_path, tiny,
                                                    monkeypatch):
   # A fake clock: each training step takes 1 s, each evaluation 100 s. Evals
   # at steps 2 and 3, a log at 3; the timer starts after step 1.
   clock = _FakeClock()
-  monkeypatch.setattr(train, 'time', type('T', (), {'perf_counter': clock}))
+  monkeypatch.setattr(progress, 'time', type('T', (), {'perf_counter': clock}))
   make_steps = train.make_pmapped_steps
 
   def timed_steps(*args, **kwargs):

@@ -1,0 +1,138 @@
+"""Training progress: the wall time of a run across resumes, a smoothed
+training rate, an ETA that counts the evaluations still to come, and a
+profiler trace of a few steps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Callable, Iterator
+
+import jax
+
+from alexnet_jax import metrics_writer
+
+
+def resumed_elapsed(workdir: str, step: int) -> float:
+  """`elapsed_s` of the last metrics.jsonl row at or before `step` (the
+  run's wall time before this resume; 0 for a new run or rows without it).
+  Read from the metrics, not the checkpoint, so that checkpoints keep the
+  training state alone and old ones still restore."""
+  if not step or not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    return 0.0
+  rows = [r for r in metrics_writer.read_metrics(workdir)
+          if r.get('step', 0) <= step and 'elapsed_s' in r]
+  return float(rows[-1]['elapsed_s']) if rows else 0.0
+
+
+class Progress:
+  """Measures the loop between logging points.
+
+  The loop calls `start_window(step)` once the first step has compiled and
+  run, `end_window(step)` at each log step (the window's rate, in steps/s),
+  and wraps evaluations in `timing_eval()`: evaluation time is left out of
+  the training rate (the window's clock pauses) and measured on its own for
+  the ETA. The training rate
+  is smoothed over windows by an exponential moving average (weight
+  `smoothing` on the newest window), so one slow window (a checkpoint, a
+  busy host) moves the ETA only a little.
+  """
+
+  def __init__(self, total_steps: int, eval_every_steps: int,
+               elapsed_before: float = 0.0, smoothing: float = 0.3,
+               clock: Callable[[], float] | None = None):
+    self.total_steps = total_steps
+    self.eval_every_steps = eval_every_steps
+    self.smoothing = smoothing
+    self._clock = clock or time.perf_counter
+    self._started = self._clock()
+    self._elapsed_before = elapsed_before
+    self._window: tuple[int, float] | None = None
+    self.steps_per_sec: float | None = None  # Smoothed.
+    self.eval_seconds: float | None = None  # The last evaluation's.
+
+  def elapsed(self) -> float:
+    """Wall seconds of the run: before this resume, and since."""
+    return self._elapsed_before + self._clock() - self._started
+
+  @property
+  def timing(self) -> bool:
+    """Whether `start_window` has been called."""
+    return self._window is not None
+
+  def start_window(self, step: int) -> None:
+    self._window = (step, self._clock())
+
+  def end_window(self, step: int) -> float:
+    """The rate (steps/s) since `start_window`; starts the next window."""
+    start_step, start_time = self._window
+    seconds = self._clock() - start_time
+    rate = 0.0
+    if step > start_step and seconds > 0:
+      rate = (step - start_step) / seconds
+    if rate:
+      self.steps_per_sec = rate if self.steps_per_sec is None else (
+          self.smoothing * rate + (1 - self.smoothing) * self.steps_per_sec)
+    self.start_window(step)
+    return rate
+
+  @contextlib.contextmanager
+  def timing_eval(self) -> Iterator[None]:
+    """Times the evaluation it wraps; the training window resumes after."""
+    start = self._clock()
+    yield
+    now = self._clock()
+    self.eval_seconds = now - start
+    if self._window is not None:
+      self._window = (self._window[0], self._window[1] + now - start)
+
+  def remaining_evals(self, step: int) -> int:
+    """Evaluations at `step` (the loop logs before it evaluates) and after:
+    every eval_every_steps, and at the last step."""
+    if step > self.total_steps:
+      return 0
+    every = self.eval_every_steps
+    if every <= 0:
+      return 1
+    periodic = self.total_steps // every - (step - 1) // every
+    return periodic + (1 if self.total_steps % every else 0)
+
+  def eta(self, step: int) -> float | None:
+    """Seconds to the end of training (None before a rate is known)."""
+    if not self.steps_per_sec:
+      return None
+    seconds = (self.total_steps - step) / self.steps_per_sec
+    # Until the first evaluation has been timed, its cost is unknown (0).
+    return seconds + self.remaining_evals(step) * (self.eval_seconds or 0.0)
+
+
+
+class StepTrace:
+  """A jax.profiler trace of `num_steps` training steps (0: none), from the
+  first log step on (compiled, past the first steps' warm-up), into `logdir`
+  (TensorBoard's profile tab, or Perfetto, reads its *.xplane.pb)."""
+
+  def __init__(self, logdir: str, num_steps: int):
+    self.logdir = logdir
+    self.num_steps = num_steps
+    self._first: int | None = None  # The step the trace started after.
+    self._done = not num_steps
+
+  def after_step(self, step: int, logged: bool, outputs) -> None:
+    """Called after each step with its outputs (to wait for at the end)."""
+    if self._done:
+      return
+    if self._first is None:
+      if logged:
+        jax.profiler.start_trace(self.logdir)
+        self._first = step
+    elif step - self._first >= self.num_steps:
+      jax.block_until_ready(outputs)
+      self.close()
+
+  def close(self) -> None:
+    """Ends a trace still running (a run shorter than the trace)."""
+    if self._first is not None and not self._done:
+      jax.profiler.stop_trace()
+    self._done = True
