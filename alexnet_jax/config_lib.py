@@ -146,7 +146,6 @@ def validate(config) -> None:
     if not _is_int(resize) or resize < size:
       _fail('resize_size', resize, f'expected an integer >= image_size ({size})')
     _one_of(config, 'resize_mode', RESIZE_MODES)
-    _int_at_least(config, 'shuffle_buffer', 1)
     _number_in(config, 'augment.lighting_std', 0.0, 10.0)
     _number_in(config, 'validation_fraction', 0.0, 1.0, low_open=True,
                high_open=True)

@@ -18,8 +18,9 @@ central square kept (or the whole image squashed to a square); training takes
 random `image_size` crops, random horizontal flips and PCA lighting noise;
 evaluation takes the centre crop, or the four corner crops, the centre crop
 and their mirror images (`config.ten_crop`; the batch then has a crop axis:
-[devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB and
-are normalised on the device (the mean is `config.normalization.mean`, or
+[devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB
+(float32 for training with lighting noise, which is added in float as in the
+paper, neither rounded nor clipped) and are normalised on the device (the mean is `config.normalization.mean`, or
 `TFDSData.normalization_mean` measured on the training split when
 `config.normalization.mean_from_data`).
 
@@ -32,11 +33,19 @@ sub-pixel difference in the sampling grid. With `config.cache` the resized
 squares are decoded once and kept in memory; crops are then exact slices.
 Evaluation always decodes the whole image, resizes it and then crops.
 
-Training order is deterministic and resumable: epoch `e` shuffles with a seed
-derived from (config.seed, e, process), each example's augmentation draws
-from a stateless seed derived from (config.seed, e, its position in the
-epoch), so restarting at step `s` rebuilds epoch `s // steps_per_epoch` and
-skips the examples already consumed, without decoding them.
+Training order is a function of (config.seed, epoch, global position) alone,
+the same for any number of processes: epoch `e` is one permutation of all the
+training records seeded by (seed, e); global batch `s` is its positions
+[s * batch_size, (s + 1) * batch_size), and each process reads only its
+contiguous slice of each global batch (`epoch_order`). Each example's
+augmentation draws from a stateless seed of (seed, e, its global position).
+Restarting at step `s` (with any process count) rebuilds epoch
+`s // steps_per_epoch` and starts at the right position without reading the
+examples before it. This needs random access to the records: image folders
+have it, TFDS datasets have it in the array_record format (new ones are
+prepared so); a tfrecord-format TFDS split is loaded into memory once
+(refused above MEMORY_TABLE_LIMIT). With `config.cache` every process holds
+all the decoded training squares.
 
 Unreadable images in an image folder are found by one scan that decodes every
 file (its result is cached next to the TFDS data); by `config.bad_images` they
@@ -62,8 +71,8 @@ import numpy as np
 
 from alexnet_jax import config_lib
 
-# PCA lighting noise (SPEC.md; fb.resnet.torch's constants for pixels in [0, 1],
-# scaled here by 255 for uint8 pixels). Columns of LIGHTING_EIGVEC are the
+# PCA lighting noise (the paper, section 4.1; fb.resnet.torch's constants
+# for pixels in [0, 1], scaled here by 255 for 0-255 pixels). Columns of LIGHTING_EIGVEC are the
 # eigenvectors: the RGB offset is LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
 LIGHTING_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
@@ -81,6 +90,8 @@ MANUAL_FILES = {
     'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
 }
 CACHE_SUBDIR = 'alexnet_jax_cache'  # Under the TFDS data dir.
+# A tfrecord-format split larger than this is not loaded into memory.
+MEMORY_TABLE_LIMIT = 4 * 2**30
 _FOLDER_SPLITS = ('train', 'validation')  # Of a folder without split folders.
 
 
@@ -179,11 +190,6 @@ def _write_json(path: str, value: Any) -> None:
 
 def _digest(*parts: Any) -> str:
   return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-
-def hash_seed(*values: int) -> int:
-  """A stable 31-bit seed from integers (Python's hash() is salted)."""
-  return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
 
 
 # ---------------------------------------------------------------------------
@@ -310,21 +316,13 @@ class Preprocess:
 
   @staticmethod
   def add_lighting(images, offsets):
-    """uint8 [..., h, w, 3] + float32 [..., 3] -> uint8, clipped to [0, 255].
+    """uint8 [..., h, w, 3] + float32 [..., 3] -> float32 [..., h, w, 3].
 
-    Adds the offsets rounded to integers, which for integer pixels equals
-    rounding the sum (up to ties), in int16, to rows of w * 3 values: a third
-    less CPU than broadcasting over the channel axis in float32.
+    The paper adds the noise to the pixel values; it is neither rounded nor
+    clipped here (two of its three components are below half a level).
     """
     tf = _tf()
-    shape = tf.shape(images)
-    lead, height, width = shape[:-3], shape[-3], shape[-2]
-    offsets = tf.cast(tf.round(offsets), tf.int16)
-    row = tf.reshape(tf.repeat(offsets[..., None, :], width, axis=-2),
-                     tf.concat([lead, [1, width * 3]], 0))
-    rows = tf.reshape(tf.cast(images, tf.int16),
-                      tf.concat([lead, [height, width * 3]], 0))
-    return tf.reshape(tf.saturate_cast(rows + row, tf.uint8), shape)
+    return tf.cast(images, tf.float32) + offsets[..., None, None, :]
 
   def train_example(self, image, seed, from_bytes: bool):
     """One training image (encoded bytes, or the cached resized square) ->
@@ -403,6 +401,8 @@ def get_builder(config, options: DataOptions | None = None):
           f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
     raise
   if not builder.is_prepared():
+    # array_record gives random access: each process reads only its records.
+    builder = tfds.builder(name, file_format='array_record', **kwargs)
     _prepare(builder, options)
   return builder
 
@@ -484,6 +484,34 @@ class TFDSSource:
   @staticmethod
   def read(record):
     return record['image']
+
+  def table(self, split: str):
+    """Random access to `split`: record by record for the array_record
+    format; otherwise (tfrecord, read only in sequence) the encoded images
+    are loaded into memory once."""
+    tfds = _tfds()
+    self.shards(split, 1, False)  # Checks the split's name.
+    file_format = getattr(self.builder.info, 'file_format', None)
+    if file_format == tfds.core.FileFormat.ARRAY_RECORD:
+      return DataSourceTable(self.builder.as_data_source(
+          split, decoders={'image': tfds.decode.SkipDecoding()}))
+    try:
+      size = int(self.builder.info.splits[split].num_bytes)
+    except Exception:  # pylint: disable=broad-except
+      size = 0
+    if size > MEMORY_TABLE_LIMIT:
+      raise DataError(
+          f'The {split!r} split of {self.name!r} is {size / 2**30:.1f} GiB in '
+          f'the tfrecord format, which is read only in sequence and would be '
+          f'held in memory for the global shuffle. Prepare it in the '
+          f'array_record format (random access): delete {self.builder.data_dir} '
+          f'and run again (this pipeline prepares datasets as array_record).')
+    images, labels = [], []
+    for batch in self.records(split).batch(1024).as_numpy_iterator():
+      images.extend(batch['image'])
+      labels.append(batch['label'])
+    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return MemoryTable(np.array(images, object), labels, are_paths=False)
 
   def identity(self, split: str) -> list:
     """Identifies a split's content (for cache keys)."""
@@ -601,6 +629,12 @@ class FolderSource:
   def read(record):
     return _tf().io.read_file(record['image'])
 
+  def table(self, split: str) -> MemoryTable:
+    files = self._split(split)
+    return MemoryTable(
+        np.array([os.path.join(self.root, p) for p, _ in files], object),
+        np.array([y for _, y in files], np.int64), are_paths=True)
+
   def identity(self, split: str) -> list:
     return ['folder', self.root, split,
             _digest(sorted(self._split(split)))]
@@ -717,6 +751,70 @@ def make_source(config, options: DataOptions, builder=None):
 
 
 # ---------------------------------------------------------------------------
+# Random access to a split, and the global training order.
+# ---------------------------------------------------------------------------
+
+
+class MemoryTable:
+  """A split held in memory: encoded bytes or file paths, and labels, looked
+  up by index (a tf.gather)."""
+
+  def __init__(self, keys: np.ndarray, labels: np.ndarray, are_paths: bool):
+    tf = _tf()
+    self.size = len(labels)
+    self._keys = tf.constant(keys, tf.string, shape=(self.size,))
+    self._labels = tf.constant(labels, tf.int64, shape=(self.size,))
+    self._are_paths = are_paths
+
+  def fetch(self, index):
+    """int64 scalar index -> (encoded image bytes, label)."""
+    tf = _tf()
+    key = tf.gather(self._keys, index)
+    image = tf.io.read_file(key) if self._are_paths else key
+    return image, tf.gather(self._labels, index)
+
+
+class DataSourceTable:
+  """A TFDS split in the array_record format, read record by record
+  (`tfds.data_source`), so a process reads only the records it uses."""
+
+  def __init__(self, source):
+    self._source = source
+    self.size = len(source)
+
+  def fetch(self, index):
+    tf = _tf()
+
+    def read(i):
+      record = self._source[int(i)]
+      return record['image'], np.int64(record['label'])
+
+    image, label = tf.py_function(read, [index], (tf.string, tf.int64))
+    image.set_shape(())
+    label.set_shape(())
+    return image, label
+
+
+def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
+                num_processes: int, process: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(record indices, global positions) that `process` reads in `epoch`.
+
+  The epoch is one permutation of all records, seeded by (seed, epoch); its
+  first steps * global_batch positions form the global batches, and each
+  process takes its contiguous slice of every global batch. The examples,
+  their order and (via the position) their augmentation are thus the same
+  for any number of processes.
+  """
+  steps = num_examples // global_batch
+  per_process = global_batch // num_processes
+  permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  positions = (np.arange(steps)[:, None] * global_batch
+               + process * per_process + np.arange(per_process)).ravel()
+  return permutation[positions], positions
+
+
+# ---------------------------------------------------------------------------
 # Batches for the training loop.
 # ---------------------------------------------------------------------------
 
@@ -747,11 +845,9 @@ class TFDSData:
     self.per_process_batch = config.batch_size // nproc
     self.eval_per_process_batch = config.eval_batch_size // nproc
 
-    train_shards = self.source.shards(config.train_split, nproc, True)
-    self._train_shard = train_shards[pid]
-    self._train_per_process = self.source.num_examples(self._train_shard)
-    self.num_train_examples = self._train_per_process * nproc
-    self.steps_per_epoch = self._train_per_process // self.per_process_batch
+    self._train_table = self.source.table(config.train_split)
+    self.num_train_examples = self._train_table.size
+    self.steps_per_epoch = self.num_train_examples // config.batch_size
     if self.steps_per_epoch < 1:
       raise _invalid(
           'batch_size', config.batch_size,
@@ -773,7 +869,7 @@ class TFDSData:
     else:
       self.normalization_mean = tuple(
           float(v) for v in config.normalization.mean)
-    self._train_base = None
+    self._train_squares = None
     self._eval_base = None
     self._options = tf.data.Options()
     self._options.deterministic = True
@@ -787,34 +883,49 @@ class TFDSData:
                    'label': r['label']},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
+  def _cached_train_squares(self):
+    """All training images decoded and resized to the square, in memory
+    (every process holds all: the global shuffle may give it any of them)."""
+    if self._train_squares is None:
+      tf, table = self.tf, self._train_table
+      ds = tf.data.Dataset.range(table.size).map(
+          lambda i: self.preprocess.decode_and_resize(table.fetch(i)[0]),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      squares = np.concatenate(list(self._numpy(
+          ds.batch(256).with_options(self._options), 'caching')))
+      labels = np.concatenate(list(self._numpy(
+          tf.data.Dataset.range(table.size).map(
+              lambda i: table.fetch(i)[1]).batch(4096), 'caching')))
+      self._train_squares = (tf.constant(squares), tf.constant(labels))
+    return self._train_squares
+
   def train_dataset(self, epoch: int, skip_examples: int = 0):
     """The tf.data pipeline of one training epoch (batches of this process),
-    starting `skip_examples` into it."""
+    starting `skip_examples` into it. Images are float32 when lighting
+    noise is on (it is added unrounded, as in the paper), else uint8."""
     tf, cfg, pre = self.tf, self.config, self.preprocess
-    cached = cfg.cache
-    if self._train_base is None:
-      self._train_base = (self._squares(self._train_shard) if cached else
-                          self.source.records(self._train_shard))
-    read = self.source.read
-    first = jax.process_index() * self._train_per_process
+    indices, positions = epoch_order(
+        self.num_train_examples, cfg.batch_size, epoch, cfg.seed,
+        jax.process_count(), jax.process_index())
     epoch_seed = tf.constant([cfg.seed, epoch], tf.int64)
+    if cfg.cache:
+      squares, labels = self._cached_train_squares()
+      lookup = lambda i: (tf.gather(squares, i), tf.gather(labels, i))
+    else:
+      lookup = self._train_table.fetch
 
-    def example(index, record):
-      seed = tf.random.experimental.stateless_fold_in(epoch_seed, index + first)
-      image = record['image'] if cached else read(record)
-      image, light = pre.train_example(image, seed, from_bytes=not cached)
-      return {'image': image, 'label': record['label'], 'light': light}
+    def example(index, position):
+      seed = tf.random.experimental.stateless_fold_in(epoch_seed, position)
+      image, label = lookup(index)
+      image, light = pre.train_example(image, seed, from_bytes=not cfg.cache)
+      return {'image': image, 'label': label, 'light': light}
 
     def lighting(batch):
       return {'image': pre.add_lighting(batch['image'], batch['light']),
               'label': batch['label']}
 
-    ds = self._train_base.shuffle(
-        cfg.shuffle_buffer,
-        seed=hash_seed(cfg.seed, epoch, jax.process_index()),
-        reshuffle_each_iteration=False)
-    # No take(): drop_remainder ends the epoch and the cache sees every example.
-    ds = ds.enumerate().skip(skip_examples)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (indices[skip_examples:], positions[skip_examples:]))
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(self.per_process_batch, drop_remainder=True)

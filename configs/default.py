@@ -38,7 +38,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train_split = 'train'
   config.eval_split = 'validation'
   config.cache = True  # Keep decoded, resized images in memory (small sets).
-  config.shuffle_buffer = 10_000
   config.ten_crop = False  # Evaluate on 4 corner + centre crops and their mirrors, softmax averaged.
   config.image_size = 67  # Crop fed to the network (paper: 227).
   config.resize_size = 76  # Shorter side before cropping (paper: 256).

@@ -21,7 +21,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   default.use_paper_initialization(config)
   config.dataset = 'imagenet2012'
   config.cache = False
-  config.shuffle_buffer = 16_384
   config.image_size = 227
   config.resize_size = 256
   config.model.num_classes = 1000

@@ -1,0 +1,154 @@
+"""The training data's order: a function of (seed, epoch, global position)
+only, the same for any number of processes, and resumed at the right place.
+
+Runs on the embedded `alexnet_shapes` dataset, generated small (48 training
+and 16 validation images) into a temporary TFDS data dir under the name the
+pipeline loads, so the pipeline reads it as it reads the full one.
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+tfds = pytest.importorskip('tensorflow_datasets')
+
+from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+from alexnet_jax import metrics_writer
+from alexnet_jax import train
+from alexnet_jax.datasets import shapes
+from conftest import ROOT
+from conftest import tiny_config
+
+
+class _SmallShapes(shapes.AlexnetShapes, skip_registration=True):
+  name = 'alexnet_shapes'  # Found by shapes.build(data_dir) as prepared.
+  NUM_TRAIN_EXAMPLES = 48
+  NUM_VALIDATION_EXAMPLES = 16
+
+
+@pytest.fixture(scope='module')
+def shapes_dir(tmp_path_factory):
+  data_dir = str(tmp_path_factory.mktemp('tfds'))
+  _SmallShapes(data_dir=data_dir).download_and_prepare(
+      download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+  return data_dir
+
+
+def _config(data_dir, **overrides):
+  config = tiny_config(**overrides)
+  config.data_dir = data_dir
+  return config
+
+
+def test_epoch_order_slices_one_global_order_by_process():
+  n, batch = 23, 8  # 2 steps: 7 examples left out each epoch.
+  ref, ref_pos = input_pipeline.epoch_order(n, batch, 3, 5, 1, 0)
+  assert sorted(ref_pos) == list(range(16))
+  assert len(set(ref)) == 16 and set(ref) <= set(range(n))
+  for nproc in (2, 4):
+    parts = [input_pipeline.epoch_order(n, batch, 3, 5, nproc, p)
+             for p in range(nproc)]
+    per = batch // nproc
+    for step in range(2):  # Global batch = the processes' slices in order.
+      got = np.concatenate([idx[step * per:(step + 1) * per]
+                            for idx, _ in parts])
+      np.testing.assert_array_equal(got, ref[step * batch:(step + 1) * batch])
+  other, _ = input_pipeline.epoch_order(n, batch, 4, 5, 1, 0)
+  assert not np.array_equal(other, ref)  # Each epoch is shuffled anew.
+
+
+def test_two_processes_read_one_process_global_batches(shapes_dir,
+                                                       monkeypatch):
+  config = _config(shapes_dir)
+  single = input_pipeline.TFDSData(config)
+  want = single.train_batches(5)  # Steps 5-7 cross the end of epoch 0.
+  want = [next(want) for _ in range(3)]
+  assert want[0]['image'].dtype == np.float32  # Lighting added unrounded.
+  monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 2)
+  got = []
+  for pid in (0, 1):
+    monkeypatch.setattr(input_pipeline.jax, 'process_index', lambda p=pid: p)
+    data = input_pipeline.TFDSData(config)
+    assert data.steps_per_epoch == single.steps_per_epoch == 6
+    stream = data.train_batches(5)
+    got.append([next(stream) for _ in range(3)])
+  for step in range(3):
+    for key in ('image', 'label'):
+      np.testing.assert_array_equal(
+          np.concatenate([got[0][step][key], got[1][step][key]], axis=1),
+          want[step][key])
+
+
+def test_resumed_training_on_the_embedded_dataset_ends_like_a_straight_run(
+    shapes_dir, tmp_path, monkeypatch):
+  def run(workdir, steps):
+    config = _config(shapes_dir, num_train_steps=steps,
+                     checkpoint_every_steps=2)
+    return train.train_and_evaluate(config, str(workdir))
+
+  straight = run(tmp_path / 'straight', 4)
+  run(tmp_path / 'resumed', 2)
+  shutil.copytree(tmp_path / 'resumed', tmp_path / 'late')
+  resumed = run(tmp_path / 'resumed', 4)
+  for key in ('train_loss', 'param_norm', 'eval_loss'):
+    assert resumed[key] == straight[key], key  # Bitwise on CPU.
+
+  # The check sees the data position: resuming one step late fails it.
+  real = input_pipeline.TFDSData.train_batches
+  monkeypatch.setattr(input_pipeline.TFDSData, 'train_batches',
+                      lambda self, start=0: real(self, start + 1))
+  late = run(tmp_path / 'late', 4)
+  assert late['train_loss'] != straight['train_loss']
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(('127.0.0.1', 0))
+    return s.getsockname()[1]
+
+
+def _main(workdir, data_dir, steps, devices, *extra):
+  cmd = [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={workdir}',
+         '--config=configs/default.py', f'--config.data_dir={data_dir}',
+         '--config.model.width=0.05', '--config.resize_size=72',
+         '--config.batch_size=8', '--config.eval_batch_size=8',
+         '--config.model.dropout_rate=0.0', '--config.log_every_steps=2',
+         f'--config.num_train_steps={steps}',
+         '--config.checkpoint_every_steps=2', *extra]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
+             JAX_DISABLE_MOST_OPTIMIZATIONS='1',  # Compiles faster.
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc):
+  _, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  return err
+
+
+def test_checkpoint_of_one_process_resumes_on_two_at_the_same_data(
+    shapes_dir, tmp_path):
+  # 1 process x 4 devices for 4 steps, against 1 x 4 for 2 steps, resumed
+  # by 2 processes x 2 devices for steps 3 and 4 (same global devices).
+  straight = tmp_path / 'straight'
+  _finish(_main(straight, shapes_dir, 4, 4))
+  moved = tmp_path / 'moved'
+  _finish(_main(moved, shapes_dir, 2, 4))
+  port = _free_port()
+  procs = [_main(moved, shapes_dir, 4, 2,
+                 f'--coordinator_address=127.0.0.1:{port}',
+                 '--num_processes=2', f'--process_id={i}') for i in range(2)]
+  errs = [_finish(p) for p in procs]
+  assert 'Resumed from the checkpoint at step 2' in errs[0]
+  a = metrics_writer.read_metrics(str(straight))[-1]
+  b = metrics_writer.read_metrics(str(moved))[-1]
+  assert a['step'] == b['step'] == 4
+  for key in ('train_loss', 'eval_loss', 'param_norm'):
+    assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
