@@ -7,8 +7,9 @@ Datasets (`config.dataset`):
     folders, root/<split>/<class>/<image> (the layout of
     `tfds.folder_dataset.ImageFolder`), or with class folders only,
     root/<class>/<image> (the Oxford 17 Flowers layout), split here into
-    'train' and 'validation' by `config.validation_fraction`, stratified by
-    class and deterministic (a hash of each file's name decides).
+    'train' and 'validation': a file is held out when a hash of its name
+    (within its class) falls below `config.validation_fraction`, so its side
+    never changes when files are added; per-class shares are approximate.
 
 This is the only module that imports TensorFlow and TFDS, and it does so
 lazily, so the model, the train step and fake-data runs need JAX alone.
@@ -80,10 +81,9 @@ LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5836, -0.6948, 0.4203]], np.float32)
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
-IMAGE_FOLDER = 'image_folder'
+IMAGE_FOLDER = config_lib.IMAGE_FOLDER
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-BAD_IMAGE_POLICIES = ('skip', 'error')
 NUM_TEN_CROPS = 10
 # Files TFDS needs in `manual_dir` to prepare these datasets.
 MANUAL_FILES = {
@@ -124,7 +124,7 @@ def _tfds():
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
-  """Input fields that configs/default.py may not define (read with .get)."""
+  """The input fields read outside the preprocessing."""
   dataset_dir: str | None  # config.dataset_dir: the root of an image folder.
   validation_fraction: float  # config.validation_fraction: folders w/o splits.
   ten_crop: bool  # config.ten_crop: 10-crop evaluation.
@@ -135,30 +135,15 @@ class DataOptions:
 
   @classmethod
   def from_config(cls, config) -> 'DataOptions':
-    options = cls(
+    """The fields, as config_lib.validate_data checked them."""
+    return cls(
         dataset_dir=config.get('dataset_dir', None),
-        validation_fraction=config.get('validation_fraction', 0.2),
-        ten_crop=config.get('ten_crop', False),
-        bad_images=config.get('bad_images', 'skip'),
-        mean_from_data=config.normalization.get('mean_from_data', False),
+        validation_fraction=config.validation_fraction,
+        ten_crop=config.ten_crop,
+        bad_images=config.bad_images,
+        mean_from_data=config.normalization.mean_from_data,
         manual_dir=config.get('manual_dir', None),
         data_dir=config.get('data_dir', None))
-    if config.dataset == IMAGE_FOLDER and not options.dataset_dir:
-      raise _invalid('dataset_dir', options.dataset_dir,
-                     f"dataset={IMAGE_FOLDER!r} needs the folder's path")
-    f = options.validation_fraction
-    if (not isinstance(f, (int, float)) or isinstance(f, bool) or
-        not 0.0 <= f < 1.0):
-      raise _invalid('validation_fraction', f, 'expected a number in [0, 1)')
-    for field, value in (('ten_crop', options.ten_crop),
-                         ('normalization.mean_from_data',
-                          options.mean_from_data)):
-      if not isinstance(value, bool):
-        raise _invalid(field, value, 'expected True or False')
-    if options.bad_images not in BAD_IMAGE_POLICIES:
-      raise _invalid('bad_images', options.bad_images,
-                     f'expected one of {BAD_IMAGE_POLICIES}')
-    return options
 
   def cache_dir(self) -> str:
     """Where computed means and folder scans are cached."""
@@ -534,6 +519,9 @@ class FolderSource:
   """
 
   def __init__(self, options: DataOptions):
+    if not options.dataset_dir:  # A placeholder in the config files.
+      raise _invalid('dataset_dir', options.dataset_dir,
+                     f"dataset={IMAGE_FOLDER!r} needs the folder's path")
     self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
     self.name = f'{IMAGE_FOLDER}:{self.root}'
     if not os.path.isdir(self.root):
@@ -655,13 +643,37 @@ def _images(path: str) -> list[str]:
                 if _is_image(f) and os.path.isfile(os.path.join(path, f)))
 
 
+def in_validation(file_name: str, fraction: float) -> bool:
+  """Whether a file of a class folder (no split folders) is held out: a hash
+  of its name within the class, as a number in [0, 1), below `fraction`. A
+  file's side depends on its name alone, so adding or removing files moves
+  no other file; each class's share is `fraction` only on average."""
+  digest = hashlib.sha256(file_name.encode()).hexdigest()
+  return int(digest[:16], 16) / 2**64 < fraction
+
+
+def _class_images(root: str, relpath: str) -> list[str]:
+  """The images of the class folder root/relpath; refuses one without any
+  (an empty folder, or a link to a folder of folders, such as a parent)."""
+  path = os.path.join(root, relpath)
+  files = _images(path)
+  if not files:
+    link = (f' (a link to {os.path.realpath(path)})'
+            if os.path.islink(path) else '')
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r}: the class folder {path}{link} holds no '
+        f'images {IMAGE_EXTENSIONS}; remove it or add its images.')
+  return files
+
+
 def list_image_folder(root: str, validation_fraction: float
                       ) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
   """({split: [(path relative to root, label)]}, class names) of a folder.
 
   root/<split>/<class>/<image> gives the split folders' names; root/<class>/
-  <image> gives 'train' and 'validation', splitting each class: its files
-  ordered by a hash of their names, the first round(fraction * n) validate.
+  <image> gives 'train' and 'validation', each file's side decided by
+  `in_validation` (stratified in spirit: each class holds out about
+  `validation_fraction` of its files, and a class may hold out none).
   """
   top = _subdirs(root)
   if not top:
@@ -674,12 +686,16 @@ def list_image_folder(root: str, validation_fraction: float
     classes = top
     splits = {s: [] for s in _FOLDER_SPLITS}
     for label, name in enumerate(classes):
-      files = _images(os.path.join(root, name))
-      files.sort(key=lambda f, name=name: _digest('split', name, f))
-      n_val = int(round(validation_fraction * len(files)))
-      for i, f in enumerate(files):
-        split = 'validation' if i < n_val else 'train'
+      for f in _class_images(root, name):
+        split = ('validation' if in_validation(f, validation_fraction)
+                 else 'train')
         splits[split].append((os.path.join(name, f), label))
+    held_out = {y for _, y in splits['validation']}
+    missing = [c for i, c in enumerate(classes) if i not in held_out]
+    if validation_fraction > 0 and missing:
+      logging.warning('validation_fraction=%s holds out no file of the '
+                      'classes %s (too few files).', validation_fraction,
+                      missing)
     if not splits['validation']:
       del splits['validation']
   else:
@@ -689,7 +705,7 @@ def list_image_folder(root: str, validation_fraction: float
     for s in top:
       splits[s] = [(os.path.join(s, c, f), index[c])
                    for c in _subdirs(os.path.join(root, s))
-                   for f in _images(os.path.join(root, s, c))]
+                   for f in _class_images(root, os.path.join(s, c))]
   for s in splits:
     splits[s].sort()
   if not any(splits.values()):
@@ -831,6 +847,7 @@ class TFDSData:
   """
 
   def __init__(self, config, builder=None):
+    config_lib.validate_data(config)
     tf = self.tf = _tf()
     self.config = config
     self.options = DataOptions.from_config(config)
