@@ -462,6 +462,10 @@ class TFDSSource:
       count = self.builder.info.splits[shard].num_examples
     return count
 
+  def size(self, split: str) -> int:
+    self.shards(split, 1, False)  # Checks the split's name.
+    return self.num_examples(split)
+
   def records(self, shard):
     return self._as_dataset(shard).map(
         lambda ex: {'image': ex['image'], 'label': ex['label']})
@@ -616,6 +620,9 @@ class FolderSource:
   @staticmethod
   def read(record):
     return _tf().io.read_file(record['image'])
+
+  def size(self, split: str) -> int:
+    return len(self._split(split))
 
   def table(self, split: str) -> MemoryTable:
     files = self._split(split)
@@ -862,8 +869,8 @@ class TFDSData:
     self.per_process_batch = config.batch_size // nproc
     self.eval_per_process_batch = config.eval_batch_size // nproc
 
-    self._train_table = self.source.table(config.train_split)
-    self.num_train_examples = self._train_table.size
+    self._train_table = None  # Built on first use: evaluation needs none.
+    self.num_train_examples = self.source.size(config.train_split)
     self.steps_per_epoch = self.num_train_examples // config.batch_size
     if self.steps_per_epoch < 1:
       raise _invalid(
@@ -900,11 +907,21 @@ class TFDSData:
                    'label': r['label']},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
+  def _table(self):
+    if self._train_table is None:
+      self._train_table = self.source.table(self.config.train_split)
+      if self._train_table.size != self.num_train_examples:
+        raise DataError(
+            f'The {self.config.train_split!r} split of {self.source.name!r} '
+            f'read {self._train_table.size} records; its metadata says '
+            f'{self.num_train_examples}.')
+    return self._train_table
+
   def _cached_train_squares(self):
     """All training images decoded and resized to the square, in memory
     (every process holds all: the global shuffle may give it any of them)."""
     if self._train_squares is None:
-      tf, table = self.tf, self._train_table
+      tf, table = self.tf, self._table()
       ds = tf.data.Dataset.range(table.size).map(
           lambda i: self.preprocess.decode_and_resize(table.fetch(i)[0]),
           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -929,7 +946,7 @@ class TFDSData:
       squares, labels = self._cached_train_squares()
       lookup = lambda i: (tf.gather(squares, i), tf.gather(labels, i))
     else:
-      lookup = self._train_table.fetch
+      lookup = self._table().fetch
 
     def example(index, position):
       seed = tf.random.experimental.stateless_fold_in(epoch_seed, position)

@@ -15,7 +15,8 @@ Images that cannot be decoded are skipped and counted in the log
 
 The paper's recipe at full size: the two-tower network, shorter side resized
 to 256, random 227 crops, flips, PCA lighting noise, the mean RGB of the
-training images subtracted (measured once and cached), momentum SGD, and
+training images subtracted per channel (measured once and cached; the paper
+subtracted a per-pixel mean image), momentum SGD, and
 10-crop evaluation. From scratch on ~1,100 images this overfits; it is the
 faithful pipeline on a small real dataset, not a tuned recipe. At full width
 a 2-core CPU trains about 30 images/s (PERF.md), some 40 s an epoch;
