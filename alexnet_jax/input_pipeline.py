@@ -21,9 +21,9 @@ evaluation takes the centre crop, or the four corner crops, the centre crop
 and their mirror images (`config.ten_crop`; the batch then has a crop axis:
 [devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB
 (float32 for training with lighting noise, which is added in float as in the
-paper, neither rounded nor clipped) and are normalised on the device (the mean is `config.normalization.mean`, or
-`TFDSData.normalization_mean` measured on the training split when
-`config.normalization.mean_from_data`).
+paper, neither rounded nor clipped) and are normalised on the device (the
+mean is `config.normalization.mean`, or `TFDSData.normalization_mean`
+measured on the training split when `config.normalization.mean_from_data`).
 
 Training crops skip most of the decoding: the crop window is mapped back to
 the original image and only that window is decoded
@@ -73,8 +73,9 @@ import numpy as np
 from alexnet_jax import config_lib
 
 # PCA lighting noise (the paper, section 4.1; fb.resnet.torch's constants
-# for pixels in [0, 1], scaled here by 255 for 0-255 pixels). Columns of LIGHTING_EIGVEC are the
-# eigenvectors: the RGB offset is LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
+# for pixels in [0, 1], scaled here by 255 for 0-255 pixels). Columns of
+# LIGHTING_EIGVEC are the eigenvectors: the RGB offset is
+# LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
 LIGHTING_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
@@ -454,7 +455,21 @@ class TFDSSource:
         decoders={'image': tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False))
 
+  def _array_record(self) -> bool:
+    """Whether the records are in the array_record format (random access,
+    read through tfds.data_source; TFDS's as_dataset does not read it)."""
+    tfds = _tfds()
+    return (getattr(self.builder.info, 'file_format', None) ==
+            tfds.core.FileFormat.ARRAY_RECORD)
+
+  def _data_source(self, shard) -> 'DataSourceTable':
+    tfds = _tfds()
+    return DataSourceTable(self.builder.as_data_source(
+        shard, decoders={'image': tfds.decode.SkipDecoding()}))
+
   def num_examples(self, shard) -> int:
+    if self._array_record():
+      return self._data_source(shard).size
     # The dataset's own cardinality: TFDS sets it from the split's metadata
     # (and tfds.testing.mock_data from its num_examples).
     count = int(self._as_dataset(shard).cardinality())
@@ -467,6 +482,10 @@ class TFDSSource:
     return self.num_examples(split)
 
   def records(self, shard):
+    if self._array_record():
+      table = self._data_source(shard)
+      return _tf().data.Dataset.range(table.size).map(
+          lambda i: dict(zip(('image', 'label'), table.fetch(i))))
     return self._as_dataset(shard).map(
         lambda ex: {'image': ex['image'], 'label': ex['label']})
 
@@ -478,12 +497,9 @@ class TFDSSource:
     """Random access to `split`: record by record for the array_record
     format; otherwise (tfrecord, read only in sequence) the encoded images
     are loaded into memory once."""
-    tfds = _tfds()
     self.shards(split, 1, False)  # Checks the split's name.
-    file_format = getattr(self.builder.info, 'file_format', None)
-    if file_format == tfds.core.FileFormat.ARRAY_RECORD:
-      return DataSourceTable(self.builder.as_data_source(
-          split, decoders={'image': tfds.decode.SkipDecoding()}))
+    if self._array_record():
+      return self._data_source(split)
     try:
       size = int(self.builder.info.splits[split].num_bytes)
     except Exception:  # pylint: disable=broad-except
@@ -493,8 +509,9 @@ class TFDSSource:
           f'The {split!r} split of {self.name!r} is {size / 2**30:.1f} GiB in '
           f'the tfrecord format, which is read only in sequence and would be '
           f'held in memory for the global shuffle. Prepare it in the '
-          f'array_record format (random access): delete {self.builder.data_dir} '
-          f'and run again (this pipeline prepares datasets as array_record).')
+          f'array_record format (random access): move '
+          f'{self.builder.data_dir} aside and run again (this pipeline '
+          f'prepares datasets as array_record).')
     images, labels = [], []
     for batch in self.records(split).batch(1024).as_numpy_iterator():
       images.extend(batch['image'])
