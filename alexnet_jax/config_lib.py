@@ -16,6 +16,8 @@ from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
 RESIZE_MODES = ('crop', 'squash')
+BAD_IMAGE_POLICIES = ('skip', 'error')
+IMAGE_FOLDER = 'image_folder'  # config.dataset of a folder of images.
 # The keys of train.XLA_CPU_CONV_LIBRARIES (train imports this module).
 XLA_CPU_CONV_LIBRARIES = ('eigen', 'xla_default')
 
@@ -149,24 +151,33 @@ def validate(config) -> None:
     _fail('image_size', size,
           f'model.variant={config.model.variant!r} with overlap_pool='
           f'{config.model.overlap_pool} needs at least {smallest}')
-  if dataset != 'fake':
-    resize = _get(config, 'resize_size')
-    if not _is_int(resize) or resize < size:
-      _fail('resize_size', resize, f'expected an integer >= image_size ({size})')
-    _one_of(config, 'resize_mode', RESIZE_MODES)
-    _int_at_least(config, 'shuffle_buffer', 1)
-    _number_in(config, 'augment.lighting_std', 0.0, 10.0)
-    _number_in(config, 'validation_fraction', 0.0, 1.0, low_open=True,
-               high_open=True)
-    _one_of(config, 'bad_images', ('skip', 'error'))
-    if not isinstance(_get(config, 'ten_crop'), bool):
-      _fail('ten_crop', _get(config, 'ten_crop'), 'expected True or False')
+  validate_data(config)
   for field in ('normalization.mean', 'normalization.std'):
     value = _get(config, field)
     if len(value) != 3 or not all(_is_number(v) for v in value):
       _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
   if any(v <= 0 for v in config.normalization.std):
     _fail('normalization.std', config.normalization.std, 'expected > 0')
+
+
+def validate_data(config) -> None:
+  """The input pipeline's fields (checked here only; the pipeline calls this
+  too, for callers that build data without `validate`)."""
+  if _get(config, 'dataset') == 'fake':
+    return
+  size = _get(config, 'image_size')
+  resize = _get(config, 'resize_size')
+  if not _is_int(resize) or not _is_int(size) or resize < size:
+    _fail('resize_size', resize, f'expected an integer >= image_size ({size})')
+  _one_of(config, 'resize_mode', RESIZE_MODES)
+  _number_in(config, 'augment.lighting_std', 0.0, 10.0)
+  # 0: a folder without split folders is all 'train'.
+  _number_in(config, 'validation_fraction', 0.0, 1.0, high_open=True)
+  _one_of(config, 'bad_images', BAD_IMAGE_POLICIES)
+  for field in ('ten_crop', 'cache', 'augment.random_crop', 'augment.flip',
+                'normalization.mean_from_data'):
+    if not isinstance(_get(config, field), bool):
+      _fail(field, _get(config, field), 'expected True or False')
 
 
 def validate_against_data(config, data) -> None:

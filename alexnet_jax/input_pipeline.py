@@ -7,8 +7,9 @@ Datasets (`config.dataset`):
     folders, root/<split>/<class>/<image> (the layout of
     `tfds.folder_dataset.ImageFolder`), or with class folders only,
     root/<class>/<image> (the Oxford 17 Flowers layout), split here into
-    'train' and 'validation' by `config.validation_fraction`, stratified by
-    class and deterministic (a hash of each file's name decides).
+    'train' and 'validation': a file is held out when a hash of its name
+    (within its class) falls below `config.validation_fraction`, so its side
+    never changes when files are added; per-class shares are approximate.
 
 This is the only module that imports TensorFlow and TFDS, and it does so
 lazily, so the model, the train step and fake-data runs need JAX alone.
@@ -18,10 +19,11 @@ central square kept (or the whole image squashed to a square); training takes
 random `image_size` crops, random horizontal flips and PCA lighting noise;
 evaluation takes the centre crop, or the four corner crops, the centre crop
 and their mirror images (`config.ten_crop`; the batch then has a crop axis:
-[devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB and
-are normalised on the device (the mean is `config.normalization.mean`, or
-`TFDSData.normalization_mean` measured on the training split when
-`config.normalization.mean_from_data`).
+[devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB
+(float32 for training with lighting noise, which is added in float as in the
+paper, neither rounded nor clipped) and are normalised on the device (the
+mean is `config.normalization.mean`, or `TFDSData.normalization_mean`
+measured on the training split when `config.normalization.mean_from_data`).
 
 Training crops skip most of the decoding: the crop window is mapped back to
 the original image and only that window is decoded
@@ -32,11 +34,19 @@ sub-pixel difference in the sampling grid. With `config.cache` the resized
 squares are decoded once and kept in memory; crops are then exact slices.
 Evaluation always decodes the whole image, resizes it and then crops.
 
-Training order is deterministic and resumable: epoch `e` shuffles with a seed
-derived from (config.seed, e, process), each example's augmentation draws
-from a stateless seed derived from (config.seed, e, its position in the
-epoch), so restarting at step `s` rebuilds epoch `s // steps_per_epoch` and
-skips the examples already consumed, without decoding them.
+Training order is a function of (config.seed, epoch, global position) alone,
+the same for any number of processes: epoch `e` is one permutation of all the
+training records seeded by (seed, e); global batch `s` is its positions
+[s * batch_size, (s + 1) * batch_size), and each process reads only its
+contiguous slice of each global batch (`epoch_order`). Each example's
+augmentation draws from a stateless seed of (seed, e, its global position).
+Restarting at step `s` (with any process count) rebuilds epoch
+`s // steps_per_epoch` and starts at the right position without reading the
+examples before it. This needs random access to the records: image folders
+have it, TFDS datasets have it in the array_record format (new ones are
+prepared so); a tfrecord-format TFDS split is loaded into memory once
+(refused above MEMORY_TABLE_LIMIT). With `config.cache` every process holds
+all the decoded training squares.
 
 Unreadable images in an image folder are found by one scan that decodes every
 file (its result is cached next to the TFDS data); by `config.bad_images` they
@@ -62,25 +72,27 @@ import numpy as np
 
 from alexnet_jax import config_lib
 
-# PCA lighting noise (SPEC.md; fb.resnet.torch's constants for pixels in [0, 1],
-# scaled here by 255 for uint8 pixels). Columns of LIGHTING_EIGVEC are the
-# eigenvectors: the RGB offset is LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
+# PCA lighting noise (the paper, section 4.1; fb.resnet.torch's constants
+# for pixels in [0, 1], scaled here by 255 for 0-255 pixels). Columns of
+# LIGHTING_EIGVEC are the eigenvectors: the RGB offset is
+# LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
 LIGHTING_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
                             [-0.5836, -0.6948, 0.4203]], np.float32)
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
-IMAGE_FOLDER = 'image_folder'
+IMAGE_FOLDER = config_lib.IMAGE_FOLDER
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-BAD_IMAGE_POLICIES = ('skip', 'error')
 NUM_TEN_CROPS = 10
 # Files TFDS needs in `manual_dir` to prepare these datasets.
 MANUAL_FILES = {
     'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
 }
 CACHE_SUBDIR = 'alexnet_jax_cache'  # Under the TFDS data dir.
+# A tfrecord-format split larger than this is not loaded into memory.
+MEMORY_TABLE_LIMIT = 4 * 2**30
 _FOLDER_SPLITS = ('train', 'validation')  # Of a folder without split folders.
 
 
@@ -113,7 +125,7 @@ def _tfds():
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
-  """Input fields that configs/default.py may not define (read with .get)."""
+  """The input fields read outside the preprocessing."""
   dataset_dir: str | None  # config.dataset_dir: the root of an image folder.
   validation_fraction: float  # config.validation_fraction: folders w/o splits.
   ten_crop: bool  # config.ten_crop: 10-crop evaluation.
@@ -124,30 +136,15 @@ class DataOptions:
 
   @classmethod
   def from_config(cls, config) -> 'DataOptions':
-    options = cls(
+    """The fields, as config_lib.validate_data checked them."""
+    return cls(
         dataset_dir=config.get('dataset_dir', None),
-        validation_fraction=config.get('validation_fraction', 0.2),
-        ten_crop=config.get('ten_crop', False),
-        bad_images=config.get('bad_images', 'skip'),
-        mean_from_data=config.normalization.get('mean_from_data', False),
+        validation_fraction=config.validation_fraction,
+        ten_crop=config.ten_crop,
+        bad_images=config.bad_images,
+        mean_from_data=config.normalization.mean_from_data,
         manual_dir=config.get('manual_dir', None),
         data_dir=config.get('data_dir', None))
-    if config.dataset == IMAGE_FOLDER and not options.dataset_dir:
-      raise _invalid('dataset_dir', options.dataset_dir,
-                     f"dataset={IMAGE_FOLDER!r} needs the folder's path")
-    f = options.validation_fraction
-    if (not isinstance(f, (int, float)) or isinstance(f, bool) or
-        not 0.0 <= f < 1.0):
-      raise _invalid('validation_fraction', f, 'expected a number in [0, 1)')
-    for field, value in (('ten_crop', options.ten_crop),
-                         ('normalization.mean_from_data',
-                          options.mean_from_data)):
-      if not isinstance(value, bool):
-        raise _invalid(field, value, 'expected True or False')
-    if options.bad_images not in BAD_IMAGE_POLICIES:
-      raise _invalid('bad_images', options.bad_images,
-                     f'expected one of {BAD_IMAGE_POLICIES}')
-    return options
 
   def cache_dir(self) -> str:
     """Where computed means and folder scans are cached."""
@@ -179,11 +176,6 @@ def _write_json(path: str, value: Any) -> None:
 
 def _digest(*parts: Any) -> str:
   return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
-
-
-def hash_seed(*values: int) -> int:
-  """A stable 31-bit seed from integers (Python's hash() is salted)."""
-  return int(np.random.SeedSequence(list(values)).generate_state(1)[0] >> 1)
 
 
 # ---------------------------------------------------------------------------
@@ -310,21 +302,13 @@ class Preprocess:
 
   @staticmethod
   def add_lighting(images, offsets):
-    """uint8 [..., h, w, 3] + float32 [..., 3] -> uint8, clipped to [0, 255].
+    """uint8 [..., h, w, 3] + float32 [..., 3] -> float32 [..., h, w, 3].
 
-    Adds the offsets rounded to integers, which for integer pixels equals
-    rounding the sum (up to ties), in int16, to rows of w * 3 values: a third
-    less CPU than broadcasting over the channel axis in float32.
+    The paper adds the noise to the pixel values; it is neither rounded nor
+    clipped here (two of its three components are below half a level).
     """
     tf = _tf()
-    shape = tf.shape(images)
-    lead, height, width = shape[:-3], shape[-3], shape[-2]
-    offsets = tf.cast(tf.round(offsets), tf.int16)
-    row = tf.reshape(tf.repeat(offsets[..., None, :], width, axis=-2),
-                     tf.concat([lead, [1, width * 3]], 0))
-    rows = tf.reshape(tf.cast(images, tf.int16),
-                      tf.concat([lead, [height, width * 3]], 0))
-    return tf.reshape(tf.saturate_cast(rows + row, tf.uint8), shape)
+    return tf.cast(images, tf.float32) + offsets[..., None, None, :]
 
   def train_example(self, image, seed, from_bytes: bool):
     """One training image (encoded bytes, or the cached resized square) ->
@@ -403,6 +387,8 @@ def get_builder(config, options: DataOptions | None = None):
           f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
     raise
   if not builder.is_prepared():
+    # array_record gives random access: each process reads only its records.
+    builder = tfds.builder(name, file_format='array_record', **kwargs)
     _prepare(builder, options)
   return builder
 
@@ -469,7 +455,21 @@ class TFDSSource:
         decoders={'image': tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False))
 
+  def _array_record(self) -> bool:
+    """Whether the records are in the array_record format (random access,
+    read through tfds.data_source; TFDS's as_dataset does not read it)."""
+    tfds = _tfds()
+    return (getattr(self.builder.info, 'file_format', None) ==
+            tfds.core.FileFormat.ARRAY_RECORD)
+
+  def _data_source(self, shard) -> 'DataSourceTable':
+    tfds = _tfds()
+    return DataSourceTable(self.builder.as_data_source(
+        shard, decoders={'image': tfds.decode.SkipDecoding()}))
+
   def num_examples(self, shard) -> int:
+    if self._array_record():
+      return self._data_source(shard).size
     # The dataset's own cardinality: TFDS sets it from the split's metadata
     # (and tfds.testing.mock_data from its num_examples).
     count = int(self._as_dataset(shard).cardinality())
@@ -477,13 +477,47 @@ class TFDSSource:
       count = self.builder.info.splits[shard].num_examples
     return count
 
+  def size(self, split: str) -> int:
+    self.shards(split, 1, False)  # Checks the split's name.
+    return self.num_examples(split)
+
   def records(self, shard):
+    if self._array_record():
+      table = self._data_source(shard)
+      return _tf().data.Dataset.range(table.size).map(
+          lambda i: dict(zip(('image', 'label'), table.fetch(i))))
     return self._as_dataset(shard).map(
         lambda ex: {'image': ex['image'], 'label': ex['label']})
 
   @staticmethod
   def read(record):
     return record['image']
+
+  def table(self, split: str):
+    """Random access to `split`: record by record for the array_record
+    format; otherwise (tfrecord, read only in sequence) the encoded images
+    are loaded into memory once."""
+    self.shards(split, 1, False)  # Checks the split's name.
+    if self._array_record():
+      return self._data_source(split)
+    try:
+      size = int(self.builder.info.splits[split].num_bytes)
+    except Exception:  # pylint: disable=broad-except
+      size = 0
+    if size > MEMORY_TABLE_LIMIT:
+      raise DataError(
+          f'The {split!r} split of {self.name!r} is {size / 2**30:.1f} GiB in '
+          f'the tfrecord format, which is read only in sequence and would be '
+          f'held in memory for the global shuffle. Prepare it in the '
+          f'array_record format (random access): move '
+          f'{self.builder.data_dir} aside and run again (this pipeline '
+          f'prepares datasets as array_record).')
+    images, labels = [], []
+    for batch in self.records(split).batch(1024).as_numpy_iterator():
+      images.extend(batch['image'])
+      labels.append(batch['label'])
+    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return MemoryTable(np.array(images, object), labels, are_paths=False)
 
   def identity(self, split: str) -> list:
     """Identifies a split's content (for cache keys)."""
@@ -506,6 +540,9 @@ class FolderSource:
   """
 
   def __init__(self, options: DataOptions):
+    if not options.dataset_dir:  # A placeholder in the config files.
+      raise _invalid('dataset_dir', options.dataset_dir,
+                     f"dataset={IMAGE_FOLDER!r} needs the folder's path")
     self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
     self.name = f'{IMAGE_FOLDER}:{self.root}'
     if not os.path.isdir(self.root):
@@ -601,6 +638,15 @@ class FolderSource:
   def read(record):
     return _tf().io.read_file(record['image'])
 
+  def size(self, split: str) -> int:
+    return len(self._split(split))
+
+  def table(self, split: str) -> MemoryTable:
+    files = self._split(split)
+    return MemoryTable(
+        np.array([os.path.join(self.root, p) for p, _ in files], object),
+        np.array([y for _, y in files], np.int64), are_paths=True)
+
   def identity(self, split: str) -> list:
     return ['folder', self.root, split,
             _digest(sorted(self._split(split)))]
@@ -621,13 +667,37 @@ def _images(path: str) -> list[str]:
                 if _is_image(f) and os.path.isfile(os.path.join(path, f)))
 
 
+def in_validation(file_name: str, fraction: float) -> bool:
+  """Whether a file of a class folder (no split folders) is held out: a hash
+  of its name within the class, as a number in [0, 1), below `fraction`. A
+  file's side depends on its name alone, so adding or removing files moves
+  no other file; each class's share is `fraction` only on average."""
+  digest = hashlib.sha256(file_name.encode()).hexdigest()
+  return int(digest[:16], 16) / 2**64 < fraction
+
+
+def _class_images(root: str, relpath: str) -> list[str]:
+  """The images of the class folder root/relpath; refuses one without any
+  (an empty folder, or a link to a folder of folders, such as a parent)."""
+  path = os.path.join(root, relpath)
+  files = _images(path)
+  if not files:
+    link = (f' (a link to {os.path.realpath(path)})'
+            if os.path.islink(path) else '')
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r}: the class folder {path}{link} holds no '
+        f'images {IMAGE_EXTENSIONS}; remove it or add its images.')
+  return files
+
+
 def list_image_folder(root: str, validation_fraction: float
                       ) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
   """({split: [(path relative to root, label)]}, class names) of a folder.
 
   root/<split>/<class>/<image> gives the split folders' names; root/<class>/
-  <image> gives 'train' and 'validation', splitting each class: its files
-  ordered by a hash of their names, the first round(fraction * n) validate.
+  <image> gives 'train' and 'validation', each file's side decided by
+  `in_validation` (stratified in spirit: each class holds out about
+  `validation_fraction` of its files, and a class may hold out none).
   """
   top = _subdirs(root)
   if not top:
@@ -640,12 +710,16 @@ def list_image_folder(root: str, validation_fraction: float
     classes = top
     splits = {s: [] for s in _FOLDER_SPLITS}
     for label, name in enumerate(classes):
-      files = _images(os.path.join(root, name))
-      files.sort(key=lambda f, name=name: _digest('split', name, f))
-      n_val = int(round(validation_fraction * len(files)))
-      for i, f in enumerate(files):
-        split = 'validation' if i < n_val else 'train'
+      for f in _class_images(root, name):
+        split = ('validation' if in_validation(f, validation_fraction)
+                 else 'train')
         splits[split].append((os.path.join(name, f), label))
+    held_out = {y for _, y in splits['validation']}
+    missing = [c for i, c in enumerate(classes) if i not in held_out]
+    if validation_fraction > 0 and missing:
+      logging.warning('validation_fraction=%s holds out no file of the '
+                      'classes %s (too few files).', validation_fraction,
+                      missing)
     if not splits['validation']:
       del splits['validation']
   else:
@@ -655,7 +729,7 @@ def list_image_folder(root: str, validation_fraction: float
     for s in top:
       splits[s] = [(os.path.join(s, c, f), index[c])
                    for c in _subdirs(os.path.join(root, s))
-                   for f in _images(os.path.join(root, s, c))]
+                   for f in _class_images(root, os.path.join(s, c))]
   for s in splits:
     splits[s].sort()
   if not any(splits.values()):
@@ -717,6 +791,70 @@ def make_source(config, options: DataOptions, builder=None):
 
 
 # ---------------------------------------------------------------------------
+# Random access to a split, and the global training order.
+# ---------------------------------------------------------------------------
+
+
+class MemoryTable:
+  """A split held in memory: encoded bytes or file paths, and labels, looked
+  up by index (a tf.gather)."""
+
+  def __init__(self, keys: np.ndarray, labels: np.ndarray, are_paths: bool):
+    tf = _tf()
+    self.size = len(labels)
+    self._keys = tf.constant(keys, tf.string, shape=(self.size,))
+    self._labels = tf.constant(labels, tf.int64, shape=(self.size,))
+    self._are_paths = are_paths
+
+  def fetch(self, index):
+    """int64 scalar index -> (encoded image bytes, label)."""
+    tf = _tf()
+    key = tf.gather(self._keys, index)
+    image = tf.io.read_file(key) if self._are_paths else key
+    return image, tf.gather(self._labels, index)
+
+
+class DataSourceTable:
+  """A TFDS split in the array_record format, read record by record
+  (`tfds.data_source`), so a process reads only the records it uses."""
+
+  def __init__(self, source):
+    self._source = source
+    self.size = len(source)
+
+  def fetch(self, index):
+    tf = _tf()
+
+    def read(i):
+      record = self._source[int(i)]
+      return record['image'], np.int64(record['label'])
+
+    image, label = tf.py_function(read, [index], (tf.string, tf.int64))
+    image.set_shape(())
+    label.set_shape(())
+    return image, label
+
+
+def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
+                num_processes: int, process: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+  """(record indices, global positions) that `process` reads in `epoch`.
+
+  The epoch is one permutation of all records, seeded by (seed, epoch); its
+  first steps * global_batch positions form the global batches, and each
+  process takes its contiguous slice of every global batch. The examples,
+  their order and (via the position) their augmentation are thus the same
+  for any number of processes.
+  """
+  steps = num_examples // global_batch
+  per_process = global_batch // num_processes
+  permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
+  positions = (np.arange(steps)[:, None] * global_batch
+               + process * per_process + np.arange(per_process)).ravel()
+  return permutation[positions], positions
+
+
+# ---------------------------------------------------------------------------
 # Batches for the training loop.
 # ---------------------------------------------------------------------------
 
@@ -733,6 +871,7 @@ class TFDSData:
   """
 
   def __init__(self, config, builder=None):
+    config_lib.validate_data(config)
     tf = self.tf = _tf()
     self.config = config
     self.options = DataOptions.from_config(config)
@@ -747,11 +886,9 @@ class TFDSData:
     self.per_process_batch = config.batch_size // nproc
     self.eval_per_process_batch = config.eval_batch_size // nproc
 
-    train_shards = self.source.shards(config.train_split, nproc, True)
-    self._train_shard = train_shards[pid]
-    self._train_per_process = self.source.num_examples(self._train_shard)
-    self.num_train_examples = self._train_per_process * nproc
-    self.steps_per_epoch = self._train_per_process // self.per_process_batch
+    self._train_table = None  # Built on first use: evaluation needs none.
+    self.num_train_examples = self.source.size(config.train_split)
+    self.steps_per_epoch = self.num_train_examples // config.batch_size
     if self.steps_per_epoch < 1:
       raise _invalid(
           'batch_size', config.batch_size,
@@ -773,7 +910,7 @@ class TFDSData:
     else:
       self.normalization_mean = tuple(
           float(v) for v in config.normalization.mean)
-    self._train_base = None
+    self._train_squares = None
     self._eval_base = None
     self._options = tf.data.Options()
     self._options.deterministic = True
@@ -787,34 +924,59 @@ class TFDSData:
                    'label': r['label']},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
+  def _table(self):
+    if self._train_table is None:
+      self._train_table = self.source.table(self.config.train_split)
+      if self._train_table.size != self.num_train_examples:
+        raise DataError(
+            f'The {self.config.train_split!r} split of {self.source.name!r} '
+            f'read {self._train_table.size} records; its metadata says '
+            f'{self.num_train_examples}.')
+    return self._train_table
+
+  def _cached_train_squares(self):
+    """All training images decoded and resized to the square, in memory
+    (every process holds all: the global shuffle may give it any of them)."""
+    if self._train_squares is None:
+      tf, table = self.tf, self._table()
+      ds = tf.data.Dataset.range(table.size).map(
+          lambda i: self.preprocess.decode_and_resize(table.fetch(i)[0]),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      squares = np.concatenate(list(self._numpy(
+          ds.batch(256).with_options(self._options), 'caching')))
+      labels = np.concatenate(list(self._numpy(
+          tf.data.Dataset.range(table.size).map(
+              lambda i: table.fetch(i)[1]).batch(4096), 'caching')))
+      self._train_squares = (tf.constant(squares), tf.constant(labels))
+    return self._train_squares
+
   def train_dataset(self, epoch: int, skip_examples: int = 0):
     """The tf.data pipeline of one training epoch (batches of this process),
-    starting `skip_examples` into it."""
+    starting `skip_examples` into it. Images are float32 when lighting
+    noise is on (it is added unrounded, as in the paper), else uint8."""
     tf, cfg, pre = self.tf, self.config, self.preprocess
-    cached = cfg.cache
-    if self._train_base is None:
-      self._train_base = (self._squares(self._train_shard) if cached else
-                          self.source.records(self._train_shard))
-    read = self.source.read
-    first = jax.process_index() * self._train_per_process
+    indices, positions = epoch_order(
+        self.num_train_examples, cfg.batch_size, epoch, cfg.seed,
+        jax.process_count(), jax.process_index())
     epoch_seed = tf.constant([cfg.seed, epoch], tf.int64)
+    if cfg.cache:
+      squares, labels = self._cached_train_squares()
+      lookup = lambda i: (tf.gather(squares, i), tf.gather(labels, i))
+    else:
+      lookup = self._table().fetch
 
-    def example(index, record):
-      seed = tf.random.experimental.stateless_fold_in(epoch_seed, index + first)
-      image = record['image'] if cached else read(record)
-      image, light = pre.train_example(image, seed, from_bytes=not cached)
-      return {'image': image, 'label': record['label'], 'light': light}
+    def example(index, position):
+      seed = tf.random.experimental.stateless_fold_in(epoch_seed, position)
+      image, label = lookup(index)
+      image, light = pre.train_example(image, seed, from_bytes=not cfg.cache)
+      return {'image': image, 'label': label, 'light': light}
 
     def lighting(batch):
       return {'image': pre.add_lighting(batch['image'], batch['light']),
               'label': batch['label']}
 
-    ds = self._train_base.shuffle(
-        cfg.shuffle_buffer,
-        seed=hash_seed(cfg.seed, epoch, jax.process_index()),
-        reshuffle_each_iteration=False)
-    # No take(): drop_remainder ends the epoch and the cache sees every example.
-    ds = ds.enumerate().skip(skip_examples)
+    ds = tf.data.Dataset.from_tensor_slices(
+        (indices[skip_examples:], positions[skip_examples:]))
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(self.per_process_batch, drop_remainder=True)

@@ -38,7 +38,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.train_split = 'train'
   config.eval_split = 'validation'
   config.cache = True  # Keep decoded, resized images in memory (small sets).
-  config.shuffle_buffer = 10_000
   config.ten_crop = False  # Evaluate on 4 corner + centre crops and their mirrors, softmax averaged.
   config.image_size = 67  # Crop fed to the network (paper: 227).
   config.resize_size = 76  # Shorter side before cropping (paper: 256).
@@ -48,8 +47,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'flip': True,  # Random horizontal flips.
       'lighting_std': 0.1,  # PCA lighting noise alpha std; 0 disables.
   })
-  # Per-channel mean and std on the 0-255 scale (ImageNet's). The paper
-  # subtracts the mean only (std 1, as configs/imagenet_paper.py does).
+  # Per-channel mean and std on the 0-255 scale (ImageNet's): one RGB mean for
+  # every pixel, where the paper subtracted the per-pixel mean image of its
+  # training set. The paper subtracts the mean only (std 1, as
+  # configs/imagenet_paper.py does).
   config.normalization = ml_collections.ConfigDict({
       'mean': (123.68, 116.78, 103.94),
       'std': (58.393, 57.12, 57.375),

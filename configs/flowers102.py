@@ -9,7 +9,8 @@ a prepared TFDS data dir and set --config.data_dir). Its 'train' and
 (2,040 images) and the 6,149-image 'test' split evaluates, every example
 counted once. The paper's recipe at full size: the two-tower network,
 shorter side resized to 256, random 227 crops, flips, PCA lighting noise,
-the mean RGB of the training images subtracted (measured once and cached),
+the mean RGB of the training images subtracted per channel (measured once
+and cached; the paper subtracted a per-pixel mean image),
 momentum SGD, 10-crop evaluation. From scratch on 2,040 images AlexNet
 overfits heavily; this config is the faithful pipeline, not a tuned recipe.
 """

@@ -5,16 +5,18 @@ r"""AlexNet on Oxford 17 Flowers, read from a folder of class folders.
 
 `dataset_dir` holds one folder per class, root/<class>/<image>.jpg (17
 classes of 80 images in the original set; any number of classes works if
-model.num_classes matches). It has no split folders, so 20% of each class
-(`validation_fraction`), chosen by a hash of the file names, is held out for
-validation and the rest trains; the split is the same on every run. A folder
+model.num_classes matches). It has no split folders, so about 20% of each class
+(`validation_fraction`) is held out for validation and the rest trains: a
+file is held out when a hash of its name falls below the fraction, so the
+split is the same on every run and no file changes side when files are added. A folder
 with split folders, root/<split>/<class>/<image>, is read as it is split.
 Images that cannot be decoded are skipped and counted in the log
 (`bad_images='error'` stops with their names instead).
 
 The paper's recipe at full size: the two-tower network, shorter side resized
 to 256, random 227 crops, flips, PCA lighting noise, the mean RGB of the
-training images subtracted (measured once and cached), momentum SGD, and
+training images subtracted per channel (measured once and cached; the paper
+subtracted a per-pixel mean image), momentum SGD, and
 10-crop evaluation. From scratch on ~1,100 images this overfits; it is the
 faithful pipeline on a small real dataset, not a tuned recipe. At full width
 a 2-core CPU trains about 30 images/s (PERF.md), some 40 s an epoch;

@@ -8,7 +8,9 @@ r"""The paper's recipe on ImageNet (ILSVRC-2012) from TFDS.
 into `data_dir` on first use. Batch 128, momentum 0.9, weight decay 5e-4,
 lr 0.01 divided by 10 when validation error stops improving (at most three
 times), 90 epochs, random 227 crops of the central 256x256, flips, PCA
-lighting (alpha std 0.1), ImageNet mean subtracted. Evaluated every epoch.
+lighting (alpha std 0.1), the per-channel ImageNet mean RGB subtracted (the
+paper subtracted the per-pixel mean image of the training set, which this
+pipeline does not offer). Evaluated every epoch.
 """
 
 import ml_collections
@@ -21,7 +23,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   default.use_paper_initialization(config)
   config.dataset = 'imagenet2012'
   config.cache = False
-  config.shuffle_buffer = 16_384
   config.image_size = 227
   config.resize_size = 256
   config.model.num_classes = 1000

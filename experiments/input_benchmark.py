@@ -7,7 +7,9 @@ r"""Throughput of the input pipeline alone: no model, no device transfer.
 Builds the config's `TFDSData`, iterates `train_batches` for --warmup batches,
 then times --repeats windows of --batches batches each and writes JSON with
 the median images/s, images/s per core (images/s over the cores this process
-may use), every window's figure, the spread, the config and the machine's
+may use), every window's figure, the rate of decoding the same encoded images
+and nothing else on the same cores (`decode_only_images_per_sec`) and the
+pipeline's rate over it, the spread, the config and the machine's
 load. On a machine shared with other jobs the wall-clock rate depends on the
 share of the cores they leave; `images_per_cpu_sec` (images per second of
 CPU time this process used, all threads) is what one core delivers whatever
@@ -75,8 +77,11 @@ def benchmark(config, warmup: int, batches: int, repeats: int) -> dict:
       batch = next(iterator)
     rates.append(batches * per_batch / (time.perf_counter() - start))
     cpu_rates.append(batches * per_batch / (cpu_seconds() - cpu_start))
-  assert batch['image'].dtype == np.uint8
+  # float32 when lighting noise is on (added unrounded), else uint8.
+  assert batch['image'].dtype in (np.uint8, np.float32)
+  decode_rates = decode_only(data, batches * per_batch, repeats)
   return {
+      'decode_rates': decode_rates,
       'rates': rates,
       'cpu_rates': cpu_rates,
       'setup_s': setup_s,
@@ -87,11 +92,41 @@ def benchmark(config, warmup: int, batches: int, repeats: int) -> dict:
   }
 
 
+def decode_only(data, images: int, repeats: int) -> list[float]:
+  """images/s of decoding (tf.io.decode_image, nothing else) the encoded
+  images the pipeline reads first in epoch 0, held in memory, with tf.data's
+  parallelism on the same cores: the ceiling any decoding pipeline has."""
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  tf = input_pipeline._tf()  # pylint: disable=protected-access
+  table = data._table()  # pylint: disable=protected-access
+  indices, _ = input_pipeline.epoch_order(
+      data.num_train_examples, data.config.batch_size, 0, data.config.seed,
+      1, 0)
+  indices = indices[:images]
+  encoded = [table.fetch(tf.constant(i, tf.int64))[0].numpy() for i in indices]
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded)).repeat()
+  ds = ds.map(lambda b: tf.shape(tf.io.decode_image(
+      b, channels=3, expand_animations=False)),
+              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  iterator = ds.batch(64).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+  for _ in range(max(1, len(indices) // 64)):  # Warm-up.
+    next(iterator)
+  rates = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    for _ in range(max(1, len(indices) // 64)):
+      next(iterator)
+    rates.append(max(1, len(indices) // 64) * 64 /
+                 (time.perf_counter() - start))
+  return rates
+
+
 def main(argv):
   config = flags.FLAGS.config
   cores = cores_available()
   load_before = os.getloadavg()
   result = benchmark(config, _WARMUP.value, _BATCHES.value, _REPEATS.value)
+  decode_rates = result.pop('decode_rates')
   load_after = os.getloadavg()
   rates = result.pop('rates')
   cpu_rates = result.pop('cpu_rates')
@@ -116,6 +151,10 @@ def main(argv):
       'images_per_cpu_sec': float(np.median(cpu_rates)),
       'images_per_cpu_sec_windows': cpu_rates,
       'cpu_utilization': float(np.median(rates) / np.median(cpu_rates) / cores),
+      # Decoding the same encoded images and nothing else, same cores.
+      'decode_only_images_per_sec': float(np.median(decode_rates)),
+      'decode_only_images_per_sec_windows': decode_rates,
+      'pipeline_over_decode_only': median / float(np.median(decode_rates)),
       'cores': cores,
       'batches_per_window': _BATCHES.value,
       'warmup_batches': _WARMUP.value,
@@ -135,7 +174,10 @@ def main(argv):
         f"{median:.0f} images/s ({median / cores:.0f} per core, {cores} "
         f"cores; windows {min(rates):.0f}-{max(rates):.0f}), batch "
         f"{out['batch_size']}; {out['images_per_cpu_sec']:.0f} images per "
-        f"CPU-second; load {load_before[0]:.1f}->{load_after[0]:.1f}")
+        f"CPU-second; decoding alone {out['decode_only_images_per_sec']:.0f} "
+        f"images/s (pipeline/decode-only "
+        f"{out['pipeline_over_decode_only']:.2f}); load "
+        f"{load_before[0]:.1f}->{load_after[0]:.1f}")
 
 
 if __name__ == '__main__':

@@ -123,7 +123,7 @@ def test_random_crops_stay_inside_and_flips_mirror():
 
 
 def test_lighting_noise_follows_the_papers_pca_constants():
-  # SPEC.md: fb.resnet.torch's ImageNet RGB eigenvalues and eigenvectors.
+  # fb.resnet.torch's ImageNet RGB eigenvalues and eigenvectors.
   np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVAL,
                                 np.float32([0.2175, 0.0188, 0.0045]))
   np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVEC, np.float32(
@@ -148,18 +148,25 @@ def test_lighting_noise_follows_the_papers_pca_constants():
   assert np.abs(np.abs(principal) - 3 ** -0.5).max() < 0.02  # ~(1, 1, 1).
 
 
-def test_lighting_is_added_rounded_and_clipped():
-  images = tf.constant([[[[250, 3, 100]]], [[[0, 255, 7]]]], tf.uint8)
-  offsets = tf.constant([[10.4, -5.6, 2.4], [-1.0, 0.4, -2.6]])
-  out = Preprocess.add_lighting(images, offsets).numpy()
-  np.testing.assert_array_equal(out[:, 0, 0], [[255, 0, 102], [0, 255, 4]])
+def test_lighting_is_added_in_float_and_keeps_the_small_components():
+  # The paper's formula, I_xy + [p1, p2, p3] [a1 l1, a2 l2, a3 l3]^T, with
+  # fb.resnet.torch's eigen-decomposition (pixels in [0, 1], so times 255).
+  eigval = np.array([0.2175, 0.0188, 0.0045])
+  eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
+                     [-0.5836, -0.6948, 0.4203]])
   rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (3, 4, 5, 3), dtype=np.uint8)
-  offsets = rng.normal(0, 40, (3, 3)).astype(np.float32)
-  want = np.clip(images + np.round(offsets)[:, None, None, :], 0, 255)
-  np.testing.assert_array_equal(Preprocess.add_lighting(images, offsets), want)
-  np.testing.assert_array_equal(  # One image.
-      Preprocess.add_lighting(images[1], offsets[1]), want[1])
+  images = rng.integers(0, 256, (4, 3, 5, 3), dtype=np.uint8)
+  alpha = rng.normal(0.0, 0.1, (4, 3))
+  alpha[:, 1:] = np.abs(alpha[:, 1:]) + 0.05  # Components 2, 3 >= ~0.1 level.
+  offsets = 255.0 * (alpha * eigval) @ eigvec.T
+  want = images + offsets[:, None, None, :]
+  got = Preprocess.add_lighting(images, offsets.astype(np.float32)).numpy()
+  assert got.dtype == np.float32
+  np.testing.assert_allclose(got, want, atol=1e-3)
+  # Back in the eigenvector basis, all three components are there.
+  components = (got - images) @ eigvec / (255.0 * eigval)
+  np.testing.assert_allclose(components, np.broadcast_to(
+      alpha[:, None, None, :], components.shape), rtol=1e-3, atol=1e-4)
 
 
 def test_resize_modes_keep_the_centre_or_the_whole_image():
