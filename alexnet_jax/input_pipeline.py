@@ -3,6 +3,8 @@
 Datasets (`config.dataset`):
   * any TFDS name (`imagenet2012` is prepared from the tar files in
     `config.manual_dir`; `alexnet_shapes` is generated locally);
+  * 'tfds_directory': the TFDS dataset written in `config.dataset_dir`
+    (e.g. by `alexnet_jax.prepare_dataset`: images resized once to 256);
   * 'image_folder': the folder `config.dataset_dir`, either with split
     folders, root/<split>/<class>/<image> (the layout of
     `tfds.folder_dataset.ImageFolder`), or with class folders only,
@@ -72,6 +74,7 @@ LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
 IMAGE_FOLDER = 'image_folder'
+TFDS_DIRECTORY = 'tfds_directory'  # A TFDS dataset in config.dataset_dir.
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 BAD_IMAGE_POLICIES = ('skip', 'error')
@@ -132,9 +135,10 @@ class DataOptions:
         mean_from_data=config.normalization.get('mean_from_data', False),
         manual_dir=config.get('manual_dir', None),
         data_dir=config.get('data_dir', None))
-    if config.dataset == IMAGE_FOLDER and not options.dataset_dir:
+    if (config.dataset in (IMAGE_FOLDER, TFDS_DIRECTORY) and
+        not options.dataset_dir):
       raise _invalid('dataset_dir', options.dataset_dir,
-                     f"dataset={IMAGE_FOLDER!r} needs the folder's path")
+                     f"dataset={config.dataset!r} needs the folder's path")
     f = options.validation_fraction
     if (not isinstance(f, (int, float)) or isinstance(f, bool) or
         not 0.0 <= f < 1.0):
@@ -392,6 +396,13 @@ def get_builder(config, options: DataOptions | None = None):
   if name in EMBEDDED_DATASETS:
     from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
     return shapes.build(options.data_dir)
+  if name == TFDS_DIRECTORY:
+    path = os.path.expanduser(options.dataset_dir)
+    if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+      raise _invalid('dataset_dir', options.dataset_dir,
+                     'holds no TFDS dataset (no dataset_info.json; '
+                     'alexnet_jax.prepare_dataset writes one)')
+    return tfds.builder_from_directory(path)
   kwargs = {'data_dir': options.data_dir} if options.data_dir else {}
   try:
     builder = tfds.builder(name, **kwargs)
