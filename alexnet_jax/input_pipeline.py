@@ -3,6 +3,8 @@
 Datasets (`config.dataset`):
   * any TFDS name (`imagenet2012` is prepared from the tar files in
     `config.manual_dir`; `alexnet_shapes` is generated locally);
+  * 'tfds_directory': the TFDS dataset written in `config.dataset_dir`
+    (e.g. by `alexnet_jax.prepare_dataset`: images resized once to 256);
   * 'image_folder': the folder `config.dataset_dir`, either with split
     folders, root/<split>/<class>/<image> (the layout of
     `tfds.folder_dataset.ImageFolder`), or with class folders only,
@@ -83,6 +85,7 @@ LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
 IMAGE_FOLDER = config_lib.IMAGE_FOLDER
+TFDS_DIRECTORY = 'tfds_directory'  # A TFDS dataset in config.dataset_dir.
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 NUM_TEN_CROPS = 10
@@ -376,6 +379,13 @@ def get_builder(config, options: DataOptions | None = None):
   if name in EMBEDDED_DATASETS:
     from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
     return shapes.build(options.data_dir)
+  if name == TFDS_DIRECTORY:
+    path = os.path.expanduser(options.dataset_dir)
+    if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+      raise _invalid('dataset_dir', options.dataset_dir,
+                     'holds no TFDS dataset (no dataset_info.json; '
+                     'alexnet_jax.prepare_dataset writes one)')
+    return tfds.builder_from_directory(path)
   kwargs = {'data_dir': options.data_dir} if options.data_dir else {}
   try:
     builder = tfds.builder(name, **kwargs)

@@ -1,21 +1,28 @@
-r"""Throughput of the input pipeline alone: no model, no device transfer.
+r"""Throughput of the input pipeline alone, beside the JPEG-decode ceiling.
 
   python -m experiments.input_benchmark --config=configs/default.py \
       --output=/tmp/input_benchmark.json \
-      [--config.image_size=227 --config.resize_size=256 --config.cache=False]
+      [--config.image_size=227 --config.resize_size=256 --config.cache=False] \
+      [--imagenet_like=1000]
 
-Builds the config's `TFDSData`, iterates `train_batches` for --warmup batches,
-then times --repeats windows of --batches batches each and writes JSON with
-the median images/s, images/s per core (images/s over the cores this process
-may use), every window's figure, the rate of decoding the same encoded images
-and nothing else on the same cores (`decode_only_images_per_sec`) and the
-pipeline's rate over it, the spread, the config and the machine's
-load. On a machine shared with other jobs the wall-clock rate depends on the
-share of the cores they leave; `images_per_cpu_sec` (images per second of
-CPU time this process used, all threads) is what one core delivers whatever
-that share. With `--config.cache=False` every image is decoded in every
-epoch, which is what a dataset too large for memory (ImageNet) costs; with
-`cache=True` (configs/default.py) decoded images are reused.
+Two cases, each timed as the training pipeline (`TFDSData.train_batches`)
+and as its ceiling, decoding the very same JPEG bytes and nothing else
+(`tf.io.decode_jpeg` of the whole image, in the same tf.data form: parallel
+map, batches) on the same cores. The ratio pipeline / ceiling says how close
+the pipeline is to the limit the decoder sets.
+
+  * `config`: the config as given (with configs/default.py and the overrides
+    above: the embedded dataset's 256x256 JPEGs, the paper's preparation).
+  * `imagenet_like` (--imagenet_like=N > 0): N generated JPEGs at about
+    ImageNet's size (widths around 400, heights around 350, quality 90),
+    written once into --imagenet_like_dir and read as an image folder with
+    the same config otherwise.
+
+Windows of the pipeline and of the ceiling alternate, so a change in the
+machine's load hits both; each window first drains what the other one's
+prefetching left (--drain batches, untimed). Reported: the median images/s,
+per core (over the cores this process may use), and images per CPU-second
+(all threads of this process), which moves less with other jobs' load.
 """
 
 import datetime
@@ -29,6 +36,7 @@ import time
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 import numpy as np
 
@@ -37,8 +45,22 @@ config_flags.DEFINE_config_file('config', None, 'A training config file.',
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON result.')
 _WARMUP = flags.DEFINE_integer('warmup', 20, 'Batches before timing.')
 _BATCHES = flags.DEFINE_integer('batches', 40, 'Batches per timed window.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed windows.')
+_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed windows of each kind.')
+_DRAIN = flags.DEFINE_integer(
+    'drain', 8, 'Untimed batches at the start of each window.')
+_IMAGENET_LIKE = flags.DEFINE_integer(
+    'imagenet_like', 1000,
+    'Generated ImageNet-sized JPEGs for the second case; 0 skips it.')
+_IMAGENET_LIKE_DIR = flags.DEFINE_string(
+    'imagenet_like_dir', '/tmp/alexnet_jax_imagenet_like',
+    'Where the generated JPEGs are written (once; reused if complete).')
 flags.mark_flags_as_required(['config', 'output'])
+
+# About ImageNet's sizes: most images are landscape, around 400x350 after the
+# common 500-pixel cap; quality 90 like the embedded set.
+IMAGENET_LIKE_WIDTH = (400, 60)  # Mean and std, pixels.
+IMAGENET_LIKE_HEIGHT = (350, 50)
+IMAGENET_LIKE_QUALITY = 90
 
 
 def cores_available() -> int:
@@ -58,126 +80,153 @@ def overrides(argv) -> list[str]:
   return [a for a in argv if a.startswith('--config.')]
 
 
-def benchmark(config, warmup: int, batches: int, repeats: int) -> dict:
-  """Times `repeats` windows of `batches` training batches after `warmup`."""
+def imagenet_like_folder(root: str, count: int, seed: int = 0) -> str:
+  """Writes `count` JPEGs at ImageNet-like sizes into root/<class>/ (the
+  embedded dataset's scenes, rendered larger), unless already complete."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
+  marker = os.path.join(root, 'COMPLETE')
+  want = {'count': count, 'seed': seed, 'quality': IMAGENET_LIKE_QUALITY,
+          'width': IMAGENET_LIKE_WIDTH, 'height': IMAGENET_LIKE_HEIGHT}
+  try:
+    with open(marker) as f:
+      if json.load(f) == json.loads(json.dumps(want)):
+        return root
+  except (OSError, ValueError):
+    pass
+  start = time.perf_counter()
+  rng = np.random.default_rng(seed)
+  for index in range(count):
+    width = int(np.clip(rng.normal(*IMAGENET_LIKE_WIDTH), 250, 500))
+    height = int(np.clip(rng.normal(*IMAGENET_LIKE_HEIGHT), 200, 500))
+    label = shapes.example_label(index)
+    image = shapes.render_image(shapes.example_rng(seed, index), label,
+                                max(width, height))[:height, :width]
+    folder = os.path.join(root, shapes.CLASS_NAMES[label])
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(image).save(os.path.join(folder, f'{index:06d}.jpg'),
+                                quality=IMAGENET_LIKE_QUALITY)
+  with open(marker, 'w') as f:
+    json.dump(want, f)
+  logging.info('Wrote %d ImageNet-sized JPEGs to %s in %.0f s.', count, root,
+               time.perf_counter() - start)
+  return root
+
+
+def decode_only(data):
+  """Batches of this process's training images, in the pipeline's order and
+  read the pipeline's way, decoded whole and reduced to one number each:
+  the decoder's work and nothing else."""
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  tf = data.tf
+  table = data._table()  # pylint: disable=protected-access
+  indices, _ = input_pipeline.epoch_order(
+      data.num_train_examples, data.config.batch_size, 0, data.config.seed,
+      jax.process_count(), jax.process_index())
+
+  def decode(index):
+    image = tf.io.decode_jpeg(table.fetch(index)[0], channels=3)
+    return tf.cast(image[0, 0, 0], tf.int32)  # Keeps the decode alive.
+
+  ds = tf.data.Dataset.from_tensor_slices(indices).repeat()
+  ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  ds = ds.batch(data.per_process_batch).prefetch(tf.data.AUTOTUNE)
+  return ds.as_numpy_iterator()
+
+
+def _window(iterator, batches: int, drain: int, per_batch: int):
+  """(images/s, images per CPU-second) over `batches` batches."""
+  for _ in range(drain):
+    next(iterator)
+  start, cpu_start = time.perf_counter(), cpu_seconds()
+  for _ in range(batches):
+    next(iterator)
+  wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+  return batches * per_batch / wall, batches * per_batch / cpu
+
+
+def benchmark_case(config, warmup: int, batches: int, repeats: int,
+                   drain: int) -> dict:
+  """The pipeline and the decode ceiling of one config, windows alternating."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   data = input_pipeline.TFDSData(config)
   setup_s = time.perf_counter() - start
-  iterator = data.train_batches(0)
-  start = time.perf_counter()
+  pipeline, ceiling = data.train_batches(0), decode_only(data)
   for _ in range(warmup):
-    batch = next(iterator)
-  warmup_s = time.perf_counter() - start
-  per_batch = data.per_process_batch
-  rates, cpu_rates = [], []
-  for _ in range(repeats):
-    start, cpu_start = time.perf_counter(), cpu_seconds()
-    for _ in range(batches):
-      batch = next(iterator)
-    rates.append(batches * per_batch / (time.perf_counter() - start))
-    cpu_rates.append(batches * per_batch / (cpu_seconds() - cpu_start))
+    batch = next(pipeline)
+    next(ceiling)
   # float32 when lighting noise is on (added unrounded), else uint8.
   assert batch['image'].dtype in (np.uint8, np.float32)
-  decode_rates = decode_only(data, batches * per_batch, repeats)
-  return {
-      'decode_rates': decode_rates,
-      'rates': rates,
-      'cpu_rates': cpu_rates,
-      'setup_s': setup_s,
-      'warmup_s': warmup_s,
-      'per_process_batch': per_batch,
-      'image_shape': list(batch['image'].shape[2:]),
-      'steps_per_epoch': data.steps_per_epoch,
-  }
-
-
-def decode_only(data, images: int, repeats: int) -> list[float]:
-  """images/s of decoding (tf.io.decode_image, nothing else) the encoded
-  images the pipeline reads first in epoch 0, held in memory, with tf.data's
-  parallelism on the same cores: the ceiling any decoding pipeline has."""
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  tf = input_pipeline._tf()  # pylint: disable=protected-access
-  table = data._table()  # pylint: disable=protected-access
-  indices, _ = input_pipeline.epoch_order(
-      data.num_train_examples, data.config.batch_size, 0, data.config.seed,
-      1, 0)
-  indices = indices[:images]
-  encoded = [table.fetch(tf.constant(i, tf.int64))[0].numpy() for i in indices]
-  ds = tf.data.Dataset.from_tensor_slices(tf.constant(encoded)).repeat()
-  ds = ds.map(lambda b: tf.shape(tf.io.decode_image(
-      b, channels=3, expand_animations=False)),
-              num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  iterator = ds.batch(64).prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-  for _ in range(max(1, len(indices) // 64)):  # Warm-up.
-    next(iterator)
-  rates = []
+  per_batch = data.per_process_batch
+  runs = {'pipeline': [], 'decode_only': []}
   for _ in range(repeats):
-    start = time.perf_counter()
-    for _ in range(max(1, len(indices) // 64)):
-      next(iterator)
-    rates.append(max(1, len(indices) // 64) * 64 /
-                 (time.perf_counter() - start))
-  return rates
+    runs['pipeline'].append(_window(pipeline, batches, drain, per_batch))
+    runs['decode_only'].append(_window(ceiling, batches, drain, per_batch))
+  cores = cores_available()
+  out = {'dataset': config.dataset, 'dataset_dir': config.get('dataset_dir'),
+         'image_shape': list(batch['image'].shape[2:]),
+         'per_process_batch': per_batch, 'setup_s': setup_s, 'cores': cores}
+  for name, windows in runs.items():
+    rates = [r for r, _ in windows]
+    out[name] = {
+        'images_per_sec': float(np.median(rates)),
+        'images_per_sec_per_core': float(np.median(rates)) / cores,
+        'images_per_cpu_sec': float(np.median([c for _, c in windows])),
+        'windows': rates,
+    }
+  out['ratio_to_decode_only'] = (out['pipeline']['images_per_sec'] /
+                                 out['decode_only']['images_per_sec'])
+  return out
 
 
 def main(argv):
+  del argv
   config = flags.FLAGS.config
-  cores = cores_available()
+  cases = {'config': config}
+  if _IMAGENET_LIKE.value > 0:
+    imagenet_like = config.copy_and_resolve_references()
+    imagenet_like.dataset = 'image_folder'
+    imagenet_like.dataset_dir = imagenet_like_folder(
+        _IMAGENET_LIKE_DIR.value, _IMAGENET_LIKE.value)
+    imagenet_like.validation_fraction = 0.1
+    cases['imagenet_like'] = imagenet_like
   load_before = os.getloadavg()
-  result = benchmark(config, _WARMUP.value, _BATCHES.value, _REPEATS.value)
-  decode_rates = result.pop('decode_rates')
-  load_after = os.getloadavg()
-  rates = result.pop('rates')
-  cpu_rates = result.pop('cpu_rates')
-  median = float(np.median(rates))
+  results = {name: benchmark_case(c, _WARMUP.value, _BATCHES.value,
+                                  _REPEATS.value, _DRAIN.value)
+             for name, c in cases.items()}
   out = {
       'benchmark': 'input_pipeline',
       'config': config_flags.get_config_filename(flags.FLAGS['config']),
       'overrides': overrides(sys.argv),
-      'dataset': config.dataset,
       'image_size': config.image_size,
       'resize_size': config.resize_size,
       'cache': config.cache,
       'augment': config.augment.to_dict(),
-      'batch_size': result['per_process_batch'],
-      'images_per_sec': median,
-      'images_per_sec_per_core': median / cores,
-      'images_per_sec_windows': rates,
-      'images_per_sec_min': float(np.min(rates)),
-      'images_per_sec_max': float(np.max(rates)),
-      # Images per CPU-second of this process (all threads): what one core
-      # delivers, whatever share of the cores other jobs leave us.
-      'images_per_cpu_sec': float(np.median(cpu_rates)),
-      'images_per_cpu_sec_windows': cpu_rates,
-      'cpu_utilization': float(np.median(rates) / np.median(cpu_rates) / cores),
-      # Decoding the same encoded images and nothing else, same cores.
-      'decode_only_images_per_sec': float(np.median(decode_rates)),
-      'decode_only_images_per_sec_windows': decode_rates,
-      'pipeline_over_decode_only': median / float(np.median(decode_rates)),
-      'cores': cores,
+      'cases': results,
       'batches_per_window': _BATCHES.value,
-      'warmup_batches': _WARMUP.value,
-      'setup_s': result['setup_s'],
-      'warmup_s': result['warmup_s'],
-      'image_shape': result['image_shape'],
+      'windows': _REPEATS.value,
       'load_average_before': list(load_before),
-      'load_average_after': list(load_after),
+      'load_average_after': list(os.getloadavg()),
       'machine': platform.node(),
-      'date': datetime.datetime.now().isoformat(timespec='seconds'),
+      'processor': platform.processor() or platform.machine(),
+      'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec='seconds'),
   }
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   with open(_OUTPUT.value, 'w') as f:
     json.dump(out, f, indent=2)
-  logging.info('%s', json.dumps(out, indent=2))
-  print(f"{out['config']} {' '.join(out['overrides'])}: "
-        f"{median:.0f} images/s ({median / cores:.0f} per core, {cores} "
-        f"cores; windows {min(rates):.0f}-{max(rates):.0f}), batch "
-        f"{out['batch_size']}; {out['images_per_cpu_sec']:.0f} images per "
-        f"CPU-second; decoding alone {out['decode_only_images_per_sec']:.0f} "
-        f"images/s (pipeline/decode-only "
-        f"{out['pipeline_over_decode_only']:.2f}); load "
-        f"{load_before[0]:.1f}->{load_after[0]:.1f}")
+  print(f"{out['config']} {' '.join(out['overrides'])}; "
+        f"load {load_before[0]:.1f}->{out['load_average_after'][0]:.1f}")
+  print('| case | pipeline images/s | per core | decode-only images/s | '
+        'per core | pipeline / decode-only |')
+  print('|---|---|---|---|---|---|')
+  for name, r in results.items():
+    p, d = r['pipeline'], r['decode_only']
+    print(f"| {name} | {p['images_per_sec']:.0f} | "
+          f"{p['images_per_sec_per_core']:.0f} | {d['images_per_sec']:.0f} | "
+          f"{d['images_per_sec_per_core']:.0f} | "
+          f"{r['ratio_to_decode_only']:.2f} |")
 
 
 if __name__ == '__main__':

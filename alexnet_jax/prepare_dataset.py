@@ -1,0 +1,193 @@
+r"""Writes a dataset resized once to the paper's 256 pixels, as TFDS shards.
+
+  python -m alexnet_jax.prepare_dataset --config=configs/imagenet_paper.py \
+      --output_dir=/data/imagenet2012_256 [--config.manual_dir=...]
+
+then train on it with the same config and
+
+  --config.dataset=tfds_directory --config.dataset_dir=/data/imagenet2012_256
+
+The paper stored ImageNet with every image resized so that its shorter side
+was 256 and the central 256x256 kept; decoding those is several times cheaper
+than decoding the originals (ImageNet's average image is about 400x350) and
+leaves the training crops no resizing to do. This reads the config's dataset
+(any TFDS name, or an image folder, with its bad-image handling), resizes each
+image exactly as the input pipeline would (`config.resize_size`,
+`config.resize_mode`; antialiased), keeps the central square
+(--central_square, default) or the whole resized image, re-encodes it as JPEG
+(--jpeg_quality) and writes array_record shards (random access, which the
+pipeline's global shuffle needs) in TFDS's format with its metadata, so
+`tfds.builder_from_directory` and `tfds.data_source` read it.
+
+Resumable: shard i holds examples [i * n, (i + 1) * n) of the split in the
+source's order (--examples_per_shard=n); each shard is written under a
+temporary name and renamed when complete, and a re-run skips the shards that
+exist. The metadata is written last, once every shard is there.
+"""
+
+import glob
+import io
+import math
+import os
+import time
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+config_flags.DEFINE_config_file('config', None, 'A training config file.',
+                                lock_config=False)
+_OUTPUT_DIR = flags.DEFINE_string(
+    'output_dir', None, 'Where the TFDS dataset is written.')
+_SPLITS = flags.DEFINE_list(
+    'splits', None, 'Source splits to write (default: the config\'s '
+    'train_split and eval_split, written as "train" and "validation").')
+_EXAMPLES_PER_SHARD = flags.DEFINE_integer(
+    'examples_per_shard', 1024, 'Examples per shard.')
+_CENTRAL_SQUARE = flags.DEFINE_boolean(
+    'central_square', True,
+    'Keep the central resize_size square (the paper); else the whole image '
+    'with its shorter side resized.')
+_JPEG_QUALITY = flags.DEFINE_integer('jpeg_quality', 95,
+                                     'Quality of the re-encoded JPEGs.')
+flags.mark_flags_as_required(['config', 'output_dir'])
+
+DATASET_NAME = 'prepared'  # The TFDS name in the shards' file names.
+
+
+def _shard_path(output_dir: str, split: str, index: int, count: int) -> str:
+  return os.path.join(
+      output_dir,
+      f'{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}')
+
+
+def _features(class_names):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  return tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(None, None, 3),
+                                   encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel(names=list(class_names)),
+  })
+
+
+def _encoded_examples(source, shard, preprocess, start: int, count: int,
+                      central_square: bool, quality: int):
+  """(JPEG bytes, label) of examples [start, start + count) of `shard`."""
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  # pylint: disable=protected-access
+  tf, resize = input_pipeline._tf(), input_pipeline._resize_uint8
+
+  def encode(record):
+    image = preprocess.decode(source.read(record))
+    if central_square:
+      image = preprocess.resize_square(image)
+    else:
+      target = preprocess.resized_shape(tf.shape(image)[:2])
+      image = resize(image, target)
+    return tf.io.encode_jpeg(image, quality=quality), record['label']
+
+  ds = source.records(shard).skip(start).take(count)
+  ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
+
+
+def write_split(source, split: str, name: str, output_dir: str, preprocess,
+                examples_per_shard: int, central_square: bool,
+                quality: int):
+  """Writes the shards of one split not yet written; returns its SplitInfo."""
+  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  shard = source.shards(split, 1, False)[0]
+  total = source.num_examples(shard)
+  count = max(1, math.ceil(total / examples_per_shard))
+  features = _features(source.class_names)
+  serializer = tfds.core.example_serializer.ExampleSerializer(
+      features.get_serialized_info())
+  lengths = [min(examples_per_shard, total - i * examples_per_shard)
+             for i in range(count)]
+  stale = glob.glob(glob.escape(_shard_path(output_dir, name, 0, count))
+                    .replace('00000-of', '*-of') + '.tmp*')
+  for path in stale:  # From a run killed mid-shard.
+    os.remove(path)
+  start_time, done = time.perf_counter(), 0
+  for index, length in enumerate(lengths):
+    path = _shard_path(output_dir, name, index, count)
+    if os.path.exists(path):
+      continue
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+      # As TFDS writes array_record: one record per group, for random access.
+      writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
+      for jpeg, label in _encoded_examples(
+          source, shard, preprocess, index * examples_per_shard, length,
+          central_square, quality):
+        example = features.encode_example(
+            {'image': io.BytesIO(jpeg), 'label': int(label)})
+        writer.write(serializer.serialize_example(example))
+      writer.close()
+      os.replace(tmp, path)
+    finally:  # An interrupted shard leaves nothing that looks written.
+      if os.path.exists(tmp):
+        os.remove(tmp)
+    done += length
+    rate = done / (time.perf_counter() - start_time)
+    left = sum(lengths[index + 1:])
+    logging.info('%s: shard %d of %d written (%d images); %.0f images/s, '
+                 'about %.0f min left.', name, index + 1, count, length, rate,
+                 left / rate / 60)
+  num_bytes = sum(os.path.getsize(_shard_path(output_dir, name, i, count))
+                  for i in range(count))
+  return tfds.core.SplitInfo(name=name, shard_lengths=lengths,
+                             num_bytes=num_bytes)
+
+
+def prepare(config, output_dir: str, splits=None, examples_per_shard=1024,
+            central_square=True, jpeg_quality=95) -> str:
+  """Writes config's dataset resized into `output_dir`; returns the dir."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  if examples_per_shard < 1:
+    raise config_lib.ConfigError(
+        f'--examples_per_shard={examples_per_shard} is invalid: expected a '
+        f'positive number.')
+  if not 1 <= jpeg_quality <= 100:
+    raise config_lib.ConfigError(
+        f'--jpeg_quality={jpeg_quality} is invalid: expected 1 to 100.')
+  options = input_pipeline.DataOptions.from_config(config)
+  source = input_pipeline.make_source(config, options)
+  preprocess = input_pipeline.preprocess_from_config(config)
+  if splits:
+    names = {s: s for s in splits}
+  else:
+    names = {config.train_split: 'train', config.eval_split: 'validation'}
+  os.makedirs(output_dir, exist_ok=True)
+  infos = [write_split(source, split, name, output_dir, preprocess,
+                       examples_per_shard, central_square, jpeg_quality)
+           for split, name in names.items()]
+  tfds.folder_dataset.write_metadata(
+      data_dir=output_dir, features=_features(source.class_names),
+      split_infos=infos, check_data=False,
+      description=(f'{source.name} resized to {preprocess.resize_size} '
+                   f'({preprocess.resize_mode}; central square: '
+                   f'{central_square}; JPEG quality {jpeg_quality}) by '
+                   f'alexnet_jax.prepare_dataset.'))
+  logging.info('Prepared %s in %s: splits %s.', source.name, output_dir,
+               {i.name: i.num_examples for i in infos})
+  return output_dir
+
+
+def main(argv):
+  del argv
+  prepare(flags.FLAGS.config, os.path.abspath(_OUTPUT_DIR.value),
+          _SPLITS.value, _EXAMPLES_PER_SHARD.value, _CENTRAL_SQUARE.value,
+          _JPEG_QUALITY.value)
+
+
+def run():
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()
