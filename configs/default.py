@@ -102,8 +102,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'warmup_epochs': 0.5,  # Linear warmup (any schedule but plateau).
       'lr_drop_epochs': (18, 22),  # step: epochs at which lr *= lr_drop_factor.
       'lr_drop_factor': 0.1,  # step and plateau.
-      'plateau_patience': 2,  # plateau: evaluations without improvement.
-      'plateau_min_delta': 0.0,  # plateau: improvement in top-1 error.
+      'plateau_patience': 2,  # plateau: evaluations in a row without improvement before a drop.
+      'plateau_min_delta': 0.0,  # plateau: an eval improves if top-1 error < best - min_delta (PyTorch ReduceLROnPlateau, threshold_mode='abs').
       'plateau_max_drops': 3,  # plateau: the paper divided by 10 three times.
   })
 

@@ -312,7 +312,9 @@ def test_torch_reference_computes_the_jax_function(variant):
   params = net.init(jax.random.key(1), jnp.asarray(x))['params']
   want = np.asarray(net.apply({'params': params}, jnp.asarray(x)))
 
-  ref = torch_reference.AlexNet(classes, variant, width=width, image_size=size)
+  # The variant's groups and LRN as the JAX model resolves them.
+  ref = torch_reference.AlexNet(classes, variant, groups=net.groups,
+                                lrn=net.lrn, width=width, image_size=size)
   ref.eval()
   with torch.no_grad():
     for name, layer in ref.features.items():

@@ -170,3 +170,15 @@ def test_at_step_sets_the_schedule_step():
   state = optim.at_step(tx.init(params), 3)  # Epoch 1: lr 0.1 -> 0.01.
   _, state = tx.update({'w': jnp.ones(2)}, state, params)
   assert float(optim.current_learning_rate(state)) == pytest.approx(0.01)
+
+
+def test_decay_biases_is_validated():
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  assert config.optimizer.decay_biases is True  # The paper's rule.
+  config.optimizer = ml_collections.ConfigDict(
+      {**config.optimizer.to_dict(), 'decay_biases': 'no'})
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config\.optimizer\.decay_biases='no'"):
+    config_lib.validate(config)

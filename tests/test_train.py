@@ -60,17 +60,42 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
   assert 'OK' in out.stdout
 
 
-def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny):
+def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny,
+                                                          monkeypatch):
+  # A fake clock: each training step takes 1 s, each evaluation 100 s.
+  clock = _FakeClock()
+  monkeypatch.setattr(progress, 'time', type('T', (), {'perf_counter': clock}))
+  make_steps = train.make_pmapped_steps
+
+  def timed_steps(*args, **kwargs):
+    p_train, p_eval = make_steps(*args, **kwargs)
+
+    def step(*a):
+      clock.now += 1.0
+      return p_train(*a)
+
+    def evaluate(*a):
+      clock.now += 100.0
+      return p_eval(*a)
+
+    return step, evaluate
+
+  monkeypatch.setattr(train, 'make_pmapped_steps', timed_steps)
   config = tiny(dataset='fake', num_train_steps=5, log_every_steps=2,
-                eval_every_steps=4)
+                eval_every_steps=3)
   last = train.train_and_evaluate(config, str(tmp_path))
   rows = metrics_writer.read_metrics(str(tmp_path))
-  assert [r['step'] for r in rows] == [2, 4, 5]  # The last step is logged.
+  assert [r['step'] for r in rows] == [2, 3, 4, 5]  # The last step is logged.
+  logs = [rows[0], rows[2], rows[3]]
   for key in ('train_loss', 'train_top1', 'learning_rate', 'images_per_sec',
               'grad_norm', 'param_norm'):
-    assert all(np.isfinite(r[key]) for r in rows), key
+    assert all(np.isfinite(r[key]) for r in logs), key
+    assert key not in rows[1]  # Step 3 evaluates only.
   for key in ('eval_loss', 'eval_top1', 'eval_top5'):
-    assert key in rows[1] and key in rows[2] and key not in rows[0]
+    assert key in rows[1] and key in rows[3] and key not in rows[0]
+  # Training images over training time (the clock starts after step 1):
+  # step 2 in 1 s; steps 3-4 in 2 s, step 3's evaluation left out; step 5.
+  assert [r['images_per_sec'] for r in logs] == pytest.approx([8.0] * 3)
   assert rows[-1]['eval_examples'] == 8
   assert last['step'] == 5
   saved = json.load(open(tmp_path / 'config.json'))
@@ -275,37 +300,6 @@ class _FakeClock:
 
   def __call__(self):
     return self.now
-
-
-def test_logged_images_per_sec_exclude_evaluations(tmp_path, tiny,
-                                                   monkeypatch):
-  # A fake clock: each training step takes 1 s, each evaluation 100 s. Evals
-  # at steps 2 and 3, a log at 3; the timer starts after step 1.
-  clock = _FakeClock()
-  monkeypatch.setattr(progress, 'time', type('T', (), {'perf_counter': clock}))
-  make_steps = train.make_pmapped_steps
-
-  def timed_steps(*args, **kwargs):
-    p_train, p_eval = make_steps(*args, **kwargs)
-
-    def step(*a):
-      clock.now += 1.0
-      return p_train(*a)
-
-    def evaluate(*a):
-      clock.now += 100.0
-      return p_eval(*a)
-
-    return step, evaluate
-
-  monkeypatch.setattr(train, 'make_pmapped_steps', timed_steps)
-  config = tiny(dataset='fake', num_train_steps=3, log_every_steps=3,
-                eval_every_steps=2)
-  train.train_and_evaluate(config, str(tmp_path))
-  rows = metrics_writer.read_metrics(str(tmp_path))
-  assert [r['step'] for r in rows] == [2, 3]
-  # Steps 2 and 3: 2 steps of 8 images in 2 s of training.
-  assert rows[1]['images_per_sec'] == pytest.approx(8.0)
 
 
 def test_skipped_step_does_not_delay_the_schedule(tiny):
