@@ -22,26 +22,32 @@ random `image_size` crops, random horizontal flips and PCA lighting noise;
 evaluation takes the centre crop, or the four corner crops, the centre crop
 and their mirror images (`config.ten_crop`; the batch then has a crop axis:
 [devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB
-(float32 for training with lighting noise, which is added in float as in the
-paper, neither rounded nor clipped) and are normalised on the device (the
-mean is `config.normalization.mean`, or `TFDSData.normalization_mean`
-measured on the training split when `config.normalization.mean_from_data`).
+crops; the accelerator does the rest (`train.training_images`): each training
+batch carries its random flips and PCA lighting offsets ('flip', 'light'),
+which are applied there in float, as the paper adds the noise (unrounded,
+unclipped), before the mean is subtracted (`config.normalization.mean`, or
+`TFDSData.normalization_mean` measured on the training split when
+`config.normalization.mean_from_data`). The host's work per image is thus
+the decoding of its crop window and nothing else that costs.
 
 Training crops skip most of the decoding: the crop window is mapped back to
 the original image and only that window is decoded
-(`tf.io.decode_and_crop_jpeg`) and then resized. Where the image's shorter
-side already equals `resize_size` (e.g. 256x256 JPEGs at resize_size=256) this
-is exactly resize-then-crop; otherwise it resamples the same window, with a
-sub-pixel difference in the sampling grid. With `config.cache` the resized
-squares are decoded once and kept in memory; crops are then exact slices.
-Evaluation always decodes the whole image, resizes it and then crops.
+(`tf.io.decode_and_crop_jpeg`) and then resized (plain bilinear). Where the
+image's shorter side already equals `resize_size` (e.g. 256x256 JPEGs at
+resize_size=256, as `alexnet_jax.prepare_dataset` writes them) this is
+exactly resize-then-crop with no resizing; otherwise it resamples the same
+window, with a sub-pixel difference in the sampling grid and no antialiasing.
+With `config.cache` the resized squares are decoded once and kept in memory;
+crops are then exact slices. Evaluation always decodes the whole image,
+resizes it (antialiased) and then crops.
 
 Training order is a function of (config.seed, epoch, global position) alone,
 the same for any number of processes: epoch `e` is one permutation of all the
 training records seeded by (seed, e); global batch `s` is its positions
 [s * batch_size, (s + 1) * batch_size), and each process reads only its
 contiguous slice of each global batch (`epoch_order`). Each example's
-augmentation draws from a stateless seed of (seed, e, its global position).
+augmentation (crop corner, flip, lighting) is drawn for its global position
+from a generator seeded by (seed, e) (`draw_augmentation`).
 Restarting at step `s` (with any process count) rebuilds epoch
 `s // steps_per_epoch` and starts at the right position without reading the
 examples before it. This needs random access to the records: image folders
@@ -94,6 +100,8 @@ MANUAL_FILES = {
     'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
 }
 CACHE_SUBDIR = 'alexnet_jax_cache'  # Under the TFDS data dir.
+# Keeps the augmentation's random stream apart from the epoch's permutation.
+AUGMENTATION_STREAM = 1
 # A tfrecord-format split larger than this is not loaded into memory.
 MEMORY_TABLE_LIMIT = 4 * 2**30
 _FOLDER_SPLITS = ('train', 'validation')  # Of a folder without split folders.
@@ -268,8 +276,10 @@ class Preprocess:
                       tf.concat([window[2:], [3]], 0))
 
     crop = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    # Plain bilinear: an antialiased resize costs more than the decode.
     crop = tf.cond(tf.reduce_all(tf.equal(tf.shape(crop)[:2], size)),
-                   lambda: crop, lambda: _resize_uint8(crop, [size, size]))
+                   lambda: crop,
+                   lambda: _resize_uint8(crop, [size, size], antialias=False))
     return tf.ensure_shape(crop, (size, size, 3))
 
   def crop_from_square(self, square, offset):
@@ -280,55 +290,6 @@ class Preprocess:
     tf = _tf()
     margin = (self.resize_size - self.image_size) // 2
     return tf.constant([margin, margin], tf.int32)
-
-  def train_offset(self, seed):
-    """Top-left corner of the training crop in the resized square."""
-    tf = _tf()
-    if not self.random_crop:
-      return self.center_offset()
-    return tf.random.stateless_uniform(
-        (2,), seed, minval=0, maxval=self.resize_size - self.image_size + 1,
-        dtype=tf.int32)
-
-  def maybe_flip(self, image, seed):
-    tf = _tf()
-    if not self.flip:
-      return image
-    return tf.cond(tf.random.stateless_uniform((), seed) < 0.5,
-                   lambda: tf.reverse(image, axis=[1]), lambda: image)
-
-  def lighting_offset(self, seed):
-    """The PCA lighting noise of one image: an RGB offset (0-255 scale)."""
-    tf = _tf()
-    alpha = tf.random.stateless_normal((3,), seed, stddev=self.lighting_std)
-    return tf.linalg.matvec(LIGHTING_EIGVEC, alpha * LIGHTING_EIGVAL) * 255.0
-
-  @staticmethod
-  def add_lighting(images, offsets):
-    """uint8 [..., h, w, 3] + float32 [..., 3] -> float32 [..., h, w, 3].
-
-    The paper adds the noise to the pixel values; it is neither rounded nor
-    clipped here (two of its three components are below half a level).
-    """
-    tf = _tf()
-    return tf.cast(images, tf.float32) + offsets[..., None, None, :]
-
-  def train_example(self, image, seed, from_bytes: bool):
-    """One training image (encoded bytes, or the cached resized square) ->
-    (uint8 crop, flipped at random; float32 [3] lighting offset)."""
-    tf = _tf()
-    seeds = tf.random.experimental.stateless_split(seed, 3)
-    offset = self.train_offset(seeds[0])
-    if from_bytes:
-      image = self.crop_from_bytes(image, offset)
-    else:
-      image = self.crop_from_square(image, offset)
-    image = self.maybe_flip(image, seeds[1])
-    if self.lighting_std > 0:
-      light = self.lighting_offset(seeds[2])
-    else:
-      light = tf.zeros((3,), tf.float32)
-    return image, light
 
   def center_crop(self, square):
     return self.crop_from_square(square, self.center_offset())
@@ -346,9 +307,9 @@ class Preprocess:
     return tf.stack(crops)
 
 
-def _resize_uint8(image, size):
+def _resize_uint8(image, size, antialias: bool = True):
   tf = _tf()
-  image = tf.image.resize(image, size, method='bilinear', antialias=True)
+  image = tf.image.resize(image, size, method='bilinear', antialias=antialias)
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
@@ -864,6 +825,39 @@ def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
   return permutation[positions], positions
 
 
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+  """The random choices of an epoch's training examples, by global position.
+
+  The host only decodes each example's crop window; the flip and the
+  lighting noise are applied to the batch on the accelerator
+  (`train.training_images`).
+  """
+  offsets: np.ndarray  # int32 [n, 2]: the crop's corner in the resized square.
+  flips: np.ndarray  # bool [n]: mirror the crop left-right.
+  lights: np.ndarray  # float32 [n, 3]: PCA lighting's RGB offset, 0-255 scale.
+
+
+def draw_augmentation(preprocess: Preprocess, num_positions: int, epoch: int,
+                      seed: int) -> Augmentation:
+  """The choices for global positions [0, num_positions) of `epoch`: a
+  function of (seed, epoch, position) alone. Every draw is made whatever the
+  switches say, so turning one off leaves the others unchanged."""
+  pre, n = preprocess, num_positions
+  rng = np.random.default_rng([seed, epoch, AUGMENTATION_STREAM])
+  room = pre.resize_size - pre.image_size
+  offsets = rng.integers(0, room + 1, (n, 2), dtype=np.int32)
+  flips = rng.random(n) < 0.5
+  alphas = rng.normal(0.0, 1.0, (n, 3)) * pre.lighting_std
+  if not pre.random_crop:
+    offsets[:] = room // 2
+  if not pre.flip:
+    flips[:] = False
+  # The paper: I + [p1, p2, p3] [a1 l1, a2 l2, a3 l3]^T, for pixels in [0, 1].
+  lights = 255.0 * (alphas * LIGHTING_EIGVAL) @ LIGHTING_EIGVEC.T
+  return Augmentation(offsets, flips, lights.astype(np.float32))
+
+
 # ---------------------------------------------------------------------------
 # Batches for the training loop.
 # ---------------------------------------------------------------------------
@@ -961,49 +955,58 @@ class TFDSData:
     return self._train_squares
 
   def train_dataset(self, epoch: int, skip_examples: int = 0):
-    """The tf.data pipeline of one training epoch (batches of this process),
-    starting `skip_examples` into it. Images are float32 when lighting
-    noise is on (it is added unrounded, as in the paper), else uint8."""
+    """The tf.data pipeline of one training epoch (uint8 crops and labels,
+    in batches of this process), starting `skip_examples` into it."""
     tf, cfg, pre = self.tf, self.config, self.preprocess
-    indices, positions = epoch_order(
-        self.num_train_examples, cfg.batch_size, epoch, cfg.seed,
-        jax.process_count(), jax.process_index())
-    epoch_seed = tf.constant([cfg.seed, epoch], tf.int64)
+    indices, positions = self._epoch(epoch)
+    offsets = self._augmentation(epoch).offsets[positions]
     if cfg.cache:
       squares, labels = self._cached_train_squares()
-      lookup = lambda i: (tf.gather(squares, i), tf.gather(labels, i))
+
+      def example(index, offset):
+        crop = pre.crop_from_square(tf.gather(squares, index), offset)
+        return crop, tf.gather(labels, index)
     else:
-      lookup = self._table().fetch
+      fetch = self._table().fetch
 
-    def example(index, position):
-      seed = tf.random.experimental.stateless_fold_in(epoch_seed, position)
-      image, label = lookup(index)
-      image, light = pre.train_example(image, seed, from_bytes=not cfg.cache)
-      return {'image': image, 'label': label, 'light': light}
-
-    def lighting(batch):
-      return {'image': pre.add_lighting(batch['image'], batch['light']),
-              'label': batch['label']}
+      def example(index, offset):
+        image, label = fetch(index)
+        return pre.crop_from_bytes(image, offset), label
 
     ds = tf.data.Dataset.from_tensor_slices(
-        (indices[skip_examples:], positions[skip_examples:]))
+        (indices[skip_examples:], offsets[skip_examples:]))
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(self.per_process_batch, drop_remainder=True)
-    if pre.lighting_std > 0:
-      ds = ds.map(lighting, num_parallel_calls=tf.data.AUTOTUNE,
-                  deterministic=True)
-    else:
-      ds = ds.map(lambda b: {'image': b['image'], 'label': b['label']})
     return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options)
 
+  def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    return epoch_order(self.num_train_examples, self.config.batch_size, epoch,
+                       self.config.seed, jax.process_count(),
+                       jax.process_index())
+
+  def _augmentation(self, epoch: int) -> Augmentation:
+    return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
+                             self.config.seed)
+
   def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
-    """Endless training batches, starting at global step `start_step`."""
+    """Endless training batches from global step `start_step`: uint8
+    'image' crops, 'label', and the 'flip' and 'light' the accelerator
+    applies."""
     epoch, skip_batches = divmod(start_step, self.steps_per_epoch)
+    b = self.per_process_batch
     while True:
-      ds = self.train_dataset(epoch, skip_batches * self.per_process_batch)
-      for batch in self._numpy(ds, f'training epoch {epoch}'):
-        yield self._shard(batch['image'], batch['label'])
+      _, positions = self._epoch(epoch)
+      augmentation = self._augmentation(epoch)
+      ds = self.train_dataset(epoch, skip_batches * b)
+      for k, (images, labels) in enumerate(
+          self._numpy(ds, f'training epoch {epoch}'), start=skip_batches):
+        batch = self._shard(images, labels)
+        at = positions[k * b:(k + 1) * b]
+        d = self.local_devices
+        batch['flip'] = augmentation.flips[at].reshape(d, -1)
+        batch['light'] = augmentation.lights[at].reshape(d, -1, 3)
+        yield batch
       epoch += 1
       skip_batches = 0
 

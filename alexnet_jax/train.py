@@ -95,6 +95,21 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (images.astype(jnp.float32) - mean) / std
 
 
+def training_images(batch: dict[str, jax.Array], config) -> jax.Array:
+  """A training batch's images, mirrored where 'flip' says and lit by
+  'light' (the input pipeline's draws; fake data has neither), normalized.
+  The lighting is added in float, unrounded and unclipped, as in the paper."""
+  images = batch['image']
+  if 'flip' in batch:
+    images = jnp.where(batch['flip'][:, None, None, None],
+                       images[:, :, ::-1], images)
+  images = images.astype(jnp.float32)
+  if 'light' in batch:
+    images = images + batch['light'][:, None, None, :]
+  return normalize(images, config.normalization.mean,
+                   config.normalization.std)
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(
       logits.astype(jnp.float32), labels)
@@ -128,8 +143,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   computed only for steps the loop logs (multiples of log_every_steps, and
   `total_steps`); other steps report NaN for them.
   """
-  images = normalize(batch['image'], config.normalization.mean,
-                     config.normalization.std)
+  images = training_images(batch, config)
   labels = batch['label']
   device = lax.axis_index('batch')
   dropout_key = jax.random.fold_in(

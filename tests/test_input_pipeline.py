@@ -88,59 +88,47 @@ def _coordinates(size):
   return tf.constant(np.stack([y * size + x, x, y], -1).astype(np.uint8))
 
 
-def _seed(i):
-  return tf.constant([7, i], tf.int64)
+# fb.resnet.torch's ImageNet RGB eigenvalues and eigenvectors (pixels in
+# [0, 1]), which the paper's PCA lighting uses.
+EIGVAL = np.array([0.2175, 0.0188, 0.0045])
+EIGVEC = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
+                   [-0.5836, -0.6948, 0.4203]])
 
 
-def test_random_crops_stay_inside_and_flips_mirror():
+def test_augmentation_draws_cover_every_crop_and_flip_half():
   pre = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
                    random_crop=True, flip=True, lighting_std=0.1)
-  square = _coordinates(8)
-  offsets, flips = [], 0
-  for i in range(200):
-    crop, light = pre.train_example(square, _seed(i), from_bytes=False)
-    crop = crop.numpy()
-    assert crop.shape == (5, 5, 3) and light.shape == (3,)
-    flipped = crop[0, 0, 1] > crop[0, -1, 1]
-    flips += flipped
-    oy, ox = int(crop[0, 0, 2]), int(crop[0, :, 1].min())
-    want = square.numpy()[oy:oy + 5, ox:ox + 5]
-    np.testing.assert_array_equal(crop, want[:, ::-1] if flipped else want)
-    offsets.append((oy, ox))
-  ys, xs = zip(*offsets)
-  assert set(ys) == set(xs) == {0, 1, 2, 3}  # Every position, none outside.
-  assert 70 < flips < 130
-  same = pre.train_example(square, _seed(3), from_bytes=False)[0]
-  np.testing.assert_array_equal(
-      same, pre.train_example(square, _seed(3), from_bytes=False)[0])
-
-  fixed = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
-                     random_crop=False, flip=False, lighting_std=0.0)
-  for i in range(5):
-    crop, light = fixed.train_example(square, _seed(i), from_bytes=False)
-    np.testing.assert_array_equal(crop, square.numpy()[1:6, 1:6])
-    np.testing.assert_array_equal(light, np.zeros(3))
+  draws = input_pipeline.draw_augmentation(pre, 4000, epoch=3, seed=7)
+  assert draws.offsets.shape == (4000, 2) and draws.lights.shape == (4000, 3)
+  assert set(draws.offsets.ravel()) == {0, 1, 2, 3}  # All inside, all used.
+  assert 1800 < draws.flips.sum() < 2200
+  again = input_pipeline.draw_augmentation(pre, 4000, epoch=3, seed=7)
+  np.testing.assert_array_equal(draws.offsets, again.offsets)
+  np.testing.assert_array_equal(draws.lights, again.lights)
+  other = input_pipeline.draw_augmentation(pre, 4000, epoch=4, seed=7)
+  assert (other.offsets != draws.offsets).any()
+  # A switch turned off leaves the other draws as they were.
+  fixed = input_pipeline.draw_augmentation(
+      Preprocess(image_size=5, resize_size=8, resize_mode='crop',
+                 random_crop=False, flip=False, lighting_std=0.1),
+      4000, epoch=3, seed=7)
+  assert (fixed.offsets == 1).all() and not fixed.flips.any()
+  np.testing.assert_array_equal(fixed.lights, draws.lights)
 
 
 def test_lighting_noise_follows_the_papers_pca_constants():
-  # fb.resnet.torch's ImageNet RGB eigenvalues and eigenvectors.
   np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVAL,
-                                np.float32([0.2175, 0.0188, 0.0045]))
-  np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVEC, np.float32(
-      [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
-       [-0.5836, -0.6948, 0.4203]]))
+                                np.float32(EIGVAL))
+  np.testing.assert_array_equal(input_pipeline.LIGHTING_EIGVEC,
+                                np.float32(EIGVEC))
   std = 0.1
   pre = Preprocess(image_size=5, resize_size=8, resize_mode='crop',
                    random_crop=True, flip=True, lighting_std=std)
-  seeds = tf.stack([tf.fill([4000], 3), tf.range(4000)], axis=1)
-  offsets = tf.function(lambda s: tf.map_fn(
-      pre.lighting_offset, s, fn_output_signature=tf.float32))(
-          tf.cast(seeds, tf.int64)).numpy()
+  offsets = input_pipeline.draw_augmentation(pre, 4000, 0, 3).lights
   # In the eigenvector basis the noise is independent, with the standard
   # deviations 255 * std * eigval; the dominant direction is brightness.
-  components = offsets @ input_pipeline.LIGHTING_EIGVEC / 255.0
-  np.testing.assert_allclose(components.std(axis=0),
-                             std * input_pipeline.LIGHTING_EIGVAL, rtol=0.06)
+  components = offsets @ EIGVEC / 255.0
+  np.testing.assert_allclose(components.std(axis=0), std * EIGVAL, rtol=0.06)
   np.testing.assert_allclose(components.mean(axis=0), 0.0, atol=0.002)
   corr = np.corrcoef(components.T)
   assert np.abs(corr - np.eye(3)).max() < 0.06
@@ -148,25 +136,31 @@ def test_lighting_noise_follows_the_papers_pca_constants():
   assert np.abs(np.abs(principal) - 3 ** -0.5).max() < 0.02  # ~(1, 1, 1).
 
 
-def test_lighting_is_added_in_float_and_keeps_the_small_components():
+def test_flip_and_lighting_are_applied_in_float_on_the_accelerator():
   # The paper's formula, I_xy + [p1, p2, p3] [a1 l1, a2 l2, a3 l3]^T, with
-  # fb.resnet.torch's eigen-decomposition (pixels in [0, 1], so times 255).
-  eigval = np.array([0.2175, 0.0188, 0.0045])
-  eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
-                     [-0.5836, -0.6948, 0.4203]])
+  # pixels on the 0-255 scale, then the mean subtracted and the std divided.
   rng = np.random.default_rng(0)
   images = rng.integers(0, 256, (4, 3, 5, 3), dtype=np.uint8)
   alpha = rng.normal(0.0, 0.1, (4, 3))
   alpha[:, 1:] = np.abs(alpha[:, 1:]) + 0.05  # Components 2, 3 >= ~0.1 level.
-  offsets = 255.0 * (alpha * eigval) @ eigvec.T
-  want = images + offsets[:, None, None, :]
-  got = Preprocess.add_lighting(images, offsets.astype(np.float32)).numpy()
-  assert got.dtype == np.float32
-  np.testing.assert_allclose(got, want, atol=1e-3)
+  offsets = 255.0 * (alpha * EIGVAL) @ EIGVEC.T
+  flips = np.array([True, False, True, False])
+  config = tiny_config()
+  mean = np.array(config.normalization.mean)
+  std = np.array(config.normalization.std)
+  batch = {'image': images, 'flip': flips,
+           'light': offsets.astype(np.float32)}
+  got = np.asarray(train.training_images(batch, config))
+  lit = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
+  lit = lit + offsets[:, None, None, :]
+  np.testing.assert_allclose(got, (lit - mean) / std, atol=1e-4)
   # Back in the eigenvector basis, all three components are there.
-  components = (got - images) @ eigvec / (255.0 * eigval)
-  np.testing.assert_allclose(components, np.broadcast_to(
-      alpha[:, None, None, :], components.shape), rtol=1e-3, atol=1e-4)
+  components = (got * std + mean - np.where(
+      flips[:, None, None, None], images[:, :, ::-1], images)) @ EIGVEC
+  np.testing.assert_allclose(
+      components / (255.0 * EIGVAL),
+      np.broadcast_to(alpha[:, None, None, :], components.shape),
+      rtol=2e-3, atol=2e-3)
 
 
 def test_resize_modes_keep_the_centre_or_the_whole_image():
@@ -336,6 +330,58 @@ def test_training_resumes_at_any_step_with_the_same_batches(tmp_path, cache):
       got = next(resumed)
       np.testing.assert_array_equal(got['image'], want['image'])
       np.testing.assert_array_equal(got['label'], want['label'])
+
+
+def test_training_batches_match_a_straightforward_reference(tmp_path):
+  # Shorter sides equal resize_size (72): the windowed decoding is exact.
+  root = str(tmp_path / 'data')
+  for c in 'ab':
+    for i in range(5):
+      write_image(os.path.join(root, 'train', c, f'{i}.jpg'),
+                  (72 + 7 * i, 72) if i % 2 else (72, 72 + 9 * i), 10 * i)
+    write_image(os.path.join(root, 'validation', c, '0.jpg'), (72, 72), 99)
+  config = folder_config(root, tmp_path, cache=False)
+  config.model.num_classes = 2
+  data = input_pipeline.TFDSData(config)
+  files = sorted(os.path.join(root, 'train', c, f'{i}.jpg')
+                 for c in 'ab' for i in range(5))  # The folder's order.
+  n, b, size, seed = len(files), config.batch_size, config.image_size, 0
+  assert (n, b, data.steps_per_epoch) == (10, 4, 2)
+  stream = data.train_batches(0)
+  for step in range(3):  # Epoch 0's two batches, then epoch 1's first.
+    batch = next(stream)
+    epoch, k = divmod(step, 2)
+    # The documented recipe: a permutation seeded by (seed, epoch); the
+    # augmentation drawn by global position from (seed, epoch, 1).
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    rng = np.random.default_rng([seed, epoch, 1])
+    offsets = rng.integers(0, 72 - size + 1, (n, 2))
+    flips = rng.random(n) < 0.5
+    alphas = rng.normal(0.0, 1.0, (n, 3)) * config.augment.lighting_std
+    lights = 255.0 * (alphas * EIGVAL) @ EIGVEC.T
+    positions = np.arange(k * b, (k + 1) * b)
+    want_images, want_lit = [], []
+    for p in positions:
+      path = files[order[p]]
+      full = tf.io.decode_jpeg(open(path, 'rb').read(), channels=3).numpy()
+      h, w = full.shape[:2]
+      top, left = (h - 72) // 2, (w - 72) // 2
+      y, x = offsets[p] + (top, left)
+      crop = full[y:y + size, x:x + size]
+      want_images.append(crop)
+      lit = (crop[:, ::-1] if flips[p] else crop) + lights[p]
+      want_lit.append((lit - np.array(config.normalization.mean)) /
+                      np.array(config.normalization.std))
+      assert batch['label'][0][list(positions).index(p)] == int(
+          os.sep + 'b' + os.sep in path)
+    np.testing.assert_array_equal(batch['image'][0], np.stack(want_images))
+    np.testing.assert_array_equal(batch['flip'][0], flips[positions])
+    np.testing.assert_allclose(batch['light'][0], lights[positions],
+                               rtol=1e-5)
+    got = train.training_images(jax.tree_util.tree_map(lambda a: a[0], batch),
+                                config)
+    np.testing.assert_allclose(np.asarray(got), np.stack(want_lit),
+                               atol=1e-4)
 
 
 def test_cached_and_streamed_training_agree_when_no_resize_is_needed(tmp_path):
