@@ -15,6 +15,7 @@ from alexnet_jax import models
 from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
+PARALLELISM = ('data', 'towers', 'hybrid')
 RESIZE_MODES = ('crop', 'squash')
 # The keys of train.XLA_CPU_CONV_LIBRARIES (train imports this module).
 XLA_CPU_CONV_LIBRARIES = ('eigen', 'xla_default')
@@ -76,7 +77,9 @@ def validate(config) -> None:
   m = 'model.'
   _one_of(config, m + 'variant', models.VARIANTS)
   _one_of(config, m + 'groups', (1, 2))
-  for field in ('lrn', 'overlap_pool'):
+  for field in ('lrn', 'overlap_pool', 'lrn_across_towers'):
+    if field not in config.model and field == 'lrn_across_towers':
+      continue  # Optional: the model's default.
     if not isinstance(_get(config, m + field), bool):
       _fail(m + field, _get(config, m + field), 'expected True or False')
   _number_in(config, m + 'dropout_rate', 0.0, 1.0, high_open=True)
@@ -134,6 +137,8 @@ def validate(config) -> None:
   _one_of(config, 'nonfinite', NONFINITE)
   _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
 
+  _check_parallelism(config)
+
   smallest = models.min_image_size(config.model.variant,
                                    config.model.overlap_pool)
   size = _get(config, 'image_size')
@@ -159,6 +164,45 @@ def validate(config) -> None:
       _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
   if any(v <= 0 for v in config.normalization.std):
     _fail('normalization.std', config.normalization.std, 'expected > 0')
+
+
+def model_axis_size(mode: str, devices: int) -> int:
+  """Devices that share one model replica: a pair in 'towers', all in
+  'hybrid', one in 'data'."""
+  return {'data': 1, 'towers': 2, 'hybrid': devices}[mode]
+
+
+def _check_parallelism(config) -> None:
+  """config.parallelism against the devices and the model it splits."""
+  if 'parallelism' not in config:
+    return  # Configs that predate the field: data parallelism.
+  _one_of(config, 'parallelism', PARALLELISM)
+  mode = config.parallelism
+  if mode == 'data':
+    return
+  if jax.process_count() > 1:
+    _fail('parallelism', mode, f'the sharded modes run in one process, this '
+          f'run has {jax.process_count()}; use parallelism=\'data\'')
+  devices = jax.device_count()
+  size = model_axis_size(mode, devices)
+  if devices % size:
+    _fail('parallelism', mode, f'one tower per device needs an even device '
+          f'count, got {devices}')
+  if mode == 'towers':
+    if config.model.groups != 2:
+      _fail('model.groups', config.model.groups,
+            "parallelism='towers' puts each of the two towers on its own "
+            'device: expected 2')
+    if config.model.lrn and config.model.get('lrn_across_towers', False):
+      _fail('model.lrn_across_towers', True,
+            "parallelism='towers' normalizes each tower's maps on its own "
+            'device: expected False')
+  fc = models.scaled_width(models.FC_FEATURES, config.model.width, 1)
+  if fc % size:
+    _fail('model.width', config.model.width,
+          f'it gives fc6/fc7 {fc} neurons, which parallelism={mode!r} splits '
+          f'over {size} devices: expected a multiple of {size} (e.g. width '
+          f'0.0625 or 0.25)')
 
 
 def validate_against_data(config, data) -> None:
