@@ -251,6 +251,11 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
     raise ValueError(f"config.parallelism={mode!r}: the sharded steps are "
                      f"'towers' and 'hybrid'.")
   mesh = make_mesh(mode, devices)
+  fc = models.scaled_width(models.FC_FEATURES, model.width, 1)
+  if fc % mesh.shape[MODEL]:
+    raise ValueError(f'parallelism={mode!r} splits fc6/fc7 ({fc} neurons at '
+                     f'width {model.width}) over {mesh.shape[MODEL]} devices: '
+                     f'choose a width that makes it a multiple.')
   state_shape = jax.eval_shape(
       lambda: train.create_train_state(config, model, tx))
   shardings = state_shardings(state_shape, mesh, mode)
