@@ -5,6 +5,8 @@ the channels of their own tower. Here that is a convolution with
 `feature_group_count=2`: the kernel of a grouped layer has shape
 (kh, kw, in_channels / 2, out_channels), exactly as `nn.Conv(feature_group_count=2)`
 stores it, so checkpoints do not depend on how the convolution is executed.
+Local response normalization stays within each tower's maps, as each GPU
+normalized its own (`lrn_across_towers=True`: the window crosses the towers).
 
 Every architectural choice the paper's ablations touch is a field: `groups`,
 `lrn`, `overlap_pool`, `dropout_rate`, `activation`; `variant='owt'` gives

@@ -171,7 +171,7 @@ def local_forward(model: models.AlexNet, params, x, *, mode: str,
 # --- Steps -------------------------------------------------------------------
 
 
-def grads_fn(model, config, mesh: Mesh, specs, mode: str) -> Callable:
+def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
   """(params, images, labels, dropout key) -> (mean loss, mean top-1,
   gradients), as global arrays; gradients sharded like the parameters."""
   def local(params, images, labels, key):
@@ -208,9 +208,9 @@ class Placed:
     self.step = train.CompiledWithOptions(jitted, options)
 
   def place(self, tree, batch):
-    if not all(isinstance(v, jax.Array) and isinstance(v.sharding,
-                                                       NamedSharding)
-               for v in batch.values()):
+    if not all(isinstance(v, jax.Array) and isinstance(
+        v.sharding, NamedSharding) and v.sharding.mesh.axis_names == (
+            DATA, MODEL) for v in batch.values()):
       batch = self.put(batch)
     return jax.device_put(tree, self.shardings), batch
 
@@ -251,6 +251,10 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
     raise ValueError(f"config.parallelism={mode!r}: the sharded steps are "
                      f"'towers' and 'hybrid'.")
   mesh = make_mesh(mode, devices)
+  if mode == 'towers' and (model.groups != 2 or
+                           model.lrn and model.lrn_across_towers):
+    raise ValueError("parallelism='towers' needs groups=2 and LRN within "
+                     "the towers (lrn_across_towers=False).")
   fc = models.scaled_width(models.FC_FEATURES, model.width, 1)
   if fc % mesh.shape[MODEL]:
     raise ValueError(f'parallelism={mode!r} splits fc6/fc7 ({fc} neurons at '
@@ -260,7 +264,7 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
       lambda: train.create_train_state(config, model, tx))
   shardings = state_shardings(state_shape, mesh, mode)
   specs = param_specs(state_shape.params, mode)
-  grads = grads_fn(model, config, mesh, specs, mode)
+  grads = grads_fn(model, mesh, specs, mode)
   logits = logits_fn(model, mesh, specs, mode)
   replicated = NamedSharding(mesh, P())
 

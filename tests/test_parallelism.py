@@ -70,7 +70,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
             lambda s: NamedSharding(mesh, s), specs))
         logits = jax.jit(par.logits_fn(model, mesh, specs, mode))(placed, x)
         assert rel(logits, want_logits) < 1e-5, mode
-        _, _, grads = jax.jit(par.grads_fn(model, config, mesh, specs, mode))(
+        _, _, grads = jax.jit(par.grads_fn(model, mesh, specs, mode))(
             placed, x, labels, jax.random.key(0))
         worst = jax.tree_util.tree_map(rel, grads, want_grads)
         assert max(jax.tree_util.tree_leaves(worst)) < 1e-5, (mode, worst)
@@ -182,6 +182,9 @@ def test_modes_that_do_not_fit_name_the_field(monkeypatch):
                      match=r'config.model.width=0.05.*205 neurons'):
     config_lib.validate(_config('hybrid'))
   config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  with pytest.raises(config_lib.ConfigError, match='run in one process'):
+    config_lib.validate(_config('towers', **{'model.width': 0.0625}))
 
 
 def test_benchmark_has_a_parallelism_axis():
