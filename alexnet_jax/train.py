@@ -5,6 +5,8 @@ the batch over the local devices (axis name 'batch'), averages gradients and
 metrics with `lax.pmean` and returns one state (`out_axes=None`), donating the
 old one. Dropout keys are derived from (seed, step, device index), so a run's
 randomness is a function of the step alone and survives a restart.
+config.parallelism 'towers' and 'hybrid' take alexnet_jax.parallelism's
+sharded steps instead, which end in the same `apply_gradients`.
 """
 
 from __future__ import annotations
