@@ -15,6 +15,7 @@ from alexnet_jax import models
 from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
+PARALLELISM = ('data', 'towers', 'hybrid')
 RESIZE_MODES = ('crop', 'squash')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 IMAGE_FOLDER = 'image_folder'  # config.dataset of a folder of images.
@@ -87,6 +88,8 @@ def validate(config) -> None:
   if _get(config, m + 'lrn') is not None:
     _bool(config, m + 'lrn')
   _bool(config, m + 'overlap_pool')
+  if 'lrn_across_towers' in config.model:  # Optional: the model's default.
+    _bool(config, m + 'lrn_across_towers')
   _number_in(config, m + 'dropout_rate', 0.0, 1.0, high_open=True)
   _one_of(config, m + 'activation', models.ACTIVATIONS)
   _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
@@ -144,6 +147,8 @@ def validate(config) -> None:
   _one_of(config, 'nonfinite', NONFINITE)
   _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
 
+  _check_parallelism(config)
+
   smallest = models.min_image_size(config.model.variant,
                                    config.model.overlap_pool)
   size = _get(config, 'image_size')
@@ -178,6 +183,48 @@ def validate_data(config) -> None:
                 'normalization.mean_from_data'):
     if not isinstance(_get(config, field), bool):
       _fail(field, _get(config, field), 'expected True or False')
+
+
+def model_axis_size(mode: str, devices: int) -> int:
+  """Devices that share one model replica: a pair in 'towers', all in
+  'hybrid', one in 'data'."""
+  return {'data': 1, 'towers': 2, 'hybrid': devices}[mode]
+
+
+def _check_parallelism(config) -> None:
+  """config.parallelism against the devices and the model it splits."""
+  if 'parallelism' not in config:
+    return  # Configs that predate the field: data parallelism.
+  _one_of(config, 'parallelism', PARALLELISM)
+  mode = config.parallelism
+  if mode == 'data':
+    return
+  if jax.process_count() > 1:
+    _fail('parallelism', mode, f'the sharded modes run in one process, this '
+          f'run has {jax.process_count()}; use parallelism=\'data\'')
+  devices = jax.device_count()
+  size = model_axis_size(mode, devices)
+  if devices % size:
+    _fail('parallelism', mode, f'one tower per device needs an even device '
+          f'count, got {devices}')
+  if mode == 'towers':
+    resolved = models.resolve_variant_defaults(
+        config.model.variant, config.model.groups, config.model.lrn)
+    if resolved['groups'] != 2:
+      _fail('model.groups', config.model.groups,
+            "parallelism='towers' puts each of the two towers on its own "
+            f'device: expected 2 (variant {config.model.variant!r} has '
+            f"{resolved['groups']})")
+    if resolved['lrn'] and config.model.get('lrn_across_towers', False):
+      _fail('model.lrn_across_towers', True,
+            "parallelism='towers' normalizes each tower's maps on its own "
+            'device: expected False')
+  fc = models.scaled_width(models.FC_FEATURES, config.model.width, 1)
+  if fc % size:
+    _fail('model.width', config.model.width,
+          f'it gives fc6/fc7 {fc} neurons, which parallelism={mode!r} splits '
+          f'over {size} devices: expected a multiple of {size} (e.g. width '
+          f'0.0625 or 0.25)')
 
 
 def validate_against_data(config, data) -> None:

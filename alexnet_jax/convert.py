@@ -15,9 +15,13 @@ and `classifier` like torchvision's `AlexNet`):
   are groups=1, lrn=False). conv1..conv5 = `features.0/3/6/8/10`, fc6..fc8 =
   `classifier.1/4/6`.
 * 'paper': the same modules, with conv2, conv4 and conv5 grouped
-  (`nn.Conv2d(groups=2)`) and `nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75,
-  k=2.0)` after the ReLU of conv1 and conv2 (PyTorch divides alpha by n, we do
-  not: alpha=1e-4 here). conv1..conv5 = `features.0/4/8/10/12`, fc6..fc8 =
+  (`nn.Conv2d(groups=2)`) and local response normalization after the ReLU of
+  conv1 and conv2: `torch_lrn(groups)`, `nn.LocalResponseNorm(5, alpha=5e-4,
+  beta=0.75, k=2.0)` applied to each tower's half of the channels, as the
+  paper's two GPUs normalized their own maps (PyTorch divides alpha by n, we
+  do not: alpha=1e-4 here). It has no parameters, so the state_dict is the
+  same whatever the window; a model with lrn_across_towers=True matches
+  `torch_lrn(1)`. conv1..conv5 = `features.0/4/8/10/12`, fc6..fc8 =
   `classifier.1/4/6`. Our model with variant='paper' (groups=2, lrn=True).
 
 What changes between the two frameworks:
@@ -329,6 +333,25 @@ def _torch():
         'Reading or writing a PyTorch .pth file needs torch (pip install '
         'torch); .npz files do not.') from None
   return torch
+
+
+def torch_lrn(groups: int = 2):
+  """The PyTorch module of the 'paper' layout's LRN: `nn.LocalResponseNorm`
+  (PyTorch's alpha is ours times n) on each of `groups` blocks of channels."""
+  torch = _torch()
+
+  class TowerLocalResponseNorm(torch.nn.Module):
+
+    def __init__(self):
+      super().__init__()
+      self.groups = groups
+      self.lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+
+    def forward(self, x):
+      return torch.cat([self.lrn(t) for t in x.chunk(self.groups, dim=1)],
+                       dim=1)
+
+  return TowerLocalResponseNorm()
 
 
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:

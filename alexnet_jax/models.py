@@ -5,6 +5,8 @@ the channels of their own tower. Here that is a convolution with
 `feature_group_count=2`: the kernel of a grouped layer has shape
 (kh, kw, in_channels / 2, out_channels), exactly as `nn.Conv(feature_group_count=2)`
 stores it, so checkpoints do not depend on how the convolution is executed.
+Local response normalization stays within each tower's maps, as each GPU
+normalized its own (`lrn_across_towers=True`: the window crosses the towers).
 
 Every architectural choice the paper's ablations touch is a field: `groups`,
 `lrn`, `overlap_pool`, `dropout_rate`, `activation`; `variant='owt'` gives
@@ -68,6 +70,7 @@ _OWT_CONVS = (
     ConvSpec(256, 3, 1, 1, True, True),
 )
 _FC_FEATURES = 4096
+FC_FEATURES = _FC_FEATURES  # fc6 and fc7 neurons at width 1.
 _OWT_POOL_OUTPUT = 6  # torchvision's AdaptiveAvgPool2d((6, 6)).
 DEFAULT_IMAGE_SIZE = {'paper': 227, 'owt': 224}
 # What a variant means for the fields left None: the paper's two towers with
@@ -194,11 +197,14 @@ _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 def local_response_norm(x: Array, depth: int = 5, bias: float = 2.0,
                         alpha: float = 1e-4, beta: float = 0.75,
-                        impl: str = 'shift') -> Array:
+                        impl: str = 'shift', groups: int = 1) -> Array:
   """The paper's local response normalization over the channels of NHWC `x`.
 
   b[c] = a[c] / (bias + alpha * sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)}
   a[c']^2) ** beta. Unlike Caffe and PyTorch, alpha is not divided by depth.
+  `groups`: the channels are cut into this many equal blocks and each is
+  normalized on its own (the window stops at a block's edge), as the paper's
+  two GPUs each normalized their own maps (cuda-convnet's rnorm1a/rnorm1b).
 
   `impl` selects how the sum over the channel window is taken, in the
   forward pass and in the gradient (written out analytically, one more window
@@ -209,7 +215,15 @@ def local_response_norm(x: Array, depth: int = 5, bias: float = 2.0,
   """
   if impl not in LRN_IMPLS:
     raise ValueError(f'lrn impl={impl!r}; expected one of {LRN_IMPLS}.')
-  return _lrn(x, depth, float(bias), float(alpha), float(beta), impl)
+  channels = x.shape[-1]
+  if groups < 1 or channels % groups:
+    raise ValueError(f'local_response_norm: {channels} channels are not '
+                     f'divisible by groups={groups}.')
+  # Every impl sums over the last axis only: (..., C) -> (..., groups, C/groups)
+  # keeps each window inside its block.
+  y = _lrn(x.reshape(x.shape[:-1] + (groups, channels // groups)), depth,
+           float(bias), float(alpha), float(beta), impl)
+  return y.reshape(x.shape)
 
 
 def space_to_depth_conv(x: Array, kernel: Array, stride: int,
@@ -432,6 +446,9 @@ class AlexNet(nn.Module):
   conv_impl: str = 'split'  # How grouped convolutions execute (same params).
   conv1_impl: str = 'direct'  # conv1 as is, or 'space_to_depth' (same params).
   lrn_impl: str = 'shift'  # How LRN's channel sums run (same function).
+  # With groups=2, LRN normalizes each tower's maps on their own, as the
+  # paper's GPUs did; True lets the channel window cross the tower boundary.
+  lrn_across_towers: bool = False
   pool_impl: str = 'slices'  # How max-pooling runs (same function).
   # LRN constants (paper: k=2, n=5, alpha=1e-4, beta=0.75).
   lrn_depth: int = 5
@@ -488,7 +505,8 @@ class AlexNet(nn.Module):
                              impl=self.pool_impl)
     lrn = functools.partial(
         local_response_norm, depth=self.lrn_depth, bias=self.lrn_bias,
-        alpha=self.lrn_alpha, beta=self.lrn_beta, impl=self.lrn_impl)
+        alpha=self.lrn_alpha, beta=self.lrn_beta, impl=self.lrn_impl,
+        groups=1 if self.lrn_across_towers else self.groups)
 
     x = x.astype(dtype)
     for i, spec in enumerate(conv_specs(self.variant)):

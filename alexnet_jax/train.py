@@ -5,6 +5,8 @@ the batch over the local devices (axis name 'batch'), averages gradients and
 metrics with `lax.pmean` and returns one state (`out_axes=None`), donating the
 old one. Dropout keys are derived from (seed, step, device index), so a run's
 randomness is a function of the step alone and survives a restart.
+config.parallelism 'towers' and 'hybrid' take alexnet_jax.parallelism's
+sharded steps instead, which end in the same `apply_gradients`.
 """
 
 from __future__ import annotations
@@ -160,6 +162,16 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
   step_metrics = lax.pmean(
       {'loss': loss, 'top1': jnp.mean(topk_correct(logits, labels, 1))},
       axis_name='batch')
+  return apply_gradients(state, grads, step_metrics, tx=tx, config=config,
+                         total_steps=total_steps)
+
+
+def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
+                    tx: optax.GradientTransformation, config,
+                    total_steps: int | None = None
+                    ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """The update from the batch's mean gradients, loss and top-1 (every
+  parallelism mode's step ends here)."""
   grad_norm = global_norm(grads)
   # A non-finite loss or gradient leaves the state as it was (the loop then
   # stops or skips, by config.nonfinite); the step counter still advances.
@@ -216,27 +228,32 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *,
 def eval_step(params, batch: dict[str, jax.Array], *, model: models.AlexNet,
               config) -> dict[str, jax.Array]:
   """Masked sums of loss and top-1/top-5 hits over all devices."""
+  apply = lambda images: model.apply({'params': params}, images, train=False)
+  return lax.psum(eval_sums(apply, batch, config), axis_name='batch')
+
+
+def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
+              config) -> dict[str, jax.Array]:
+  """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
+  normalized images to logits."""
   images = normalize(batch['image'], config.normalization.mean,
                      config.normalization.std)
   labels, mask = batch['label'], batch['mask']
   if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
     b, crops = images.shape[:2]
-    logits = model.apply({'params': params},
-                         images.reshape((b * crops,) + images.shape[2:]),
-                         train=False)
+    logits = apply(images.reshape((b * crops,) + images.shape[2:]))
     log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     # The log of the mean softmax; cross-entropy and top-k read it as logits.
     logits = (jax.nn.logsumexp(log_probs.reshape(b, crops, -1), axis=1)
               - jnp.log(crops))
   else:
-    logits = model.apply({'params': params}, images, train=False)
-  sums = {
+    logits = apply(images)
+  return {
       'loss': jnp.sum(cross_entropy(logits, labels) * mask),
       'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
       'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
       'count': jnp.sum(mask),
   }
-  return lax.psum(sums, axis_name='batch')
 
 
 # XLA compiler options by `config.xla_cpu_conv_library`, applied when the
@@ -371,15 +388,20 @@ def replicate(tree):
   return replicate_on(tree)
 
 
-def prefetch_to_device(batches: Iterator[dict], size: int = 2) -> Iterator[dict]:
-  """Puts the next `size` batches on the devices ahead of the step."""
+def prefetch_to_device(batches: Iterator[dict], size: int = 2,
+                       put: Callable[[dict], dict] | None = None
+                       ) -> Iterator[dict]:
+  """Puts the next `size` batches on the devices ahead of the step (with
+  `put`, where the step wants another layout than one shard per device)."""
   sharding = _local_sharding(jax.sharding.PartitionSpec('batch'))
   queue = []
 
-  def put(batch):
+  def put_shards(batch):
     return jax.tree_util.tree_map(
         lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, sharding),
         batch)
+
+  put = put or put_shards
 
   for batch in batches:
     queue.append(put(batch))
@@ -471,9 +493,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
                                  config.profile_steps)
 
-  p_train, p_eval = make_pmapped_steps(model, tx, config,
-                                      total_steps=total_steps)
-  batches = prefetch_to_device(data.train_batches(start_step))
+  if config.get('parallelism', 'data') == 'data':
+    p_train, p_eval = make_pmapped_steps(model, tx, config,
+                                        total_steps=total_steps)
+    put = None
+  else:
+    from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
+    p_train, p_eval, put = parallelism.make_sharded_steps(
+        model, tx, config, total_steps=total_steps)
+  batches = prefetch_to_device(data.train_batches(start_step), put=put)
 
   last_logged: dict[str, float] = {}
   pending: list[tuple[int, dict]] = []

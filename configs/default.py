@@ -68,6 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # groups and lrn: None (unset) takes the variant's (paper: 2, True; owt: 1, False).
       'groups': config_dict.placeholder(int),  # 2: two towers (conv2, conv4, conv5 grouped); 1: one.
       'lrn': config_dict.placeholder(bool),  # Local response normalization after conv1, conv2.
+      'lrn_across_towers': False,  # True: LRN's window crosses the towers.
       'overlap_pool': True,  # Max-pool 3/2 (True) or 2/2 (False).
       'dropout_rate': 0.5,  # On fc6 and fc7.
       'activation': 'relu',  # 'relu' or 'tanh'.
@@ -90,6 +91,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # these convolutions than jax 0.10's default YNNPACK; docs/performance.md)
   # or 'xla_default'. Ignored on GPU and TPU.
   config.xla_cpu_conv_library = 'eigen'
+
+  # How the step is split over the devices (docs/parallelism.md): 'data'
+  # (each device a replica, gradients averaged), 'towers' (the paper's split:
+  # each tower on its own device, device pairs x data), 'hybrid' (Krizhevsky
+  # 2014: convolutions data-parallel, fully connected layers split by neurons).
+  config.parallelism = 'data'
 
   # Optimizer: momentum SGD with weight decay.
   config.optimizer = ml_collections.ConfigDict({

@@ -3,7 +3,8 @@ r"""Training and inference throughput of AlexNet on random data made on the devi
   python -m experiments.benchmark --output=/tmp/bench.json \
       --batch_sizes=32,256 --dtypes=float32,bfloat16 --variants=paper,owt \
       --conv_impls=split,xla --conv1_impls=direct,space_to_depth \
-      --lrn_impls=matmul,reduce_window,shift --devices=1,8 [--isolate]
+      --lrn_impls=matmul,reduce_window,shift --devices=1,8 [--isolate] \
+      [--parallelism=data,towers,hybrid]
 
 Needs JAX, Flax and optax only: no TensorFlow and no ml_collections is
 imported, so it runs unchanged on a GPU or TPU machine with JAX alone.
@@ -26,7 +27,14 @@ process's peak resident memory on the host (the figure that matters on a CPU);
 both are process-wide maxima, so they are per row only with `--isolate`, which
 runs each row in a fresh process.
 
-Batch sizes are per device. Writes the rows and the machine to --output (JSON)
+`--parallelism` runs the step split as `config.parallelism` would
+(alexnet_jax.parallelism: 'data', the paper's 'towers', the 'hybrid'); each
+row reports the bytes each device sends per training step, from the layer
+shapes (`parallelism.step_collectives`) and from the collectives of the
+compiled step's HLO (scalars left out). Inference rows are data-parallel only.
+
+Batch sizes are per device (the global batch over the devices, in every
+mode). Writes the rows and the machine to --output (JSON)
 and a Markdown table beside it (.md), and prints the table last.
 """
 
@@ -54,8 +62,9 @@ import jax.numpy as jnp
 
 from alexnet_jax import models
 from alexnet_jax import optim
-from alexnet_jax import train
 from alexnet_jax import cli
+from alexnet_jax import parallelism
+from alexnet_jax import train
 from experiments import common
 
 # Benchmark variants -> AlexNet fields. 'owt' is torchvision's layout: one
@@ -108,6 +117,8 @@ def define_flags() -> None:
                     f'conv1 implementations, of {CONV1_IMPLS}.')
   flags.DEFINE_list('lrn_impls', ['shift'],
                     f'LRN implementations, of {models.LRN_IMPLS}.')
+  flags.DEFINE_list('parallelism', ['data'],
+                    "How the step is split: of ('data', 'towers', 'hybrid').")
   flags.DEFINE_list('devices', ['all'],
                     "Numbers of local devices to pmap over ('all').")
   flags.DEFINE_integer('image_size', 0, 'Input side (0: 227 for the paper '
@@ -179,13 +190,14 @@ def row_specs(batch_sizes: Sequence[int], dtypes: Sequence[str],
               lrn_impls: Sequence[str], devices: Sequence[int | str],
               image_size: int, width: float, num_classes: int,
               conv1_impls: Sequence[str] = (CONV1_IMPLS[0],),
+              parallelisms: Sequence[str] = ('data',),
               ) -> list[dict[str, Any]]:
   """Every combination, without repeats: `conv_impl` does not apply to
   one-tower variants, nor `lrn_impl` to variants without LRN ('-')."""
   specs, seen = [], set()
-  for n, variant, dtype, conv_impl, conv1_impl, lrn_impl, batch in (
-      itertools.product(devices, variants, dtypes, conv_impls, conv1_impls,
-                        lrn_impls, batch_sizes)):
+  for mode, n, variant, dtype, conv_impl, conv1_impl, lrn_impl, batch in (
+      itertools.product(parallelisms, devices, variants, dtypes, conv_impls,
+                        conv1_impls, lrn_impls, batch_sizes)):
     fields = model_fields(variant)
     spec = {
         'variant': variant, 'dtype': dtype,
@@ -196,6 +208,8 @@ def row_specs(batch_sizes: Sequence[int], dtypes: Sequence[str],
         'image_size': image_size or models.DEFAULT_IMAGE_SIZE[
             fields['variant']],
         'width': width, 'num_classes': num_classes}
+    if mode != 'data':
+      spec['parallelism'] = mode
     key = json.dumps(spec, sort_keys=True)
     if key not in seen:
       seen.add(key)
@@ -326,13 +340,25 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
   row = dict(spec, devices=n, global_batch=n * per_device,
              params=models.count_params(state.params))
 
-  p_train, _ = train.make_pmapped_steps(model, tx, config, devices=devices)
+  mode = spec.get('parallelism', 'data')
+  row['parallelism'] = mode
+  if mode == 'data':
+    p_train, _ = train.make_pmapped_steps(model, tx, config, devices=devices)
+    train_batch = batch
+  else:
+    config.parallelism = mode
+    p_train, _, put = parallelism.make_sharded_steps(model, tx, config,
+                                                     devices=devices)
+    train_batch = put(batch)
+    state = jax.device_put(state, p_train.shardings)
   # The training loop's XLA options (CPU: Eigen convolutions).
   options = train.compiler_options(config)
   row['xla_options'] = options
   start = time.perf_counter()
-  compiled = p_train.lower(state, batch).compile(options or None)
+  compiled = p_train.lower(state, train_batch).compile(options or None)
   row['train_compile_s'] = time.perf_counter() - start
+  _add_communication(row, model, mode, size, n * per_device, n,
+                     compiled.as_text())
   row['train_xla_memory_bytes'] = _memory_bytes(compiled)
   xla_flops = _cost_flops(compiled)
   row['train_xla_gflop_per_image'] = (
@@ -340,7 +366,7 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
   holder = {'state': state}
 
   def train_once():
-    holder['state'], metrics = compiled(holder['state'], batch)
+    holder['state'], metrics = compiled(holder['state'], train_batch)
     return metrics
 
   times = time_windows(train_once, warmup, windows, steps)
@@ -352,7 +378,7 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
   row['train_loss_finite'] = bool(
       jnp.isfinite(train_once()['train_loss']).all())
 
-  if inference:
+  if inference and mode == 'data':
     p_infer = jax.pmap(
         functools.partial(infer_step, model=model, config=config),
         axis_name='batch', in_axes=(None, 0), devices=devices)
@@ -370,7 +396,7 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
   peak, basis = peak_flops(kind, spec['dtype'])
   row['peak_flops'] = peak
   row['peak_basis'] = basis
-  for phase in ('train', 'infer') if inference else ('train',):
+  for phase in ('train', 'infer') if 'infer_step_ms' in row else ('train',):
     flops = common.model_flops_of(model, size, train=phase == 'train')
     row[f'{phase}_gflop_per_image'] = flops / 1e9
     rate = row[f'{phase}_images_per_sec_per_device']
@@ -385,6 +411,19 @@ def run_row(spec: dict[str, Any], warmup: int, windows: int, steps: int,
 
 def _row_name(spec: dict[str, Any]) -> str:
   return re.sub(r'[^A-Za-z0-9.]+', '_', '_'.join(str(v) for v in spec.values()))
+
+
+def _add_communication(row: dict, model, mode: str, size: int,
+                       global_batch: int, n: int, hlo_text: str) -> None:
+  """Bytes each device sends per training step: from the layer shapes, and
+  from the compiled step's collectives (scalars and one-device groups, which
+  move nothing that matters, left out)."""
+  want = parallelism.step_collectives(model, mode, size, global_batch, n)
+  hlo = [c for c in parallelism.hlo_collectives(hlo_text, n)
+         if c.elements > 1 and c.group > 1]
+  row['bytes_sent_per_device'] = parallelism.bytes_sent_per_device(want)
+  row['hlo_bytes_sent_per_device'] = parallelism.bytes_sent_per_device(hlo)
+  row['hlo_collectives'] = len(hlo)
 
 
 def _peak_rss_bytes() -> int | None:
@@ -446,6 +485,10 @@ def _mib(value) -> str:
   return '—' if value is None else f'{value / 2**20:,.1f}'
 
 
+def _mb(value):
+  return None if value is None else value / 1e6
+
+
 def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
   lines = [
       f'# AlexNet throughput: {machine.get("device_kind")} '
@@ -457,8 +500,10 @@ def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
       'image x images/s / dense peak.', '',
       '| variant | dtype | conv | conv1 | lrn | devices | batch/dev | '
       'train img/s/dev | train ms | compile s | train MFU | infer img/s/dev | '
-      'infer ms | infer MFU | XLA mem MiB | peak mem MiB | host RSS MiB |',
-      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|',
+      'infer ms | infer MFU | XLA mem MiB | peak mem MiB | host RSS MiB | '
+      'parallelism | MB sent/dev/step (shapes, HLO) |',
+      '|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|'
+      '---|---|',
   ]
   for r in rows:
     head = (f'| {r["variant"]} | {r["dtype"]} | {r["conv_impl"]} | '
@@ -466,7 +511,7 @@ def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
             f'{r["batch_per_device"]} |')
     if 'error' in r:
       message = r['error'][:120].replace('|', '/')
-      lines.append(f'{head} failed: {message} |' + ' |' * 9)
+      lines.append(f'{head} failed: {message} |' + ' |' * 11)
       continue
     lines.append(' '.join([
         head, _num(r.get('train_images_per_sec_per_device'), ',.1f'), '|',
@@ -478,7 +523,10 @@ def markdown(rows: Sequence[dict], machine: dict, notes: Sequence[str]) -> str:
         _num(r.get('infer_mfu'), '.1%'), '|',
         _mib(r.get('train_xla_memory_bytes')), '|',
         _mib(r.get('peak_bytes_in_use')), '|',
-        _mib(r.get('process_peak_rss_bytes')), '|']))
+        _mib(r.get('process_peak_rss_bytes')), '|',
+        r.get('parallelism', 'data'), '|',
+        _num(_mb(r.get('bytes_sent_per_device')), ',.2f') + ', ' +
+        _num(_mb(r.get('hlo_bytes_sent_per_device')), ',.2f'), '|']))
   if notes:
     lines += [''] + [f'- {note}' for note in notes]
   return '\n'.join(lines) + '\n'
@@ -564,7 +612,9 @@ def specs_from_flags() -> list[dict[str, Any]]:
       _check_choices(FLAGS.lrn_impls, 'lrn_impls', models.LRN_IMPLS),
       _parse_ints(FLAGS.devices, 'devices', allow_all=True),
       image_size, FLAGS.width, FLAGS.num_classes,
-      _check_choices(FLAGS.conv1_impls, 'conv1_impls', CONV1_IMPLS))
+      _check_choices(FLAGS.conv1_impls, 'conv1_impls', CONV1_IMPLS),
+      _check_choices(FLAGS.parallelism, 'parallelism',
+                     ('data', 'towers', 'hybrid')))
 
 
 def main(argv):

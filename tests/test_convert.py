@@ -49,7 +49,18 @@ def _torch_alexnet(model: models.AlexNet, image_size: int):
         nn.Conv2d(c[3], c[4], 3, padding=1), nn.ReLU(), pool())
     avgpool, side = nn.AdaptiveAvgPool2d((6, 6)), 6
   else:  # The paper's two towers; PyTorch's LRN divides alpha by n.
-    lrn = lambda: nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+
+    class TowerLRN(nn.Module):
+      """LRN within each tower's maps (each GPU normalized its own)."""
+
+      def __init__(self):
+        super().__init__()
+        self.lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+
+      def forward(self, x):
+        return torch.cat([self.lrn(t) for t in x.chunk(g, dim=1)], dim=1)
+
+    lrn = TowerLRN
     features = nn.Sequential(
         nn.Conv2d(3, c[0], 11, stride=4, padding=0), nn.ReLU(), lrn(), pool(),
         nn.Conv2d(c[0], c[1], 5, padding=2, groups=g), nn.ReLU(), lrn(), pool(),

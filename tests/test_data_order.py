@@ -68,7 +68,7 @@ def test_two_processes_read_one_process_global_batches(shapes_dir,
   single = input_pipeline.TFDSData(config)
   want = single.train_batches(5)  # Steps 5-7 cross the end of epoch 0.
   want = [next(want) for _ in range(3)]
-  assert want[0]['image'].dtype == np.float32  # Lighting added unrounded.
+  assert want[0]['image'].dtype == np.uint8  # Lit on the accelerator.
   monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 2)
   got = []
   for pid in (0, 1):
@@ -78,7 +78,7 @@ def test_two_processes_read_one_process_global_batches(shapes_dir,
     stream = data.train_batches(5)
     got.append([next(stream) for _ in range(3)])
   for step in range(3):
-    for key in ('image', 'label'):
+    for key in ('image', 'label', 'flip', 'light'):
       np.testing.assert_array_equal(
           np.concatenate([got[0][step][key], got[1][step][key]], axis=1),
           want[step][key])

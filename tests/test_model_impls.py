@@ -307,7 +307,10 @@ def test_torch_reference_computes_the_jax_function(variant):
   torch = _torch()
   from experiments import torch_reference
   size, width, classes = 67, 0.1, 7
-  net = models.AlexNet(variant=variant, width=width, num_classes=classes)
+  # torch_reference's nn.LocalResponseNorm spans all channels, across the
+  # tower boundary.
+  net = models.AlexNet(variant=variant, width=width, num_classes=classes,
+                       lrn_across_towers=True)
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, size, size, 3)) * 60)
   params = net.init(jax.random.key(1), jnp.asarray(x))['params']
   want = np.asarray(net.apply({'params': params}, jnp.asarray(x)))

@@ -1,0 +1,422 @@
+"""The paper's own model parallelism, and Krizhevsky's "one weird trick".
+
+`config.parallelism` chooses how a step is split over the devices:
+
+* 'data': every device a replica, gradients averaged (train.py's pmap step).
+* 'towers': the paper's split (Krizhevsky et al. 2012, section 3.2;
+  cuda-convnet's two-GPU layer files). A mesh ('data', 'model') of
+  devices/2 x 2: each tower's kernels on its own device (conv1..conv5 split by
+  output maps, LRN within the tower), half of fc6 and fc7's neurons per device
+  (each reading all inputs) and half of fc8's inputs. Activations cross the
+  towers only where the paper's did: before conv3 and before fc6 (the maps),
+  before fc7 (fc6's neurons) and in fc8 (a sum of the two halves' products).
+* 'hybrid': Krizhevsky (2014), "One weird trick for parallelizing
+  convolutional neural networks": the convolutions data-parallel over all
+  devices, the fully connected layers split by output neurons over the same
+  devices, pool5's activations of the whole batch gathered before fc6.
+
+All modes hold one parameter tree of global arrays (sharded with
+`NamedSharding` as the mode needs), so checkpoints, conversion, evaluation and
+prediction do not depend on the mode, and a run may resume in another one.
+The sharded forward pass runs the model's own layers (`models.Conv`,
+`models.local_response_norm`, `models.max_pool`) on the device's slices of
+those parameters inside `jax.shard_map`; gradients come from JAX's
+differentiation of the collectives, and the update is the data mode's
+(`train.apply_gradients`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from alexnet_jax import config_lib
+from alexnet_jax import models
+from alexnet_jax import train
+
+DATA, MODEL = 'data', 'model'
+CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+
+
+def make_mesh(mode: str, devices=None) -> Mesh:
+  """('data', 'model') of len(devices)/m x m: m = 2 ('towers'), all
+  ('hybrid') or 1 ('data')."""
+  devices = list(jax.devices() if devices is None else devices)
+  m = config_lib.model_axis_size(mode, len(devices))
+  if len(devices) % m:
+    raise ValueError(f'parallelism={mode!r} needs a multiple of {m} devices, '
+                     f'got {len(devices)}.')
+  return Mesh(np.array(devices).reshape(-1, m), (DATA, MODEL))
+
+
+def param_specs(params, mode: str):
+  """PartitionSpecs of the parameter tree: towers split every layer over
+  'model' (convolutions and fc6/fc7 by output, fc8 by input); hybrid only the
+  fully connected layers; data none."""
+  def spec(layer: str, leaf: str) -> P:
+    if mode == 'data' or (mode == 'hybrid' and layer in CONVS):
+      return P()
+    if layer == 'fc8':
+      return P(MODEL, None) if leaf == 'kernel' else P()
+    if leaf == 'bias':
+      return P(MODEL)
+    return P(None, None, None, MODEL) if layer in CONVS else P(None, MODEL)
+  return {layer: {leaf: spec(layer, leaf) for leaf in leaves}
+          for layer, leaves in params.items()}
+
+
+def batch_axes(mode: str) -> tuple[str, ...]:
+  """Mesh axes the images' batch dimension is split over."""
+  return (DATA,) if mode == 'towers' else (DATA, MODEL)
+
+
+def state_shardings(state, mesh: Mesh, mode: str):
+  """NamedShardings of a TrainState: each parameter and its optimizer slots
+  (found by their path's layer and leaf names) as `param_specs`; the rest
+  replicated."""
+  specs = param_specs(state.params, mode)
+
+  def sharding(path, leaf):
+    keys = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    if len(keys) >= 2 and keys[-2] in specs and keys[-1] in specs[keys[-2]]:
+      if np.shape(leaf) == np.shape(state.params[keys[-2]][keys[-1]]):
+        return NamedSharding(mesh, specs[keys[-2]][keys[-1]])
+    return NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(sharding, state)
+
+
+# --- The forward pass on one device -----------------------------------------
+
+
+def _dropout(x, rate: float, key) -> jax.Array:
+  """flax.linen.Dropout's formula."""
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(key, keep, x.shape)
+  return lax.select(mask, x / keep, jnp.zeros_like(x))
+
+
+def _dense(x, p, dtype) -> jax.Array:
+  return jnp.dot(x.astype(dtype), p['kernel'].astype(dtype))
+
+
+def local_forward(model: models.AlexNet, params, x, *, mode: str,
+                  train_mode: bool = False, key=None) -> jax.Array:
+  """`model`'s logits, run inside shard_map on this device's parameter slices
+  (`param_specs`) and images (`batch_axes`); the logits of the device's
+  'data' group, the same on every device of the group."""
+  towers = mode == 'towers'
+  dtype = jnp.dtype(model.dtype)
+  act = jax.nn.relu if model.activation == 'relu' else jnp.tanh
+  window, stride = (3, 2) if model.overlap_pool else (2, 2)
+  pool = functools.partial(models.max_pool, window=window, stride=stride,
+                           impl=model.pool_impl)
+  lrn = functools.partial(
+      models.local_response_norm, depth=model.lrn_depth, bias=model.lrn_bias,
+      alpha=model.lrn_alpha, beta=model.lrn_beta, impl=model.lrn_impl,
+      groups=1 if towers or model.lrn_across_towers else model.groups)
+
+  x = x.astype(dtype)
+  for i, spec in enumerate(models.conv_specs(model.variant)):
+    p = params[f'conv{i + 1}']
+    if towers and i == 2:  # conv3 reads both towers' maps.
+      x = lax.all_gather(x, MODEL, axis=3, tiled=True)
+    x = models.Conv(
+        features=p['kernel'].shape[-1], kernel_size=spec.kernel,
+        stride=spec.stride, padding=spec.padding,
+        groups=1 if towers or not spec.grouped else model.groups,
+        impl=model.conv_impl,
+        space_to_depth=i == 0 and model.conv1_impl == 'space_to_depth',
+        dtype=dtype).apply({'params': p}, x)
+    x = act(x)
+    if i in (0, 1):
+      if model.lrn:
+        x = lrn(x)
+      x = pool(x)
+    elif i == 4:
+      x = pool(x)
+  if model.variant == 'owt':
+    x = models._adaptive_avg_pool(x, models._OWT_POOL_OUTPUT)  # pylint: disable=protected-access
+  # fc6 reads all of pool5: both towers' maps, or the whole group's batch.
+  x = lax.all_gather(x, MODEL, axis=3 if towers else 0, tiled=True)
+  x = x.reshape((x.shape[0], -1))
+
+  drop = train_mode and model.dropout_rate > 0
+  if drop:
+    # Inputs gathered from the group are dropped alike on all its devices;
+    # each device drops its own neurons.
+    group_key = jax.random.fold_in(key, lax.axis_index(DATA))
+    device_key = jax.random.fold_in(group_key, lax.axis_index(MODEL))
+  for j, name in enumerate(('fc6', 'fc7')):
+    if j:  # fc7 reads all of fc6's neurons.
+      x = lax.all_gather(x, MODEL, axis=1, tiled=True)
+    if drop and model.variant == 'owt':  # torchvision drops the inputs.
+      x = _dropout(x, model.dropout_rate, jax.random.fold_in(group_key, j))
+    x = act(_dense(x, params[name], dtype) + params[name]['bias'].astype(dtype))
+    if drop and model.variant == 'paper':  # The paper drops the outputs.
+      x = _dropout(x, model.dropout_rate, jax.random.fold_in(device_key, j))
+  # fc8: each device's share of fc7's neurons times its rows of the kernel.
+  x = lax.psum(_dense(x, params['fc8'], dtype), MODEL)
+  x = x + params['fc8']['bias'].astype(dtype)
+  return x.astype(jnp.float32)
+
+
+# --- Steps -------------------------------------------------------------------
+
+
+def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
+  """(params, images, labels, dropout key) -> (mean loss, mean top-1,
+  gradients), as global arrays; gradients sharded like the parameters."""
+  def local(params, images, labels, key):
+    def loss_fn(p):
+      logits = local_forward(model, p, images, mode=mode, train_mode=True,
+                             key=key)
+      loss = jnp.mean(train.cross_entropy(logits, labels))
+      return lax.pmean(loss, DATA), logits
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    top1 = lax.pmean(jnp.mean(train.topk_correct(logits, labels, 1)), DATA)
+    return loss, top1, grads
+  return jax.shard_map(local, mesh=mesh,
+                       in_specs=(specs, P(batch_axes(mode)), P(DATA), P()),
+                       out_specs=(P(), P(), specs))
+
+
+def logits_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
+  """(params, normalized images) -> logits, split over 'data'."""
+  return jax.shard_map(
+      lambda p, x: local_forward(model, p, x, mode=mode),
+      mesh=mesh, in_specs=(specs, P(batch_axes(mode))), out_specs=P(DATA))
+
+
+class Placed:
+  """A jitted step whose first argument (the state or the parameters) is
+  first placed with `shardings` (a no-op for arrays already there, so
+  restored or replicated states work), and whose batch goes through `put`
+  unless it is already placed; compiled with train.compiler_options."""
+
+  def __init__(self, jitted, shardings, put, options):
+    self.jitted = jitted
+    self.shardings = shardings
+    self.put = put
+    self.step = train.CompiledWithOptions(jitted, options)
+
+  def place(self, tree, batch):
+    if not all(isinstance(v, jax.Array) and isinstance(
+        v.sharding, NamedSharding) and v.sharding.mesh.axis_names == (
+            DATA, MODEL) for v in batch.values()):
+      batch = self.put(batch)
+    return jax.device_put(tree, self.shardings), batch
+
+  def lower(self, tree, batch):
+    return self.jitted.lower(*self.place(tree, batch))
+
+  def __call__(self, tree, batch):
+    return self.step(*self.place(tree, batch))
+
+
+def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
+  """Host (or per-device) batches [devices, per device, ...] -> global arrays:
+  images split over `batch_axes(mode)`, labels and masks over 'data' (the
+  towers of a group read the same images, sent there from the host)."""
+  last = [None, None]
+
+  def put(batch):
+    if batch is last[0]:  # Fake data repeats one batch.
+      return last[1]
+    out = {}
+    for k, v in batch.items():
+      v = np.asarray(v)
+      v = v.reshape((-1,) + v.shape[2:])
+      spec = (P(batch_axes(mode)) if k in ('image', 'flip', 'light') else
+              P(DATA))
+      out[k] = jax.device_put(v, NamedSharding(mesh, spec))
+    last[:] = [batch, out]
+    return out
+  return put
+
+
+def make_sharded_steps(model, tx, config, total_steps: int | None = None,
+                       devices=None):
+  """(train step, eval step, batch put) for config.parallelism 'towers' or
+  'hybrid'; the steps have the pmapped steps' signatures, their metrics a
+  leading axis of 1 (as one device's row of the pmapped metrics)."""
+  mode = config.parallelism
+  if mode not in ('towers', 'hybrid'):
+    raise ValueError(f"config.parallelism={mode!r}: the sharded steps are "
+                     f"'towers' and 'hybrid'.")
+  mesh = make_mesh(mode, devices)
+  if mode == 'towers' and (model.groups != 2 or
+                           model.lrn and model.lrn_across_towers):
+    raise ValueError("parallelism='towers' needs groups=2 and LRN within "
+                     "the towers (lrn_across_towers=False).")
+  fc = models.scaled_width(models.FC_FEATURES, model.width, 1)
+  if fc % mesh.shape[MODEL]:
+    raise ValueError(f'parallelism={mode!r} splits fc6/fc7 ({fc} neurons at '
+                     f'width {model.width}) over {mesh.shape[MODEL]} devices: '
+                     f'choose a width that makes it a multiple.')
+  state_shape = jax.eval_shape(
+      lambda: train.create_train_state(config, model, tx))
+  shardings = state_shardings(state_shape, mesh, mode)
+  specs = param_specs(state_shape.params, mode)
+  grads = grads_fn(model, mesh, specs, mode)
+  logits = logits_fn(model, mesh, specs, mode)
+  replicated = NamedSharding(mesh, P())
+
+  def train_step(state, batch):
+    images = train.training_images(batch, config)
+    key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    loss, top1, g = grads(state.params, images, batch['label'], key)
+    state, metrics = train.apply_gradients(
+        state, g, {'loss': loss, 'top1': top1}, tx=tx, config=config,
+        total_steps=total_steps)
+    return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
+
+  def eval_step(params, batch):
+    sums = train.eval_sums(lambda x: logits(params, x), batch, config)
+    return jax.tree_util.tree_map(lambda x: x[None], sums)
+
+  options = train.compiler_options(config)
+  put = batch_put(mesh, mode)
+  p_train = Placed(jax.jit(train_step, out_shardings=(shardings, replicated),
+                           donate_argnums=(0,)), shardings, put, options)
+  p_eval = Placed(jax.jit(eval_step, out_shardings=replicated),
+                  shardings.params, batch_put(mesh, mode), options)
+  return p_train, p_eval, put
+
+
+# --- What moves between devices ----------------------------------------------
+
+COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
+               'collective-permute')
+
+
+@dataclasses.dataclass(frozen=True)
+class Collective:
+  """One collective of a step, on one device: `kind` over a group of `group`
+  devices, of arrays of `elements` elements of `itemsize` bytes each (the
+  full, gathered or reduced, array). `what` says which tensor it carries."""
+  kind: str
+  elements: int
+  itemsize: int
+  group: int
+  what: str = ''
+
+  @property
+  def bytes(self) -> int:
+    return self.elements * self.itemsize
+
+  @property
+  def sent(self) -> float:
+    """Bytes this device sends, by the ring algorithms: an all-reduce is a
+    reduce-scatter and an all-gather, each sending (p-1)/p of the array."""
+    share = (self.group - 1) / self.group
+    factor = {'all-reduce': 2 * share, 'all-gather': share,
+              'reduce-scatter': share, 'all-to-all': share,
+              'collective-permute': 1.0}[self.kind]
+    return factor * self.bytes
+
+
+def _activation_shapes(model: models.AlexNet, image_size: int):
+  """(conv3's input, pool5) HWC shapes of one image, for the whole model."""
+  specs = models.conv_specs(model.variant)
+  sizes, size = [], image_size
+  for i, spec in enumerate(specs):
+    size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
+    if i in (0, 1, 4):
+      size = models._pool_out(size, model.overlap_pool)  # pylint: disable=protected-access
+    sizes.append(size)
+  if model.variant == 'owt':
+    sizes[4] = models._OWT_POOL_OUTPUT  # pylint: disable=protected-access
+  channels = lambda i: models.scaled_width(specs[i].features, model.width,
+                                           model.groups)
+  return (sizes[1], sizes[1], channels(1)), (sizes[4], sizes[4], channels(4))
+
+
+def step_collectives(model: models.AlexNet, mode: str, image_size: int,
+                     global_batch: int, devices: int) -> list[Collective]:
+  """The collectives of one training step on each device, from the layer
+  shapes (metrics and norms, a few scalars, left out)."""
+  m = config_lib.model_axis_size(mode, devices)
+  d = devices // m
+  group_batch = global_batch // d
+  act = jnp.dtype(model.dtype).itemsize
+  params = jax.eval_shape(lambda: model.init(
+      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3))))['params']
+  specs = param_specs(params, mode)
+  out = []
+  if mode != 'data':
+    conv3_in, pool5 = _activation_shapes(model, image_size)
+    fc = params['fc7']['kernel'].shape[0]
+    classes = params['fc8']['kernel'].shape[1]
+    gathers = ([('conv3 input', conv3_in)] if mode == 'towers' else []) + [
+        ('pool5', pool5), ('fc6 output', (fc,))]
+    for what, shape in gathers:  # Forward all-gather, backward its transpose.
+      n = group_batch * int(np.prod(shape))
+      out.append(Collective('all-gather', n, act, m, what))
+      out.append(Collective('reduce-scatter', n, act, m, what + ' gradient'))
+    out.append(Collective('all-reduce', group_batch * classes, act, m,
+                          'fc8 partial sums'))
+  for layer, leaves in params.items():  # Gradient all-reduces.
+    for leaf, shape in leaves.items():
+      split = m if MODEL in specs[layer][leaf] else 1
+      # Summed over 'data' only where the gradient is local to the device
+      # (its slice) or already summed over 'model' (fc8's bias, after the
+      # psum of the logits); the replicated convolutions over all devices.
+      group = d if split > 1 or layer == 'fc8' else devices
+      if group > 1:
+        out.append(Collective('all-reduce', int(np.prod(shape.shape)) // split,
+                              4, group, f'{layer}/{leaf} gradient'))
+  return out
+
+
+_HLO_LINE = re.compile(
+    r'=\s*(\([^=]*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?)\s+'
+    r'(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)'
+    r'(?:-start)?\(')
+_ARRAY = re.compile(r'(\w+)\[([\d,]*)\]')
+_ITEMSIZE = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1,
+             'f64': 8, 's64': 8, 'u8': 1, 's8': 1}
+
+
+def _group_size(line: str, devices: int) -> int:
+  iota = re.search(r'replica_groups=\[(\d+),(\d+)\]<=', line)
+  if iota:
+    return int(iota.group(2))
+  groups = re.search(r'replica_groups=\{\{([\d,]*)\}', line)
+  if groups:
+    return len(groups.group(1).split(','))
+  pairs = re.search(r'source_target_pairs=', line)
+  return 2 if pairs else devices
+
+
+def hlo_collectives(hlo_text: str, devices: int) -> list[Collective]:
+  """The collectives of a compiled program (`compiled.as_text()`): one entry
+  per array (a combined all-reduce of a tuple counts each operand), sized as
+  the full array (a reduce-scatter's input)."""
+  out = []
+  for line in hlo_text.splitlines():
+    line = re.sub(r'/\*.*?\*/', '', line)  # Tuples' /*index=5*/ comments.
+    match = _HLO_LINE.search(line)
+    if not match:
+      continue
+    kind = match.group(2)
+    group = _group_size(line, devices)
+    for dtype, dims in _ARRAY.findall(match.group(1)):
+      elements = int(np.prod([int(x) for x in dims.split(',') if x]))
+      if kind == 'reduce-scatter':
+        elements *= group
+      out.append(Collective(kind, elements, _ITEMSIZE[dtype], group))
+  return out
+
+
+def bytes_sent_per_device(collectives, min_bytes: int = 0) -> float:
+  """Bytes each device sends in `collectives` (those of at least
+  `min_bytes`)."""
+  return sum(c.sent for c in collectives if c.bytes >= min_bytes)

@@ -1,0 +1,200 @@
+"""The paper's two-tower split and the "one weird trick" hybrid.
+
+The 8-device checks run in subprocesses (the simulated device count is fixed
+when JAX starts), each paying its compilations once.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from alexnet_jax import config_lib
+from conftest import ROOT
+
+_PRELUDE = '''
+import os, sys, tempfile
+sys.path.insert(0, %r)
+os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update('jax_disable_most_optimizations', True)
+from jax.sharding import NamedSharding
+from conftest import tiny_config
+from alexnet_jax import fake_data, optim, parallelism as par, train
+assert jax.device_count() == 8
+
+def config_for(mode, **kw):
+  # Width 0.0625: fc6/fc7 of 256 neurons split evenly over 2 or 8 devices.
+  return tiny_config(**{'model.width': 0.0625, 'model.initialization': 'he',
+                        'model.dropout_rate': 0.0, 'batch_size': 16,
+                        'eval_batch_size': 16, 'dataset': 'fake',
+                        'optimizer.warmup_epochs': 0.0,
+                        'optimizer.learning_rate': 0.05, 'log_every_steps': 1,
+                        'parallelism': mode, **kw})
+''' % os.path.join(ROOT, 'tests')
+
+
+def _run(script: str) -> str:
+  out = subprocess.run([sys.executable, '-c', _PRELUDE + textwrap.dedent(
+      script)], capture_output=True, text=True, cwd=ROOT, timeout=900)
+  assert out.returncode == 0, out.stderr[-4000:]
+  assert 'OK' in out.stdout, out.stdout[-2000:]
+  return out.stdout
+
+
+def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
+  """Logits and gradients against the one-device model; 3 training steps in
+  each mode, resuming across modes; the collectives of each compiled step
+  against `step_collectives`."""
+  _run("""
+      workdir = %r
+      rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
+      config = config_for('data')
+      model = train.create_model(config)
+      x = jax.random.normal(jax.random.key(0), (16, 67, 67, 3))
+      labels = jnp.arange(16) %% 10
+      params = model.init(jax.random.key(1), x[:1])['params']
+
+      def loss(p):
+        logits = model.apply({'params': p}, x)
+        return jnp.mean(train.cross_entropy(logits, labels)), logits
+      (_, want_logits), want_grads = jax.jit(
+          jax.value_and_grad(loss, has_aux=True))(params)
+      assert float(jnp.std(want_logits)) > 0.1
+      for mode in ('towers', 'hybrid'):
+        mesh = par.make_mesh(mode)
+        specs = par.param_specs(params, mode)
+        placed = jax.device_put(params, jax.tree_util.tree_map(
+            lambda s: NamedSharding(mesh, s), specs))
+        logits = jax.jit(par.logits_fn(model, mesh, specs, mode))(placed, x)
+        assert rel(logits, want_logits) < 1e-5, mode
+        _, _, grads = jax.jit(par.grads_fn(model, mesh, specs, mode))(
+            placed, x, labels, jax.random.key(0))
+        worst = jax.tree_util.tree_map(rel, grads, want_grads)
+        assert max(jax.tree_util.tree_leaves(worst)) < 1e-5, (mode, worst)
+
+      # 3 steps in each mode: data (8), towers (4 x 2), hybrid (8).
+      tx = optim.create_optimizer(config.optimizer, 10**6, 3)
+      batch = next(fake_data.FakeData(config).train_batches())
+      steps, losses, norms, finals = {}, {}, {}, {}
+      for mode in ('data', 'towers', 'hybrid'):
+        state = train.create_train_state(config, model, tx)
+        if mode == 'data':
+          step, _ = train.make_pmapped_steps(model, tx, config, total_steps=3)
+          state, b = train.replicate(state), batch
+        else:
+          step, _, put = par.make_sharded_steps(model, tx, config_for(mode),
+                                                total_steps=3)
+          b = put(batch)
+        steps[mode] = (step, b)
+        losses[mode] = []
+        for _ in range(3):
+          state, metrics = step(state, b)
+          losses[mode].append(float(metrics['train_loss'][0]))
+        finals[mode] = state
+        norms[mode] = float(metrics['param_norm'][0])
+        assert float(metrics['finite'][0]) == 1.0
+        np.testing.assert_allclose(losses[mode], losses['data'], rtol=1e-4)
+        np.testing.assert_allclose(norms[mode], norms['data'], rtol=1e-5)
+      assert abs(losses['data'][-1] - losses['data'][0]) > 1e-2  # It trains.
+
+      # In towers each device holds half of every layer's parameters.
+      placed = finals['towers'].params
+      total = sum(a.nbytes for a in jax.tree_util.tree_leaves(placed))
+      for d in jax.devices():
+        held = sum(s.data.nbytes for a in jax.tree_util.tree_leaves(placed)
+                   for s in a.addressable_shards if s.device == d)
+        assert abs(held / total - 0.5) < 0.001, held / total
+      for layer, leaves in placed.items():
+        k = leaves['kernel']
+        assert k.addressable_shards[0].data.size * 2 == k.size, layer
+
+      # Checkpoints: towers -> data -> towers, restored as the loop does.
+      from alexnet_jax import checkpointing
+      ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'ckpt'))
+      state = train.create_train_state(config, model, tx)
+      for i, mode in enumerate(('towers', 'data', 'towers')):
+        state = train.replicate(ckpt.restore_latest(state))
+        step, b = steps[mode]
+        state, metrics = step(state, b)
+        ckpt.save(i + 1, state)
+        assert abs(float(metrics['train_loss'][0]) - losses['data'][i]) <= (
+            1e-4 * losses['data'][i]), (i, mode)
+      ckpt.close()
+
+      # The loop itself, in towers mode.
+      last = train.train_and_evaluate(config_for('towers', num_train_steps=3),
+                                      os.path.join(workdir, 'loop'))
+      assert abs(last['train_loss'] - losses['data'][-1]) <= 1e-4 * (
+          losses['data'][-1]), last
+      assert 0 <= last['eval_top1'] <= 1
+
+      # What moves: each compiled step's collectives against the layer shapes.
+      for mode in ('data', 'towers', 'hybrid'):
+        step, b = steps[mode]
+        compiled = list(getattr(step, 'step', step)._compiled.values())
+        hlo = par.hlo_collectives(compiled[0].as_text(), 8)
+        # Scalars (metrics, norms) and groups of one device move nothing.
+        hlo = [c for c in hlo if c.elements > 1 and c.group > 1]
+        want = par.step_collectives(model, mode, 67, 16, 8)
+        # All-gathers and reduce-scatters (activations): the same count and
+        # sizes. All-reduces (gradients, fc8's partial sums): the same bytes
+        # over groups of the same size (XLA combines some, splits others).
+        exchanges = lambda cs: sorted((c.kind, c.elements, c.group)
+                                      for c in cs if c.kind != 'all-reduce')
+        reduced = lambda cs: sorted(
+            (g, sum(c.bytes for c in cs
+                    if c.kind == 'all-reduce' and c.group == g))
+            for g in {c.group for c in cs if c.kind == 'all-reduce'})
+        assert exchanges(hlo) == exchanges(want), mode
+        assert reduced(hlo) == reduced(want), mode
+        assert (mode == 'data') == (not exchanges(want))
+        sent = par.bytes_sent_per_device(want)
+        assert abs(par.bytes_sent_per_device(hlo) - sent) < 1e-6 * sent, mode
+      print('OK', losses)
+      """ % str(tmp_path))
+
+
+def _config(mode, **overrides):
+  from conftest import tiny_config  # pylint: disable=g-import-not-at-top
+  return tiny_config(parallelism=mode, **overrides)
+
+
+def test_modes_that_do_not_fit_name_the_field(monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  with pytest.raises(config_lib.ConfigError, match='config.parallelism'):
+    config_lib.validate(_config('pipeline'))
+  monkeypatch.setattr(jax, 'device_count', lambda: 3)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.parallelism='towers'.*even device count"):
+    config_lib.validate(_config('towers', batch_size=12, eval_batch_size=12))
+  monkeypatch.setattr(jax, 'device_count', lambda: 2)
+  with pytest.raises(config_lib.ConfigError, match='config.model.groups=1'):
+    config_lib.validate(_config('towers', **{'model.groups': 1}))
+  with pytest.raises(config_lib.ConfigError,
+                     match='config.model.lrn_across_towers=True'):
+    config_lib.validate(_config('towers',
+                                **{'model.lrn_across_towers': True}))
+  # Width 0.05: fc6/fc7 have 205 neurons, not divisible by 2.
+  with pytest.raises(config_lib.ConfigError,
+                     match=r'config.model.width=0.05.*205 neurons'):
+    config_lib.validate(_config('hybrid'))
+  config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  with pytest.raises(config_lib.ConfigError, match='run in one process'):
+    config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+
+
+def test_benchmark_has_a_parallelism_axis():
+  from experiments import benchmark  # pylint: disable=g-import-not-at-top
+  specs = benchmark.row_specs([2], ['float32'], ['paper'], ['split'],
+                              ['shift'], [8], 67, 0.0625, 10,
+                              parallelisms=('data', 'towers', 'hybrid'))
+  assert [s.get('parallelism', 'data') for s in specs] == [
+      'data', 'towers', 'hybrid']
+  row = dict(specs[1], train_images_per_sec_per_device=1.0,
+             bytes_sent_per_device=2.5e6, hlo_bytes_sent_per_device=2.5e6)
+  table = benchmark.markdown([row], {'device_kind': 'cpu'}, [])
+  assert '| towers | 2.50, 2.50 |' in table
