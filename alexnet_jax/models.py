@@ -53,7 +53,7 @@ class ConvSpec:
   bias_one: bool  # Paper init: bias 1 (else 0).
 
 
-# The paper's layer table (SPEC.md); conv3 crosses the towers.
+# The paper's layer table (docs/paper.md); conv3 crosses the towers.
 _PAPER_CONVS = (
     ConvSpec(96, 11, 4, 0, False, False),
     ConvSpec(256, 5, 1, 2, True, True),

@@ -19,7 +19,7 @@ training images subtracted per channel (measured once and cached; the paper
 subtracted a per-pixel mean image), momentum SGD, and
 10-crop evaluation. From scratch on ~1,100 images this overfits; it is the
 faithful pipeline on a small real dataset, not a tuned recipe. At full width
-a 2-core CPU trains about 30 images/s (PERF.md), some 40 s an epoch;
+a 2-core CPU trains about 30 images/s (docs/performance.md), some 40 s an epoch;
 --config.model.width=0.25 is several times faster.
 """
 

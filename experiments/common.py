@@ -27,7 +27,7 @@ import numpy as np
 
 from alexnet_jax import models
 
-# The paper's training budget (SPEC.md): ILSVRC-2012, about 90 epochs.
+# The paper's training budget (docs/paper.md): ILSVRC-2012, about 90 epochs.
 PAPER_TRAIN_IMAGES = 1_281_167
 PAPER_EPOCHS = 90
 PAPER_IMAGE_SIZE = 227

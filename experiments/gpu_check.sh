@@ -55,10 +55,11 @@ else
   COMMON=(--image_size=227 --batch_size=256 --num_classes=1000 --width=1.0
           --steps=20 --windows=5 --warmup=5 --pause=0 --scratch "$SCRATCH")
   # Most informative first (a stage out of time skips the tail): the
-  # straightforward Flax baseline (PERF.md's first row), the default (shift
-  # LRN, sliced pooling), conv1 as space-to-depth with each LRN form, PERF.md's
-  # split and banded-LRN rows (reduce_window pooling), and last PERF.md's
-  # reference without groups and LRN (not the same net).
+  # straightforward Flax baseline (the first Flax row of the H200 reference
+  # table in docs/performance.md), the default (shift LRN, sliced pooling),
+  # conv1 as space-to-depth with each LRN form, the reference table's split
+  # and banded-LRN rows (reduce_window pooling), and last its row without
+  # groups and LRN (not the same net).
   BF16_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d,split/reduce_window/s2d,split/reduce_window/direct/pool=reduce_window,split/matmul/s2d,split/shift/s2d/pool=reduce_window,split/matmul/direct/pool=reduce_window,nogroups/none/direct/pool=reduce_window"
   FP32_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d"
   BUDGET_BF16=250; BUDGET_FP32=90

@@ -69,7 +69,7 @@ from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VARIANTS = (
-    # Straightforward Flax (PERF.md's baseline), then one change at a time.
+    # Straightforward Flax (the reference baseline), then one change at a time.
     'xla/reduce_window/direct/pool=reduce_window',
     'split/reduce_window/direct/pool=reduce_window',
     'split/matmul/direct/pool=reduce_window',

@@ -7,7 +7,7 @@ r"""The ablation variants: each name maps to dotted config-field overrides.
 `--sweep` names; copy this one to add your own variants). The overrides apply
 on top of the base config and its `--config.x=y` flags; `baseline` changes
 nothing. Each variant removes one thing the paper credits, with what the paper
-reports that thing is worth on ImageNet (SPEC.md):
+reports that thing is worth on ImageNet (docs/paper.md):
 
   no_lrn       local response normalization: 1.4/1.2 points of top-1/top-5
   no_overlap   overlapping 3/2 pooling (-> 2/2): 0.4/0.3 points

@@ -7,11 +7,13 @@ r"""PyTorch AlexNet and its training-step throughput: the reference to beat.
 
 The network is the paper's (`alexnet_jax.models.AlexNet` defaults): two towers
 as `groups=2` on conv2, conv4 and conv5; `nn.LocalResponseNorm(5, alpha=5e-4,
-beta=0.75, k=2.0)` after the ReLU of conv1 and conv2 (PyTorch divides alpha by
-n, so this is the paper's alpha 1e-4); overlapping 3/2 max-pooling; dropout 0.5
-on the outputs of fc6 and fc7; 227x227 input. `--variant=owt` gives
-torchvision's layout (224 input, adaptive average pooling, dropout before fc6
-and fc7). `--width` scales every layer as `models.scaled_width` does, so small
+beta=0.75, k=2.0)` on each tower's maps after the ReLU of conv1 and conv2
+(PyTorch divides alpha by n, so this is the paper's alpha 1e-4; the window
+stays within a tower, as on the paper's two GPUs); overlapping 3/2
+max-pooling; dropout 0.5 on the outputs of fc6 and fc7; 227x227 input.
+`--variant=owt` gives torchvision's network (one tower, no LRN, 224 input,
+adaptive average pooling, dropout before fc6 and fc7); `--groups` and
+`--lrn` override a variant's own values. `--width` scales every layer as `models.scaled_width` does, so small
 copies can be checked against the JAX model (tests/test_model_impls.py).
 
 The step is the training loop's: uint8 images normalised on the device,
@@ -51,6 +53,24 @@ def scaled_width(channels: int, width: float, groups: int) -> int:
   return max(1, int(round(channels * width / groups))) * groups
 
 
+# As alexnet_jax.models.VARIANT_DEFAULTS (this file does not import JAX).
+VARIANT_DEFAULTS = {'paper': {'groups': 2, 'lrn': True},
+                    'owt': {'groups': 1, 'lrn': False}}
+
+
+class TowerLocalResponseNorm(nn.Module):
+  """The paper's LRN on each tower's maps: `nn.LocalResponseNorm` (PyTorch
+  divides alpha by the size: 5e-4 / 5 is the paper's 1e-4) per channel group."""
+
+  def __init__(self, groups: int):
+    super().__init__()
+    self.groups = groups
+    self.lrn = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
+
+  def forward(self, x):
+    return torch.cat([self.lrn(t) for t in x.chunk(self.groups, dim=1)], 1)
+
+
 class AlexNet(nn.Module):
   """AlexNet in NCHW, parameter for parameter the JAX model's layout.
 
@@ -58,14 +78,17 @@ class AlexNet(nn.Module):
   """
 
   def __init__(self, num_classes: int = 1000, variant: str = 'paper',
-               groups: int = 2, lrn: bool = True, dropout_rate: float = 0.5,
-               width: float = 1.0, image_size: int | None = None):
+               groups: int | None = None, lrn: bool | None = None,
+               dropout_rate: float = 0.5, width: float = 1.0,
+               image_size: int | None = None):
     super().__init__()
     if variant not in DEFAULT_IMAGE_SIZE:
       raise ValueError(f'variant={variant!r}; expected paper or owt.')
+    groups = VARIANT_DEFAULTS[variant]['groups'] if groups is None else groups
+    lrn = VARIANT_DEFAULTS[variant]['lrn'] if lrn is None else lrn
     if groups not in (1, 2):
       raise ValueError(f'groups={groups}; expected 1 or 2.')
-    self.variant = variant
+    self.variant, self.groups, self.lrn = variant, groups, lrn
     specs = _PAPER_CONVS if variant == 'paper' else _OWT_CONVS
     layers = {}
     in_ch = 3
@@ -75,9 +98,7 @@ class AlexNet(nn.Module):
                                          groups=groups if grouped else 1)
       layers[f'relu{i + 1}'] = nn.ReLU(inplace=True)
       if i in (0, 1) and lrn:
-        # PyTorch divides alpha by size: 5e-4 / 5 is the paper's 1e-4.
-        layers[f'lrn{i + 1}'] = nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75,
-                                                     k=2.0)
+        layers[f'lrn{i + 1}'] = TowerLocalResponseNorm(groups)
       if i in (0, 1, 4):
         layers[f'pool{i + 1}'] = nn.MaxPool2d(3, 2)
       in_ch = out_ch
@@ -142,7 +163,8 @@ class TrainStep:
   def __init__(self, device: str = 'cpu', batch_size: int = 32,
                dtype: str = 'float32', compile: bool = False,
                image_size: int | None = None, num_classes: int = 1000,
-               variant: str = 'paper', groups: int = 2, lrn: bool = True,
+               variant: str = 'paper', groups: int | None = None,
+               lrn: bool | None = None,
                width: float = 1.0, channels_last: bool = True,
                tf32: bool = True, threads: int = 0,
                compile_mode: str | None = None):
@@ -187,7 +209,8 @@ class TrainStep:
         'framework': 'torch', 'torch_version': torch.__version__,
         'device': device, 'device_name': name,
         'threads': torch.get_num_threads(), 'variant': variant,
-        'groups': groups, 'lrn': lrn, 'width': width, 'image_size': size,
+        'groups': model.groups, 'lrn': model.lrn, 'width': width,
+        'image_size': size,
         'num_classes': num_classes, 'batch_size': batch_size, 'dtype': dtype,
         'compile': compile, 'compile_mode': compile_mode,
         'channels_last': channels_last,
@@ -250,8 +273,10 @@ def _parse(argv):
                  help='Default: 227 (paper) or 224 (owt).')
   p.add_argument('--num_classes', type=int, default=1000)
   p.add_argument('--variant', default='paper', choices=('paper', 'owt'))
-  p.add_argument('--groups', type=int, default=2, choices=(1, 2))
-  p.add_argument('--lrn', action=argparse.BooleanOptionalAction, default=True)
+  p.add_argument('--groups', type=int, default=None, choices=(1, 2),
+                 help="Default: the variant's (paper 2, owt 1).")
+  p.add_argument('--lrn', action=argparse.BooleanOptionalAction, default=None,
+                 help="Default: the variant's (paper on, owt off).")
   p.add_argument('--width', type=float, default=1.0)
   p.add_argument('--channels_last', action=argparse.BooleanOptionalAction,
                  default=True)

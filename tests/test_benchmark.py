@@ -33,7 +33,7 @@ def _env(devices: int = 2) -> dict:
 
 
 def test_flops_match_the_layer_table_figures():
-  # SPEC.md (derived from the layer table).
+  # docs/paper.md (derived from the layer table).
   assert common.model_flops(train=False) / 2 == pytest.approx(724.4e6,
                                                               rel=1e-4)
   assert common.model_flops() == pytest.approx(4.14e9, rel=2e-3)

@@ -293,7 +293,7 @@ def _torch():
 @pytest.mark.parametrize('kwargs, size, expected', [
     (dict(), 227, 60_965_224),
     (dict(groups=1), 227, 62_378_344),
-    (dict(variant='owt', groups=1, lrn=False), 224, 61_100_840),
+    (dict(variant='owt'), 224, 61_100_840),
 ])
 def test_torch_reference_parameter_counts(kwargs, size, expected):
   _torch()
@@ -307,17 +307,13 @@ def test_torch_reference_computes_the_jax_function(variant):
   torch = _torch()
   from experiments import torch_reference
   size, width, classes = 67, 0.1, 7
-  # torch_reference's nn.LocalResponseNorm spans all channels, across the
-  # tower boundary.
-  net = models.AlexNet(variant=variant, width=width, num_classes=classes,
-                       lrn_across_towers=True)
+  net = models.AlexNet(variant=variant, width=width, num_classes=classes)
   x = np.asarray(jax.random.normal(jax.random.key(0), (2, size, size, 3)) * 60)
   params = net.init(jax.random.key(1), jnp.asarray(x))['params']
   want = np.asarray(net.apply({'params': params}, jnp.asarray(x)))
 
-  # The variant's groups and LRN as the JAX model resolves them.
-  ref = torch_reference.AlexNet(classes, variant, groups=net.groups,
-                                lrn=net.lrn, width=width, image_size=size)
+  # The variant's own groups and LRN, in both frameworks.
+  ref = torch_reference.AlexNet(classes, variant, width=width, image_size=size)
   ref.eval()
   with torch.no_grad():
     for name, layer in ref.features.items():
@@ -379,7 +375,7 @@ def test_parse_variant():
 
 
 def test_train_flops_match_the_papers_net():
-  # PERF.md: about 4.14 GFLOP per training image at 227.
+  # docs/paper.md: about 4.14 GFLOP per training image at 227.
   flops = perf_variants.train_flops_per_image(227)
   assert 4.13e9 < flops < 4.15e9
   # One tower adds conv2/4/5's cross-tower products.
@@ -408,7 +404,7 @@ def test_gpu_check_script_is_valid_bash():
 
 
 def test_benchmarks_import_without_tensorflow_or_ml_collections():
-  # The GPU machine has neither (PERF.md); the benchmark must still import.
+  # A GPU machine may have neither; the benchmark must still import.
   code = (
       'import sys, importlib.abc\n'
       'class Block(importlib.abc.MetaPathFinder):\n'

@@ -15,7 +15,7 @@ def _shapes(size=227, **kwargs):
 
 
 @pytest.mark.parametrize('kwargs, size, expected', [
-    (dict(), 227, 60_965_224),  # The paper's two-tower net (SPEC.md).
+    (dict(), 227, 60_965_224),  # The paper's two-tower net (docs/paper.md).
     (dict(groups=1), 227, 62_378_344),
     (dict(variant='owt', groups=1, lrn=False), 224, 61_100_840),
     # torchvision's AlexNet from the variant alone (torchvision: 61,100,840).

@@ -36,7 +36,7 @@ def test_paper_rule_step_by_step_across_a_learning_rate_drop():
   w0 = rng.normal(size=5).astype(np.float32)
   grads = rng.normal(size=(6, 5)).astype(np.float32)
   history = _run(_opt_config(), grads, w0)
-  # SPEC.md: v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v.
+  # The paper: v <- 0.9 v - 0.0005 lr w - lr grad; w <- w + v.
   # The learning rate drops x0.1 after epoch 1 (= 3 steps).
   w, v = w0.astype(np.float64), np.zeros(5)
   for step, (g, (got_w, got_lr)) in enumerate(zip(grads, history)):
