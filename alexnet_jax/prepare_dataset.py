@@ -36,6 +36,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from alexnet_jax import cli
+
 config_flags.DEFINE_config_file('config', None, 'A training config file.',
                                 lock_config=False)
 _OUTPUT_DIR = flags.DEFINE_string(
@@ -186,6 +188,9 @@ def main(argv):
 
 
 def run():
+  """Console-script entry point (`alexnet-prepare-dataset`)."""
+  cli.quiet_console()
+  cli.list_own_flags_in_help(__name__)
   app.run(main)
 
 
