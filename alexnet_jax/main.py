@@ -16,9 +16,11 @@ import jax
 from ml_collections import config_flags
 
 from alexnet_jax import checkpointing
+from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import input_pipeline  # Imports TensorFlow only when used.
 from alexnet_jax import train
+from alexnet_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and the config.')
@@ -68,14 +70,16 @@ def main(argv):
   try:
     train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
   except (config_lib.ConfigError, checkpointing.IncompatibleCheckpointError,
-          train.NonFiniteLossError, input_pipeline.DataError) as e:
+          checkpointing.UnreadableCheckpointError, train.NonFiniteLossError,
+          workdir_lib.WorkdirBusyError, workdir_lib.ConfigChangedError,
+          input_pipeline.DataError) as e:
     # A message the user can act on, without a traceback.
     sys.exit(f'error: {e}')
 
 
 def run():
   """Console-script entry point (`alexnet-train`)."""
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':

@@ -115,6 +115,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 624  # 0: only at the end.
   config.keep_checkpoints = 2
   config.nonfinite = 'stop'  # On a NaN/Inf loss: 'stop', or 'skip' the step.
+  config.max_consecutive_skips = 10  # nonfinite='skip': stop (diverged) after this many skipped steps in a row.
+  config.allow_config_change = False  # Resume even if the data, model or batch size differ from the recorded run.
   return config
 
 
