@@ -113,6 +113,19 @@ def test_resume_with_another_batch_size_or_dataset_is_refused(
   assert {k: after.get(k) for k in before} == before
 
 
+def test_allowed_model_change_is_refused_by_the_checkpoint_shapes(
+    trained, tmp_path):
+  from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  workdir = _copy(trained, tmp_path)
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match='holds a different model than this config builds'):
+    train.train_and_evaluate(
+        _fake(num_train_steps=6, allow_config_change=True,
+              **{'model.width': 0.1}), str(workdir))
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+  assert not os.path.exists(workdir / 'checkpoints.unreadable')
+
+
 def test_allowed_config_change_keeps_the_first_config_record(
     trained, tmp_path, caplog):
   workdir = _copy(trained, tmp_path)
