@@ -2,12 +2,27 @@
 
 Orbax writes each step to a temporary directory and renames it when complete,
 so a run killed mid-save never leaves a checkpoint that would be loaded.
+
+A checkpoint whose structure or shapes (orbax's metadata) differ from the
+config's state is a mismatch: an error, nothing is touched. One whose metadata
+fits but whose arrays cannot be read is corrupt: it is moved aside to
+`<checkpoints>.unreadable/<step>` (kept on disk, out of orbax's reach, so
+`max_to_keep` never deletes a good checkpoint in its favour and the step can
+be saved again) and the next older checkpoint is tried.
 """
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import logging as logging_lib
 import os
-from typing import Any
+import re
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Iterator
 
 from absl import logging
 import jax
@@ -18,10 +33,86 @@ class IncompatibleCheckpointError(ValueError):
   """The workdir holds a checkpoint of a different model or optimizer."""
 
 
+class UnreadableCheckpointError(ValueError):
+  """No checkpoint of the workdir could be read (all corrupt)."""
+
+
+def _entry(key) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
 def _shapes(tree) -> dict[str, tuple]:
+  """Leaf shapes by path ('params/conv1/bias'), for a state or for orbax's
+  metadata of one (dicts and lists where the state has dataclasses)."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(path): tuple(getattr(leaf, 'shape', ()))
+  return {'/'.join(_entry(k) for k in path): tuple(getattr(leaf, 'shape', ()))
           for path, leaf in flat}
+
+
+class _DropUnretrieved(logging_lib.Filter):
+  def filter(self, record):
+    return 'exception was never retrieved' not in record.getMessage()
+
+
+# Console lines of the reads orbax abandons after a failed restore.
+_ABANDONED = re.compile(
+    r'Traceback \(most recent call last\)|asyncio|Event loop is closed|'
+    r'_check_closed|call_soon_threadsafe|^\s*[~^]+\s*$|^\s*$')
+
+
+def _ignore_closed_loop_callbacks() -> None:
+  """Drops 'Event loop is closed' from sys.unraisablehook (once)."""
+  previous = sys.unraisablehook
+  if getattr(previous, 'ignores_closed_loop', False):
+    return
+
+  def hook(unraisable):
+    if not (isinstance(unraisable.exc_value, RuntimeError) and
+            str(unraisable.exc_value) == 'Event loop is closed'):
+      previous(unraisable)
+
+  hook.ignores_closed_loop = True
+  sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def quiet_failed_reads() -> Iterator[None]:
+  """Keeps the reads orbax abandons after a failed restore off the console:
+  each prints a traceback (asyncio's 'exception was never retrieved', or
+  'Event loop is closed' from C++ threads calling back into orbax's closed
+  event loop, past Python's hooks); the caller reports the failure once.
+  Standard error is captured while the restore runs and given back, less
+  those lines if it failed."""
+  asyncio_log = logging_lib.getLogger('asyncio')
+  quiet = _DropUnretrieved()
+  asyncio_log.addFilter(quiet)
+  sys.stderr.flush()
+  saved = os.dup(2)
+  failed = False
+  with tempfile.TemporaryFile() as capture:
+    os.dup2(capture.fileno(), 2)
+    try:
+      yield
+    except Exception:
+      failed = True
+      _ignore_closed_loop_callbacks()  # Late ones come through this hook.
+      time.sleep(0.3)  # The abandoned reads finish meanwhile.
+      raise
+    finally:
+      gc.collect()  # Abandoned futures report when collected: now.
+      sys.stderr.flush()
+      os.dup2(saved, 2)
+      os.close(saved)
+      asyncio_log.removeFilter(quiet)
+      capture.seek(0)
+      lines = capture.read().decode(errors='replace').splitlines(True)
+      if failed:
+        lines = [l for l in lines if not _ABANDONED.search(l)]
+      sys.stderr.write(''.join(lines))
+      sys.stderr.flush()
 
 
 class Checkpointer:
@@ -32,7 +123,9 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
         enable_async_checkpointing=False)
-    self._manager = ocp.CheckpointManager(self.directory, options=options)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers=ocp.StandardCheckpointHandler())
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -47,30 +140,76 @@ class Checkpointer:
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:
-    """The newest checkpoint restored into `state`'s structure, or `state`."""
-    step = self._manager.latest_step()
-    if step is None:
+    """The newest readable checkpoint restored into `state`'s structure, or
+    `state` if there is none."""
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
       return state
     target = jax.device_get(state)  # Restored as host (NumPy) arrays.
+    skipped = []
+    for step in steps:
+      self._check_fits(step, target)
+      try:
+        with quiet_failed_reads():
+          restored = self._manager.restore(
+              step, args=ocp.args.StandardRestore(target))
+      except Exception as e:  # pylint: disable=broad-except
+        reason = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
+        where = self._set_aside(step)
+        logging.warning('The checkpoint at step %d cannot be read (%s); moved '
+                        'it to %s and trying the next older one.', step,
+                        reason, where)
+        skipped.append(step)
+        continue
+      if skipped:
+        logging.warning('Resuming from step %d; the unreadable checkpoint(s) '
+                        'of step(s) %s are kept in %s.', step, skipped,
+                        self._aside_dir)
+      return restored
+    raise UnreadableCheckpointError(
+        f'No checkpoint in {self.directory} could be read (steps {skipped}, '
+        f'moved to {self._aside_dir}). Use a new --workdir, or restore them '
+        f'from a backup.')
+
+  @property
+  def _aside_dir(self) -> str:
+    return self.directory + '.unreadable'
+
+  def _check_fits(self, step: int, target: Any) -> None:
+    """Raises IncompatibleCheckpointError if orbax's metadata of `step` has
+    other arrays or shapes than `target`."""
     try:
-      restored = self._manager.restore(step,
-                                       args=ocp.args.StandardRestore(target))
-    except Exception as e:  # Orbax raises several types for a mismatch.
-      raise IncompatibleCheckpointError(
-          f'The checkpoint at step {step} in {self.directory} does not fit '
-          f'this config (a different model or optimizer?): '
-          f'{type(e).__name__}: {str(e).splitlines()[0][:300]}. Use a new '
-          f'--workdir, or the config the checkpoint was trained with.') from None
-    wanted, got = _shapes(target), _shapes(restored)
-    diff = [f'{k}: checkpoint {got.get(k)} vs config {wanted[k]}'
-            for k in wanted if got.get(k) != wanted[k]]
+      with quiet_failed_reads():
+        metadata = self._manager.item_metadata(step).tree
+    except Exception:  # pylint: disable=broad-except
+      return  # Unreadable metadata: the restore fails and says so.
+    wanted, got = _shapes(target), _shapes(metadata)
+    diff = [f'{k}: checkpoint {got.get(k, "absent")} vs config '
+            f'{wanted.get(k, "absent")}' for k in sorted(set(wanted) | set(got))
+            if got.get(k) != wanted.get(k)]
     if diff:
       raise IncompatibleCheckpointError(
           f'The checkpoint at step {step} in {self.directory} holds a different '
           f'model than this config builds ({len(diff)} arrays differ, e.g. '
           f'{"; ".join(diff[:3])}). Use a new --workdir, or the config the '
           f'checkpoint was trained with (see config.json there).')
-    return restored
+
+  def _set_aside(self, step: int) -> str:
+    """Moves step's directory out of the manager's directory (process 0)."""
+    source = os.path.join(self.directory, str(step))
+    dest = os.path.join(self._aside_dir, str(step))
+    n = 1
+    while os.path.exists(dest):
+      dest = os.path.join(self._aside_dir, f'{step}.{n}')
+      n += 1
+    if jax.process_index() == 0:
+      os.makedirs(self._aside_dir, exist_ok=True)
+      shutil.move(source, dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices(f'set aside checkpoint {step}')
+    self._manager.reload()
+    return dest
 
   def close(self) -> None:
     self._manager.wait_until_finished()

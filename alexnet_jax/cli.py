@@ -1,12 +1,24 @@
-"""What the command lines share: a quiet console, and `--help` that lists
-the command's own flags when it runs as a console script."""
+"""What the command lines share: a quiet console; `--help` that lists the
+command's own flags when it runs as a console script; and, for those that
+take `--config` (ml_collections), flag parsing with one-line errors.
+
+`parse_flags` is given to `absl.app.run(main, flags_parser=...)`: a config
+file that cannot be loaded, a `--config.field` that names no field (with the
+close matches) or a bad value gives one line on stderr and exit status 1,
+instead of the traceback of the flag library.
+"""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
+from typing import Sequence
 
+from absl import flags
+from ml_collections import config_dict
+from ml_collections import config_flags
 
 class _NoTpuProbeNotice(logging.Filter):
   """Drops JAX's INFO line about the TPU backend it probes for and, on a
@@ -35,6 +47,98 @@ def list_own_flags_in_help(module_name: str) -> None:
   """absl's --help lists the flags of the module named by sys.argv[0]; a
   console script's argv[0] is the script, which defines none. This makes
   `module_name`'s flags the script's own."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
   for flag in flags.FLAGS.get_key_flags_for_module(module_name):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+CONFIG_FLAG = 'config'
+
+
+def _value_of(argv: Sequence[str], name: str) -> str | None:
+  """The value of `--name=V` or `--name V` in argv (the last one)."""
+  value = None
+  for i, arg in enumerate(argv):
+    if arg.startswith(f'--{name}='):
+      value = arg.split('=', 1)[1]
+    elif arg == f'--{name}' and i + 1 < len(argv):
+      value = argv[i + 1]
+  return value
+
+
+def _load_base_config(argv: Sequence[str], name: str):
+  """The config file of `--name`, loaded on its own (no overrides)."""
+  path = _value_of(argv, name)
+  holder = flags.FlagValues()
+  config_flags.DEFINE_config_file(name, None, '', flag_values=holder)
+  alone = [argv[0], f'--{name}={path}']
+  saved, sys.argv = sys.argv, alone  # config_flags reads overrides there too.
+  try:
+    holder(alone)
+  finally:
+    sys.argv = saved
+  return holder[name].value
+
+
+def _missing_field(config, dotted: str) -> str | None:
+  """Why `dotted` names no field of `config` (None if it does)."""
+  node, walked = config, []
+  for part in dotted.split('.'):
+    if not isinstance(node, (config_dict.ConfigDict, dict)):
+      return f'{".".join(walked)} is a value, not a group of fields'
+    if part not in node:
+      where = f'config.{".".join(walked)}' if walked else 'the config'
+      close = difflib.get_close_matches(part, list(node.keys()), n=3)
+      hint = f'; did you mean {" or ".join(close)}?' if close else ''
+      return f'{where} has no field {part!r}{hint}'
+    node = node[part]
+    walked.append(part)
+  return None
+
+
+def _explain_override(argv: Sequence[str], name: str) -> str | None:
+  """Names the first `--name.field` of argv that is not a field."""
+  try:
+    config = _load_base_config(argv, name)
+  except Exception:  # pylint: disable=broad-except
+    return None
+  for arg in argv[1:]:
+    if arg.startswith(f'--{name}.'):
+      dotted = arg[len(name) + 3:].split('=', 1)[0]
+      why = _missing_field(config, dotted)
+      if why:
+        return f'--{name}.{dotted}: {why}'
+  return None
+
+
+def _load_error(argv: Sequence[str], name: str) -> str | None:
+  """Why the config file of `--name` could not be loaded (None if it was)."""
+  if name not in flags.FLAGS or _value_of(argv, name) is None:
+    return None
+  try:
+    flags.FLAGS[name].value.get('model')  # An unloadable file raises here.
+  except (IOError, AttributeError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    return (f'--{name}={_value_of(argv, name)}: cannot load the config file '
+            f'({lines[-1] if lines else type(e).__name__})')
+  return None
+
+
+def _fail(argv: Sequence[str], message: str) -> None:
+  del argv
+  sys.exit(f'error: {message}'.replace('\n', ' '))
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+  """absl's flag parsing, with one-line errors for `--config` problems."""
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(argv, str(e))
+  except (AttributeError, KeyError, TypeError, ValueError) as e:
+    # ml_collections raises these for an override naming no field.
+    message = _explain_override(argv, CONFIG_FLAG)
+    _fail(argv, message or f'{type(e).__name__}: {str(e).splitlines()[0]}')
+  message = _load_error(argv, CONFIG_FLAG)
+  if message:
+    _fail(argv, message)
+  return rest

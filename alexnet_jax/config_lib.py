@@ -145,6 +145,10 @@ def validate(config) -> None:
   _int_at_least(config, 'keep_checkpoints', 1)
   _int_at_least(config, 'profile_steps', 0)
   _one_of(config, 'nonfinite', NONFINITE)
+  _int_at_least(config, 'max_consecutive_skips', 1)
+  if not isinstance(_get(config, 'allow_config_change'), bool):
+    _fail('allow_config_change', _get(config, 'allow_config_change'),
+          'expected True or False')
   _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
 
   _check_parallelism(config)

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -354,14 +355,30 @@ def torch_lrn(groups: int = 2):
   return TowerLocalResponseNorm()
 
 
+def _not_a_state_dict(path: str, error: Exception) -> str:
+  """One line for a file torch.load(weights_only=True) refuses. Torch's own
+  message suggests weights_only=False, which would run the file's pickled
+  code: not advice to pass on for a file that should hold only tensors."""
+  text = str(error)
+  unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
+  if unsafe:
+    why = (f'it holds a pickled Python object ({unsafe.group(1)}), which is '
+           f'not loaded')
+  elif 'Weights only load failed' in text:
+    why = 'it holds more than tensors and plain containers, which is not loaded'
+  else:
+    why = f'{type(error).__name__}: {text.splitlines()[0][:120] if text else ""}'
+  return (f'{path!r} is not a PyTorch state_dict (a file of tensors by name, '
+          f'as torch.save(model.state_dict()) writes): {why}.')
+
+
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   """A state_dict from a `.pth` file (or one wrapped as {'state_dict': ...})."""
   torch = _torch()
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
-    raise ConversionError(f'Cannot read {path!r} as a PyTorch state_dict: '
-                          f'{type(e).__name__}: {e}') from None
+    raise ConversionError(_not_a_state_dict(path, e)) from None
   if isinstance(obj, Mapping) and 'state_dict' in obj:
     obj = obj['state_dict']
   if not isinstance(obj, Mapping):

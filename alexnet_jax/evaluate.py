@@ -12,15 +12,22 @@ r"""Evaluation of saved weights, without training: the eval-only run.
 * an `.npz` of converted params (`alexnet_jax.convert`; no torch needed).
 
 Every example of `config.eval_split` is evaluated once (the last batch padded
-and masked). The metrics (eval_loss, eval_top1, eval_top5, eval_examples) go to
-`workdir/metrics.jsonl` and TensorBoard as a training run's do, with the
-checkpoint's step (0 for converted weights); the config goes to
-`workdir/config.json` and the dataset's class names to
-`workdir/class_names.txt`.
+and masked). The records are those of a training run: the metrics (eval_loss,
+eval_top1, eval_top5, eval_examples) in `metrics.jsonl` and TensorBoard, with
+the checkpoint's step (0 for converted weights), the config in `config.json`,
+the dataset's class names in `class_names.txt`. They go into `workdir` if it
+holds no records yet; otherwise (a training run's workdir, or an earlier
+evaluation) into a new subdirectory `workdir/eval_step<step>_<UTC time>/`
+(`eval_weights_<UTC time>` for converted weights), so nothing already there is
+touched. The directory is printed.
+
+A workdir or checkpoints directory whose newest checkpoint cannot be read is
+evaluated at the newest one that can, with a warning naming the one skipped.
 """
 
 from __future__ import annotations
 
+import datetime
 import functools
 import os
 import sys
@@ -30,6 +37,7 @@ from etils import epath
 import jax
 import numpy as np
 
+from alexnet_jax import checkpointing
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
@@ -47,8 +55,18 @@ class CheckpointNotFoundError(FileNotFoundError):
   """No checkpoint at the given path."""
 
 
+class CheckpointUnreadableError(ValueError):
+  """The checkpoint's arrays cannot be read (a corrupt or truncated file)."""
+
+
 def find_checkpoint(path: str) -> tuple[str, int | None]:
   """The step directory `path` names (newest step of a workdir) and its step."""
+  return find_checkpoints(path)[0]
+
+
+def find_checkpoints(path: str) -> list[tuple[str, int | None]]:
+  """The step directories `path` names, newest first, with their steps: one
+  for a step directory, all finished ones for a workdir."""
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise CheckpointNotFoundError(
@@ -60,7 +78,7 @@ def find_checkpoint(path: str) -> tuple[str, int | None]:
     path = os.path.dirname(path)
   if os.path.isdir(os.path.join(path, _ITEM)):  # A step directory.
     name = os.path.basename(path)
-    return path, int(name) if name.isdigit() else None
+    return [(path, int(name) if name.isdigit() else None)]
   # Orbax renames a step's temporary directory to the bare number when the
   # save is complete, so only numeric names are finished checkpoints.
   steps = sorted(int(d) for d in os.listdir(path)
@@ -69,35 +87,54 @@ def find_checkpoint(path: str) -> tuple[str, int | None]:
     raise CheckpointNotFoundError(
         f'No checkpoint in {path!r} (expected a workdir, its checkpoints '
         f'directory or a step directory written by training).')
-  return os.path.join(path, str(steps[-1])), steps[-1]
+  return [(os.path.join(path, str(s)), s) for s in reversed(steps)]
 
 
 def restore_orbax_params(path: str) -> tuple[dict, int | None]:
-  """Restores only the params (as NumPy arrays) of a training checkpoint.
+  """Restores only the params (as NumPy arrays) of a training checkpoint: of
+  the newest one that can be read, if `path` is a workdir.
 
   The optimizer state is not read, so this needs neither the optimizer config
-  nor the memory for it.
+  nor the memory for it. Nothing in `path` is changed.
   """
+  candidates = find_checkpoints(path)
+  for i, (step_dir, step) in enumerate(candidates):
+    try:
+      return _restore_params(step_dir), step
+    except CheckpointUnreadableError as e:
+      if i + 1 == len(candidates):
+        raise
+      logging.warning('%s; trying the next older checkpoint.', e)
+  raise AssertionError('unreachable')
+
+
+def _restore_params(step_dir: str) -> dict:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  step_dir, step = find_checkpoint(path)
   item_dir = epath.Path(step_dir) / _ITEM
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    tree = handler.metadata(item_dir).tree
-    if 'params' not in tree:
-      raise convert.ConversionError(
-          f'The checkpoint {step_dir!r} has no params (it holds '
-          f'{sorted(tree)}).')
-    item = {'params': jax.tree_util.tree_map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree['params'])}
-    restore_args = jax.tree_util.tree_map(
-        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-    restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
-        item=item, restore_args=restore_args, partial_restore=True))
+    with checkpointing.quiet_failed_reads():
+      tree = handler.metadata(item_dir).tree
+      if 'params' not in tree:
+        raise convert.ConversionError(
+            f'The checkpoint {step_dir!r} has no params (it holds '
+            f'{sorted(tree)}).')
+      item = {'params': jax.tree_util.tree_map(
+          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree['params'])}
+      restore_args = jax.tree_util.tree_map(
+          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+      restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=restore_args, partial_restore=True))
+  except convert.ConversionError:
+    raise
+  except Exception as e:  # pylint: disable=broad-except
+    raise CheckpointUnreadableError(
+        f'The checkpoint {step_dir} cannot be read (corrupt or truncated?): '
+        f'{type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
   finally:
     handler.close()
   logging.info('Restored the params of %s.', step_dir)
-  return restored['params'], step
+  return restored['params']
 
 
 def load_params(path: str, model_config) -> tuple[dict, int | None]:
@@ -156,8 +193,30 @@ def make_eval_step(model: models.AlexNet, config):
   return train.CompiledWithOptions(p_eval, options) if options else p_eval
 
 
+# What makes a directory hold records an evaluation must not touch.
+_RECORDS = ('config.json', 'metrics.jsonl', 'checkpoints', 'tensorboard',
+            CLASS_NAMES_FILE)
+
+
+def output_dir(workdir: str, step: int | None) -> str:
+  """`workdir` if it holds no records, else a new subdirectory of it."""
+  if not any(os.path.exists(os.path.join(workdir, r)) for r in _RECORDS):
+    return workdir
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y%m%dT%H%M%SZ')
+  name = f'eval_step{step}_{stamp}' if step is not None else (
+      f'eval_weights_{stamp}')
+  path, n = os.path.join(workdir, name), 1
+  while os.path.exists(path):
+    path, n = os.path.join(workdir, f'{name}.{n}'), n + 1
+  return path
+
+
 def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
-  """Evaluates `config.checkpoint` on `config.eval_split`; returns metrics."""
+  """Evaluates `config.checkpoint` on `config.eval_split`; returns metrics.
+
+  The records go to `output_dir(workdir, step)` (logged).
+  """
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
@@ -168,10 +227,12 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   data = train.create_data(config)
   config_lib.validate_against_data(config, data)
   is_writer = jax.process_index() == 0
+  out_dir = output_dir(workdir, step)
   if is_writer:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    metrics_writer.write_class_names(workdir, data.class_names)
+    metrics_writer.write_class_names(out_dir, data.class_names)
 
   p_eval = make_eval_step(model, config)
   metrics = train.evaluate(p_eval, train.replicate(params), data.eval_batches())
@@ -183,16 +244,17 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
                config.checkpoint, metrics['eval_loss'], metrics['eval_top1'],
                metrics['eval_top5'], metrics['eval_examples'], config.dataset,
                config.eval_split)
-  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer)
+  writer = metrics_writer.MetricsWriter(out_dir, enabled=is_writer)
   writer.write(step or 0, metrics)
   writer.close()
+  logging.info('Wrote the evaluation records to %s.', out_dir)
   return metrics
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
   """Errors that are the user's to fix: shown as a message, no traceback."""
   errors = (config_lib.ConfigError, convert.ConversionError,
-            CheckpointNotFoundError)
+            CheckpointNotFoundError, CheckpointUnreadableError)
   pipeline = sys.modules.get('alexnet_jax.input_pipeline')  # If it was used.
   return errors + ((pipeline.DataError,) if hasattr(pipeline, 'DataError')
                    else ())
@@ -225,7 +287,7 @@ def run():
       lock_config=True)
   flags.mark_flags_as_required(['config', 'workdir'])
   cli.list_own_flags_in_help(__name__)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':

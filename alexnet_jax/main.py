@@ -20,6 +20,7 @@ from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import input_pipeline  # Imports TensorFlow only when used.
 from alexnet_jax import train
+from alexnet_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and the config.')
@@ -69,7 +70,9 @@ def main(argv):
   try:
     train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
   except (config_lib.ConfigError, checkpointing.IncompatibleCheckpointError,
-          train.NonFiniteLossError, input_pipeline.DataError) as e:
+          checkpointing.UnreadableCheckpointError, train.NonFiniteLossError,
+          workdir_lib.WorkdirBusyError, workdir_lib.ConfigChangedError,
+          input_pipeline.DataError) as e:
     # A message the user can act on, without a traceback.
     sys.exit(f'error: {e}')
 
@@ -78,7 +81,7 @@ def run():
   """Console-script entry point (`alexnet-train`)."""
   cli.quiet_console()
   cli.list_own_flags_in_help(__name__)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':

@@ -10,13 +10,16 @@ import json
 import os
 from typing import Mapping
 
+from absl import logging
+
 
 class MetricsWriter:
   """One JSON object per logged step, and the same scalars for TensorBoard.
 
-  `enabled=False` (processes other than 0) writes nothing. A run resumed
-  from the checkpoint of `resume_step` first drops the rows a crashed run
-  wrote after that step, so the file reads as one uninterrupted run.
+  `enabled=False` (processes other than 0) writes nothing. A training run
+  that starts at `resume_step` (0 for a fresh start) first drops the rows a
+  crashed run wrote after that step, so the file reads as one uninterrupted
+  run; `resume_step=None` keeps every row and appends.
   """
 
   def __init__(self, workdir: str, enabled: bool = True,
@@ -27,10 +30,10 @@ class MetricsWriter:
     if not enabled:
       return
     path = os.path.join(workdir, 'metrics.jsonl')
-    if os.path.exists(path):
+    if os.path.exists(path) and resume_step is not None:
       rows = read_metrics(workdir)
-      keep = [r for r in rows if resume_step and r['step'] <= resume_step]
-      if len(keep) != len(rows):
+      keep = [r for r in rows if r['step'] <= resume_step]
+      if len(keep) != len(rows) or _has_torn_line(path):
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
           f.writelines(json.dumps(r) + '\n' for r in keep)
@@ -112,7 +115,41 @@ def write_class_names(workdir: str, names) -> None:
     f.write(''.join(f'{name}\n' for name in names))
 
 
+def _parse(path: str) -> tuple[list[dict], int | None]:
+  """The complete rows of `path`, and the line number of a torn last line
+  (a write cut short by a crash), if any."""
+  with open(path) as f:
+    lines = [line for line in f if line.strip()]
+  rows = []
+  for number, line in enumerate(lines, 1):
+    try:
+      rows.append(json.loads(line))
+    except ValueError:
+      if number == len(lines):
+        return rows, number
+      raise ValueError(f'{path}, line {number}: not a JSON object: '
+                       f'{line[:80]!r}') from None
+  return rows, None
+
+
+def _has_torn_line(path: str) -> bool:
+  """A torn last line, or a last line without its newline (the next row
+  would be appended to it)."""
+  with open(path, 'rb') as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell():
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b'\n':
+        return True
+  return _parse(path)[1] is not None
+
+
 def read_metrics(workdir: str) -> list[dict]:
-  """The rows of `workdir/metrics.jsonl`."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The rows of `workdir/metrics.jsonl`; a torn last line is dropped with a
+  warning."""
+  path = os.path.join(workdir, 'metrics.jsonl')
+  rows, torn = _parse(path)
+  if torn is not None:
+    logging.warning('%s: dropped its last line (%d), cut short by a crash.',
+                    path, torn)
+  return rows

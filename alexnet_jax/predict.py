@@ -43,10 +43,13 @@ class PredictError(Exception):
   """A user-facing failure: printed without a traceback."""
 
 
-def load_config(workdir: str):
-  """The ConfigDict in `workdir/config.json`."""
+def load_config(workdir: str, step: int | None = None):
+  """The ConfigDict in `workdir/config.json`, or in the config.<s>.json a
+  resume with a changed config wrote, the newest with s <= `step`."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  path = os.path.join(workdir, 'config.json')
+  from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  path = (workdir_lib.record_path(workdir, 'config', step)
+          or os.path.join(workdir, 'config.json'))
   try:
     with open(path) as f:
       return ml_collections.ConfigDict(json.load(f))
@@ -156,7 +159,8 @@ def _read_names(path: str, num_classes: int, what: str) -> list[str]:
 
 
 def class_names(config, workdir: str | None = None,
-                names_file: str | None = None) -> list[str]:
+                names_file: str | None = None,
+                step: int | None = None) -> list[str]:
   """Class names: `names_file` (one a line), else `workdir/class_names.txt`,
   else the dataset's (TFDS metadata; nothing is downloaded or prepared), else
   the class indices."""
@@ -164,8 +168,10 @@ def class_names(config, workdir: str | None = None,
   num_classes = config.model.num_classes
   if names_file:
     return _read_names(names_file, num_classes, '--class_names')
-  saved = os.path.join(workdir or '', evaluate.CLASS_NAMES_FILE)
-  if workdir and os.path.exists(saved):
+  from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
+  saved = workdir and (workdir_lib.record_path(workdir, 'class_names', step) or
+                       os.path.join(workdir, evaluate.CLASS_NAMES_FILE))
+  if saved and os.path.exists(saved):
     return _read_names(saved, num_classes, 'the class names file')
   names = None
   try:
@@ -262,20 +268,32 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   return args
 
 
+def _step_of(checkpoint: str | None) -> int | None:
+  """The step of a step directory (`.../checkpoints/<step>[/default]`)."""
+  if not checkpoint:
+    return None
+  path = os.path.abspath(checkpoint)
+  name = os.path.basename(path)
+  if name == 'default':
+    name = os.path.basename(os.path.dirname(path))
+  return int(name) if name.isdigit() else None
+
+
 def run(args: argparse.Namespace) -> None:
   workdir = args.workdir or _workdir_of_checkpoint(args.checkpoint)
-  config = load_config(workdir)
+  step = _step_of(args.checkpoint)
+  config = load_config(workdir, step)
   # Bad input fails here, before JAX is imported and anything compiled.
   images = [(path, load_image(path)) for path in args.images]
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax import convert  # pylint: disable=g-import-not-at-top
   from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-  names = class_names(config, workdir, args.class_names)
+  names = class_names(config, workdir, args.class_names, step)
   try:
     params, _ = evaluate.load_params(args.checkpoint or workdir, config.model)
     predictor = Predictor(config, params)
-  except (evaluate.CheckpointNotFoundError, convert.ConversionError,
-          config_lib.ConfigError) as e:
+  except (evaluate.CheckpointNotFoundError, evaluate.CheckpointUnreadableError,
+          convert.ConversionError, config_lib.ConfigError) as e:
     raise PredictError(str(e)) from None
   k = min(args.top_k, config.model.num_classes)
   for path, image in images:

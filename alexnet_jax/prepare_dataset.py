@@ -191,7 +191,7 @@ def run():
   """Console-script entry point (`alexnet-prepare-dataset`)."""
   cli.quiet_console()
   cli.list_own_flags_in_help(__name__)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':

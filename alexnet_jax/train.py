@@ -36,6 +36,7 @@ from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import progress as progress_lib
 from alexnet_jax import provenance
+from alexnet_jax import workdir as workdir_lib
 
 if TYPE_CHECKING:
   import ml_collections
@@ -219,6 +220,7 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
       'update_norm': update_norm,
       'learning_rate': optim.current_learning_rate(new_opt_state),
       'finite': finite.astype(jnp.float32),
+      'window_count': window['count'],  # Finite steps in the window.
   }
   new_state = state.replace(step=state.step + 1, params=new_params,
                             opt_state=new_opt_state, train_window=window)
@@ -441,17 +443,50 @@ class _SigtermFlag:
       signal.signal(signal.SIGTERM, self._previous)
 
 
+def _stop_requested(received: bool, at_shared_step: bool) -> bool:
+  """Whether to stop for SIGTERM. The signal may reach one process only, so
+  several processes decide together (an all-gather of their flags) at steps
+  that all of them log, evaluate or checkpoint: one leaving the loop alone
+  would leave the others waiting in a collective."""
+  if jax.process_count() == 1:
+    return received
+  if not at_shared_step:
+    return False
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  flags = multihost_utils.process_allgather(np.array(received, np.int32))
+  return bool(np.any(flags))
+
+
+def _last_good_checkpoint(ckpt: checkpointing.Checkpointer) -> str:
+  kept = ckpt.latest_step()
+  return (f'The last good checkpoint (step {kept}) is kept in '
+          f'{ckpt.directory}' if kept is not None else
+          'No checkpoint had been saved yet')
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
-  Returns the last logged metrics.
+  Returns the last logged metrics. Process 0 holds `workdir`'s lock for the
+  run, so a second run on the same workdir is refused.
   """
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
-  is_writer = jax.process_index() == 0
+  lock = (workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0
+          else contextlib.nullcontext())
+  with lock:
+    return _train_and_evaluate(config, workdir)
 
+
+def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  is_writer = jax.process_index() == 0
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
+                                    max_to_keep=config.keep_checkpoints)
+  if ckpt.latest_step():  # Refuse a changed resume before building anything.
+    workdir_lib.check_resume(workdir, config, ckpt.latest_step(),
+                             log_changes=False)
   data = create_data(config)
   if config.normalization.get('mean_from_data', False):
     # The training split's measured mean replaces the configured one (and is
@@ -472,16 +507,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                f'{models.count_params(state.params):,}', total_steps,
                config.batch_size, steps_per_epoch, jax.device_count())
 
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
-                                    max_to_keep=config.keep_checkpoints)
   state = replicate(ckpt.restore_latest(state))
   start_step = int(state.step)
   if start_step:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
   if is_writer:
-    with open(os.path.join(workdir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    metrics_writer.write_class_names(workdir, data.class_names)
+    workdir_lib.record_config(workdir, config, data.class_names, start_step)
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
   if is_writer:
@@ -506,30 +537,45 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   last_logged: dict[str, float] = {}
   pending: list[tuple[int, dict]] = []
   last_good_step = start_step
+  consecutive_skips = 0
 
   def flush_metrics(step: int) -> dict[str, float]:
     """Pulls the metrics of the steps since the last flush (one host sync)."""
-    nonlocal pending, last_good_step
+    nonlocal pending, last_good_step, consecutive_skips
     fetched = jax.device_get([m for _, m in pending])
     steps = [s for s, _ in pending]
     pending = []
     for s, m in zip(steps, fetched):
-      if not m['finite'][0]:
-        loss = float(m['step_loss'][0])
-        if config.nonfinite == 'stop':
-          kept = ckpt.latest_step()
-          kept = (f'The last good checkpoint (step {kept}) is kept in '
-                  f'{ckpt.directory}' if kept is not None else
-                  'No checkpoint had been saved yet')
-          raise NonFiniteLossError(
-              f'Non-finite training loss ({loss}) or gradient norm at step {s}. '
-              f'{kept}; lower optimizer.learning_rate, or set '
-              f'nonfinite="skip" to skip such steps.')
-        logging.warning('Skipped step %d: non-finite loss or gradient.', s)
+      if m['finite'][0]:
+        consecutive_skips = 0
+        continue
+      loss = float(m['step_loss'][0])
+      if config.nonfinite == 'stop':
+        raise NonFiniteLossError(
+            f'Non-finite training loss ({loss}) or gradient norm at step {s}. '
+            f'{_last_good_checkpoint(ckpt)}; lower optimizer.learning_rate, '
+            f'or set nonfinite="skip" to skip such steps.')
+      consecutive_skips += 1
+      logging.warning('Skipped step %d: non-finite loss or gradient.', s)
+      if consecutive_skips >= config.max_consecutive_skips:
+        raise NonFiniteLossError(
+            f'{consecutive_skips} consecutive steps were skipped for a '
+            f'non-finite loss or gradient (the last at step {s}; '
+            f'config.max_consecutive_skips={config.max_consecutive_skips}): '
+            f'the run has diverged. {_last_good_checkpoint(ckpt)}; lower '
+            f'optimizer.learning_rate.')
     # The window means are in the last step's metrics; norms and the
     # learning rate are the last step's.
     summary = {k: float(v[0]) for k, v in fetched[-1].items()
-               if k not in ('finite', 'step_loss')}
+               if k not in ('finite', 'step_loss', 'window_count')}
+    # Skipped steps are left out of the window means; a window of skipped
+    # steps only has no mean (not a loss of 0).
+    finite_steps = int(fetched[-1]['window_count'][0])
+    if not finite_steps:
+      del summary['train_loss'], summary['train_top1']
+    if config.nonfinite == 'skip':
+      window_steps = (step - 1) % config.log_every_steps + 1
+      summary['skipped_steps'] = window_steps - finite_steps
     last_good_step = step
     return summary
 
@@ -550,7 +596,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                   step % config.eval_every_steps == 0) or is_last
       ckpt_now = (config.checkpoint_every_steps > 0 and
                   step % config.checkpoint_every_steps == 0) or is_last
-      stop_now = sigterm.received
+      stop_now = _stop_requested(sigterm.received,
+                                 log_now or eval_now or ckpt_now)
 
       if log_now or eval_now or ckpt_now or stop_now:
         summary = flush_metrics(step)
@@ -561,7 +608,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
           eta = progress.eta(step) or 0.0
           logging.info('step %d/%d | loss %.4f | top1 %.3f | lr %.3g | '
                        '%.1f img/s | ETA %s', step, total_steps,
-                       summary['train_loss'], summary['train_top1'],
+                       summary.get('train_loss', math.nan),
+                       summary.get('train_top1', math.nan),
                        summary['learning_rate'], rate, _format_eta(eta))
           last_logged = {'step': step, **summary}
         else:
@@ -590,8 +638,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
       trace.after_step(step, log_now, metrics)
       if stop_now:
-        logging.warning('SIGTERM: saved the checkpoint at step %d; exiting.',
-                        step)
+        logging.warning('SIGTERM%s: saved the checkpoint at step %d; '
+                        'exiting.', '' if sigterm.received else
+                        ' (to another process)', step)
         break
 
   trace.close()

@@ -128,6 +128,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # > 0: a jax.profiler trace of this many steps after the first log step,
   # in workdir/profile (TensorBoard's profile tab, Perfetto).
   config.profile_steps = 0
+  config.max_consecutive_skips = 10  # nonfinite='skip': stop (diverged) after this many skipped steps in a row.
+  config.allow_config_change = False  # Resume even if the data, model or batch size differ from the recorded run.
   return config
 
 

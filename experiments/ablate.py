@@ -468,7 +468,7 @@ def run():
   cli.quiet_console()
   define_flags()
   cli.list_own_flags_in_help(__name__)
-  app.run(main)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':

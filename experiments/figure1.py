@@ -207,4 +207,5 @@ def _describe() -> str:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
+  app.run(main, flags_parser=cli.parse_flags)
