@@ -17,8 +17,6 @@ import sys
 from typing import Sequence
 
 from absl import flags
-from ml_collections import config_dict
-from ml_collections import config_flags
 
 class _NoTpuProbeNotice(logging.Filter):
   """Drops JAX's INFO line about the TPU backend it probes for and, on a
@@ -68,6 +66,7 @@ def _value_of(argv: Sequence[str], name: str) -> str | None:
 def _load_base_config(argv: Sequence[str], name: str):
   """The config file of `--name`, loaded on its own (no overrides)."""
   path = _value_of(argv, name)
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   holder = flags.FlagValues()
   config_flags.DEFINE_config_file(name, None, '', flag_values=holder)
   alone = [argv[0], f'--{name}={path}']
@@ -81,6 +80,7 @@ def _load_base_config(argv: Sequence[str], name: str):
 
 def _missing_field(config, dotted: str) -> str | None:
   """Why `dotted` names no field of `config` (None if it does)."""
+  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
   node, walked = config, []
   for part in dotted.split('.'):
     if not isinstance(node, (config_dict.ConfigDict, dict)):

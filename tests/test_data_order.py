@@ -169,3 +169,7 @@ def test_checkpoint_of_one_process_resumes_on_two_at_the_same_data(
   assert a['step'] == b['step'] == 4
   for key in ('train_loss', 'eval_loss', 'param_norm'):
     assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-4), key
+  # Only process 0 wrote the records: no row twice; both saved step 4.
+  steps = [r['step'] for r in metrics_writer.read_metrics(str(moved))]
+  assert len(steps) == len(set(steps)) and steps[-1] == 4
+  assert sorted(os.listdir(moved / 'checkpoints')) == ['2', '4']

@@ -207,7 +207,7 @@ def test_tensorboard_holds_train_and_eval_scalars_and_the_config(resumed_run):
       content).session_start_info.hparams
   assert hparams['model.width'].number_value == 0.05
   assert hparams['dataset'].string_value == 'fake'
-  assert hparams['model.lrn'].bool_value is True
+  assert hparams['model.overlap_pool'].bool_value is True
 
 
 def test_negative_profile_steps_is_refused():

@@ -95,27 +95,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_match_one_process_with_the_same_devices(tmp_path):
-  steps = ['--config.num_train_steps=4', '--config.model.dropout_rate=0.0',
-           '--config.checkpoint_every_steps=2']
-  single = tmp_path / 'single'
-  _finish(_main(single, *steps, devices=4))
-  multi = tmp_path / 'multi'
-  port = _free_port()
-  procs = [_main(multi, *steps, f'--coordinator_address=127.0.0.1:{port}',
-                 '--num_processes=2', f'--process_id={i}', devices=2)
-           for i in range(2)]
-  for p in procs:
-    _finish(p)
-  a, b = _last(single), _last(multi)
-  assert b['step'] == 4
-  assert a['train_loss'] == pytest.approx(b['train_loss'], rel=1e-5)
-  assert a['eval_loss'] == pytest.approx(b['eval_loss'], rel=1e-5)
-  # Only process 0 wrote metrics: one row per logged step.
-  assert [r['step'] for r in metrics_writer.read_metrics(str(multi))] == [2, 4]
-  assert sorted(os.listdir(multi / 'checkpoints')) == ['2', '4']
-
-
 def test_incompatible_checkpoint_gives_a_clear_error(tmp_path):
   _finish(_main(tmp_path, '--config.num_train_steps=2'))
   proc = _main(tmp_path, '--config.num_train_steps=4',
