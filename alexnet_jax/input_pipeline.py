@@ -249,9 +249,11 @@ class Preprocess:
     start = tf.clip_by_value(start, 0, shape - size)
     return tf.concat([start, size], axis=0)
 
-  def crop_from_bytes(self, image_bytes, offset):
+  def crop_from_bytes(self, image_bytes, offset, jpeg_only: bool = False):
     """The image_size crop at `offset` of the resized square, decoding (for
-    JPEGs) only the crop's window of the original image."""
+    JPEGs) only the crop's window of the original image. `jpeg_only` (every
+    image of the dataset a JPEG) skips the per-image format check, a
+    conditional that costs tf.data a good share of the decode's time."""
     tf = _tf()
     size = self.image_size
 
@@ -275,12 +277,33 @@ class Preprocess:
       return tf.slice(image, tf.concat([window[:2], [0]], 0),
                       tf.concat([window[2:], [3]], 0))
 
-    crop = tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other)
+    crop = jpeg() if jpeg_only else tf.cond(tf.io.is_jpeg(image_bytes), jpeg,
+                                            other)
     # Plain bilinear: an antialiased resize costs more than the decode.
     crop = tf.cond(tf.reduce_all(tf.equal(tf.shape(crop)[:2], size)),
                    lambda: crop,
                    lambda: _resize_uint8(crop, [size, size], antialias=False))
     return tf.ensure_shape(crop, (size, size, 3))
+
+  def square_jpeg_windows(self, offsets: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+    """For JPEGs that are already the resized square (resize_size^2, as
+    `alexnet_jax.prepare_dataset` writes them), the windows to decode for
+    crops at `offsets` [n, 2], worked out ahead in NumPy: ([n, 4] windows
+    with the extra pixel on each side, [n, 3] where the crop starts in
+    them). Fewer small ops per image is what tf.data is fastest at."""
+    low = np.maximum(offsets - 1, 0)
+    high = np.minimum(offsets + self.image_size + 1, self.resize_size)
+    windows = np.concatenate([low, high - low], axis=1).astype(np.int32)
+    starts = np.concatenate([offsets - low, np.zeros_like(low[:, :1])], 1)
+    return windows, starts.astype(np.int32)
+
+  def crop_from_square_jpeg(self, image_bytes, window, start):
+    """The crop that `square_jpeg_windows` planned: decode the window,
+    drop its extra border."""
+    tf = _tf()
+    padded = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    return tf.slice(padded, start, (self.image_size, self.image_size, 3))
 
   def crop_from_square(self, square, offset):
     size = self.image_size
@@ -408,6 +431,12 @@ class TFDSSource:
     label = builder.info.features['label']
     self.num_classes = label.num_classes
     self.class_names = list(label.names)
+    # Every image a JPEG: training crops skip the per-image format check.
+    image = builder.info.features['image']
+    self.jpeg_only = getattr(image, 'encoding_format', None) == 'jpeg'
+    shape = tuple(getattr(image, 'shape', (None,))[:2])
+    # (h, w) when every image has it (None where they differ).
+    self.image_shape = shape if None not in shape else None
 
   def shards(self, split: str, count: int, drop_remainder: bool) -> list:
     tfds = _tfds()
@@ -521,7 +550,9 @@ class FolderSource:
     self.split_files, self.class_names = list_image_folder(
         self.root, options.validation_fraction)
     self.num_classes = len(self.class_names)
-    self.bad_images = self._scan(options)
+    self.bad_images, not_jpeg = self._scan(options)
+    self.jpeg_only = not not_jpeg
+    self.image_shape = None  # Not known without decoding.
     if self.bad_images:
       shown = '\n'.join(f'  {os.path.join(self.root, p)}: {why}'
                         for p, why in sorted(self.bad_images.items())[:20])
@@ -544,10 +575,10 @@ class FolderSource:
                  'unreadable skipped).', self.root, self.num_classes, counts,
                  len(self.bad_images))
 
-  def _scan(self, options: DataOptions) -> dict[str, str]:
-    """{relative path: reason} of the images TensorFlow cannot decode; the
-    scan decodes every image once and is cached by the files' sizes and
-    modification times."""
+  def _scan(self, options: DataOptions) -> tuple[dict[str, str], list[str]]:
+    """({relative path: reason} of the images TensorFlow cannot decode, the
+    readable images that are not JPEGs); the scan decodes every image once
+    and is cached by the files' sizes and modification times."""
     files = sorted(p for f in self.split_files.values() for p, _ in f)
     stats = []
     for p in files:
@@ -557,15 +588,18 @@ class FolderSource:
     cache = os.path.join(options.cache_dir(), 'image_folder_scans',
                          _digest(self.root)[:24] + '.json')
     cached = _read_json(cache)
-    if cached and cached.get('signature') == signature:
-      return dict(cached['bad'])
+    if cached and cached.get('signature') == signature and (
+        'not_jpeg' in cached):
+      return dict(cached['bad']), list(cached['not_jpeg'])
     start = time.perf_counter()
     bad = scan_images(self.root, files)
+    not_jpeg = [p for p in files if p not in bad and
+                not _starts_as_jpeg(os.path.join(self.root, p))]
     logging.info('Scanned %d images of %s in %.1f s: %d cannot be decoded.',
                  len(files), self.root, time.perf_counter() - start, len(bad))
     _write_json(cache, {'root': self.root, 'signature': signature,
-                        'bad': bad})
-    return bad
+                        'bad': bad, 'not_jpeg': not_jpeg})
+    return bad, not_jpeg
 
   def _split(self, split: str) -> list[tuple[str, int]]:
     files = []
@@ -621,6 +655,12 @@ class FolderSource:
   def identity(self, split: str) -> list:
     return ['folder', self.root, split,
             _digest(sorted(self._split(split)))]
+
+
+def _starts_as_jpeg(path: str) -> bool:
+  """Whether a file begins with JPEG's start-of-image marker."""
+  with open(path, 'rb') as f:
+    return f.read(3) == b'\xff\xd8\xff'
 
 
 def _is_image(name: str) -> bool:
@@ -957,28 +997,38 @@ class TFDSData:
   def train_dataset(self, epoch: int, skip_examples: int = 0):
     """The tf.data pipeline of one training epoch (uint8 crops and labels,
     in batches of this process), starting `skip_examples` into it."""
-    tf, cfg, pre = self.tf, self.config, self.preprocess
+    tf = self.tf
     indices, positions = self._epoch(epoch)
-    offsets = self._augmentation(epoch).offsets[positions]
-    if cfg.cache:
-      squares, labels = self._cached_train_squares()
-
-      def example(index, offset):
-        crop = pre.crop_from_square(tf.gather(squares, index), offset)
-        return crop, tf.gather(labels, index)
-    else:
-      fetch = self._table().fetch
-
-      def example(index, offset):
-        image, label = fetch(index)
-        return pre.crop_from_bytes(image, offset), label
-
+    plans, example = self._crops(self._augmentation(epoch).offsets[positions])
     ds = tf.data.Dataset.from_tensor_slices(
-        (indices[skip_examples:], offsets[skip_examples:]))
+        (indices[skip_examples:],
+         jax.tree_util.tree_map(lambda a: a[skip_examples:], plans)))
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(self.per_process_batch, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options)
+
+  def _crops(self, offsets: np.ndarray):
+    """(per-example crop plans, fn(record index, plan) -> (crop, label)) for
+    crops at `offsets` of the resized squares."""
+    tf, pre, source = self.tf, self.preprocess, self.source
+    if self.config.cache:
+      squares, labels = self._cached_train_squares()
+      return offsets, lambda i, offset: (
+          pre.crop_from_square(tf.gather(squares, i), offset),
+          tf.gather(labels, i))
+    fetch = self._table().fetch
+    if source.jpeg_only and source.image_shape == (pre.resize_size,) * 2:
+      # JPEGs stored at the resized square: the windows are known ahead.
+      def planned(i, plan):
+        image, label = fetch(i)
+        return pre.crop_from_square_jpeg(image, *plan), label
+      return pre.square_jpeg_windows(offsets), planned
+
+    def crop(i, offset):
+      image, label = fetch(i)
+      return pre.crop_from_bytes(image, offset, source.jpeg_only), label
+    return offsets, crop
 
   def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     return epoch_order(self.num_train_examples, self.config.batch_size, epoch,

@@ -64,10 +64,12 @@ def _shard_path(output_dir: str, split: str, index: int, count: int) -> str:
       f'{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}')
 
 
-def _features(class_names):
+def _features(class_names, square: int | None):
+  """The dataset's features; `square`: every image is square x square (the
+  pipeline then plans each crop's window ahead)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(None, None, 3),
+      'image': tfds.features.Image(shape=(square, square, 3),
                                    encoding_format='jpeg'),
       'label': tfds.features.ClassLabel(names=list(class_names)),
   })
@@ -103,7 +105,8 @@ def write_split(source, split: str, name: str, output_dir: str, preprocess,
   shard = source.shards(split, 1, False)[0]
   total = source.num_examples(shard)
   count = max(1, math.ceil(total / examples_per_shard))
-  features = _features(source.class_names)
+  features = _features(source.class_names,
+                       preprocess.resize_size if central_square else None)
   serializer = tfds.core.example_serializer.ExampleSerializer(
       features.get_serialized_info())
   lengths = [min(examples_per_shard, total - i * examples_per_shard)
@@ -169,7 +172,9 @@ def prepare(config, output_dir: str, splits=None, examples_per_shard=1024,
                        examples_per_shard, central_square, jpeg_quality)
            for split, name in names.items()]
   tfds.folder_dataset.write_metadata(
-      data_dir=output_dir, features=_features(source.class_names),
+      data_dir=output_dir, features=_features(
+          source.class_names,
+          preprocess.resize_size if central_square else None),
       split_infos=infos, check_data=False,
       description=(f'{source.name} resized to {preprocess.resize_size} '
                    f'({preprocess.resize_mode}; central square: '

@@ -19,13 +19,15 @@ the pipeline is to the limit the decoder sets.
     the same config otherwise.
 
 Windows of the pipeline and of the ceiling alternate, so a change in the
-machine's load hits both; each window first drains what the other one's
-prefetching left (--drain batches, untimed). Reported: the median images/s,
+machine's load hits both; each window has an iterator of its own, closed
+after it (so the other's background threads never compete with it), and
+starts with --drain untimed batches that fill its buffers. Reported: the median images/s,
 per core (over the cores this process may use), and images per CPU-second
 (all threads of this process), which moves less with other jobs' load.
 """
 
 import datetime
+import gc
 import json
 import os
 import platform
@@ -45,7 +47,7 @@ config_flags.DEFINE_config_file('config', None, 'A training config file.',
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON result.')
 _WARMUP = flags.DEFINE_integer('warmup', 20, 'Batches before timing.')
 _BATCHES = flags.DEFINE_integer('batches', 40, 'Batches per timed window.')
-_REPEATS = flags.DEFINE_integer('repeats', 5, 'Timed windows of each kind.')
+_REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed windows of each kind.')
 _DRAIN = flags.DEFINE_integer(
     'drain', 8, 'Untimed batches at the start of each window.')
 _IMAGENET_LIKE = flags.DEFINE_integer(
@@ -134,14 +136,19 @@ def decode_only(data):
   return ds.as_numpy_iterator()
 
 
-def _window(iterator, batches: int, drain: int, per_batch: int):
-  """(images/s, images per CPU-second) over `batches` batches."""
+def _window(make, batches: int, drain: int, per_batch: int):
+  """(images/s, images per CPU-second) over `batches` batches of a fresh
+  iterator from `make()`, after `drain` untimed ones. The iterator is closed
+  after, so its background threads never run beside the other's window."""
+  iterator = make()
   for _ in range(drain):
     next(iterator)
   start, cpu_start = time.perf_counter(), cpu_seconds()
   for _ in range(batches):
     next(iterator)
   wall, cpu = time.perf_counter() - start, cpu_seconds() - cpu_start
+  del iterator
+  gc.collect()
   return batches * per_batch / wall, batches * per_batch / cpu
 
 
@@ -151,18 +158,22 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   data = input_pipeline.TFDSData(config)
+  batch = next(data.train_batches(0))
   setup_s = time.perf_counter() - start
-  pipeline, ceiling = data.train_batches(0), decode_only(data)
-  for _ in range(warmup):
-    batch = next(pipeline)
-    next(ceiling)
-  # float32 when lighting noise is on (added unrounded), else uint8.
-  assert batch['image'].dtype in (np.uint8, np.float32)
+  assert batch['image'].dtype == np.uint8
   per_batch = data.per_process_batch
+  steps = data.steps_per_epoch
   runs = {'pipeline': [], 'decode_only': []}
-  for _ in range(repeats):
-    runs['pipeline'].append(_window(pipeline, batches, drain, per_batch))
-    runs['decode_only'].append(_window(ceiling, batches, drain, per_batch))
+  for k in range(repeats):
+    # Each pipeline window starts somewhere else in the data, as a resume
+    # would; the first `warmup` batches of the run are untimed as well.
+    first = (k * (batches + drain)) % steps
+    runs['pipeline'].append(_window(
+        lambda first=first: data.train_batches(first), batches,
+        drain + (warmup if k == 0 else 0), per_batch))
+    runs['decode_only'].append(_window(
+        lambda: decode_only(data), batches,
+        drain + (warmup if k == 0 else 0), per_batch))
   cores = cores_available()
   out = {'dataset': config.dataset, 'dataset_dir': config.get('dataset_dir'),
          'image_shape': list(batch['image'].shape[2:]),

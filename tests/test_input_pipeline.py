@@ -206,6 +206,13 @@ def test_windowed_decoding_equals_resize_then_crop(shape, fmt, mode, exact):
   for offset in ((0, 0), (5, 2), (3, 5), (2, 2)):
     got = pre.crop_from_bytes(data, tf.constant(offset)).numpy().astype(int)
     want = pre.crop_from_square(square, offset).numpy().astype(int)
+    if fmt == 'JPEG':  # The path for datasets of JPEGs only: the same crop.
+      np.testing.assert_array_equal(
+          pre.crop_from_bytes(data, tf.constant(offset), jpeg_only=True), got)
+    if fmt == 'JPEG' and shape == (72, 72):  # Stored squares: planned ahead.
+      windows, starts = pre.square_jpeg_windows(np.array([offset]))
+      np.testing.assert_array_equal(
+          pre.crop_from_square_jpeg(data, windows[0], starts[0]), want)
     assert got.shape == want.shape == (67, 67, 3)
     if exact:
       np.testing.assert_array_equal(got, want)
@@ -330,6 +337,20 @@ def test_training_resumes_at_any_step_with_the_same_batches(tmp_path, cache):
       got = next(resumed)
       np.testing.assert_array_equal(got['image'], want['image'])
       np.testing.assert_array_equal(got['label'], want['label'])
+
+
+def test_a_folder_is_jpeg_only_unless_a_file_is_not_a_jpeg(tmp_path):
+  root = _split_folder(str(tmp_path / 'data'))
+  config = folder_config(root, tmp_path, cache=False)
+  config.model.num_classes = 2
+  assert input_pipeline.TFDSData(config).source.jpeg_only
+  # A PNG under a .jpg name decodes, but takes the checked path.
+  write_image(os.path.join(root, 'train', 'a', '9.jpg'), (70, 70), 5, 'PNG')
+  data = input_pipeline.TFDSData(config)
+  assert not data.source.jpeg_only
+  batches = data.train_batches(0)
+  for _ in range(data.steps_per_epoch):
+    assert next(batches)['image'].shape[-3:] == (67, 67, 3)
 
 
 def test_training_batches_match_a_straightforward_reference(tmp_path):

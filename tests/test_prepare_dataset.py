@@ -125,11 +125,26 @@ def test_the_pipeline_trains_from_a_prepared_directory(tmp_path):
                                 examples_per_shard=8)
   config.dataset = input_pipeline.TFDS_DIRECTORY
   config.dataset_dir = out
+  config.cache = False
   data = input_pipeline.TFDSData(config)
   assert data.class_names == ['circles', 'squares']
   assert (data.num_train_examples, data.num_eval_examples) == (10, 4)
+  assert data.source.image_shape == (config.resize_size,) * 2  # Planned.
   batch = next(data.train_batches(0))
-  assert batch['image'].shape[-3:] == (config.image_size,) * 2 + (3,)
+  # Each crop as the plain way makes it: the whole stored JPEG decoded, the
+  # crop cut at the example's drawn corner.
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  stored = tfds.builder_from_directory(out).as_data_source(
+      'train', decoders={'image': tfds.decode.SkipDecoding()})
+  order = np.random.default_rng([config.seed, 0]).permutation(10)
+  corners = np.random.default_rng([config.seed, 0, 1]).integers(
+      0, config.resize_size - config.image_size + 1, (10, 2))
+  size = config.image_size
+  for p, crop in enumerate(batch['image'][0]):
+    full = tf.io.decode_jpeg(stored[int(order[p])]['image']).numpy()
+    y, x = corners[p]
+    np.testing.assert_array_equal(crop, full[y:y + size, x:x + size])
 
 
 def test_a_directory_without_a_dataset_is_refused_naming_the_field(tmp_path):
