@@ -187,6 +187,11 @@ def validate_data(config) -> None:
                 'normalization.mean_from_data'):
     if not isinstance(_get(config, field), bool):
       _fail(field, _get(config, field), 'expected True or False')
+  if 'mean_image' in config.normalization:
+    _bool(config, 'normalization.mean_image')
+    if config.normalization.mean_image and config.normalization.mean_from_data:
+      _fail('normalization.mean_image', True, 'the mean image replaces the '
+            'per-channel mean: set normalization.mean_from_data=False')
 
 
 def model_axis_size(mode: str, devices: int) -> int:

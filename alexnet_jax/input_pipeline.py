@@ -142,6 +142,7 @@ class DataOptions:
   ten_crop: bool  # config.ten_crop: 10-crop evaluation.
   bad_images: str  # config.bad_images: 'skip' or 'error'.
   mean_from_data: bool  # config.normalization.mean_from_data
+  mean_image: bool  # config.normalization.mean_image
   manual_dir: str | None  # config.manual_dir: tar files for imagenet2012.
   data_dir: str | None  # config.data_dir: the TFDS data dir.
 
@@ -154,6 +155,7 @@ class DataOptions:
         ten_crop=config.ten_crop,
         bad_images=config.bad_images,
         mean_from_data=config.normalization.mean_from_data,
+        mean_image=config.normalization.get('mean_image', False),
         manual_dir=config.get('manual_dir', None),
         data_dir=config.get('data_dir', None))
 
@@ -959,6 +961,9 @@ class TFDSData:
     self._options = tf.data.Options()
     self._options.deterministic = True
     self._options.experimental_optimization.map_parallelization = True
+    # The paper's per-pixel mean image (float32 [resize_size^2, 3]), or None.
+    self.mean_image = (self.dataset_mean_image() if self.options.mean_image
+                       else None)
 
   def _squares(self, shard):
     """Records with the image decoded and resized to the square, cached."""
@@ -999,14 +1004,29 @@ class TFDSData:
     in batches of this process), starting `skip_examples` into it."""
     tf = self.tf
     indices, positions = self._epoch(epoch)
-    plans, example = self._crops(self._augmentation(epoch).offsets[positions])
-    ds = tf.data.Dataset.from_tensor_slices(
-        (indices[skip_examples:],
-         jax.tree_util.tree_map(lambda a: a[skip_examples:], plans)))
+    offsets = self._augmentation(epoch).offsets[positions]
+    plans, crop = self._crops(offsets)
+    pre, minus_mean = self.preprocess, self._minus_mean_image
+
+    def example(index, plan, offset):
+      image, label = crop(index, plan)
+      return minus_mean(image, lambda m: pre.crop_from_square(m, offset)), label
+
+    ds = tf.data.Dataset.from_tensor_slices(jax.tree_util.tree_map(
+        lambda a: a[skip_examples:], (indices, plans, offsets)))
     ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
     ds = ds.batch(self.per_process_batch, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(self._options)
+
+  def _minus_mean_image(self, crops, crop_of):
+    """`crops` less the same crops (`crop_of`) of the mean image, in float;
+    `crops` as they are without config.normalization.mean_image."""
+    if self.mean_image is None:
+      return crops
+    tf = self.tf
+    mean = crop_of(tf.constant(self.mean_image))
+    return tf.cast(crops, tf.float32) - mean
 
   def _crops(self, offsets: np.ndarray):
     """(per-example crop plans, fn(record index, plan) -> (crop, label)) for
@@ -1072,7 +1092,8 @@ class TFDSData:
     def example(record):
       square = (record['image'] if cached else
                 pre.decode_and_resize(read(record)))
-      image = pre.ten_crops(square) if ten else pre.center_crop(square)
+      crop_of = pre.ten_crops if ten else pre.center_crop
+      image = self._minus_mean_image(crop_of(square), crop_of)
       return {'image': image, 'label': record['label']}
 
     ds = self._eval_base.map(example, num_parallel_calls=tf.data.AUTOTUNE,
@@ -1093,7 +1114,8 @@ class TFDSData:
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
     crops = (NUM_TEN_CROPS,) if self.options.ten_crop else ()
-    empty = np.zeros((0,) + crops + (size, size, 3), np.uint8)
+    dtype = np.uint8 if self.mean_image is None else np.float32
+    empty = np.zeros((0,) + crops + (size, size, 3), dtype)
     for _ in range(self.eval_steps - count):
       yield self._pad_and_shard(empty, np.zeros((0,), np.int64))
 
@@ -1138,6 +1160,46 @@ class TFDSData:
     logging.info('Measured the mean RGB of %d images in %.1f s.', count,
                  time.perf_counter() - start)
     _write_json(path, {'key': key, 'mean': mean, 'num_images': count})
+    return mean
+
+  def dataset_mean_image(self) -> np.ndarray:
+    """The per-pixel mean (0-255, float32 [resize_size, resize_size, 3]) of
+    the training split's resized squares, all processes' shares: the paper's
+    mean image, as Caffe's imagenet_mean.binaryproto. Computed once and
+    cached as a .npy file."""
+    tf, cfg, pre = self.tf, self.config, self.preprocess
+    key = self.source.identity(cfg.train_split) + [
+        pre.resize_size, pre.resize_mode, 'image']
+    path = os.path.join(self.options.cache_dir(), 'means',
+                        _digest(key)[:24] + '.npy')
+    size = (pre.resize_size, pre.resize_size, 3)
+    try:
+      cached = np.load(path)
+      if cached.shape == size:
+        return cached
+    except (OSError, ValueError):
+      pass
+    table = self._table()
+    ds = tf.data.Dataset.range(table.size).map(
+        lambda i: tf.cast(pre.decode_and_resize(table.fetch(i)[0]),
+                          tf.float64),
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    start = time.perf_counter()
+    total, count = np.zeros(size, np.float64), 0
+    for squares in self._numpy(ds.batch(64).with_options(self._options),
+                               'the mean image computation'):
+      total += squares.sum(axis=0)
+      count += len(squares)
+    mean = (total / count).astype(np.float32)
+    logging.info('Measured the mean image of %d images in %.1f s.', count,
+                 time.perf_counter() - start)
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      tmp = f'{path}.tmp{os.getpid()}.npy'
+      np.save(tmp, mean)
+      os.replace(tmp, path)
+    except OSError as e:
+      logging.warning('Could not write the cache file %s: %s', path, e)
     return mean
 
   def _pad_and_shard(self, images, labels):

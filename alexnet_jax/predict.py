@@ -135,12 +135,28 @@ def ten_crops(image: np.ndarray, size: int) -> np.ndarray:
   return np.stack(crops)
 
 
-def preprocess(image: np.ndarray, config, ten_crop: bool = False) -> np.ndarray:
-  """uint8 [crops, image_size, image_size, 3] for one image."""
+def preprocess(image: np.ndarray, config, ten_crop: bool = False,
+               mean_image: np.ndarray | None = None) -> np.ndarray:
+  """uint8 [crops, image_size, image_size, 3] for one image; float32, less
+  the same crops of `mean_image`, where the run subtracted a mean image."""
   square = resize_to_square(image, config.resize_size, config.resize_mode)
-  if ten_crop:
-    return ten_crops(square, config.image_size)
-  return center_crop(square, config.image_size)[None]
+  crops_of = ((lambda x: ten_crops(x, config.image_size)) if ten_crop else
+              (lambda x: center_crop(x, config.image_size)[None]))
+  if mean_image is None:
+    return crops_of(square)
+  return crops_of(square).astype(np.float32) - crops_of(mean_image)
+
+
+def load_mean_image(workdir: str, config) -> np.ndarray | None:
+  """The mean image a run subtracted (config.normalization.mean_image)."""
+  if not config.normalization.get('mean_image', False):
+    return None
+  path = os.path.join(workdir, 'mean_image.npy')  # train.MEAN_IMAGE_FILE
+  try:
+    return np.load(path)
+  except (OSError, ValueError) as e:
+    raise PredictError(f'the run subtracted a mean image, but {path} cannot '
+                       f'be read ({type(e).__name__}).') from None
 
 
 # Class names.
@@ -217,7 +233,7 @@ class Predictor:
     self.config = config
     model = models.model_from_config(config.model)
     evaluate.check_params_fit(params, model, config.image_size)
-    mean, std = config.normalization.mean, config.normalization.std
+    mean, std = train.channel_mean(config), config.normalization.std
 
     @jax.jit
     def probs(params, crops):
@@ -229,7 +245,8 @@ class Predictor:
     self._probs = probs
 
   def __call__(self, crops: np.ndarray) -> np.ndarray:
-    """[crops, H, W, 3] uint8 -> [num_classes] mean softmax over the crops."""
+    """[crops, H, W, 3] (uint8, or float32 less the mean image) ->
+    [num_classes] mean softmax over the crops."""
     return np.asarray(self._probs(self._params, crops))
 
 
@@ -295,9 +312,10 @@ def run(args: argparse.Namespace) -> None:
   except (evaluate.CheckpointNotFoundError, evaluate.CheckpointUnreadableError,
           convert.ConversionError, config_lib.ConfigError) as e:
     raise PredictError(str(e)) from None
+  mean_image = load_mean_image(workdir, config)
   k = min(args.top_k, config.model.num_classes)
   for path, image in images:
-    probs = predictor(preprocess(image, config, args.ten_crop))
+    probs = predictor(preprocess(image, config, args.ten_crop, mean_image))
     print(format_predictions(path, top_k(probs, k), names), flush=True)
 
 

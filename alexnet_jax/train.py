@@ -67,6 +67,10 @@ class TrainState(struct.PyTreeNode):
   train_window: dict[str, Any]
 
 
+# config.normalization.mean_image: the mean image a run subtracted.
+MEAN_IMAGE_FILE = 'mean_image.npy'
+
+
 class NonFiniteLossError(RuntimeError):
   """Raised when a step produced a NaN or Inf loss or gradient norm."""
 
@@ -98,6 +102,14 @@ def normalize(images: jax.Array, mean, std) -> jax.Array:
   return (images.astype(jnp.float32) - mean) / std
 
 
+def channel_mean(config) -> tuple[float, float, float]:
+  """The RGB mean the accelerator subtracts: config.normalization.mean, or
+  none where the input pipeline has subtracted the mean image already."""
+  if config.normalization.get('mean_image', False):
+    return (0.0, 0.0, 0.0)
+  return tuple(config.normalization.mean)
+
+
 def training_images(batch: dict[str, jax.Array], config) -> jax.Array:
   """A training batch's images, mirrored where 'flip' says and lit by
   'light' (the input pipeline's draws; fake data has neither), normalized.
@@ -109,8 +121,7 @@ def training_images(batch: dict[str, jax.Array], config) -> jax.Array:
   images = images.astype(jnp.float32)
   if 'light' in batch:
     images = images + batch['light'][:, None, None, :]
-  return normalize(images, config.normalization.mean,
-                   config.normalization.std)
+  return normalize(images, channel_mean(config), config.normalization.std)
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -238,7 +249,7 @@ def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
               config) -> dict[str, jax.Array]:
   """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
   normalized images to logits."""
-  images = normalize(batch['image'], config.normalization.mean,
+  images = normalize(batch['image'], channel_mean(config),
                      config.normalization.std)
   labels, mask = batch['label'], batch['mask']
   if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
@@ -513,6 +524,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
   if is_writer:
     workdir_lib.record_config(workdir, config, data.class_names, start_step)
+    if getattr(data, 'mean_image', None) is not None:  # For predict.
+      np.save(os.path.join(workdir, MEAN_IMAGE_FILE), data.mean_image)
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
   if is_writer:

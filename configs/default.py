@@ -47,14 +47,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'flip': True,  # Random horizontal flips.
       'lighting_std': 0.1,  # PCA lighting noise alpha std; 0 disables.
   })
-  # Per-channel mean and std on the 0-255 scale (ImageNet's): one RGB mean for
-  # every pixel, where the paper subtracted the per-pixel mean image of its
-  # training set. The paper subtracts the mean only (std 1, as
-  # configs/imagenet_paper.py does).
+  # Per-channel mean and std on the 0-255 scale (ImageNet's): this config
+  # subtracts one RGB mean from every pixel; the paper subtracted the
+  # per-pixel mean image of its training set (mean_image=True, as
+  # configs/imagenet_paper.py does) and divided by nothing (std 1).
   config.normalization = ml_collections.ConfigDict({
       'mean': (123.68, 116.78, 103.94),
       'std': (58.393, 57.12, 57.375),
       'mean_from_data': False,  # True: the training split's mean RGB (measured once, cached) replaces mean.
+      # True: the paper's per-pixel mean image of the training split (measured once at resize_size,
+      # cached; cropped and flipped with each image) is subtracted instead of mean.
+      'mean_image': False,
   })
   config.fake_data = ml_collections.ConfigDict({
       'num_train_examples': 1_281_167,  # Only sets steps per epoch.
