@@ -116,13 +116,29 @@ def quiet_failed_reads() -> Iterator[None]:
 
 
 class Checkpointer:
-  """Saves every `save` call; keeps the newest `max_to_keep`."""
+  """Saves every `save` call; keeps the newest `max_to_keep`.
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+  With `best_metric` (e.g. 'eval_top1') it keeps instead the `max_to_keep`
+  checkpoints with the highest value of that metric (orbax's best_fn),
+  which `save` then needs. Saving is asynchronous (orbax writes in the
+  background while training goes on) where `asynchronous` says, by default
+  on accelerators: the state is copied to host memory first either way.
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 3,
+               best_metric: str | None = None,
+               asynchronous: bool | None = None):
     self.directory = os.path.abspath(directory)
+    self.best_metric = best_metric
+    if asynchronous is None:
+      asynchronous = jax.default_backend() != 'cpu'
+    best = {}
+    if best_metric:
+      best = dict(best_fn=lambda metrics: metrics[best_metric],
+                  best_mode='max', keep_checkpoints_without_metrics=False)
     options = ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep, create=True,
-        enable_async_checkpointing=False)
+        enable_async_checkpointing=asynchronous, **best)
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers=ocp.StandardCheckpointHandler())
@@ -130,13 +146,15 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, state: Any) -> None:
+  def save(self, step: int, state: Any,
+           metrics: dict[str, float] | None = None) -> None:
     if step in self._manager.all_steps():
       return
     # Saved from host memory: with several processes each holds the whole
     # (replicated) state and only the primary process writes it.
     host_state = jax.device_get(state)
-    self._manager.save(step, args=ocp.args.StandardSave(host_state))
+    self._manager.save(step, args=ocp.args.StandardSave(host_state),
+                       metrics=metrics)
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:

@@ -495,6 +495,10 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   is_writer = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                     max_to_keep=config.keep_checkpoints)
+  # The best evaluation's state, apart: resuming always reads `ckpt`.
+  best = (checkpointing.Checkpointer(
+      os.path.join(workdir, 'checkpoints_best'), max_to_keep=1,
+      best_metric='eval_top1') if config.get('keep_best_checkpoint') else None)
   if ckpt.latest_step():  # Refuse a changed resume before building anything.
     workdir_lib.check_resume(workdir, config, ckpt.latest_step(),
                              log_changes=False)
@@ -648,6 +652,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
           writer.write(step, last_logged)
         if ckpt_now or stop_now:
           ckpt.save(step, state)
+        if eval_now and best is not None:
+          best.save(step, state, {'eval_top1': eval_metrics['eval_top1']})
 
       trace.after_step(step, log_now, metrics)
       if stop_now:
@@ -658,5 +664,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
   trace.close()
   ckpt.close()
+  if best is not None:
+    best.close()
   writer.close()
   return last_logged

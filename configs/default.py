@@ -127,6 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_every_steps = 624  # 0: evaluate only at the end (4 epochs).
   config.checkpoint_every_steps = 624  # 0: only at the end.
   config.keep_checkpoints = 2
+  config.keep_best_checkpoint = False  # True: also keep the best evaluation's state (eval_top1) in checkpoints_best/.
   config.nonfinite = 'stop'  # On a NaN/Inf loss: 'stop', or 'skip' the step.
   # > 0: a jax.profiler trace of this many steps after the first log step,
   # in workdir/profile (TensorBoard's profile tab, Perfetto).
