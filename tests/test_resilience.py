@@ -58,7 +58,7 @@ def _wait_for_checkpoint(workdir, timeout=300):
 def test_sigkill_then_restart_ends_like_an_uninterrupted_run(tmp_path):
   steps = ['--config.num_train_steps=16', '--config.checkpoint_every_steps=4']
   straight = tmp_path / 'straight'
-  _finish(_main(straight, *steps))
+  uninterrupted = _main(straight, *steps)  # Side by side with the other.
 
   killed = tmp_path / 'killed'
   proc = _main(killed, *steps)
@@ -67,6 +67,7 @@ def test_sigkill_then_restart_ends_like_an_uninterrupted_run(tmp_path):
   proc.send_signal(signal.SIGKILL)
   proc.wait()
   assert proc.returncode == -signal.SIGKILL
+  _finish(uninterrupted)
   err = _finish(_main(killed, *steps))
   assert 'Resumed from the checkpoint at step' in err
   a, b = _last(straight), _last(killed)
