@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import json
 import math
@@ -1050,11 +1051,13 @@ class TFDSData:
       return pre.crop_from_bytes(image, offset, source.jpeg_only), label
     return offsets, crop
 
+  @functools.lru_cache(maxsize=2)  # train_batches and train_dataset share.
   def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
     return epoch_order(self.num_train_examples, self.config.batch_size, epoch,
                        self.config.seed, jax.process_count(),
                        jax.process_index())
 
+  @functools.lru_cache(maxsize=2)
   def _augmentation(self, epoch: int) -> Augmentation:
     return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
                              self.config.seed)

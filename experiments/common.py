@@ -7,7 +7,7 @@ starts.
 
 A run lives in `workdir/<variant>/seed<k>`: `train.train_and_evaluate` writes
 `metrics.jsonl`, `config.json` and checkpoints there, and `run.json` here keeps
-the wall time summed over every session of the run, so a re-run that skips a
+the wall time summed over every start of the run, so a re-run that skips a
 finished run (or resumes an interrupted one) keeps it.
 """
 
@@ -324,7 +324,7 @@ def execute(run: Run, train_fn: Callable | None = None) -> dict[str, Any]:
   """Trains `run` unless it is finished; returns its `run.json` record.
 
   An interrupted run resumes from its checkpoints (train_and_evaluate does
-  that); the wall time of every session adds up in `run.json`.
+  that); the wall time of every start adds up in `run.json`.
   """
   os.makedirs(run.workdir, exist_ok=True)
   check_same_experiment(run)

@@ -80,7 +80,7 @@ timeout $((BUDGET_FP32 > 0 ? BUDGET_FP32 + 60 : 1200)) \
     --output="$OUT/perf_fp32.json" 2>&1 | tee "$OUT/perf_fp32.log"
 echo "fp32 stage exit: ${PIPESTATUS[0]}"
 
-# Issue 4's benchmark, unchanged: the paper's net, batch 256, both dtypes.
+# experiments/benchmark.py, unchanged: the paper's net, batch 256, both dtypes.
 if [[ $TINY == 1 ]]; then
   BENCH=(--image_size=67 --width=0.05 --num_classes=10 --batch_sizes=4
          --warmup=1 --windows=2 --steps_per_window=2)

@@ -4,9 +4,9 @@ r"""The training loop against PyTorch eager, alternating, in one run.
   python -m experiments.loop_vs_torch --rounds=1 --steps=4 --width=0.05 \
       --image_size=67 --batch_size=8     # Seconds: checks the script.
 
-Issue 5's CPU comparison, as one program. Each round runs, in child
-processes one after the other (the order alternates between rounds, so a
-drift in the machine's load hits both alike):
+The training loop against PyTorch eager on the CPU, as one program. Each
+round runs, in child processes one after the other (the order alternates
+between rounds, so a drift in the machine's load hits both alike):
 
 * the training loop itself: `python -m alexnet_jax.main
   --config=configs/fake_benchmark.py` (random uint8 images, the paper's net,
