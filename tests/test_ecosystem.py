@@ -112,6 +112,9 @@ def test_license_is_the_apache_2_text_and_citation_cites_the_paper():
       'Krizhevsky', 'Sutskever', 'Hinton']
   assert (paper['year'], paper['volume'], paper['start'], paper['end']) == (
       2012, 25, 1097, 1105)
+  # The package's metadata links the same paper.
+  assert _pyproject()['urls']['Paper'] == paper['url']
+  assert paper['url'].startswith('https://papers.nips.cc/')
 
 
 # ----------------------------------------------------------------------------
