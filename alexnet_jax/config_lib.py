@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import jax
 
 from alexnet_jax import models
+from alexnet_jax import ops
 from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
@@ -95,10 +96,6 @@ def validate(config) -> None:
   _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
   _one_of(config, m + 'dtype', models.DTYPES)
   _one_of(config, m + 'initialization', models.INITS)
-  _one_of(config, m + 'conv_impl', models.CONV_IMPLS)
-  _one_of(config, m + 'lrn_impl', models.LRN_IMPLS)
-  _one_of(config, m + 'conv1_impl', models.CONV1_IMPLS)
-  _one_of(config, m + 'pool_impl', models.POOL_IMPLS)
   _int_at_least(config, m + 'num_classes', 2)
   _int_at_least(config, m + 'lrn_depth', 1)
 
@@ -151,8 +148,8 @@ def validate(config) -> None:
   if not isinstance(_get(config, 'allow_config_change'), bool):
     _fail('allow_config_change', _get(config, 'allow_config_change'),
           'expected True or False')
-  _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
 
+  _check_execution(config)
   _check_parallelism(config)
 
   smallest = models.min_image_size(config.model.variant,
@@ -194,6 +191,21 @@ def validate_data(config) -> None:
     if config.normalization.mean_image and config.normalization.mean_from_data:
       _fail('normalization.mean_image', True, 'the mean image replaces the '
             'per-channel mean: set normalization.mean_from_data=False')
+
+
+def _check_execution(config) -> None:
+  """config.execution: how the model and the steps run (ops.Execution's
+  fields, and XLA:CPU's convolution library)."""
+  e = 'execution.'
+  for field, choices in ops.CHOICES.items():
+    _one_of(config, e + field, choices)
+  _one_of(config, e + 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
+  unknown = sorted(set(_get(config, 'execution')) - set(ops.CHOICES) -
+                   {'xla_cpu_conv_library'})
+  if unknown:
+    _fail(e + unknown[0], config.execution[unknown[0]],
+          f'unknown field; config.execution takes {tuple(ops.CHOICES)} and '
+          f"'xla_cpu_conv_library'")
 
 
 def model_axis_size(mode: str, devices: int) -> int:
