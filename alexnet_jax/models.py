@@ -249,9 +249,11 @@ class AlexNet(nn.Module):
     dtype = jnp.dtype(self.dtype)
     x = x.astype(dtype)
     for spec in conv_specs(self.variant):  # conv1-conv5, LRN, pooling.
+      kernel_init, bias_init = self._inits(spec.bias_one)
       params = ConvParams(
-          scaled_width(spec.features, self.width, self.groups), spec.kernel,
-          self.groups if spec.grouped else 1, *self._inits(spec.bias_one),
+          features=scaled_width(spec.features, self.width, self.groups),
+          kernel_size=spec.kernel, groups=self.groups if spec.grouped else 1,
+          kernel_init=kernel_init, bias_init=bias_init,
           name=spec.name)(x.shape[-1])
       x = conv_layer(self, spec, params, x, towers=self.groups)
     if self.variant == 'owt':

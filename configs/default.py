@@ -89,7 +89,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # library); docs/performance.md has the measurements behind the defaults.
   config.execution = ml_collections.ConfigDict({
       'conv1_impl': 'direct',  # conv1: 'direct' or 'space_to_depth'.
-      'lrn_impl': 'shift',  # LRN window sums: 'shift', 'matmul', 'reduce_window'.
+      'lrn_impl': 'shift',  # LRN sums: 'shift', 'matmul', 'reduce_window'.
       'pool_impl': 'slices',  # Max-pooling: 'slices' or 'reduce_window'.
       'conv_impl': 'split',  # Grouped convs: one per tower ('split') or 'xla'.
       # XLA:CPU only: the library for convolutions, 'eigen' or 'xla_default'

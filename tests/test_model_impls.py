@@ -7,6 +7,7 @@ benchmark scripts' own logic. Throughput itself is measured by
 experiments/perf_variants.py, never here.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -66,10 +67,10 @@ def test_grouped_conv_impls_equal_flax_feature_group_count(stride, padding):
   assert jax.tree_util.tree_map(jnp.shape, own['params']) == (
       jax.tree_util.tree_map(jnp.shape, params))
   for impl in ops.CONV_IMPLS:
-    execution = ops.Execution(conv_impl=impl)
-    (_, y), g = loss(lambda p, x: ops.conv(  # pylint: disable=cell-var-from-loop
-        x, p['kernel'], p['bias'], stride=stride, padding=padding, groups=2,
-        execution=execution))(params, x)
+    conv = functools.partial(ops.conv, stride=stride, padding=padding,
+                             groups=2, execution=ops.Execution(conv_impl=impl))
+    (_, y), g = loss(lambda p, x, conv=conv: conv(x, p['kernel'], p['bias']))(
+        params, x)
     assert _rel(y, y_ref) < 1e-6, impl
     _assert_trees_close(g, g_ref, 1e-6)
 

@@ -151,3 +151,22 @@ def test_variant_defaults_through_the_config():
   config.model.groups = 2  # An explicit field still wins.
   config_lib.validate(config)
   assert (built().groups, built().lrn) == (2, False)
+
+
+def test_model_from_config_reads_config_execution():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.execution.lrn_impl = 'matmul'
+  assert models.model_from_config(config).execution == ops.Execution(
+      lrn_impl='matmul')
+  # A config.json recorded before config.execution existed held the
+  # execution fields in config.model.
+  old = ml_collections.ConfigDict(
+      {'model': {**config.model.to_dict(), 'conv_impl': 'xla'}})
+  net = models.model_from_config(old)
+  assert net.execution == ops.Execution(conv_impl='xla')
+  assert net.width == config.model.width
+  config.model.no_such_field = 1
+  with pytest.raises(ValueError, match='no_such_field'):
+    models.model_from_config(config)
