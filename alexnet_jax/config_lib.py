@@ -82,6 +82,29 @@ def _number_in(config, field: str, low: float, high: float,
 
 def validate(config) -> None:
   """Raises ConfigError naming the first invalid field."""
+  _check_model(config)
+  _check_optimizer(config)
+  _check_loop(config)
+  _check_execution(config)
+  _check_parallelism(config)
+  smallest = models.min_image_size(config.model.variant,
+                                   config.model.overlap_pool)
+  size = _get(config, 'image_size')
+  if not _is_int(size) or size < smallest:
+    _fail('image_size', size,
+          f'model.variant={config.model.variant!r} with overlap_pool='
+          f'{config.model.overlap_pool} needs at least {smallest}')
+  validate_data(config)
+  for field in ('normalization.mean', 'normalization.std'):
+    value = _get(config, field)
+    if len(value) != 3 or not all(_is_number(v) for v in value):
+      _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
+  if any(v <= 0 for v in config.normalization.std):
+    _fail('normalization.std', config.normalization.std, 'expected > 0')
+
+
+def _check_model(config) -> None:
+  """config.model: the architecture (models.AlexNet's fields)."""
   m = 'model.'
   _one_of(config, m + 'variant', models.VARIANTS)
   # None: the variant's default (models.VARIANT_DEFAULTS).
@@ -99,6 +122,8 @@ def validate(config) -> None:
   _int_at_least(config, m + 'num_classes', 2)
   _int_at_least(config, m + 'lrn_depth', 1)
 
+
+def _check_optimizer(config) -> None:
   o = 'optimizer.'
   _one_of(config, o + 'rule', optim.RULES)
   _one_of(config, o + 'schedule', optim.SCHEDULES)
@@ -119,6 +144,9 @@ def validate(config) -> None:
   _int_at_least(config, o + 'plateau_max_drops', 0)
   _number_in(config, o + 'plateau_min_delta', 0.0, 1.0)
 
+
+def _check_loop(config) -> None:
+  """The dataset's name, batch sizes, steps, logging and checkpoints."""
   dataset = _get(config, 'dataset')
   if not isinstance(dataset, str) or not dataset:
     _fail('dataset', dataset, "expected a TFDS name, 'alexnet_shapes' or 'fake'")
@@ -148,24 +176,6 @@ def validate(config) -> None:
   if not isinstance(_get(config, 'allow_config_change'), bool):
     _fail('allow_config_change', _get(config, 'allow_config_change'),
           'expected True or False')
-
-  _check_execution(config)
-  _check_parallelism(config)
-
-  smallest = models.min_image_size(config.model.variant,
-                                   config.model.overlap_pool)
-  size = _get(config, 'image_size')
-  if not _is_int(size) or size < smallest:
-    _fail('image_size', size,
-          f'model.variant={config.model.variant!r} with overlap_pool='
-          f'{config.model.overlap_pool} needs at least {smallest}')
-  validate_data(config)
-  for field in ('normalization.mean', 'normalization.std'):
-    value = _get(config, field)
-    if len(value) != 3 or not all(_is_number(v) for v in value):
-      _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
-  if any(v <= 0 for v in config.normalization.std):
-    _fail('normalization.std', config.normalization.std, 'expected > 0')
 
 
 def validate_data(config) -> None:
