@@ -12,6 +12,7 @@ from typing import Any, Iterable
 import jax
 
 from alexnet_jax import models
+from alexnet_jax import ops
 from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
@@ -81,6 +82,29 @@ def _number_in(config, field: str, low: float, high: float,
 
 def validate(config) -> None:
   """Raises ConfigError naming the first invalid field."""
+  _check_model(config)
+  _check_optimizer(config)
+  _check_loop(config)
+  _check_execution(config)
+  _check_parallelism(config)
+  smallest = models.min_image_size(config.model.variant,
+                                   config.model.overlap_pool)
+  size = _get(config, 'image_size')
+  if not _is_int(size) or size < smallest:
+    _fail('image_size', size,
+          f'model.variant={config.model.variant!r} with overlap_pool='
+          f'{config.model.overlap_pool} needs at least {smallest}')
+  validate_data(config)
+  for field in ('normalization.mean', 'normalization.std'):
+    value = _get(config, field)
+    if len(value) != 3 or not all(_is_number(v) for v in value):
+      _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
+  if any(v <= 0 for v in config.normalization.std):
+    _fail('normalization.std', config.normalization.std, 'expected > 0')
+
+
+def _check_model(config) -> None:
+  """config.model: the architecture (models.AlexNet's fields)."""
   m = 'model.'
   _one_of(config, m + 'variant', models.VARIANTS)
   # None: the variant's default (models.VARIANT_DEFAULTS).
@@ -95,13 +119,11 @@ def validate(config) -> None:
   _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
   _one_of(config, m + 'dtype', models.DTYPES)
   _one_of(config, m + 'initialization', models.INITS)
-  _one_of(config, m + 'conv_impl', models.CONV_IMPLS)
-  _one_of(config, m + 'lrn_impl', models.LRN_IMPLS)
-  _one_of(config, m + 'conv1_impl', models.CONV1_IMPLS)
-  _one_of(config, m + 'pool_impl', models.POOL_IMPLS)
   _int_at_least(config, m + 'num_classes', 2)
   _int_at_least(config, m + 'lrn_depth', 1)
 
+
+def _check_optimizer(config) -> None:
   o = 'optimizer.'
   _one_of(config, o + 'rule', optim.RULES)
   _one_of(config, o + 'schedule', optim.SCHEDULES)
@@ -122,6 +144,9 @@ def validate(config) -> None:
   _int_at_least(config, o + 'plateau_max_drops', 0)
   _number_in(config, o + 'plateau_min_delta', 0.0, 1.0)
 
+
+def _check_loop(config) -> None:
+  """The dataset's name, batch sizes, steps, logging and checkpoints."""
   dataset = _get(config, 'dataset')
   if not isinstance(dataset, str) or not dataset:
     _fail('dataset', dataset, "expected a TFDS name, 'alexnet_shapes' or 'fake'")
@@ -151,24 +176,6 @@ def validate(config) -> None:
   if not isinstance(_get(config, 'allow_config_change'), bool):
     _fail('allow_config_change', _get(config, 'allow_config_change'),
           'expected True or False')
-  _one_of(config, 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
-
-  _check_parallelism(config)
-
-  smallest = models.min_image_size(config.model.variant,
-                                   config.model.overlap_pool)
-  size = _get(config, 'image_size')
-  if not _is_int(size) or size < smallest:
-    _fail('image_size', size,
-          f'model.variant={config.model.variant!r} with overlap_pool='
-          f'{config.model.overlap_pool} needs at least {smallest}')
-  validate_data(config)
-  for field in ('normalization.mean', 'normalization.std'):
-    value = _get(config, field)
-    if len(value) != 3 or not all(_is_number(v) for v in value):
-      _fail(field, value, 'expected three numbers (R, G, B, 0-255 scale)')
-  if any(v <= 0 for v in config.normalization.std):
-    _fail('normalization.std', config.normalization.std, 'expected > 0')
 
 
 def validate_data(config) -> None:
@@ -194,6 +201,21 @@ def validate_data(config) -> None:
     if config.normalization.mean_image and config.normalization.mean_from_data:
       _fail('normalization.mean_image', True, 'the mean image replaces the '
             'per-channel mean: set normalization.mean_from_data=False')
+
+
+def _check_execution(config) -> None:
+  """config.execution: how the model and the steps run (ops.Execution's
+  fields, and XLA:CPU's convolution library)."""
+  e = 'execution.'
+  for field, choices in ops.CHOICES.items():
+    _one_of(config, e + field, choices)
+  _one_of(config, e + 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
+  unknown = sorted(set(_get(config, 'execution')) - set(ops.CHOICES) -
+                   {'xla_cpu_conv_library'})
+  if unknown:
+    _fail(e + unknown[0], config.execution[unknown[0]],
+          f'unknown field; config.execution takes {tuple(ops.CHOICES)} and '
+          f"'xla_cpu_conv_library'")
 
 
 def model_axis_size(mode: str, devices: int) -> int:

@@ -18,9 +18,9 @@
 All modes hold one parameter tree of global arrays (sharded with
 `NamedSharding` as the mode needs), so checkpoints, conversion, evaluation and
 prediction do not depend on the mode, and a run may resume in another one.
-The sharded forward pass runs the model's own layers (`models.Conv`,
-`models.local_response_norm`, `models.max_pool`) on the device's slices of
-those parameters inside `jax.shard_map`; gradients come from JAX's
+The sharded forward pass runs the model's own layers (`models.conv_layer`
+over the rows of `models.conv_specs`) on the device's slices of those
+parameters inside `jax.shard_map`; gradients come from JAX's
 differentiation of the collectives, and the update is the data mode's
 (`train.apply_gradients`).
 """
@@ -28,7 +28,6 @@ differentiation of the collectives, and the update is the data mode's
 from __future__ import annotations
 
 import dataclasses
-import functools
 import re
 from typing import Any, Callable
 
@@ -40,6 +39,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import config_lib
 from alexnet_jax import models
+from alexnet_jax import ops
 from alexnet_jax import train
 
 DATA, MODEL = 'data', 'model'
@@ -114,36 +114,15 @@ def local_forward(model: models.AlexNet, params, x, *, mode: str,
   'data' group, the same on every device of the group."""
   towers = mode == 'towers'
   dtype = jnp.dtype(model.dtype)
-  act = jax.nn.relu if model.activation == 'relu' else jnp.tanh
-  window, stride = (3, 2) if model.overlap_pool else (2, 2)
-  pool = functools.partial(models.max_pool, window=window, stride=stride,
-                           impl=model.pool_impl)
-  lrn = functools.partial(
-      models.local_response_norm, depth=model.lrn_depth, bias=model.lrn_bias,
-      alpha=model.lrn_alpha, beta=model.lrn_beta, impl=model.lrn_impl,
-      groups=1 if towers or model.lrn_across_towers else model.groups)
-
+  act = models.ACTIVATIONS[model.activation]
   x = x.astype(dtype)
-  for i, spec in enumerate(models.conv_specs(model.variant)):
-    p = params[f'conv{i + 1}']
-    if towers and i == 2:  # conv3 reads both towers' maps.
+  for spec in models.conv_specs(model.variant):
+    if towers and spec.name == 'conv3':  # conv3 reads both towers' maps.
       x = lax.all_gather(x, MODEL, axis=3, tiled=True)
-    x = models.Conv(
-        features=p['kernel'].shape[-1], kernel_size=spec.kernel,
-        stride=spec.stride, padding=spec.padding,
-        groups=1 if towers or not spec.grouped else model.groups,
-        impl=model.conv_impl,
-        space_to_depth=i == 0 and model.conv1_impl == 'space_to_depth',
-        dtype=dtype).apply({'params': p}, x)
-    x = act(x)
-    if i in (0, 1):
-      if model.lrn:
-        x = lrn(x)
-      x = pool(x)
-    elif i == 4:
-      x = pool(x)
+    x = models.conv_layer(model, spec, params[spec.name], x,
+                          towers=1 if towers else model.groups)
   if model.variant == 'owt':
-    x = models._adaptive_avg_pool(x, models._OWT_POOL_OUTPUT)  # pylint: disable=protected-access
+    x = ops.adaptive_avg_pool(x, models.OWT_POOL_OUTPUT)
   # fc6 reads all of pool5: both towers' maps, or the whole group's batch.
   x = lax.all_gather(x, MODEL, axis=3 if towers else 0, tiled=True)
   x = x.reshape((x.shape[0], -1))
@@ -326,14 +305,9 @@ class Collective:
 def _activation_shapes(model: models.AlexNet, image_size: int):
   """(conv3's input, pool5) HWC shapes of one image, for the whole model."""
   specs = models.conv_specs(model.variant)
-  sizes, size = [], image_size
-  for i, spec in enumerate(specs):
-    size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-    if i in (0, 1, 4):
-      size = models._pool_out(size, model.overlap_pool)  # pylint: disable=protected-access
-    sizes.append(size)
+  sizes = models.layer_sizes(image_size, model.variant, model.overlap_pool)
   if model.variant == 'owt':
-    sizes[4] = models._OWT_POOL_OUTPUT  # pylint: disable=protected-access
+    sizes[4] = models.OWT_POOL_OUTPUT
   channels = lambda i: models.scaled_width(specs[i].features, model.width,
                                            model.groups)
   return (sizes[1], sizes[1], channels(1)), (sizes[4], sizes[4], channels(4))

@@ -231,7 +231,7 @@ class Predictor:
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top
     self.config = config
-    model = models.model_from_config(config.model)
+    model = models.model_from_config(config)
     evaluate.check_params_fit(params, model, config.image_size)
     mean, std = train.channel_mean(config), config.normalization.std
 

@@ -76,7 +76,7 @@ class NonFiniteLossError(RuntimeError):
 
 
 def create_model(config) -> models.AlexNet:
-  return models.model_from_config(config.model)
+  return models.model_from_config(config)
 
 
 def create_train_state(config, model: models.AlexNet,
@@ -285,7 +285,7 @@ def compiler_options(config, backend: str | None = None) -> dict[str, Any]:
   """The XLA options the training and eval steps are compiled with."""
   if (backend or jax.default_backend()) != 'cpu':
     return {}
-  return dict(XLA_CPU_CONV_LIBRARIES[config.xla_cpu_conv_library])
+  return dict(XLA_CPU_CONV_LIBRARIES[config.execution.xla_cpu_conv_library])
 
 
 def options_for_pmap(config) -> dict[str, Any]:

@@ -78,22 +78,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'width': 0.25,  # Multiplier on every layer's width.
       'dtype': 'float32',  # Compute dtype; parameters stay float32.
       'initialization': 'he',  # 'paper': N(0, 0.01), biases 1/0; or 'he'.
-      # Execution choices that change neither the function nor the parameters
-      # (docs/performance.md has the measurements behind the defaults):
-      'conv1_impl': 'direct',  # conv1: 'direct' or 'space_to_depth'.
-      'lrn_impl': 'shift',  # LRN window sums: 'shift', 'matmul', 'reduce_window'.
-      'pool_impl': 'slices',  # Max-pooling: 'slices' or 'reduce_window'.
-      'conv_impl': 'split',  # Grouped convs: one per tower ('split') or 'xla'.
       'lrn_depth': 5,  # n
       'lrn_bias': 2.0,  # k
       'lrn_alpha': 1e-4,  # alpha (not divided by n)
       'lrn_beta': 0.75,  # beta
   })
 
-  # XLA:CPU only: the library for convolutions. 'eigen' (1.3-3.9x faster on
-  # these convolutions than jax 0.10's default YNNPACK; docs/performance.md)
-  # or 'xla_default'. Ignored on GPU and TPU.
-  config.xla_cpu_conv_library = 'eigen'
+  # How the model and the steps run: choices that change neither the function
+  # nor the parameters (alexnet_jax.ops.Execution, and XLA:CPU's convolution
+  # library); docs/performance.md has the measurements behind the defaults.
+  config.execution = ml_collections.ConfigDict({
+      'conv1_impl': 'direct',  # conv1: 'direct' or 'space_to_depth'.
+      'lrn_impl': 'shift',  # LRN sums: 'shift', 'matmul', 'reduce_window'.
+      'pool_impl': 'slices',  # Max-pooling: 'slices' or 'reduce_window'.
+      'conv_impl': 'split',  # Grouped convs: one per tower ('split') or 'xla'.
+      # XLA:CPU only: the library for convolutions, 'eigen' or 'xla_default'
+      # (jax 0.10's YNNPACK). Ignored on GPU and TPU.
+      'xla_cpu_conv_library': 'eigen',
+  })
 
   # How the step is split over the devices (docs/parallelism.md): 'data'
   # (each device a replica, gradients averaged), 'towers' (the paper's split:

@@ -34,7 +34,13 @@ def test_every_config_file_is_valid_and_documents_its_command(path):
     ('optimizer.schedule', 'linear', r'config\.optimizer\.schedule'),
     ('batch_size', 0, r'config\.batch_size=0'),
     ('nonfinite', 'ignore', r'config\.nonfinite'),
-    ('xla_cpu_conv_library', 'mkl', r"config\.xla_cpu_conv_library='mkl'.*'eigen'"),
+    ('execution.xla_cpu_conv_library', 'mkl',
+     r"config\.execution\.xla_cpu_conv_library='mkl'.*'eigen'"),
+    ('execution.conv1_impl', 'patches', r"config\.execution\.conv1_impl='patches'"),
+    ('execution.lrn_impl', 'cumsum', r"config\.execution\.lrn_impl='cumsum'"),
+    ('execution.pool_impl', 'avg', r"config\.execution\.pool_impl='avg'"),
+    ('execution.conv_impl', 'cudnn', r"config\.execution\.conv_impl='cudnn'"),
+    ('execution.lrn_imp', 'shift', r"config\.execution\.lrn_imp='shift'.*unknown"),
     ('resize_size', 50, r'config\.resize_size=50.*image_size'),
 ])
 def test_invalid_values_name_the_field(field, value, message):
@@ -43,11 +49,14 @@ def test_invalid_values_name_the_field(field, value, message):
     config_lib.validate(config)
 
 
-def test_invalid_config_fails_before_any_work(tmp_path, monkeypatch):
+@pytest.mark.parametrize('field, value', [('model.dropout_rate', -0.5),
+                                          ('execution.lrn_impl', 'cumsum')])
+def test_invalid_config_fails_before_any_work(tmp_path, monkeypatch, field,
+                                              value):
   # create_data would be the first expensive call; it must not be reached.
   monkeypatch.setattr(train, 'create_data', lambda c: pytest.fail('reached'))
-  config = tiny_config(**{'model.dropout_rate': -0.5})
-  with pytest.raises(config_lib.ConfigError, match='model.dropout_rate'):
+  config = tiny_config(**{field: value})
+  with pytest.raises(config_lib.ConfigError, match=f'config.{field}='):
     train.train_and_evaluate(config, str(tmp_path))
 
 

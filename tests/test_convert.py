@@ -18,6 +18,7 @@ import pytest
 
 from alexnet_jax import convert
 from alexnet_jax import models
+from alexnet_jax import ops
 from conftest import ROOT as REPO
 
 TORCH_REASON = 'PyTorch is not installed (pip install torch) to compare logits'
@@ -28,7 +29,7 @@ def _model(variant: str, width: float = 1.0, num_classes: int = 1000,
   return models.AlexNet(num_classes=num_classes, variant=variant,
                         groups=convert.DEFAULT_GROUPS[variant],
                         lrn=convert.LAYOUT_LRN[variant], width=width,
-                        conv_impl=conv_impl)
+                        execution=ops.Execution(conv_impl=conv_impl))
 
 
 def _torch_alexnet(model: models.AlexNet, image_size: int):
@@ -184,9 +185,9 @@ def test_group_to_channel_assignment_matches_torch():
     want = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
   bias = conv.bias.detach().numpy()
-  for impl in models.CONV_IMPLS:
-    layer = models.Conv(features=6, kernel_size=3, padding=1, groups=2, impl=impl)
-    got = layer.apply({'params': {'kernel': kernel, 'bias': bias}}, x)
+  for impl in ops.CONV_IMPLS:
+    got = ops.conv(x, kernel, bias, stride=1, padding=1, groups=2,
+                   execution=ops.Execution(conv_impl=impl))
     np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want,
                                atol=1e-5, err_msg=impl)
 

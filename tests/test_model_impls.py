@@ -1,12 +1,13 @@
 """The fast implementations compute the same function with the same parameters.
 
-Grouped convolutions (split vs XLA vs flax's nn.Conv), LRN (every impl vs the
-paper's formula in NumPy), conv1 as space-to-depth, the whole net under every
-combination, the PyTorch reference net (same function as the JAX net), and the
+alexnet_jax.ops under every `ops.Execution`: grouped convolutions (split vs
+XLA vs flax's nn.Conv), LRN (every impl vs the paper's formula in NumPy), conv1
+as space-to-depth, max-pooling, the whole net under every combination, the PyTorch reference net (same function as the JAX net), and the
 benchmark scripts' own logic. Throughput itself is measured by
 experiments/perf_variants.py, never here.
 """
 
+import functools
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import models
+from alexnet_jax import ops
 from experiments import perf_variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,33 +54,42 @@ def test_grouped_conv_impls_equal_flax_feature_group_count(stride, padding):
       params)
   assert params['kernel'].shape == (5, 5, 4, 6)
 
-  def loss(module):
+  def loss(conv):
     def f(p, x):
-      y = module.apply({'params': p}, x)
+      y = conv(p, x)
       return jnp.sum(jnp.sin(y)), y  # A loss whose gradient varies per output.
     return jax.value_and_grad(f, argnums=(0, 1), has_aux=True)
 
-  (_, y_ref), g_ref = loss(ref)(params, x)
-  for impl in models.CONV_IMPLS:
-    conv = models.Conv(6, 5, stride, padding, groups=2, impl=impl)
-    # The same parameter tree as nn.Conv(feature_group_count=2).
-    own = conv.init(jax.random.key(1), x)['params']
-    assert jax.tree_util.tree_map(jnp.shape, own) == jax.tree_util.tree_map(
-        jnp.shape, params)
-    (_, y), g = loss(conv)(params, x)
+  (_, y_ref), g_ref = loss(lambda p, x: ref.apply({'params': p}, x))(params, x)
+  # The model's parameter tree is nn.Conv(feature_group_count=2)'s.
+  own = models.ConvParams(6, 5, 2, nn.initializers.lecun_normal(),
+                          nn.initializers.zeros).init(jax.random.key(1), 8)
+  assert jax.tree_util.tree_map(jnp.shape, own['params']) == (
+      jax.tree_util.tree_map(jnp.shape, params))
+  for impl in ops.CONV_IMPLS:
+    conv = functools.partial(ops.conv, stride=stride, padding=padding,
+                             groups=2, execution=ops.Execution(conv_impl=impl))
+    (_, y), g = loss(lambda p, x, conv=conv: conv(x, p['kernel'], p['bias']))(
+        params, x)
     assert _rel(y, y_ref) < 1e-6, impl
     _assert_trees_close(g, g_ref, 1e-6)
 
 
-def test_conv_rejects_bad_settings():
+def test_bad_execution_and_conv_settings_are_named():
+  for field in ops.CHOICES:
+    with pytest.raises(ValueError, match=f"execution.{field}='bogus'"):
+      ops.Execution(**{field: 'bogus'})
+  with pytest.raises(ValueError, match="execution.pool_impl='avg'"):
+    models.AlexNet(execution=ops.Execution(pool_impl='avg'))
   x = jnp.zeros((1, 9, 9, 6))
-  with pytest.raises(ValueError, match="conv impl='bogus'"):
-    models.Conv(4, 3, groups=2, impl='bogus').init(jax.random.key(0), x)
+  conv = lambda k, groups, **kw: ops.conv(
+      x, jnp.zeros(k), jnp.zeros(k[-1]), stride=2, padding=0, groups=groups,
+      **kw)
   with pytest.raises(ValueError, match='divisible by groups=4'):
-    models.Conv(4, 3, groups=4).init(jax.random.key(0), x)
-  with pytest.raises(ValueError, match='space_to_depth needs groups=1'):
-    models.Conv(4, 3, stride=2, groups=2, space_to_depth=True).init(
-        jax.random.key(0), x)
+    conv((3, 3, 1, 4), 4, execution=ops.Execution())
+  with pytest.raises(ValueError, match='grouped kernels are not supported'):
+    conv((3, 3, 3, 4), 2, first_layer=True,
+         execution=ops.Execution(conv1_impl='space_to_depth'))
 
 
 # --- LRN ---------------------------------------------------------------------
@@ -107,41 +118,37 @@ def _lrn_jnp_loops(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
   return jnp.stack(cols, -1)
 
 
-@pytest.mark.parametrize('impl', models.LRN_IMPLS)
+@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
 def test_lrn_impl_matches_the_formula_fp32_and_bf16(impl):
+  execution = ops.Execution(lrn_impl=impl)
   rng = np.random.default_rng(0)
   # ReLU outputs of a size where alpha * sum(a^2) is comparable to k = 2.
   x = np.maximum(rng.normal(0, 80, size=(2, 3, 5, 13)), 0).astype(np.float32)
   want = _lrn_numpy(x)
   assert np.max(1e-4 * x ** 2) > 1.0  # The normalisation really acts.
-  got = models.local_response_norm(jnp.asarray(x), impl=impl)
+  got = ops.lrn(jnp.asarray(x), execution=execution)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
-  got16 = models.local_response_norm(jnp.asarray(x, jnp.bfloat16), impl=impl)
+  got16 = ops.lrn(jnp.asarray(x, jnp.bfloat16), execution=execution)
   assert got16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(got16, np.float32), want,
                              rtol=3e-2, atol=3e-2)
   assert _rel(np.asarray(got16, np.float32), want) < 1e-2
   # Other constants (depth 3, beta != 0.75 takes the pow path).
-  got = models.local_response_norm(jnp.asarray(x / 20), depth=3, bias=1.0,
-                                   alpha=0.1, beta=0.5, impl=impl)
+  got = ops.lrn(jnp.asarray(x / 20), depth=3, bias=1.0, alpha=0.1, beta=0.5,
+                execution=execution)
   np.testing.assert_allclose(got, _lrn_numpy(x / 20, 3, 1.0, 0.1, 0.5),
                              rtol=2e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize('impl', models.LRN_IMPLS)
+@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
 def test_lrn_impl_gradient_matches_the_formula(impl):
   x = jax.nn.relu(jax.random.normal(jax.random.key(3), (2, 4, 4, 11)) * 80)
   w = jax.random.normal(jax.random.key(4), x.shape)
   f = lambda fn: jax.grad(lambda v: jnp.sum(fn(v) * w))(x)
   want = f(_lrn_jnp_loops)
-  got = f(lambda v: models.local_response_norm(v, impl=impl))
+  got = f(lambda v: ops.lrn(v, execution=ops.Execution(lrn_impl=impl)))
   assert _rel(got, want) < 1e-6
-
-
-def test_lrn_rejects_unknown_impl():
-  with pytest.raises(ValueError, match="lrn impl='cumsum'"):
-    models.local_response_norm(jnp.ones((1, 2, 2, 4)), impl='cumsum')
 
 
 # --- conv1 as space-to-depth -------------------------------------------------
@@ -161,7 +168,7 @@ def test_space_to_depth_conv_equals_the_strided_conv(size, kernel, stride,
   direct = lambda x, w: lax.conv_general_dilated(
       x, w, (stride, stride), ((padding, padding),) * 2,
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  s2d = lambda x, w: models.space_to_depth_conv(x, w, stride, padding)
+  s2d = lambda x, w: ops.space_to_depth_conv(x, w, stride, padding)
   y, y_ref = s2d(x, w), direct(x, w)
   assert y.shape == y_ref.shape
   assert _rel(y, y_ref) < 1e-6
@@ -176,17 +183,12 @@ def test_space_to_depth_conv_equals_the_strided_conv(size, kernel, stride,
 def test_conv1_impl_keeps_parameters_and_counts():
   shapes = lambda **kw: jax.eval_shape(lambda: models.AlexNet(**kw).init(
       jax.random.key(0), jnp.zeros((1, 227, 227, 3))))['params']
-  direct, s2d = shapes(), shapes(conv1_impl='space_to_depth')
+  direct = shapes()
+  s2d = shapes(execution=ops.Execution(conv1_impl='space_to_depth'))
   assert jax.tree_util.tree_map(jnp.shape, direct) == jax.tree_util.tree_map(
       jnp.shape, s2d)
   assert models.count_params(s2d) == 60_965_224
   assert s2d['conv1']['kernel'].shape == (11, 11, 3, 96)
-
-
-def test_unknown_conv1_impl_is_named():
-  net = models.AlexNet(width=0.05, num_classes=3, conv1_impl='patches')
-  with pytest.raises(ValueError, match="model.conv1_impl='patches'"):
-    net.init(jax.random.key(0), jnp.zeros((1, 67, 67, 3)))
 
 
 # --- Max-pooling -------------------------------------------------------------
@@ -203,8 +205,10 @@ def test_max_pool_impls_equal_with_ties(dtype, shape, window, stride):
   # must go to the first one (select_and_scatter's rule), not be shared.
   x = jax.random.randint(jax.random.key(0), shape, 0, 4).astype(dtype)
   y_ref, vjp_ref = jax.vjp(
-      lambda v: models.max_pool(v, window, stride, 'reduce_window'), x)
-  y, vjp = jax.vjp(lambda v: models.max_pool(v, window, stride, 'slices'), x)
+      lambda v: ops.max_pool(v, window, stride,
+                             ops.Execution(pool_impl='reduce_window')), x)
+  y, vjp = jax.vjp(lambda v: ops.max_pool(
+      v, window, stride, ops.Execution(pool_impl='slices')), x)
   np.testing.assert_array_equal(np.asarray(y, np.float32),
                                 np.asarray(y_ref, np.float32))
   g = jax.random.normal(jax.random.key(1), y.shape).astype(dtype)
@@ -217,14 +221,6 @@ def test_max_pool_impls_equal_with_ties(dtype, shape, window, stride):
                              np.asarray(dx_ref, np.float32), atol=tol)
   assert np.count_nonzero(np.asarray(dx, np.float32)) == np.count_nonzero(
       np.asarray(dx_ref, np.float32))
-
-
-def test_unknown_pool_impl_is_named():
-  with pytest.raises(ValueError, match="pool impl='avg'"):
-    models.max_pool(jnp.ones((1, 5, 5, 2)), 3, 2, 'avg')
-  net = models.AlexNet(width=0.05, num_classes=3, pool_impl='avg')
-  with pytest.raises(ValueError, match="model.pool_impl='avg'"):
-    net.init(jax.random.key(0), jnp.zeros((1, 67, 67, 3)))
 
 
 # --- The whole net -----------------------------------------------------------
@@ -240,7 +236,7 @@ def test_every_implementation_computes_the_same_net():
   # The reference: XLA's grouped convolution, window and pooling primitives.
   ref = dict(conv_impl='xla', lrn_impl='reduce_window', conv1_impl='direct',
              pool_impl='reduce_window')
-  ref_net = models.AlexNet(**base, **ref)
+  ref_net = models.AlexNet(**base, execution=ops.Execution(**ref))
   params = ref_net.init(jax.random.key(1), x)['params']
 
   def logits_and_grads(net):
@@ -262,10 +258,9 @@ def test_every_implementation_computes_the_same_net():
                  conv1_impl='space_to_depth', pool_impl='slices'),
             dict(conv_impl='split', lrn_impl='matmul',
                  conv1_impl='space_to_depth', pool_impl='slices')]
-  assert {k for c in combos for k in c} == {
-      'conv_impl', 'lrn_impl', 'conv1_impl', 'pool_impl'}
+  assert {k for c in combos for k in c} == set(ops.CHOICES)
   for combo in combos:
-    net = models.AlexNet(**base, **{**ref, **combo})
+    net = models.AlexNet(**base, execution=ops.Execution(**{**ref, **combo}))
     logits, grads = logits_and_grads(net)
     assert _rel(logits, want_logits) < 1e-5, combo
     _assert_trees_close(grads, want_grads, 1e-4)
@@ -274,12 +269,13 @@ def test_every_implementation_computes_the_same_net():
 def test_bfloat16_implementations_agree_loosely():
   base = dict(width=0.1, num_classes=7, dtype='bfloat16')
   x = jax.random.normal(jax.random.key(0), (2, 67, 67, 3)) * 60
-  ref_net = models.AlexNet(**base, conv_impl='xla', lrn_impl='reduce_window')
+  ref_net = models.AlexNet(**base, execution=ops.Execution(
+      conv_impl='xla', lrn_impl='reduce_window'))
   params = ref_net.init(jax.random.key(1), x)['params']
   want = ref_net.apply({'params': params}, x)
-  for lrn in models.LRN_IMPLS:
-    net = models.AlexNet(**base, lrn_impl=lrn, conv1_impl='space_to_depth',
-                         pool_impl='slices')
+  for lrn in ops.LRN_IMPLS:
+    net = models.AlexNet(**base, execution=ops.Execution(
+        lrn_impl=lrn, conv1_impl='space_to_depth', pool_impl='slices'))
     assert _rel(net.apply({'params': params}, x), want) < 3e-2, lrn
 
 

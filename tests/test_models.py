@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alexnet_jax import models
+from alexnet_jax import ops
 
 
 def _shapes(size=227, **kwargs):
@@ -62,12 +63,13 @@ def _lrn_numpy(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
   return out
 
 
-@pytest.mark.parametrize('impl', models.LRN_IMPLS)
+@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
 def test_lrn_matches_the_papers_formula(impl):
   rng = np.random.default_rng(0)
   # Large activations so the alpha term matters (alpha is not divided by n).
   x = rng.normal(0, 60, size=(2, 3, 4, 11)).astype(np.float32)
-  got = np.asarray(models.local_response_norm(jnp.asarray(x), impl=impl))
+  got = np.asarray(ops.lrn(jnp.asarray(x),
+                         execution=ops.Execution(lrn_impl=impl)))
   np.testing.assert_allclose(got, _lrn_numpy(x), rtol=1e-5, atol=1e-6)
   # Not Caffe's/PyTorch's convention (alpha / n): that gives other numbers.
   assert not np.allclose(got, _lrn_numpy(x, alpha=1e-4 / 5), rtol=1e-3)
@@ -75,8 +77,7 @@ def test_lrn_matches_the_papers_formula(impl):
 
 def test_lrn_other_constants():
   x = np.random.default_rng(1).normal(0, 3, size=(1, 2, 2, 7)).astype(np.float32)
-  got = models.local_response_norm(jnp.asarray(x), depth=3, bias=1.0,
-                                   alpha=0.1, beta=0.5)
+  got = ops.lrn(jnp.asarray(x), depth=3, bias=1.0, alpha=0.1, beta=0.5)
   np.testing.assert_allclose(got, _lrn_numpy(x, 3, 1.0, 0.1, 0.5), rtol=1e-5)
 
 
@@ -141,7 +142,7 @@ def test_variant_defaults_through_the_config():
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   config_lib.validate(config)
-  built = lambda: models.model_from_config(config.model)
+  built = lambda: models.model_from_config(config)
   assert (built().groups, built().lrn) == (2, True)  # The paper's.
   config.model.variant = 'owt'
   config.image_size, config.resize_size = 224, 256
@@ -150,3 +151,22 @@ def test_variant_defaults_through_the_config():
   config.model.groups = 2  # An explicit field still wins.
   config_lib.validate(config)
   assert (built().groups, built().lrn) == (2, False)
+
+
+def test_model_from_config_reads_config_execution():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import default  # pylint: disable=g-import-not-at-top
+  config = default.get_config()
+  config.execution.lrn_impl = 'matmul'
+  assert models.model_from_config(config).execution == ops.Execution(
+      lrn_impl='matmul')
+  # A config.json recorded before config.execution existed held the
+  # execution fields in config.model.
+  old = ml_collections.ConfigDict(
+      {'model': {**config.model.to_dict(), 'conv_impl': 'xla'}})
+  net = models.model_from_config(old)
+  assert net.execution == ops.Execution(conv_impl='xla')
+  assert net.width == config.model.width
+  config.model.no_such_field = 1
+  with pytest.raises(ValueError, match='no_such_field'):
+    models.model_from_config(config)
