@@ -79,8 +79,7 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
                       central_square: bool, quality: int):
   """(JPEG bytes, label) of examples [start, start + count) of `shard`."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  # pylint: disable=protected-access
-  tf, resize = input_pipeline._tf(), input_pipeline._resize_uint8
+  tf = input_pipeline.import_tensorflow()
 
   def encode(record):
     image = preprocess.decode(source.read(record))
@@ -88,7 +87,7 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
       image = preprocess.resize_square(image)
     else:
       target = preprocess.resized_shape(tf.shape(image)[:2])
-      image = resize(image, target)
+      image = input_pipeline.resize_uint8(image, target)
     return tf.io.encode_jpeg(image, quality=quality), record['label']
 
   ds = source.records(shard).skip(start).take(count)
