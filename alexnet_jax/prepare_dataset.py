@@ -31,7 +31,6 @@ import math
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -193,9 +192,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`alexnet-prepare-dataset`)."""
-  cli.quiet_console()
-  cli.list_own_flags_in_help(__name__)
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_console_script(main, __name__)
 
 
 if __name__ == '__main__':
