@@ -64,8 +64,10 @@ class TFDSData:
     self.local_devices = jax.local_device_count()
     self.per_process_batch = config.batch_size // jax.process_count()
     self.eval_per_process_batch = config.eval_batch_size // jax.process_count()
+    # Built on first use, so evaluation alone reads no training data.
+    self._train_table = self._train_squares = self._eval_base = None
+    self._tf_options = tf_data_options()
 
-    self._train_table = None  # Built on first use: evaluation needs none.
     self.num_train_examples = self.source.size(config.train_split)
     self.steps_per_epoch = self.num_train_examples // config.batch_size
     if self.steps_per_epoch < 1:
@@ -83,9 +85,6 @@ class TFDSData:
     else:
       self.normalization_mean = tuple(
           float(v) for v in config.normalization.mean)
-    self._train_squares = None
-    self._eval_base = None
-    self._tf_options = tf_data_options()
     self.mean_image = (
         means.mean_image(self.source, config.train_split, self.preprocess,
                          self.options.cache_dir(), self.train_table)
