@@ -16,7 +16,9 @@ import os
 import sys
 from typing import Sequence
 
+from absl import app
 from absl import flags
+
 
 class _NoTpuProbeNotice(logging.Filter):
   """Drops JAX's INFO line about the TPU backend it probes for and, on a
@@ -47,6 +49,14 @@ def list_own_flags_in_help(module_name: str) -> None:
   `module_name`'s flags the script's own."""
   for flag in flags.FLAGS.get_key_flags_for_module(module_name):
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
+
+
+def run_console_script(main, module_name: str) -> None:
+  """Runs `main` under absl as the console script of `module_name`: a quiet
+  console, that module's flags in --help, one-line flag errors."""
+  quiet_console()
+  list_own_flags_in_help(module_name)
+  app.run(main, flags_parser=parse_flags)
 
 
 CONFIG_FLAG = 'config'

@@ -202,7 +202,7 @@ def class_names(config, workdir: str | None = None,
         names = input_pipeline.list_image_folder(
             config.dataset_dir, config.get('validation_fraction', 0.2))[1]
       else:  # The builder's metadata only: nothing is downloaded or prepared.
-        tfds = input_pipeline._tfds()  # pylint: disable=protected-access
+        tfds = input_pipeline.import_tfds()
         kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
         info = tfds.builder(config.dataset, **kwargs).info
         names = list(info.features['label'].names)

@@ -31,7 +31,6 @@ import math
 import os
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
@@ -79,8 +78,7 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
                       central_square: bool, quality: int):
   """(JPEG bytes, label) of examples [start, start + count) of `shard`."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  # pylint: disable=protected-access
-  tf, resize = input_pipeline._tf(), input_pipeline._resize_uint8
+  tf = input_pipeline.import_tensorflow()
 
   def encode(record):
     image = preprocess.decode(source.read(record))
@@ -88,7 +86,7 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
       image = preprocess.resize_square(image)
     else:
       target = preprocess.resized_shape(tf.shape(image)[:2])
-      image = resize(image, target)
+      image = input_pipeline.resize_uint8(image, target)
     return tf.io.encode_jpeg(image, quality=quality), record['label']
 
   ds = source.records(shard).skip(start).take(count)
@@ -194,9 +192,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`alexnet-prepare-dataset`)."""
-  cli.quiet_console()
-  cli.list_own_flags_in_help(__name__)
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_console_script(main, __name__)
 
 
 if __name__ == '__main__':

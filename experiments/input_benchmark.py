@@ -121,7 +121,7 @@ def decode_only(data):
   the decoder's work and nothing else."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   tf = data.tf
-  table = data._table()  # pylint: disable=protected-access
+  table = data.train_table()
   indices, _ = input_pipeline.epoch_order(
       data.num_train_examples, data.config.batch_size, 0, data.config.seed,
       jax.process_count(), jax.process_index())

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -69,10 +70,10 @@ def test_two_processes_read_one_process_global_batches(shapes_dir,
   want = single.train_batches(5)  # Steps 5-7 cross the end of epoch 0.
   want = [next(want) for _ in range(3)]
   assert want[0]['image'].dtype == np.uint8  # Lit on the accelerator.
-  monkeypatch.setattr(input_pipeline.jax, 'process_count', lambda: 2)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
   got = []
   for pid in (0, 1):
-    monkeypatch.setattr(input_pipeline.jax, 'process_index', lambda p=pid: p)
+    monkeypatch.setattr(jax, 'process_index', lambda p=pid: p)
     data = input_pipeline.TFDSData(config)
     assert data.steps_per_epoch == single.steps_per_epoch == 6
     stream = data.train_batches(5)
@@ -96,7 +97,7 @@ def test_array_record_reads_the_records_that_tfrecord_holds(shapes_dir,
   for b in (None, builder):
     stream = input_pipeline.TFDSData(config, builder=b).train_batches(4)
     batches.append([next(stream) for _ in range(3)])
-  assert isinstance(input_pipeline.TFDSData(config, builder)._table(),
+  assert isinstance(input_pipeline.TFDSData(config, builder).train_table(),
                     input_pipeline.DataSourceTable)
   for want, got in zip(*batches):
     np.testing.assert_array_equal(got['image'], want['image'])

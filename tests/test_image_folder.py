@@ -154,7 +154,7 @@ def test_scan_is_cached_until_a_file_changes(tmp_path, monkeypatch):
   input_pipeline.TFDSData(config)
   calls = []
   real_scan = input_pipeline.scan_images
-  monkeypatch.setattr(input_pipeline, 'scan_images',
+  monkeypatch.setattr(input_pipeline.image_folder, 'scan_images',
                       lambda *a: calls.append(a) or real_scan(*a))
   assert sorted(input_pipeline.TFDSData(config).bad_images) == sorted(bad)
   assert not calls  # From the cache.

@@ -1,0 +1,284 @@
+"""Train and eval batches of this process, as tf.data pipelines and as the
+NumPy batches the training loop takes: [local devices, per device, ...].
+
+Training reads its records by index in the epoch's global order
+(`augmentation.epoch_order`), so restarting at step `s` (with any process
+count) rebuilds epoch `s // steps_per_epoch` and starts at the right position
+without reading the examples before it. A tfrecord-format TFDS split, read
+only in sequence, is loaded into memory once for this (refused above
+`tfds_source.MEMORY_TABLE_LIMIT`). With `config.cache` the resized squares
+are decoded once and kept in memory (every process holds all the training
+squares: the global shuffle may give it any of them); crops are then exact
+slices.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Iterator
+
+from absl import logging
+import jax
+import numpy as np
+
+from alexnet_jax import config_lib
+from alexnet_jax.input_pipeline import means
+from alexnet_jax.input_pipeline.augmentation import Augmentation
+from alexnet_jax.input_pipeline.augmentation import draw_augmentation
+from alexnet_jax.input_pipeline.augmentation import epoch_order
+from alexnet_jax.input_pipeline.options import DataError
+from alexnet_jax.input_pipeline.options import DataOptions
+from alexnet_jax.input_pipeline.options import import_tensorflow
+from alexnet_jax.input_pipeline.options import invalid
+from alexnet_jax.input_pipeline.options import numpy_batches
+from alexnet_jax.input_pipeline.options import tf_data_options
+from alexnet_jax.input_pipeline.preprocess import NUM_TEN_CROPS
+from alexnet_jax.input_pipeline.preprocess import preprocess_from_config
+from alexnet_jax.input_pipeline.sources import make_source
+
+
+class TFDSData:
+  """Train and eval batches of `config.dataset` for this process.
+
+  Attributes: num_classes, class_names, steps_per_epoch, num_train_examples
+  (all processes: the examples of one epoch), num_eval_examples, eval_steps
+  (the same on every process), normalization_mean (RGB, 0-255 scale: the
+  config's, or measured on the training split when
+  config.normalization.mean_from_data), mean_image (the paper's per-pixel
+  mean, float32 [resize_size, resize_size, 3], with
+  config.normalization.mean_image; else None), bad_images ({path: reason}
+  skipped in an image folder).
+  """
+
+  def __init__(self, config, builder=None):
+    config_lib.validate_data(config)
+    self.tf = import_tensorflow()
+    self.config = config
+    self.options = DataOptions.from_config(config)
+    self.source = make_source(config, self.options, builder)
+    self.num_classes = self.source.num_classes
+    self.class_names = self.source.class_names
+    self.bad_images = dict(getattr(self.source, 'bad_images', {}))
+    self.preprocess = preprocess_from_config(config)
+    self.local_devices = jax.local_device_count()
+    self.per_process_batch = config.batch_size // jax.process_count()
+    self.eval_per_process_batch = config.eval_batch_size // jax.process_count()
+    # Built on first use, so evaluation alone reads no training data.
+    self._train_table = self._train_squares = self._eval_base = None
+    self._tf_options = tf_data_options()
+
+    self.num_train_examples = self.source.size(config.train_split)
+    self.steps_per_epoch = self.num_train_examples // config.batch_size
+    if self.steps_per_epoch < 1:
+      raise invalid(
+          'batch_size', config.batch_size,
+          f'larger than the {config.train_split!r} split of '
+          f'{self.source.name!r} ({self.num_train_examples} examples)')
+    self._init_eval()
+    if self.options.mean_from_data:
+      self.normalization_mean = means.channel_mean(
+          self.source, config.train_split, self.preprocess,
+          self.options.cache_dir())
+      logging.info('Mean RGB of the %r split: %s', config.train_split,
+                   self.normalization_mean)
+    else:
+      self.normalization_mean = tuple(
+          float(v) for v in config.normalization.mean)
+    self.mean_image = (
+        means.mean_image(self.source, config.train_split, self.preprocess,
+                         self.options.cache_dir(), self.train_table)
+        if self.options.mean_image else None)
+
+  def _init_eval(self) -> None:
+    """This process's eval shard, and the eval steps every process takes."""
+    eval_split = self.config.eval_split
+    shards = self.source.shards(eval_split, jax.process_count(), False)
+    self._eval_shard = shards[jax.process_index()]
+    sizes = [self.source.num_examples(s) for s in shards]
+    self.num_eval_examples = sum(sizes)
+    if not self.num_eval_examples:
+      raise invalid('eval_split', eval_split,
+                    f'the split of {self.source.name!r} is empty')
+    self.eval_steps = math.ceil(max(sizes) / self.eval_per_process_batch)
+
+  def train_table(self):
+    """Random access to the training split (`tables`), built once."""
+    if self._train_table is None:
+      self._train_table = self.source.table(self.config.train_split)
+      if self._train_table.size != self.num_train_examples:
+        raise DataError(
+            f'The {self.config.train_split!r} split of {self.source.name!r} '
+            f'read {self._train_table.size} records; its metadata says '
+            f'{self.num_train_examples}.')
+    return self._train_table
+
+  # -------------------------------------------------------------------------
+  # Training.
+  # -------------------------------------------------------------------------
+
+  @functools.lru_cache(maxsize=2)  # train_batches and train_dataset share.
+  def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+    return epoch_order(self.num_train_examples, self.config.batch_size, epoch,
+                       self.config.seed, jax.process_count(),
+                       jax.process_index())
+
+  @functools.lru_cache(maxsize=2)
+  def _augmentation(self, epoch: int) -> Augmentation:
+    return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
+                             self.config.seed)
+
+  def train_dataset(self, epoch: int, skip_examples: int = 0):
+    """The tf.data pipeline of one training epoch (uint8 crops and labels,
+    in batches of this process), starting `skip_examples` into it."""
+    tf = self.tf
+    indices, positions = self._epoch(epoch)
+    offsets = self._augmentation(epoch).offsets[positions]
+    plans, crop = self._crops(offsets)
+    pre, minus_mean = self.preprocess, self._minus_mean_image
+
+    def example(index, plan, offset):
+      image, label = crop(index, plan)
+      return minus_mean(image, lambda m: pre.crop_from_square(m, offset)), label
+
+    ds = tf.data.Dataset.from_tensor_slices(jax.tree_util.tree_map(
+        lambda a: a[skip_examples:], (indices, plans, offsets)))
+    ds = ds.map(example, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=True)
+    ds = ds.batch(self.per_process_batch, drop_remainder=True)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
+
+  def _crops(self, offsets: np.ndarray):
+    """(per-example crop plans, fn(record index, plan) -> (crop, label)) for
+    crops at `offsets` of the resized squares."""
+    tf, pre, source = self.tf, self.preprocess, self.source
+    if self.config.cache:
+      squares, labels = self._cached_train_squares()
+      return offsets, lambda i, offset: (
+          pre.crop_from_square(tf.gather(squares, i), offset),
+          tf.gather(labels, i))
+    fetch = self.train_table().fetch
+    if source.jpeg_only and source.image_shape == (pre.resize_size,) * 2:
+      # JPEGs stored at the resized square: the windows are known ahead.
+      def planned(i, plan):
+        image, label = fetch(i)
+        return pre.crop_from_square_jpeg(image, *plan), label
+      return pre.square_jpeg_windows(offsets), planned
+
+    def crop(i, offset):
+      image, label = fetch(i)
+      return pre.crop_from_bytes(image, offset, source.jpeg_only), label
+    return offsets, crop
+
+  def _cached_train_squares(self):
+    """All training images decoded and resized to the square, in memory
+    (every process holds all: the global shuffle may give it any of them)."""
+    if self._train_squares is None:
+      tf, table, name = self.tf, self.train_table(), self.source.name
+      ds = tf.data.Dataset.range(table.size).map(
+          lambda i: self.preprocess.decode_and_resize(table.fetch(i)[0]),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      squares = np.concatenate(list(numpy_batches(
+          ds.batch(256).with_options(self._tf_options), name, 'caching')))
+      labels = np.concatenate(list(numpy_batches(
+          tf.data.Dataset.range(table.size).map(
+              lambda i: table.fetch(i)[1]).batch(4096), name, 'caching')))
+      self._train_squares = (tf.constant(squares), tf.constant(labels))
+    return self._train_squares
+
+  def _minus_mean_image(self, crops, crop_of):
+    """`crops` less the same crops (`crop_of`) of the mean image, in float;
+    `crops` as they are without config.normalization.mean_image."""
+    if self.mean_image is None:
+      return crops
+    tf = self.tf
+    mean = crop_of(tf.constant(self.mean_image))
+    return tf.cast(crops, tf.float32) - mean
+
+  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+    """Endless training batches from global step `start_step`: uint8
+    'image' crops, 'label', and the 'flip' and 'light' the accelerator
+    applies (`train.training_images`)."""
+    epoch, skip_batches = divmod(start_step, self.steps_per_epoch)
+    b = self.per_process_batch
+    while True:
+      _, positions = self._epoch(epoch)
+      augmentation = self._augmentation(epoch)
+      ds = self.train_dataset(epoch, skip_batches * b)
+      batches = numpy_batches(ds, self.source.name, f'training epoch {epoch}')
+      for k, (images, labels) in enumerate(batches, start=skip_batches):
+        batch = self._shard(images, labels)
+        at = positions[k * b:(k + 1) * b]
+        d = self.local_devices
+        batch['flip'] = augmentation.flips[at].reshape(d, -1)
+        batch['light'] = augmentation.lights[at].reshape(d, -1, 3)
+        yield batch
+      epoch += 1
+      skip_batches = 0
+
+  # -------------------------------------------------------------------------
+  # Evaluation.
+  # -------------------------------------------------------------------------
+
+  def eval_dataset(self):
+    """The tf.data pipeline of this process's evaluation batches (unpadded)."""
+    tf, pre, cfg = self.tf, self.preprocess, self.config
+    if self._eval_base is None:
+      self._eval_base = (self._squares(self._eval_shard) if cfg.cache else
+                         self.source.records(self._eval_shard))
+    read, cached = self.source.read, cfg.cache
+    ten = self.options.ten_crop
+
+    def example(record):
+      square = (record['image'] if cached else
+                pre.decode_and_resize(read(record)))
+      crop_of = pre.ten_crops if ten else pre.center_crop
+      image = self._minus_mean_image(crop_of(square), crop_of)
+      return {'image': image, 'label': record['label']}
+
+    ds = self._eval_base.map(example, num_parallel_calls=tf.data.AUTOTUNE,
+                             deterministic=True)
+    ds = ds.batch(self.eval_per_process_batch)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
+
+  def _squares(self, shard):
+    """Records with the image decoded and resized to the square, cached."""
+    tf, read = self.tf, self.source.read
+    return self.source.records(shard).map(
+        lambda r: {'image': self.preprocess.decode_and_resize(read(r)),
+                   'label': r['label']},
+        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+
+  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+    """Every example of this process's eval shard once, padded and masked.
+
+    Every process yields `self.eval_steps` batches (padding with fully masked
+    batches), so collective eval steps stay in lockstep. With ten_crop the
+    images are [devices, per_device, 10, H, W, 3].
+    """
+    size = self.config.image_size
+    count = 0
+    for batch in numpy_batches(self.eval_dataset(), self.source.name,
+                               'evaluation'):
+      count += 1
+      yield self._pad_and_shard(batch['image'], batch['label'])
+    crops = (NUM_TEN_CROPS,) if self.options.ten_crop else ()
+    dtype = np.uint8 if self.mean_image is None else np.float32
+    empty = np.zeros((0,) + crops + (size, size, 3), dtype)
+    for _ in range(self.eval_steps - count):
+      yield self._pad_and_shard(empty, np.zeros((0,), np.int64))
+
+  def _pad_and_shard(self, images, labels):
+    n, full = len(labels), self.eval_per_process_batch
+    mask = np.concatenate([np.ones(n, np.float32), np.zeros(full - n, np.float32)])
+    images = np.concatenate(
+        [images, np.zeros((full - n,) + images.shape[1:], images.dtype)])
+    labels = np.concatenate([labels, np.zeros(full - n, labels.dtype)])
+    out = self._shard(images, labels)
+    out['mask'] = mask.reshape(self.local_devices, -1)
+    return out
+
+  def _shard(self, images, labels) -> dict[str, np.ndarray]:
+    d = self.local_devices
+    return {'image': images.reshape((d, -1) + images.shape[1:]),
+            'label': labels.astype(np.int32).reshape(d, -1)}

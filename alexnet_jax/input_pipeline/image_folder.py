@@ -1,0 +1,312 @@
+"""Image folders as sources: `config.dataset_dir` holds either split
+folders, root/<split>/<class>/<image> (the layout of
+`tfds.folder_dataset.ImageFolder`), or class folders only, root/<class>/<image>
+(the Oxford 17 Flowers layout), split here into 'train' and 'validation': a
+file is held out when a hash of its name (within its class) falls below
+`config.validation_fraction`, so its side never changes when files are added;
+per-class shares are approximate.
+
+Unreadable images are found by one scan that decodes every file (its result
+is cached next to the TFDS data); by `config.bad_images` they are skipped (and
+counted in the log) or stop the run with an error naming them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from typing import Sequence
+
+from absl import logging
+import numpy as np
+
+from alexnet_jax import config_lib
+from alexnet_jax.input_pipeline import cache
+from alexnet_jax.input_pipeline.options import DataError
+from alexnet_jax.input_pipeline.options import DataOptions
+from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
+from alexnet_jax.input_pipeline.options import import_tensorflow
+from alexnet_jax.input_pipeline.options import invalid
+from alexnet_jax.input_pipeline.options import tf_error_message
+from alexnet_jax.input_pipeline.tables import MemoryTable
+
+# Those of tfds.folder_dataset.ImageFolder (compared lower-case).
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
+_FOLDER_SPLITS = ('train', 'validation')  # Of a folder without split folders.
+
+
+@dataclasses.dataclass(frozen=True)
+class FolderShard:
+  paths: tuple[str, ...]
+  labels: tuple[int, ...]
+
+
+class FolderSource:
+  """Images in class folders, with or without split folders above them.
+
+  Classes are the sorted folder names (as in tfds.folder_dataset.ImageFolder,
+  so both number the classes alike); images are the files with the
+  extensions IMAGE_EXTENSIONS, directly in a class folder.
+  """
+
+  def __init__(self, options: DataOptions):
+    if not options.dataset_dir:  # A placeholder in the config files.
+      raise invalid('dataset_dir', options.dataset_dir,
+                    f"dataset={IMAGE_FOLDER!r} needs the folder's path")
+    self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
+    self.name = f'{IMAGE_FOLDER}:{self.root}'
+    if not os.path.isdir(self.root):
+      raise invalid('dataset_dir', options.dataset_dir, 'not a directory')
+    self.split_files, self.class_names = list_image_folder(
+        self.root, options.validation_fraction)
+    self.num_classes = len(self.class_names)
+    self.bad_images, not_jpeg = self._scan(options)
+    self.jpeg_only = not not_jpeg
+    self.image_shape = None  # Not known without decoding.
+    if self.bad_images:
+      self._drop_bad_images(options.bad_images)
+    counts = {s: len(f) for s, f in self.split_files.items()}
+    logging.info('Image folder %s: %d classes, images per split %s (%d '
+                 'unreadable skipped).', self.root, self.num_classes, counts,
+                 len(self.bad_images))
+
+  def _drop_bad_images(self, policy: str) -> None:
+    """Stops with an error naming the bad images (policy 'error'), or logs
+    them and leaves them out of every split ('skip')."""
+    bad = self.bad_images
+    shown = '\n'.join(f'  {os.path.join(self.root, p)}: {why}'
+                      for p, why in sorted(bad.items())[:20])
+    more = len(bad) - 20
+    shown += f'\n  ... and {more} more' if more > 0 else ''
+    total = sum(len(v) for v in self.split_files.values())
+    if policy == 'error':
+      raise DataError(
+          f'{len(bad)} of {total} images in {self.root} cannot '
+          f'be decoded (config.bad_images="error"):\n{shown}\nRemove or '
+          f'replace them, or set config.bad_images="skip".')
+    logging.warning('Skipping %d of %d images in %s that cannot be decoded '
+                    '(config.bad_images="skip"):\n%s', len(bad), total,
+                    self.root, shown)
+    self.split_files = {
+        s: [(p, y) for p, y in files if p not in bad]
+        for s, files in self.split_files.items()}
+
+  def _scan(self, options: DataOptions) -> tuple[dict[str, str], list[str]]:
+    """({relative path: reason} of the images TensorFlow cannot decode, the
+    readable images that are not JPEGs); the scan decodes every image once
+    and is cached by the files' sizes and modification times."""
+    files = sorted(p for f in self.split_files.values() for p, _ in f)
+    stats = []
+    for p in files:
+      st = os.stat(os.path.join(self.root, p))
+      stats.append((p, st.st_size, st.st_mtime_ns))
+    signature = cache.digest(stats)
+    path = os.path.join(options.cache_dir(), 'image_folder_scans',
+                        cache.digest(self.root)[:24] + '.json')
+    cached = cache.read_json(path)
+    if cached and cached.get('signature') == signature and (
+        'not_jpeg' in cached):
+      return dict(cached['bad']), list(cached['not_jpeg'])
+    start = time.perf_counter()
+    bad = scan_images(self.root, files)
+    not_jpeg = [p for p in files if p not in bad and
+                not _starts_as_jpeg(os.path.join(self.root, p))]
+    logging.info('Scanned %d images of %s in %.1f s: %d cannot be decoded.',
+                 len(files), self.root, time.perf_counter() - start, len(bad))
+    cache.write_json(path, {'root': self.root, 'signature': signature,
+                            'bad': bad, 'not_jpeg': not_jpeg})
+    return bad, not_jpeg
+
+  def _split(self, split: str) -> list[tuple[str, int]]:
+    files = []
+    for part in split.split('+'):
+      if part not in self.split_files:
+        raise config_lib.ConfigError(
+            f'split {part!r} (from {split!r}) is not a split of the image '
+            f'folder {self.root}; its splits are {sorted(self.split_files)} '
+            f'(set config.train_split / config.eval_split).')
+      files += self.split_files[part]
+    return files
+
+  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+    files = self._split(split)
+    n = len(files)
+    if drop_remainder:
+      bounds = [i * (n // count) for i in range(count + 1)]
+    else:
+      bounds = [i * n // count for i in range(count + 1)]
+    shards = []
+    for i in range(count):
+      part = files[bounds[i]:bounds[i + 1]]
+      shards.append(FolderShard(
+          tuple(os.path.join(self.root, p) for p, _ in part),
+          tuple(y for _, y in part)))
+    return shards
+
+  @staticmethod
+  def num_examples(shard: FolderShard) -> int:
+    return len(shard.paths)
+
+  @staticmethod
+  def records(shard: FolderShard):
+    tf = import_tensorflow()
+    return tf.data.Dataset.from_tensor_slices({
+        'image': tf.constant(shard.paths, tf.string, shape=(len(shard.paths),)),
+        'label': tf.constant(shard.labels, tf.int64,
+                             shape=(len(shard.labels),))})
+
+  @staticmethod
+  def read(record):
+    return import_tensorflow().io.read_file(record['image'])
+
+  def size(self, split: str) -> int:
+    return len(self._split(split))
+
+  def table(self, split: str) -> MemoryTable:
+    files = self._split(split)
+    return MemoryTable(
+        np.array([os.path.join(self.root, p) for p, _ in files], object),
+        np.array([y for _, y in files], np.int64), are_paths=True)
+
+  def identity(self, split: str) -> list:
+    return ['folder', self.root, split,
+            cache.digest(sorted(self._split(split)))]
+
+
+def _starts_as_jpeg(path: str) -> bool:
+  """Whether a file begins with JPEG's start-of-image marker."""
+  with open(path, 'rb') as f:
+    return f.read(3) == b'\xff\xd8\xff'
+
+
+def _is_image(name: str) -> bool:
+  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+
+
+def _subdirs(path: str) -> list[str]:
+  return sorted(d for d in os.listdir(path)
+                if not d.startswith('.') and
+                os.path.isdir(os.path.join(path, d)))
+
+
+def _images(path: str) -> list[str]:
+  return sorted(f for f in os.listdir(path)
+                if _is_image(f) and os.path.isfile(os.path.join(path, f)))
+
+
+def in_validation(file_name: str, fraction: float) -> bool:
+  """Whether a file of a class folder (no split folders) is held out: a hash
+  of its name within the class, as a number in [0, 1), below `fraction`. A
+  file's side depends on its name alone, so adding or removing files moves
+  no other file; each class's share is `fraction` only on average."""
+  digest = hashlib.sha256(file_name.encode()).hexdigest()
+  return int(digest[:16], 16) / 2**64 < fraction
+
+
+def _class_images(root: str, relpath: str) -> list[str]:
+  """The images of the class folder root/relpath; refuses one without any
+  (an empty folder, or a link to a folder of folders, such as a parent)."""
+  path = os.path.join(root, relpath)
+  files = _images(path)
+  if not files:
+    link = (f' (a link to {os.path.realpath(path)})'
+            if os.path.islink(path) else '')
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r}: the class folder {path}{link} holds no '
+        f'images {IMAGE_EXTENSIONS}; remove it or add its images.')
+  return files
+
+
+def _held_out_splits(root: str, classes: list[str], validation_fraction: float
+                     ) -> dict[str, list[tuple[str, int]]]:
+  """'train' and 'validation' (left out when empty) of class folders without
+  split folders, each file's side decided by `in_validation`."""
+  splits = {s: [] for s in _FOLDER_SPLITS}
+  for label, name in enumerate(classes):
+    for f in _class_images(root, name):
+      split = ('validation' if in_validation(f, validation_fraction)
+               else 'train')
+      splits[split].append((os.path.join(name, f), label))
+  held_out = {y for _, y in splits['validation']}
+  missing = [c for i, c in enumerate(classes) if i not in held_out]
+  if validation_fraction > 0 and missing:
+    logging.warning('validation_fraction=%s holds out no file of the '
+                    'classes %s (too few files).', validation_fraction,
+                    missing)
+  if not splits['validation']:
+    del splits['validation']
+  return splits
+
+
+def list_image_folder(root: str, validation_fraction: float
+                      ) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
+  """({split: [(path relative to root, label)]}, class names) of a folder.
+
+  root/<split>/<class>/<image> gives the split folders' names; root/<class>/
+  <image> gives 'train' and 'validation', each file's side decided by
+  `in_validation` (stratified in spirit: each class holds out about
+  `validation_fraction` of its files, and a class may hold out none).
+  """
+  top = _subdirs(root)
+  if not top:
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r} holds no folders: expected class '
+        f'folders root/<class>/<image> or split folders root/<split>/<class>/'
+        f'<image> (images: {IMAGE_EXTENSIONS}).')
+  if any(_images(os.path.join(root, d)) for d in top):
+    classes = top
+    splits = _held_out_splits(root, classes, validation_fraction)
+  else:
+    classes = sorted({c for s in top for c in _subdirs(os.path.join(root, s))})
+    index = {c: i for i, c in enumerate(classes)}
+    splits = {}
+    for s in top:
+      splits[s] = [(os.path.join(s, c, f), index[c])
+                   for c in _subdirs(os.path.join(root, s))
+                   for f in _class_images(root, os.path.join(s, c))]
+  for s in splits:
+    splits[s].sort()
+  if not any(splits.values()):
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r} holds no images with the extensions '
+        f'{IMAGE_EXTENSIONS} in root/<class>/ or root/<split>/<class>/.')
+  if len(classes) < 2:
+    raise config_lib.ConfigError(
+        f'config.dataset_dir={root!r} holds {len(classes)} class folder(s): '
+        f'{classes}; a classifier needs at least 2.')
+  return splits, classes
+
+
+def scan_images(root: str, relpaths: Sequence[str]) -> dict[str, str]:
+  """{relative path: reason} of the files TensorFlow cannot read or decode
+  (decoding all of them in parallel with tf.data)."""
+  tf = import_tensorflow()
+  if not relpaths:
+    return {}
+  paths = [os.path.join(root, p) for p in relpaths]
+  ds = tf.data.Dataset.from_tensor_slices(
+      (tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
+
+  def check(index, path):
+    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
+                               expand_animations=False)
+    return index, tf.shape(image)
+
+  ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
+  ds = ds.ignore_errors()
+  good = {int(i) for i, _ in ds.as_numpy_iterator()}
+  bad = {}
+  for i, path in enumerate(paths):
+    if i in good:
+      continue
+    try:  # Once more, eagerly, for the reason.
+      tf.io.decode_image(tf.io.read_file(path), channels=3,
+                         expand_animations=False)
+      reason = 'failed to decode in the scan'
+    except tf.errors.OpError as e:
+      reason = tf_error_message(e)
+    bad[relpaths[i]] = reason
+  return bad
+

@@ -1,0 +1,213 @@
+"""TFDS datasets as sources: a TFDS name (prepared on first use, as
+array_record for random access; `imagenet2012` from the tar files in
+`config.manual_dir`), the embedded `alexnet_shapes` set (generated locally),
+or 'tfds_directory': the TFDS dataset written in `config.dataset_dir` (e.g. by
+`alexnet_jax.prepare_dataset`: images resized once to 256).
+
+The records' images stay encoded (`tfds.decode.SkipDecoding`): the pipeline
+decodes only each training crop's window.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+
+from absl import logging
+import numpy as np
+
+from alexnet_jax import config_lib
+from alexnet_jax.input_pipeline.options import DataError
+from alexnet_jax.input_pipeline.options import DataOptions
+from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
+from alexnet_jax.input_pipeline.options import import_tensorflow
+from alexnet_jax.input_pipeline.options import import_tfds
+from alexnet_jax.input_pipeline.options import invalid
+from alexnet_jax.input_pipeline.options import TFDS_DIRECTORY
+from alexnet_jax.input_pipeline.tables import DataSourceTable
+from alexnet_jax.input_pipeline.tables import MemoryTable
+
+EMBEDDED_DATASETS = ('alexnet_shapes',)
+# Files TFDS needs in `manual_dir` to prepare these datasets.
+MANUAL_FILES = {
+    'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
+}
+# A tfrecord-format split larger than this is not loaded into memory.
+MEMORY_TABLE_LIMIT = 4 * 2**30
+
+
+def get_builder(config, options: DataOptions):
+  """The TFDS builder for `config.dataset`, prepared if it is not yet."""
+  tfds = import_tfds()
+  import_tensorflow()  # Off the accelerator before TFDS uses it.
+  name = config.dataset
+  if name in EMBEDDED_DATASETS:
+    from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
+    return shapes.build(options.data_dir)
+  if name == TFDS_DIRECTORY:
+    path = os.path.expanduser(options.dataset_dir)
+    if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
+      raise invalid('dataset_dir', options.dataset_dir,
+                    'holds no TFDS dataset (no dataset_info.json; '
+                    'alexnet_jax.prepare_dataset writes one)')
+    return tfds.builder_from_directory(path)
+  kwargs = {'data_dir': options.data_dir} if options.data_dir else {}
+  try:
+    builder = tfds.builder(name, **kwargs)
+  except Exception as e:  # TFDS raises its own DatasetNotFoundError.
+    if 'not found' in str(e).lower():
+      close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
+      raise config_lib.ConfigError(
+          f'config.dataset={name!r} is not a TFDS dataset; close matches: '
+          f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
+    raise
+  if not builder.is_prepared():
+    # array_record gives random access: each process reads only its records.
+    builder = tfds.builder(name, file_format='array_record', **kwargs)
+    _prepare(builder, options)
+  return builder
+
+
+def _prepare(builder, options: DataOptions) -> None:
+  """Prepares a TFDS dataset, checking its manual files first."""
+  tfds = import_tfds()
+  manual_dir = options.manual_dir or os.path.join(
+      os.fspath(builder.data_dir_root), 'downloads', 'manual')
+  manual_dir = os.path.expanduser(manual_dir)
+  _check_manual_files(builder, manual_dir)
+  logging.info('Preparing TFDS dataset %r in %s (once).', builder.name,
+               builder.data_dir_root)
+  try:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=manual_dir))
+  except Exception as e:  # pylint: disable=broad-except
+    raise DataError(
+        f'TFDS could not prepare {builder.name!r} in {builder.data_dir_root}: '
+        f'{type(e).__name__}: {e}\n(Without network access, prepare it '
+        f'elsewhere and copy the data dir, or use config.dataset='
+        f'{IMAGE_FOLDER!r}.)') from e
+
+
+def _check_manual_files(builder, manual_dir: str) -> None:
+  """Refuses to prepare a dataset whose downloaded-by-hand files are not
+  there, saying which go where (before TFDS fails with less to say)."""
+  needed = next((files for prefix, files in MANUAL_FILES.items()
+                 if builder.name.startswith(prefix)), ())
+  instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
+  missing = [f for f in needed
+             if not os.path.isfile(os.path.join(manual_dir, f))]
+  if missing or (instructions and not needed and not (
+      os.path.isdir(manual_dir) and os.listdir(manual_dir))):
+    where = '\n'.join(f'  {os.path.join(manual_dir, f)}' for f in needed)
+    raise DataError(
+        f'TFDS dataset {builder.name!r} is not prepared in '
+        f'{builder.data_dir_root} and needs files you download yourself. '
+        + (f'Missing: {", ".join(missing)}. Put these files here:\n{where}\n'
+           if missing else f'The manual dir {manual_dir} is empty.\n')
+        + f'(set config.manual_dir to the folder that holds them; '
+        f'TFDS prepares the dataset from them once.)\n'
+        f"TFDS's instructions:\n{instructions}")
+
+
+class TFDSSource:
+  """A TFDS dataset; shards are `tfds.even_splits` sub-splits."""
+
+  def __init__(self, builder):
+    self.builder = builder
+    self.name = builder.name
+    label = builder.info.features['label']
+    self.num_classes = label.num_classes
+    self.class_names = list(label.names)
+    # Every image a JPEG: training crops skip the per-image format check.
+    image = builder.info.features['image']
+    self.jpeg_only = getattr(image, 'encoding_format', None) == 'jpeg'
+    shape = tuple(getattr(image, 'shape', (None,))[:2])
+    # (h, w) when every image has it (None where they differ).
+    self.image_shape = shape if None not in shape else None
+
+  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+    tfds = import_tfds()
+    known = list(self.builder.info.splits.keys())
+    parts = [p.split('[')[0] for p in split.split('+')]
+    if known and any(p not in known for p in parts):
+      raise config_lib.ConfigError(
+          f'split {split!r} is not a split of {self.name!r}; its splits are '
+          f'{known} (set config.train_split / config.eval_split).')
+    return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)
+
+  def _as_dataset(self, shard):
+    tfds = import_tfds()
+    return self.builder.as_dataset(
+        split=shard, shuffle_files=False,
+        decoders={'image': tfds.decode.SkipDecoding()},
+        read_config=tfds.ReadConfig(try_autocache=False))
+
+  def _array_record(self) -> bool:
+    """Whether the records are in the array_record format (random access,
+    read through tfds.data_source; TFDS's as_dataset does not read it)."""
+    tfds = import_tfds()
+    return (getattr(self.builder.info, 'file_format', None) ==
+            tfds.core.FileFormat.ARRAY_RECORD)
+
+  def _data_source(self, shard) -> DataSourceTable:
+    tfds = import_tfds()
+    return DataSourceTable(self.builder.as_data_source(
+        shard, decoders={'image': tfds.decode.SkipDecoding()}))
+
+  def num_examples(self, shard) -> int:
+    if self._array_record():
+      return self._data_source(shard).size
+    # The dataset's own cardinality: TFDS sets it from the split's metadata
+    # (and tfds.testing.mock_data from its num_examples).
+    count = int(self._as_dataset(shard).cardinality())
+    if count < 0:
+      count = self.builder.info.splits[shard].num_examples
+    return count
+
+  def size(self, split: str) -> int:
+    self.shards(split, 1, False)  # Checks the split's name.
+    return self.num_examples(split)
+
+  def records(self, shard):
+    if self._array_record():
+      table = self._data_source(shard)
+      return import_tensorflow().data.Dataset.range(table.size).map(
+          lambda i: dict(zip(('image', 'label'), table.fetch(i))))
+    return self._as_dataset(shard).map(
+        lambda ex: {'image': ex['image'], 'label': ex['label']})
+
+  @staticmethod
+  def read(record):
+    return record['image']
+
+  def table(self, split: str):
+    """Random access to `split`: record by record for the array_record
+    format; otherwise (tfrecord, read only in sequence) the encoded images
+    are loaded into memory once."""
+    self.shards(split, 1, False)  # Checks the split's name.
+    if self._array_record():
+      return self._data_source(split)
+    try:
+      size = int(self.builder.info.splits[split].num_bytes)
+    except Exception:  # pylint: disable=broad-except
+      size = 0
+    if size > MEMORY_TABLE_LIMIT:
+      raise DataError(
+          f'The {split!r} split of {self.name!r} is {size / 2**30:.1f} GiB in '
+          f'the tfrecord format, which is read only in sequence and would be '
+          f'held in memory for the global shuffle. Prepare it in the '
+          f'array_record format (random access): move '
+          f'{self.builder.data_dir} aside and run again (this pipeline '
+          f'prepares datasets as array_record).')
+    images, labels = [], []
+    for batch in self.records(split).batch(1024).as_numpy_iterator():
+      images.extend(batch['image'])
+      labels.append(batch['label'])
+    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
+    return MemoryTable(np.array(images, object), labels, are_paths=False)
+
+  def identity(self, split: str) -> list:
+    """Identifies a split's content (for cache keys)."""
+    return ['tfds', self.name, str(self.builder.version),
+            os.fspath(self.builder.data_dir), split]
+
