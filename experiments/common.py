@@ -1,7 +1,7 @@
-"""What the experiments share: model FLOPs, config overrides, resumable runs.
+"""What the experiments share: config overrides and resumable runs.
 
 Nothing here imports TensorFlow or ml_collections at module level, so
-`experiments.benchmark` can use the FLOP count on a machine with JAX alone; the
+`experiments.benchmark` can use the overrides on a machine with JAX alone; the
 training loop (and with it the input pipeline) is imported only when a run
 starts.
 
@@ -20,12 +20,14 @@ import math
 import os
 import re
 import time
+import types
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
 import numpy as np
 
 from alexnet_jax import models
+from experiments import flops as flops_lib
 
 # The paper's training budget (docs/paper.md): ILSVRC-2012, about 90 epochs.
 PAPER_TRAIN_IMAGES = 1_281_167
@@ -44,110 +46,36 @@ _NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
 
 
 # ----------------------------------------------------------------------------
-# Model FLOPs, from the layer table.
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerCost:
-  name: str
-  macs: int  # Multiply-adds per image, every kernel tap (the usual count).
-  valid_macs: int  # Only taps on the input, not on padding (XLA's count).
-
-
-def _conv_taps(size: int, kernel: int, stride: int,
-               padding: int) -> tuple[int, int]:
-  """(output side, kernel taps per row of outputs that land on the input)."""
-  out = (size + 2 * padding - kernel) // stride + 1
-  valid = 0
-  for o in range(out):
-    start = o * stride - padding
-    valid += min(kernel, size - start) - max(0, -start)
-  return out, valid
-
-
-def _pool_size(size: int, overlap: bool) -> int:
-  window, stride = (3, 2) if overlap else (2, 2)
-  return (size - window) // stride + 1
-
-
-def layer_costs(variant: str = 'paper', image_size: int = 227,
-                width: float = 1.0, groups: int = 2, overlap_pool: bool = True,
-                num_classes: int = 1000) -> list[LayerCost]:
-  """Multiply-adds of conv1..conv5 and fc6..fc8 for one image.
-
-  Only convolutions and dense layers count (biases, ReLU, LRN, pooling and
-  dropout are a fraction of a percent of the paper net's 724.4 M MAC).
-  """
-  if models.feature_map_size(image_size, variant, overlap_pool) < 1:
-    raise ValueError(
-        f'image_size={image_size} is too small for variant={variant!r} with '
-        f'overlap_pool={overlap_pool} (minimum '
-        f'{models.min_image_size(variant, overlap_pool)}).')
-  costs = []
-  size, channels = image_size, 3
-  for i, spec in enumerate(models.conv_specs(variant)):
-    features = models.scaled_width(spec.features, width, groups)
-    in_per_group = channels // (groups if spec.grouped else 1)
-    out, valid = _conv_taps(size, spec.kernel, spec.stride, spec.padding)
-    costs.append(LayerCost(
-        f'conv{i + 1}',
-        macs=out * out * spec.kernel ** 2 * in_per_group * features,
-        valid_macs=valid * valid * in_per_group * features))
-    size, channels = out, features
-    if i in (0, 1, 4):
-      size = _pool_size(size, overlap_pool)
-  if variant == 'owt':
-    size = models._OWT_POOL_OUTPUT  # pylint: disable=protected-access
-  fc = models.scaled_width(
-      models._FC_FEATURES, width, 1)  # pylint: disable=protected-access
-  for name, n_in, n_out in (('fc6', size * size * channels, fc),
-                            ('fc7', fc, fc), ('fc8', fc, num_classes)):
-    costs.append(LayerCost(name, n_in * n_out, n_in * n_out))
-  return costs
-
-
-def model_flops(variant: str = 'paper', image_size: int = 227,
-                width: float = 1.0, groups: int = 2, overlap_pool: bool = True,
-                num_classes: int = 1000, train: bool = True,
-                count_padding: bool = True) -> float:
-  """FLOPs per image: 2 per multiply-add; a training step is the forward pass,
-  the weight gradients and the input gradients of every layer but conv1
-  (3x forward less conv1's input gradient: 4.14 GFLOP for the paper net)."""
-  costs = layer_costs(variant, image_size, width, groups, overlap_pool,
-                      num_classes)
-  macs = [c.macs if count_padding else c.valid_macs for c in costs]
-  forward = 2.0 * sum(macs)
-  return 3.0 * forward - 2.0 * macs[0] if train else forward
-
-
-def model_flops_of(model: models.AlexNet, image_size: int,
-                   train: bool = True) -> float:
-  """`model_flops` for an `AlexNet` module's fields."""
-  return model_flops(model.variant, image_size, model.width, model.groups,
-                     model.overlap_pool, model.num_classes, train=train)
-
-
-# ----------------------------------------------------------------------------
 # Config overrides by dotted field name.
 # ----------------------------------------------------------------------------
 
 
+def _fields(node) -> list[str] | None:
+  """The field names of a config node (ConfigDict or namespace); None for a
+  leaf value."""
+  if hasattr(node, 'keys'):
+    return sorted(node.keys())
+  if isinstance(node, types.SimpleNamespace):
+    return sorted(vars(node))
+  return None
+
+
 def set_field(config, field: str, value: Any, where: str) -> None:
-  """`config.<field> = value` for a dotted `field`, naming `where` on error."""
+  """`config.<field> = value` for a dotted `field`, naming `where` on error.
+  `config` is an ml_collections ConfigDict or a tree of namespaces."""
   parts = field.split('.')
   node = config
   for i, part in enumerate(parts):
-    here = '.'.join(parts[:i + 1])
-    if not hasattr(node, 'keys') or part not in node:
-      known = sorted(node.keys()) if hasattr(node, 'keys') else []
+    known = _fields(node)
+    if not known or part not in known:
+      here = '.'.join(parts[:i + 1])
       raise ValueError(f'{where}: config.{here} does not exist'
                        + (f'; the fields there are {known}' if known else '')
                        + '.')
     if i < len(parts) - 1:
-      node = node[part]
+      node = getattr(node, part)
   try:
-    node[parts[-1]] = value
+    setattr(node, parts[-1], value)
   except (TypeError, ValueError) as e:
     raise ValueError(
         f'{where}: cannot set config.{field}={value!r}: {e}') from None
@@ -439,10 +367,9 @@ def scale_sentence(config, steps: int, num_seeds: int) -> str:
   """How far a run's data and budget are from the paper's, in one sentence."""
   images = steps * config.batch_size
   paper_images = PAPER_EPOCHS * PAPER_TRAIN_IMAGES
-  m = models.model_from_config(config.model)  # Variant defaults resolved.
-  flops = model_flops(m.variant, config.image_size, m.width, m.groups,
-                      m.overlap_pool, m.num_classes)
-  paper_flops = model_flops()
+  m = models.model_from_config(config)  # Variant defaults resolved.
+  flops = flops_lib.model_flops_of(m, config.image_size)
+  paper_flops = flops_lib.model_flops()
   compute = images * flops / (paper_images * paper_flops)
   data = (f'random images (the fake dataset: labels carry no signal)'
           if config.dataset == 'fake' else f'{config.dataset}')

@@ -267,22 +267,6 @@ def test_training_command_prints_no_start_up_notices(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# Profiling from the benchmark.
-# ----------------------------------------------------------------------------
-
-
-def test_benchmark_profile_dir_writes_a_trace_per_row(tmp_path):
-  from experiments import benchmark  # pylint: disable=g-import-not-at-top
-  spec = benchmark.row_specs([2], ['float32'], ['paper'], ['split'],
-                             ['shift'], [1], 67, 0.05, 10)[0]
-  row = benchmark.run_row(spec, 0, 1, 1, inference=False,
-                          profile_dir=str(tmp_path))
-  assert row['profile_dir'].startswith(str(tmp_path))
-  assert glob.glob(os.path.join(row['profile_dir'], '**', '*.xplane.pb'),
-                   recursive=True)
-
-
-# ----------------------------------------------------------------------------
 # Plots that say what they show.
 # ----------------------------------------------------------------------------
 
