@@ -24,30 +24,19 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
 
+from alexnet_jax import cli
 from experiments import common
+from experiments import run_flags
 
 PAPER_RATIO = 6.0
 PAPER_THRESHOLD = 0.25
 VARIANTS = {'relu': {'model.activation': 'relu'},
             'tanh': {'model.activation': 'tanh'}}
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The command line's flags (defined only when run as a program)."""
-  flags.DEFINE_string('workdir', None,
-                      'Directory for the runs and the figure.')
-  config_flags.DEFINE_config_file(
-      'config', None, 'The base config file, e.g. configs/default.py.',
-      lock_config=True)
-  flags.DEFINE_integer('seeds', 1, 'Runs per activation.')
-  flags.DEFINE_float(
-      'threshold', PAPER_THRESHOLD,
-      'Training top-1 error (a fraction) whose first crossing is timed.')
-  flags.mark_flags_as_required(['config', 'workdir'])
+_THRESHOLD = flags.DEFINE_float(
+    'threshold', PAPER_THRESHOLD,
+    'Training top-1 error (a fraction) whose first crossing is timed.')
 
 
 def speedup(relu_steps: Sequence[float], tanh_steps: Sequence[float],
@@ -185,27 +174,23 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   common.quiet_libraries()
   try:
-    common.plan_runs(FLAGS.config, FLAGS.workdir, VARIANTS,
-                     FLAGS.seeds, 'figure1')
-    result = run_figure1(FLAGS.config, FLAGS.workdir, FLAGS.seeds,
-                         FLAGS.threshold, source=_describe())
+    config, workdir = run_flags.CONFIG.value, run_flags.WORKDIR.value
+    common.plan_runs(config, workdir, VARIANTS, run_flags.SEEDS.value,
+                     'figure1')
+    result = run_figure1(config, workdir, run_flags.SEEDS.value,
+                         _THRESHOLD.value, source=run_flags.describe_config())
   except (ValueError, common.RunInterrupted) as e:
     sys.exit(f'figure1: {e}')
   with open(result['paths']['md']) as f:
     print(f.read())
 
 
-def _describe() -> str:
-  holder = FLAGS['config']
-  text = f'`{config_flags.get_config_filename(holder)}`'
-  overrides = config_flags.get_override_values(holder)
-  if overrides:
-    text += ' with ' + ' '.join(f'`--config.{k}={v}`'
-                                for k, v in overrides.items())
-  return text
+def run():
+  """Console-script entry point (`alexnet-figure1`)."""
+  cli.quiet_console()
+  run_flags.list_in_help(__name__)
+  app.run(main, flags_parser=cli.parse_flags)
 
 
 if __name__ == '__main__':
-  define_flags()
-  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.parse_flags)
+  run()
