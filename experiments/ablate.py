@@ -30,11 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import app
 from absl import flags
 
-from alexnet_jax import cli
 from experiments import common
 from experiments import plots
 from experiments import run_flags
 from experiments import sweeps
+from experiments import summaries
 
 DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                              'sweeps.py')
@@ -111,11 +111,11 @@ def variant_stats(rows: Sequence[Mapping[str, Any]], variants: Sequence[str],
     runs = by_variant[v]
     s: dict[str, Any] = {'runs': len(runs)}
     for metric in _METRICS:
-      s[metric] = common.mean_std(r[metric] for r in runs)
+      s[metric] = summaries.mean_std(r[metric] for r in runs)
     for metric in ('final_eval_top1_error', 'final_eval_top5_error'):
       deltas = [r[metric] - base[r['seed_index']][metric] for r in runs
                 if r['seed_index'] in base]
-      s['delta_' + metric] = common.mean_std(deltas)
+      s['delta_' + metric] = summaries.mean_std(deltas)
     stats[v] = s
   return stats
 
@@ -196,9 +196,9 @@ def markdown(stats: Mapping[str, dict], variants: Mapping[str, dict],
     wall = s['wall_time_s'][0]
     lines.append(' | '.join([
         f'| `{name}`', _overrides_text(variants[name]), str(s['runs']),
-        common.format_pct(*s['final_eval_top1_error'][:2]),
-        common.format_pct(*s['final_eval_top5_error'][:2]),
-        common.format_pct(*s['best_eval_top1_error'][:2]),
+        summaries.format_pct(*s['final_eval_top1_error'][:2]),
+        summaries.format_pct(*s['final_eval_top5_error'][:2]),
+        summaries.format_pct(*s['best_eval_top1_error'][:2]),
         d1, d5, _paper(name),
         _steps(s['steps_to_target_train_error'], s['runs']), loss,
         '—' if not math.isfinite(wall) else f'{wall:.0f}']) + ' |')
@@ -238,7 +238,7 @@ def run_ablation(base_config, workdir: str, variants: Mapping[str, dict],
   runs = common.plan_runs(base_config, workdir, variants, seeds, where)
   common.execute_all(runs, train_fn)
 
-  rows = [common.summarize_run(run, target_train_error) for run in runs]
+  rows = [summaries.summarize_run(run, target_train_error) for run in runs]
   stats = variant_stats(rows, list(variants), baseline)
   paths = {'csv': os.path.join(workdir, 'ablations.csv'),
            'md': os.path.join(workdir, 'ablations.md'),
@@ -252,7 +252,7 @@ def run_ablation(base_config, workdir: str, variants: Mapping[str, dict],
     if os.path.exists(os.path.join(workdir, 'ablation_deltas.png')):
       os.remove(os.path.join(workdir, 'ablation_deltas.png'))
   steps = max(r['steps'] for r in rows)
-  scale = common.scale_sentence(base_config, steps, seeds)
+  scale = summaries.scale_sentence(base_config, steps, seeds)
   figures = [os.path.basename(paths[k]) for k in ('curves', 'deltas')
              if k in paths]
   with open(paths['md'], 'w') as f:
@@ -286,9 +286,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`alexnet-ablate`)."""
-  cli.quiet_console()
-  run_flags.list_in_help(__name__)
-  app.run(main, flags_parser=cli.parse_flags)
+  run_flags.start(__name__, main)
 
 
 if __name__ == '__main__':

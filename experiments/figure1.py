@@ -26,9 +26,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from alexnet_jax import cli
 from experiments import common
 from experiments import run_flags
+from experiments import summaries
 
 PAPER_RATIO = 6.0
 PAPER_THRESHOLD = 0.25
@@ -67,11 +67,11 @@ def plot(runs: Sequence[common.Run], threshold: float, path: str) -> None:
   colours = {'relu': 'C0', 'tanh': 'C3'}
   dashes = {'relu': '-', 'tanh': '--'}
   for run in runs:
-    curves = common.read_curves(run.workdir)
+    curves = summaries.read_curves(run.workdir)
     ax.plot(curves.steps, 100 * curves.train_error,
             color=colours[run.variant], linestyle=dashes[run.variant],
             alpha=0.85, label=run.variant if run.seed_index == 0 else None)
-    hit = common.steps_to_reach(curves.steps, curves.train_error, threshold)
+    hit = summaries.steps_to_reach(curves.steps, curves.train_error, threshold)
     if math.isfinite(hit):
       ax.axvline(hit, color=colours[run.variant], lw=0.8, alpha=0.5)
   ax.axhline(100 * threshold, color='k', lw=1, linestyle=':',
@@ -97,7 +97,7 @@ def run_figure1(base_config, workdir: str, seeds: int = 1,
   workdir = os.path.abspath(workdir)
   runs = common.plan_runs(base_config, workdir, VARIANTS, seeds, 'figure1')
   common.execute_all(runs, train_fn)
-  rows = [common.summarize_run(run, threshold) for run in runs]
+  rows = [summaries.summarize_run(run, threshold) for run in runs]
   steps = {v: [r['steps_to_target_train_error'] for r in rows
                if r['variant'] == v] for v in VARIANTS}
   total = max(r['steps'] for r in rows)
@@ -136,12 +136,12 @@ def markdown(result: dict, rows: Sequence[dict], source: str, config,
   ]
   for v in VARIANTS:
     mine = [r for r in rows if r['variant'] == v]
-    mean, std, n = common.mean_std(r['steps_to_target_train_error']
+    mean, std, n = summaries.mean_std(r['steps_to_target_train_error']
                                    for r in mine)
     reached = ('not reached' if not n else f'{mean:.0f}' + (
         f' ± {std:.0f}' if math.isfinite(std) else '') + (
             f' ({n} of {len(mine)} runs)' if n < len(mine) else ''))
-    err = common.format_pct(*common.mean_std(
+    err = summaries.format_pct(*summaries.mean_std(
         r['final_train_error'] for r in mine)[:2])
     lines.append(f'| {v} | {len(mine)} | {reached} | {err} |')
   lines += [
@@ -187,9 +187,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`alexnet-figure1`)."""
-  cli.quiet_console()
-  run_flags.list_in_help(__name__)
-  app.run(main, flags_parser=cli.parse_flags)
+  run_flags.start(__name__, main)
 
 
 if __name__ == '__main__':

@@ -8,6 +8,7 @@ import numpy as np
 
 from experiments import common
 from experiments import sweeps
+from experiments import summaries
 
 
 def _figure(width: float, height: float, columns: int = 1,
@@ -30,7 +31,7 @@ def plot_curves(runs: Sequence[common.Run], path: str) -> None:
     # Colour and dash both vary, so identical curves stay distinguishable.
     style = dict(color=f'C{i % 10}', linestyle=_DASHES[i % len(_DASHES)],
                  alpha=0.85, label=run.variant if run.seed_index == 0 else None)
-    curves = common.read_curves(run.workdir)
+    curves = summaries.read_curves(run.workdir)
     # Markers where points are few (a lone point draws no line).
     loss_ax.plot(curves.steps, curves.train_loss,
                  marker='.' if curves.steps.size < 30 else None, **style)

@@ -3,6 +3,7 @@ the work directory and the seeds per variant."""
 
 from __future__ import annotations
 
+from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -28,7 +29,11 @@ def describe_config() -> str:
   return text
 
 
-def list_in_help(module_name: str) -> None:
-  """--help lists `module_name`'s flags and these as the program's own."""
+def start(module_name: str, main) -> None:
+  """Runs `main` as a console script: --help lists `module_name`'s flags and
+  these as the program's own; a bad --config.x=y is one line, not a
+  traceback."""
+  cli.quiet_console()
   cli.list_own_flags_in_help(__name__)
   cli.list_own_flags_in_help(module_name)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -86,10 +86,12 @@ def test_every_variant_names_config_fields_that_exist():
       for part in dotted.split('.'):
         node = getattr(node, part)
       assert node == value, (name, dotted)
-  config = harness.variant_config(dict(SPEC, variant='lrn_matmul', image_size=0))
+  config = harness.variant_config(
+      dict(SPEC, variant='lrn_matmul', image_size=0))
   assert config.execution.lrn_impl == 'matmul' and config.image_size == 227
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
-  assert (owt.model.variant, owt.model.groups, owt.image_size) == ('owt', 1, 224)
+  assert (owt.model.variant, owt.model.groups, owt.image_size) == (
+      'owt', 1, 224)
   with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
                      r"does not exist; the fields there are \['conv1_impl'"):
     common.with_overrides(config, {'execution.lrm': 'shift'}, "variant 'x'")
