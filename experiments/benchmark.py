@@ -1,7 +1,7 @@
 r"""Training-step throughput of named variants, side by side, in one run.
 
   python -m experiments.benchmark --output=/tmp/bench/cpu.json \
-      --variants=default,lrn_matmul,s2d --dtypes=float32 --batch_sizes=32
+      --variants=default,lrn_matmul,s2d+lrn_matmul --dtypes=float32
   python -m experiments.benchmark --tiny --output=/tmp/tiny.json  # Seconds.
   python -m experiments.benchmark --output=/tmp/mem.json --isolate \
       --batch_sizes=8,32,64,128          # Memory per batch size.
@@ -10,8 +10,8 @@ r"""Training-step throughput of named variants, side by side, in one run.
       --output=$OUT/gpu.json
 
 A variant is a name in `experiments.harness.VARIANTS` and the config fields it
-changes in dotted form (e.g. 'lrn_matmul': {'execution.lrn_impl': 'matmul'});
-every variant runs at every dtype, batch size per device and device count.
+changes in dotted form (e.g. 'lrn_matmul': {'execution.lrn_impl': 'matmul'}),
+or names joined by '+' (e.g. 's2d+lrn_matmul'); every variant runs at every dtype, batch size per device and device count.
 Each row is the training loop's own step (`train.make_pmapped_steps`, or
 `parallelism.make_sharded_steps` for the 'towers' and 'hybrid' variants),
 compiled with the loop's XLA options (`train.compiler_options`, timed apart),
@@ -59,8 +59,9 @@ from experiments import harness
 
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON report; '
                               'the Markdown table goes beside it (.md).')
-_VARIANTS = flags.DEFINE_list('variants', ['default'], 'Variants, of '
-                              f'{tuple(harness.VARIANTS)}.')
+_VARIANTS = flags.DEFINE_list(
+    'variants', ['default'], 'Variants: each a name of '
+    f"{tuple(harness.VARIANTS)} or names joined by '+' (e.g. s2d+lrn_matmul).")
 _DTYPES = flags.DEFINE_list('dtypes', ['float32'], f'Of {models.DTYPES}.')
 _BATCH_SIZES = flags.DEFINE_list('batch_sizes', ['32'],
                                  'Per-device batch sizes.')
@@ -140,7 +141,7 @@ def row_specs() -> list[dict[str, Any]]:
       raise ValueError(f'--{flag.name}={flag.value}: expected >= {low}.')
   specs = []
   for variant, dtype, devices, batch in itertools.product(
-      _choices(_VARIANTS.value, 'variants', harness.VARIANTS),
+      _VARIANTS.value,
       _choices(_DTYPES.value, 'dtypes', models.DTYPES),
       _ints(_DEVICES.value, 'devices', allow_all=True),
       _ints(_BATCH_SIZES.value, 'batch_sizes')):

@@ -62,7 +62,7 @@ else
   # and banded-LRN rows (reduce_window pooling), and last its row without
   # groups and LRN (not the same net). experiments/harness.py's VARIANTS says
   # what each name changes.
-  BF16_VARIANTS="flax_baseline,default,s2d,s2d_lrn_banded,lrn_banded_pool_reduce_window,s2d_lrn_matmul,s2d_pool_reduce_window,lrn_matmul_pool_reduce_window,one_tower_no_lrn"
+  BF16_VARIANTS="flax_baseline,default,s2d,s2d+lrn_banded,lrn_banded+pool_reduce_window,s2d+lrn_matmul,s2d+pool_reduce_window,lrn_matmul+pool_reduce_window,one_tower+no_lrn+pool_reduce_window"
   FP32_VARIANTS="flax_baseline,default,s2d"
   BUDGET_BF16=250; BUDGET_FP32=90
 fi

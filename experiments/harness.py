@@ -32,8 +32,9 @@ from alexnet_jax import train
 from experiments import common
 from experiments import flops as flops_lib
 
-# Every variant: name -> config overrides (dotted field -> value). The base is
-# the training config's defaults: the model's own fields and ops.Execution's.
+# Every variant: name -> config overrides (dotted field -> value), on top of
+# the training config's defaults (the model's own fields, ops.Execution's).
+# A row's variant is one name or several joined by '+', applied in order.
 VARIANTS: dict[str, dict[str, Any]] = {
     'default': {},
     # The straightforward Flax net: grouped convolutions by
@@ -45,23 +46,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     'lrn_banded': {'execution.lrn_impl': 'reduce_window'},
     'lrn_matmul': {'execution.lrn_impl': 'matmul'},
     'pool_reduce_window': {'execution.pool_impl': 'reduce_window'},
-    'lrn_banded_pool_reduce_window': {'execution.lrn_impl': 'reduce_window',
-                                      'execution.pool_impl': 'reduce_window'},
-    'lrn_matmul_pool_reduce_window': {'execution.lrn_impl': 'matmul',
-                                      'execution.pool_impl': 'reduce_window'},
     's2d': {'execution.conv1_impl': 'space_to_depth'},
-    's2d_lrn_banded': {'execution.conv1_impl': 'space_to_depth',
-                       'execution.lrn_impl': 'reduce_window'},
-    's2d_lrn_matmul': {'execution.conv1_impl': 'space_to_depth',
-                       'execution.lrn_impl': 'matmul'},
-    's2d_pool_reduce_window': {'execution.conv1_impl': 'space_to_depth',
-                               'execution.pool_impl': 'reduce_window'},
     'cpuconv_xla': {'execution.xla_cpu_conv_library': 'xla_default'},
     # Not the paper's net (other parameters): reference points.
     'one_tower': {'model.groups': 1},
     'no_lrn': {'model.lrn': False},
-    'one_tower_no_lrn': {'model.groups': 1, 'model.lrn': False,
-                         'execution.pool_impl': 'reduce_window'},
     'owt': {'model.variant': 'owt', 'model.groups': 1, 'model.lrn': False},
     # The same net, split over devices as config.parallelism says.
     'towers': {'parallelism': 'towers'},
@@ -94,14 +83,22 @@ def base_config(image_size: int, width: float, num_classes: int,
                     'warmup_epochs': 0.0}})
 
 
+def variant_overrides(variant: str) -> dict[str, Any]:
+  """The overrides of 'name' or 'name+name...' (later names win)."""
+  overrides = {}
+  for name in variant.split('+'):
+    if name not in VARIANTS:
+      raise ValueError(f'variant {variant!r}: {name!r} is not one of '
+                       f'{tuple(VARIANTS)}.')
+    overrides.update(VARIANTS[name])
+  return overrides
+
+
 def variant_config(spec: Mapping[str, Any]):
   """The config of one row: the base, then its variant's overrides."""
-  if spec['variant'] not in VARIANTS:
-    raise ValueError(f'variant {spec["variant"]!r}: expected one of '
-                     f'{tuple(VARIANTS)}.')
   config = base_config(spec['image_size'], spec['width'],
                        spec['num_classes'], spec['dtype'])
-  config = common.with_overrides(config, VARIANTS[spec['variant']],
+  config = common.with_overrides(config, variant_overrides(spec['variant']),
                                 f'variant {spec["variant"]!r}')
   if not config.image_size:  # 227 for the paper's net, 224 for owt.
     config.image_size = models.DEFAULT_IMAGE_SIZE[config.model.variant]
@@ -168,7 +165,7 @@ class JaxRow:
     self.info = dict(
         spec, framework='jax', devices=len(devices),
         global_batch=len(devices) * n_batch, image_size=config.image_size,
-        overrides=VARIANTS[spec['variant']], xla_options=options,
+        overrides=variant_overrides(spec['variant']), xla_options=options,
         parallelism=config.parallelism,
         params=models.count_params(state.params),
         compile_s=time.perf_counter() - start,

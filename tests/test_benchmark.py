@@ -87,8 +87,11 @@ def test_every_variant_names_config_fields_that_exist():
         node = getattr(node, part)
       assert node == value, (name, dotted)
   config = harness.variant_config(
-      dict(SPEC, variant='lrn_matmul', image_size=0))
-  assert config.execution.lrn_impl == 'matmul' and config.image_size == 227
+      dict(SPEC, variant='flax_baseline+lrn_matmul+s2d', image_size=0))
+  assert config.image_size == 227
+  assert vars(config.execution) == {  # Later names win.
+      'conv_impl': 'xla', 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
+      'conv1_impl': 'space_to_depth', 'xla_cpu_conv_library': 'eigen'}
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
   assert (owt.model.variant, owt.model.groups, owt.image_size) == (
       'owt', 1, 224)
@@ -104,7 +107,7 @@ def test_bad_flags_fail_in_one_line_before_compiling(tmp_path):
       cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=300)
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1] == (
-      "benchmark: --variants: ['lrn_fast'] not in "
+      "benchmark: variant 'lrn_fast': 'lrn_fast' is not one of "
       f"{tuple(harness.VARIANTS)}.")
 
 
@@ -138,7 +141,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
   output = tmp_path / 'bench' / 'cpu.json'
   proc = subprocess.run(
       [sys.executable, '-c', NO_TF, f'--output={output}', '--devices=1,2',
-       '--variants=default,lrn_matmul,towers', '--torch=none', *TINY],
+       '--variants=default,lrn_matmul+s2d,towers', '--torch=none', *TINY],
       cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(output) as f:
@@ -153,7 +156,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
   assert 'error' in rows[('towers', 1)]
   flops = flops_lib.model_flops('paper', 67, 0.05, 2, True, 10)
   ceiling = result['matmul_ceiling_flops']['float32']
-  for key in [(v, n) for v in ('default', 'lrn_matmul') for n in (1, 2)]:
+  for key in [(v, n) for v in ('default', 'lrn_matmul+s2d') for n in (1, 2)]:
     r = rows[key]
     assert 'error' not in r, r
     assert r['global_batch'] == 2 * r['devices']
@@ -172,11 +175,12 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     assert r['params'] == TINY_PAPER_PARAMS
     # The training loop's XLA options (CPU: Eigen convolutions).
     assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
-  assert rows[('lrn_matmul', 1)]['overrides'] == {
-      'execution.lrn_impl': 'matmul'}
+  assert rows[('lrn_matmul+s2d', 1)]['overrides'] == {
+      'execution.lrn_impl': 'matmul',
+      'execution.conv1_impl': 'space_to_depth'}
   assert 'Peak memory omitted' in ' '.join(result['notes'])
   table = (tmp_path / 'bench' / 'cpu.md').read_text()
-  assert table.count('| lrn_matmul | float32 | ') == 2
+  assert table.count('| lrn_matmul+s2d | float32 | ') == 2
   assert proc.stdout.strip().endswith(table.strip().splitlines()[-1])
 
 

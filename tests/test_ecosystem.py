@@ -65,6 +65,7 @@ SCRIPT_FLAGS = {
     'alexnet-ablate': ('--config', '--workdir', '--sweep', '--seeds'),
     'alexnet-benchmark': ('--output', '--batch_sizes', '--profile_dir'),
     'alexnet-figure1': ('--config', '--workdir', '--threshold', '--seeds'),
+    'alexnet-loop-vs-torch': ('--rounds', '--torch_formats', '--output'),
     'alexnet-prepare-dataset': ('--config', '--output_dir',
                                 '--examples_per_shard'),
 }
