@@ -11,7 +11,8 @@ r"""Training-step throughput of named variants, side by side, in one run.
 
 A variant is a name in `experiments.harness.VARIANTS` and the config fields it
 changes in dotted form (e.g. 'lrn_matmul': {'execution.lrn_impl': 'matmul'}),
-or names joined by '+' (e.g. 's2d+lrn_matmul'); every variant runs at every dtype, batch size per device and device count.
+or names joined by '+' (e.g. 's2d+lrn_matmul'); every variant runs at every
+dtype, batch size per device and device count.
 Each row is the training loop's own step (`train.make_pmapped_steps`, or
 `parallelism.make_sharded_steps` for the 'towers' and 'hybrid' variants),
 compiled with the loop's XLA options (`train.compiler_options`, timed apart),

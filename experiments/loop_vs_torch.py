@@ -49,15 +49,15 @@ _STEPS = flags.DEFINE_integer('steps', 30, 'Training-loop steps per round '
                               '(PyTorch times as many).')
 _LOG_EVERY = flags.DEFINE_integer('log_every', 10, 'Steps per timed window, '
                                   'in both programs.')
-_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Batch size.')
-_IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input side.')
-_WIDTH = flags.DEFINE_float('width', 1.0, 'Width multiplier.')
 _CPU_CONV = flags.DEFINE_enum(
     'xla_cpu_conv_library', 'eigen', ['eigen', 'xla_default'],
     "The loop's config.execution.xla_cpu_conv_library.")
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Batch size.')
 _TORCH_FORMATS = flags.DEFINE_list(
     'torch_formats', list(TORCH_FORMATS),
     f'PyTorch memory formats, of {tuple(TORCH_FORMATS)}.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input side.')
+_WIDTH = flags.DEFINE_float('width', 1.0, 'Width multiplier.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Write the JSON here.')
 
 
