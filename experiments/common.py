@@ -1,7 +1,7 @@
-"""What the experiments share: model FLOPs, config overrides, resumable runs.
+"""What the experiments share: config overrides and resumable runs.
 
 Nothing here imports TensorFlow or ml_collections at module level, so
-`experiments.benchmark` can use the FLOP count on a machine with JAX alone; the
+`experiments.benchmark` can use the overrides on a machine with JAX alone; the
 training loop (and with it the input pipeline) is imported only when a run
 starts.
 
@@ -20,18 +20,11 @@ import math
 import os
 import re
 import time
+import types
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
-import numpy as np
 
-from alexnet_jax import models
-
-# The paper's training budget (docs/paper.md): ILSVRC-2012, about 90 epochs.
-PAPER_TRAIN_IMAGES = 1_281_167
-PAPER_EPOCHS = 90
-PAPER_IMAGE_SIZE = 227
-PAPER_NUM_CLASSES = 1000
 
 RUN_RECORD = 'run.json'
 # Fields that may differ between the sessions of one run without making it a
@@ -44,110 +37,36 @@ _NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
 
 
 # ----------------------------------------------------------------------------
-# Model FLOPs, from the layer table.
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerCost:
-  name: str
-  macs: int  # Multiply-adds per image, every kernel tap (the usual count).
-  valid_macs: int  # Only taps on the input, not on padding (XLA's count).
-
-
-def _conv_taps(size: int, kernel: int, stride: int,
-               padding: int) -> tuple[int, int]:
-  """(output side, kernel taps per row of outputs that land on the input)."""
-  out = (size + 2 * padding - kernel) // stride + 1
-  valid = 0
-  for o in range(out):
-    start = o * stride - padding
-    valid += min(kernel, size - start) - max(0, -start)
-  return out, valid
-
-
-def _pool_size(size: int, overlap: bool) -> int:
-  window, stride = (3, 2) if overlap else (2, 2)
-  return (size - window) // stride + 1
-
-
-def layer_costs(variant: str = 'paper', image_size: int = 227,
-                width: float = 1.0, groups: int = 2, overlap_pool: bool = True,
-                num_classes: int = 1000) -> list[LayerCost]:
-  """Multiply-adds of conv1..conv5 and fc6..fc8 for one image.
-
-  Only convolutions and dense layers count (biases, ReLU, LRN, pooling and
-  dropout are a fraction of a percent of the paper net's 724.4 M MAC).
-  """
-  if models.feature_map_size(image_size, variant, overlap_pool) < 1:
-    raise ValueError(
-        f'image_size={image_size} is too small for variant={variant!r} with '
-        f'overlap_pool={overlap_pool} (minimum '
-        f'{models.min_image_size(variant, overlap_pool)}).')
-  costs = []
-  size, channels = image_size, 3
-  for i, spec in enumerate(models.conv_specs(variant)):
-    features = models.scaled_width(spec.features, width, groups)
-    in_per_group = channels // (groups if spec.grouped else 1)
-    out, valid = _conv_taps(size, spec.kernel, spec.stride, spec.padding)
-    costs.append(LayerCost(
-        f'conv{i + 1}',
-        macs=out * out * spec.kernel ** 2 * in_per_group * features,
-        valid_macs=valid * valid * in_per_group * features))
-    size, channels = out, features
-    if i in (0, 1, 4):
-      size = _pool_size(size, overlap_pool)
-  if variant == 'owt':
-    size = models._OWT_POOL_OUTPUT  # pylint: disable=protected-access
-  fc = models.scaled_width(
-      models._FC_FEATURES, width, 1)  # pylint: disable=protected-access
-  for name, n_in, n_out in (('fc6', size * size * channels, fc),
-                            ('fc7', fc, fc), ('fc8', fc, num_classes)):
-    costs.append(LayerCost(name, n_in * n_out, n_in * n_out))
-  return costs
-
-
-def model_flops(variant: str = 'paper', image_size: int = 227,
-                width: float = 1.0, groups: int = 2, overlap_pool: bool = True,
-                num_classes: int = 1000, train: bool = True,
-                count_padding: bool = True) -> float:
-  """FLOPs per image: 2 per multiply-add; a training step is the forward pass,
-  the weight gradients and the input gradients of every layer but conv1
-  (3x forward less conv1's input gradient: 4.14 GFLOP for the paper net)."""
-  costs = layer_costs(variant, image_size, width, groups, overlap_pool,
-                      num_classes)
-  macs = [c.macs if count_padding else c.valid_macs for c in costs]
-  forward = 2.0 * sum(macs)
-  return 3.0 * forward - 2.0 * macs[0] if train else forward
-
-
-def model_flops_of(model: models.AlexNet, image_size: int,
-                   train: bool = True) -> float:
-  """`model_flops` for an `AlexNet` module's fields."""
-  return model_flops(model.variant, image_size, model.width, model.groups,
-                     model.overlap_pool, model.num_classes, train=train)
-
-
-# ----------------------------------------------------------------------------
 # Config overrides by dotted field name.
 # ----------------------------------------------------------------------------
 
 
+def _fields(node) -> list[str] | None:
+  """The field names of a config node (ConfigDict or namespace); None for a
+  leaf value."""
+  if hasattr(node, 'keys'):
+    return sorted(node.keys())
+  if isinstance(node, types.SimpleNamespace):
+    return sorted(vars(node))
+  return None
+
+
 def set_field(config, field: str, value: Any, where: str) -> None:
-  """`config.<field> = value` for a dotted `field`, naming `where` on error."""
+  """`config.<field> = value` for a dotted `field`, naming `where` on error.
+  `config` is an ml_collections ConfigDict or a tree of namespaces."""
   parts = field.split('.')
   node = config
   for i, part in enumerate(parts):
-    here = '.'.join(parts[:i + 1])
-    if not hasattr(node, 'keys') or part not in node:
-      known = sorted(node.keys()) if hasattr(node, 'keys') else []
+    known = _fields(node)
+    if not known or part not in known:
+      here = '.'.join(parts[:i + 1])
       raise ValueError(f'{where}: config.{here} does not exist'
                        + (f'; the fields there are {known}' if known else '')
                        + '.')
     if i < len(parts) - 1:
-      node = node[part]
+      node = getattr(node, part)
   try:
-    node[parts[-1]] = value
+    setattr(node, parts[-1], value)
   except (TypeError, ValueError) as e:
     raise ValueError(
         f'{where}: cannot set config.{field}={value!r}: {e}') from None
@@ -361,120 +280,6 @@ def execute(run: Run, train_fn: Callable | None = None) -> dict[str, Any]:
 def execute_all(runs: Iterable[Run],
                 train_fn: Callable | None = None) -> list[dict[str, Any]]:
   return [execute(run, train_fn) for run in runs]
-
-
-# ----------------------------------------------------------------------------
-# What a finished run measured.
-# ----------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class Curves:
-  steps: np.ndarray  # Logged training steps.
-  train_loss: np.ndarray
-  train_error: np.ndarray  # 1 - train top-1, averaged since the last log.
-  eval_steps: np.ndarray
-  eval_top1_error: np.ndarray
-  eval_top5_error: np.ndarray
-
-
-def read_curves(directory: str) -> Curves:
-  rows = read_rows(directory)
-  train = [r for r in rows if 'train_loss' in r]
-  evals = [r for r in rows if 'eval_top1' in r]
-  arr = lambda xs: np.asarray(xs, np.float64)
-  return Curves(
-      steps=arr([r['step'] for r in train]),
-      train_loss=arr([r['train_loss'] for r in train]),
-      train_error=arr([1.0 - r['train_top1'] for r in train]),
-      eval_steps=arr([r['step'] for r in evals]),
-      eval_top1_error=arr([1.0 - r['eval_top1'] for r in evals]),
-      eval_top5_error=arr([1.0 - r['eval_top5'] for r in evals]))
-
-
-def steps_to_reach(steps: np.ndarray, errors: np.ndarray,
-                   target: float) -> float:
-  """The first logged step whose training error is <= target (NaN: never)."""
-  hits = np.nonzero(errors <= target)[0]
-  return float(steps[hits[0]]) if hits.size else math.nan
-
-
-def summarize_run(run: Run, target_train_error: float) -> dict[str, Any]:
-  """One CSV row: errors as fractions, NaN where the run has no such value."""
-  curves = read_curves(run.workdir)
-  record = read_record(run.workdir)
-  last = lambda a: float(a[-1]) if a.size else math.nan
-  best = lambda a: float(a.min()) if a.size else math.nan
-  return {
-      'variant': run.variant,
-      'seed_index': run.seed_index,
-      'seed': int(run.config.seed),
-      'steps': int(curves.steps[-1]) if curves.steps.size else 0,
-      'final_eval_top1_error': last(curves.eval_top1_error),
-      'final_eval_top5_error': last(curves.eval_top5_error),
-      'best_eval_top1_error': best(curves.eval_top1_error),
-      'best_eval_top5_error': best(curves.eval_top5_error),
-      'final_train_loss': last(curves.train_loss),
-      'final_train_error': last(curves.train_error),
-      'target_train_error': float(target_train_error),
-      'steps_to_target_train_error': steps_to_reach(
-          curves.steps, curves.train_error, target_train_error),
-      'log_every_steps': int(run.config.log_every_steps),
-      'wall_time_s': float(record.get('wall_time_s', math.nan)),
-      'workdir': run.workdir,
-  }
-
-
-def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-  """(mean, sample std, count) over the finite values; NaN where undefined."""
-  xs = np.asarray([v for v in values if v is not None and np.isfinite(v)],
-                  np.float64)
-  if not xs.size:
-    return math.nan, math.nan, 0
-  std = float(xs.std(ddof=1)) if xs.size > 1 else math.nan
-  return float(xs.mean()), std, int(xs.size)
-
-
-def scale_sentence(config, steps: int, num_seeds: int) -> str:
-  """How far a run's data and budget are from the paper's, in one sentence."""
-  images = steps * config.batch_size
-  paper_images = PAPER_EPOCHS * PAPER_TRAIN_IMAGES
-  m = models.model_from_config(config.model)  # Variant defaults resolved.
-  flops = model_flops(m.variant, config.image_size, m.width, m.groups,
-                      m.overlap_pool, m.num_classes)
-  paper_flops = model_flops()
-  compute = images * flops / (paper_images * paper_flops)
-  data = (f'random images (the fake dataset: labels carry no signal)'
-          if config.dataset == 'fake' else f'{config.dataset}')
-  if compute < 0.01:
-    verdict = ('so the paper\'s effects of 0.3-1.7 points are not expected to '
-               'show at this scale, and differences within the spread over '
-               'seeds say nothing')
-  elif config.dataset != 'imagenet2012':
-    verdict = ('a sizeable budget, but on other data than the paper\'s, so '
-               'its numbers are a reference, not a prediction')
-  else:
-    verdict = 'close to the paper\'s setting'
-  return (
-      f'Scale: each run trained {steps:,} steps of {config.batch_size} '
-      f'({images:,} images) on {data} with {m.num_classes} classes at '
-      f'{config.image_size}x{config.image_size}, width {m.width:g} '
-      f'({flops / 1e9:.3g} GFLOP per training image), against the paper\'s '
-      f'{PAPER_EPOCHS} epochs of ImageNet ({paper_images / 1e6:.0f} M images, '
-      f'{PAPER_NUM_CLASSES} classes, {PAPER_IMAGE_SIZE}x{PAPER_IMAGE_SIZE}, '
-      f'{paper_flops / 1e9:.2f} GFLOP per image): {images / paper_images:.2g} '
-      f'of its images and {compute:.2g} of its training compute, over '
-      f'{num_seeds} seed(s): {verdict}.')
-
-
-def format_pct(value: float, std: float = math.nan, digits: int = 1) -> str:
-  """A fraction as percent ('12.3' or '12.3 ± 0.4'); '—' when undefined."""
-  if not np.isfinite(value):
-    return '—'
-  text = f'{100 * value:.{digits}f}'
-  if np.isfinite(std):
-    text += f' ± {100 * std:.{digits}f}'
-  return text
 
 
 def quiet_libraries() -> None:

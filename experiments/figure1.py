@@ -24,30 +24,19 @@ from typing import Any, Sequence
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 import numpy as np
 
 from experiments import common
+from experiments import run_flags
+from experiments import summaries
 
 PAPER_RATIO = 6.0
 PAPER_THRESHOLD = 0.25
 VARIANTS = {'relu': {'model.activation': 'relu'},
             'tanh': {'model.activation': 'tanh'}}
-FLAGS = flags.FLAGS
-
-
-def define_flags() -> None:
-  """The command line's flags (defined only when run as a program)."""
-  flags.DEFINE_string('workdir', None,
-                      'Directory for the runs and the figure.')
-  config_flags.DEFINE_config_file(
-      'config', None, 'The base config file, e.g. configs/default.py.',
-      lock_config=True)
-  flags.DEFINE_integer('seeds', 1, 'Runs per activation.')
-  flags.DEFINE_float(
-      'threshold', PAPER_THRESHOLD,
-      'Training top-1 error (a fraction) whose first crossing is timed.')
-  flags.mark_flags_as_required(['config', 'workdir'])
+_THRESHOLD = flags.DEFINE_float(
+    'threshold', PAPER_THRESHOLD,
+    'Training top-1 error (a fraction) whose first crossing is timed.')
 
 
 def speedup(relu_steps: Sequence[float], tanh_steps: Sequence[float],
@@ -78,11 +67,11 @@ def plot(runs: Sequence[common.Run], threshold: float, path: str) -> None:
   colours = {'relu': 'C0', 'tanh': 'C3'}
   dashes = {'relu': '-', 'tanh': '--'}
   for run in runs:
-    curves = common.read_curves(run.workdir)
+    curves = summaries.read_curves(run.workdir)
     ax.plot(curves.steps, 100 * curves.train_error,
             color=colours[run.variant], linestyle=dashes[run.variant],
             alpha=0.85, label=run.variant if run.seed_index == 0 else None)
-    hit = common.steps_to_reach(curves.steps, curves.train_error, threshold)
+    hit = summaries.steps_to_reach(curves.steps, curves.train_error, threshold)
     if math.isfinite(hit):
       ax.axvline(hit, color=colours[run.variant], lw=0.8, alpha=0.5)
   ax.axhline(100 * threshold, color='k', lw=1, linestyle=':',
@@ -108,7 +97,7 @@ def run_figure1(base_config, workdir: str, seeds: int = 1,
   workdir = os.path.abspath(workdir)
   runs = common.plan_runs(base_config, workdir, VARIANTS, seeds, 'figure1')
   common.execute_all(runs, train_fn)
-  rows = [common.summarize_run(run, threshold) for run in runs]
+  rows = [summaries.summarize_run(run, threshold) for run in runs]
   steps = {v: [r['steps_to_target_train_error'] for r in rows
                if r['variant'] == v] for v in VARIANTS}
   total = max(r['steps'] for r in rows)
@@ -147,12 +136,12 @@ def markdown(result: dict, rows: Sequence[dict], source: str, config,
   ]
   for v in VARIANTS:
     mine = [r for r in rows if r['variant'] == v]
-    mean, std, n = common.mean_std(r['steps_to_target_train_error']
+    mean, std, n = summaries.mean_std(r['steps_to_target_train_error']
                                    for r in mine)
     reached = ('not reached' if not n else f'{mean:.0f}' + (
         f' ± {std:.0f}' if math.isfinite(std) else '') + (
             f' ({n} of {len(mine)} runs)' if n < len(mine) else ''))
-    err = common.format_pct(*common.mean_std(
+    err = summaries.format_pct(*summaries.mean_std(
         r['final_train_error'] for r in mine)[:2])
     lines.append(f'| {v} | {len(mine)} | {reached} | {err} |')
   lines += [
@@ -185,27 +174,21 @@ def main(argv):
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   common.quiet_libraries()
   try:
-    common.plan_runs(FLAGS.config, FLAGS.workdir, VARIANTS,
-                     FLAGS.seeds, 'figure1')
-    result = run_figure1(FLAGS.config, FLAGS.workdir, FLAGS.seeds,
-                         FLAGS.threshold, source=_describe())
+    config, workdir = run_flags.CONFIG.value, run_flags.WORKDIR.value
+    common.plan_runs(config, workdir, VARIANTS, run_flags.SEEDS.value,
+                     'figure1')
+    result = run_figure1(config, workdir, run_flags.SEEDS.value,
+                         _THRESHOLD.value, source=run_flags.describe_config())
   except (ValueError, common.RunInterrupted) as e:
     sys.exit(f'figure1: {e}')
   with open(result['paths']['md']) as f:
     print(f.read())
 
 
-def _describe() -> str:
-  holder = FLAGS['config']
-  text = f'`{config_flags.get_config_filename(holder)}`'
-  overrides = config_flags.get_override_values(holder)
-  if overrides:
-    text += ' with ' + ' '.join(f'`--config.{k}={v}`'
-                                for k, v in overrides.items())
-  return text
+def run():
+  """Console-script entry point (`alexnet-figure1`)."""
+  run_flags.start(__name__, main)
 
 
 if __name__ == '__main__':
-  define_flags()
-  from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  app.run(main, flags_parser=cli.parse_flags)
+  run()

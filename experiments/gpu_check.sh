@@ -9,12 +9,12 @@
 #   OUT=/tmp/gpu_check bash experiments/gpu_check.sh --tiny
 #
 # Needs jax, flax, optax, orbax-checkpoint and (for the reference rows) torch;
-# no TensorFlow and no ml_collections (neither program imports them; wheels
+# no TensorFlow and no ml_collections (the benchmark imports neither; wheels
 # carried in .whl/ are installed into /tmp/site if ml_collections is missing,
 # for anyone who adds a training-loop stage).
-# Each stage has a soft time budget (perf_variants --budget_s: later variants
-# are skipped, the JSON is written anyway) and a hard `timeout`; the whole
-# script is sized to end within 9 minutes on an H200.
+# Each stage has a soft time budget (benchmark --budget_s: later variants are
+# skipped, the JSON is written anyway) and a hard `timeout`; the whole script is
+# sized to end within 9 minutes on an H200.
 set -uo pipefail
 
 TINY=0
@@ -48,26 +48,28 @@ fi
 
 if [[ $TINY == 1 ]]; then
   COMMON=(--tiny --scratch "$SCRATCH")
-  BF16_VARIANTS="xla/reduce_window/direct/pool=reduce_window,split/shift/s2d"
-  FP32_VARIANTS="split/shift/s2d"
+  BF16_VARIANTS="flax_baseline,s2d"
+  FP32_VARIANTS="s2d"
   BUDGET_BF16=0; BUDGET_FP32=0
 else
-  COMMON=(--image_size=227 --batch_size=256 --num_classes=1000 --width=1.0
-          --steps=20 --windows=5 --warmup=5 --pause=0 --scratch "$SCRATCH")
+  COMMON=(--image_size=227 --batch_sizes=256 --num_classes=1000 --width=1.0
+          --steps_per_window=20 --windows=5 --warmup=5 --pause=0
+          --scratch "$SCRATCH")
   # Most informative first (a stage out of time skips the tail): the
   # straightforward Flax baseline (the first Flax row of the H200 reference
   # table in docs/performance.md), the default (shift LRN, sliced pooling),
   # conv1 as space-to-depth with each LRN form, the reference table's split
   # and banded-LRN rows (reduce_window pooling), and last its row without
-  # groups and LRN (not the same net).
-  BF16_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d,split/reduce_window/s2d,split/reduce_window/direct/pool=reduce_window,split/matmul/s2d,split/shift/s2d/pool=reduce_window,split/matmul/direct/pool=reduce_window,nogroups/none/direct/pool=reduce_window"
-  FP32_VARIANTS="xla/reduce_window/direct/pool=reduce_window,default,split/shift/s2d"
+  # groups and LRN (not the same net). experiments/harness.py's VARIANTS says
+  # what each name changes.
+  BF16_VARIANTS="flax_baseline,default,s2d,s2d+lrn_banded,lrn_banded+pool_reduce_window,s2d+lrn_matmul,s2d+pool_reduce_window,lrn_matmul+pool_reduce_window,one_tower+no_lrn+pool_reduce_window"
+  FP32_VARIANTS="flax_baseline,default,s2d"
   BUDGET_BF16=250; BUDGET_FP32=90
 fi
 
 # bf16: every variant, torch eager and torch.compile (children, one at a time).
 timeout $((BUDGET_BF16 > 0 ? BUDGET_BF16 + 60 : 1200)) \
-    "$PY" -m experiments.perf_variants "${COMMON[@]}" --budget_s=$BUDGET_BF16 \
+    "$PY" -m experiments.benchmark "${COMMON[@]}" --budget_s=$BUDGET_BF16 \
     --dtypes=bfloat16 --variants="$BF16_VARIANTS" --torch=subprocess \
     --torch_compile --output="$OUT/perf_bf16.json" 2>&1 | tee "$OUT/perf_bf16.log"
 echo "bf16 stage exit: ${PIPESTATUS[0]}"
@@ -75,23 +77,10 @@ echo "bf16 stage exit: ${PIPESTATUS[0]}"
 # fp32 (TF32 matmuls and convolutions on both sides): the main variants and
 # torch eager; the goal is at least twice torch eager's fp32 figure.
 timeout $((BUDGET_FP32 > 0 ? BUDGET_FP32 + 60 : 1200)) \
-    "$PY" -m experiments.perf_variants "${COMMON[@]}" --budget_s=$BUDGET_FP32 \
+    "$PY" -m experiments.benchmark "${COMMON[@]}" --budget_s=$BUDGET_FP32 \
     --dtypes=float32 --variants="$FP32_VARIANTS" --torch=subprocess \
     --output="$OUT/perf_fp32.json" 2>&1 | tee "$OUT/perf_fp32.log"
 echo "fp32 stage exit: ${PIPESTATUS[0]}"
 
-# experiments/benchmark.py, unchanged: the paper's net, batch 256, both dtypes.
-if [[ $TINY == 1 ]]; then
-  BENCH=(--image_size=67 --width=0.05 --num_classes=10 --batch_sizes=4
-         --warmup=1 --windows=2 --steps_per_window=2)
-else
-  BENCH=(--batch_sizes=256 --warmup=3 --windows=3 --steps_per_window=10)
-fi
-timeout 120 "$PY" -m experiments.benchmark "${BENCH[@]}" \
-    --dtypes=bfloat16,float32 --variants=paper \
-    --output="$OUT/benchmark.json" > "$SCRATCH/benchmark.log" 2>&1
-echo "benchmark stage exit: $?"
-tail -n 8 "$SCRATCH/benchmark.log"
-
 echo
-"$PY" -m experiments.perf_variants --summarize "$OUT"/perf_bf16.json "$OUT"/perf_fp32.json
+"$PY" -m experiments.benchmark --summarize="$OUT/perf_bf16.json,$OUT/perf_fp32.json"

@@ -25,7 +25,6 @@ ml_collections (the loop's config file); no TensorFlow is imported.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -34,10 +33,32 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import types
+
+from absl import app
+from absl import flags
+
+from alexnet_jax import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TORCH_FORMATS = {'channels_last': '--channels_last',
                  'nchw': '--no-channels_last'}
+
+_ROUNDS = flags.DEFINE_integer('rounds', 3, 'Rounds (the order alternates).')
+_STEPS = flags.DEFINE_integer('steps', 30, 'Training-loop steps per round '
+                              '(PyTorch times as many).')
+_LOG_EVERY = flags.DEFINE_integer('log_every', 10, 'Steps per timed window, '
+                                  'in both programs.')
+_CPU_CONV = flags.DEFINE_enum(
+    'xla_cpu_conv_library', 'eigen', ['eigen', 'xla_default'],
+    "The loop's config.execution.xla_cpu_conv_library.")
+_BATCH_SIZE = flags.DEFINE_integer('batch_size', 32, 'Batch size.')
+_TORCH_FORMATS = flags.DEFINE_list(
+    'torch_formats', list(TORCH_FORMATS),
+    f'PyTorch memory formats, of {tuple(TORCH_FORMATS)}.')
+_IMAGE_SIZE = flags.DEFINE_integer('image_size', 227, 'Input side.')
+_WIDTH = flags.DEFINE_float('width', 1.0, 'Width multiplier.')
+_OUTPUT = flags.DEFINE_string('output', None, 'Write the JSON here.')
 
 
 def _run(cmd: list[str], env: dict[str, str]) -> int:
@@ -65,7 +86,8 @@ def run_loop(args, workdir: str, env: dict[str, str]) -> dict:
          f'--config.image_size={args.image_size}',
          f'--config.resize_size={args.image_size}',
          f'--config.model.width={args.width}',
-         f'--config.xla_cpu_conv_library={args.xla_cpu_conv_library}']
+         '--config.execution.xla_cpu_conv_library='
+         f'{args.xla_cpu_conv_library}']
   peak_rss = _run(cmd, env)
   with open(os.path.join(workdir, 'metrics.jsonl')) as f:
     rows = [json.loads(line) for line in f if line.strip()]
@@ -95,8 +117,8 @@ def run_torch(args, fmt: str, env: dict[str, str]) -> dict:
           'threads': result['threads'], 'peak_rss_bytes': peak_rss}
 
 
-def main(argv=None) -> dict:
-  args = _parse(argv)
+def main(args) -> dict:
+  """Runs the rounds that `args` (the flags' values) describe."""
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2')
   names = ['jax loop'] + [f'torch eager {f}' for f in args.torch_formats]
   rounds = []
@@ -155,31 +177,33 @@ def table(summary: dict) -> str:
   return '\n'.join(lines)
 
 
-def _parse(argv):
-  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  p.add_argument('--rounds', type=int, default=3)
-  p.add_argument('--steps', type=int, default=30,
-                 help='Training-loop steps per round (PyTorch times as many).')
-  p.add_argument('--log_every', type=int, default=10,
-                 help='Steps per timed window, in both programs.')
-  p.add_argument('--batch_size', type=int, default=32)
-  p.add_argument('--image_size', type=int, default=227)
-  p.add_argument('--width', type=float, default=1.0)
-  p.add_argument('--xla_cpu_conv_library', default='eigen',
-                 choices=('eigen', 'xla_default'))
-  p.add_argument('--torch_formats', default=','.join(TORCH_FORMATS),
-                 type=lambda s: s.split(','),
-                 help=f'Comma-separated, of {tuple(TORCH_FORMATS)}.')
-  p.add_argument('--output', default=None, help='Write the JSON here.')
-  args = p.parse_args(argv)
-  for f in args.torch_formats:
+def _check_flags() -> None:
+  for f in _TORCH_FORMATS.value:
     if f not in TORCH_FORMATS:
-      p.error(f'--torch_formats: {f!r} is not one of {tuple(TORCH_FORMATS)}.')
-  if args.steps < args.log_every:
-    p.error(f'--steps={args.steps} must be at least --log_every='
-            f'{args.log_every}.')
-  return args
+      raise app.UsageError(f'--torch_formats: {f!r} is not one of '
+                           f'{tuple(TORCH_FORMATS)}.')
+  if _STEPS.value < _LOG_EVERY.value:
+    raise app.UsageError(f'--steps={_STEPS.value} must be at least '
+                         f'--log_every={_LOG_EVERY.value}.')
+
+
+def _main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  _check_flags()
+  main(types.SimpleNamespace(
+      rounds=_ROUNDS.value, steps=_STEPS.value, log_every=_LOG_EVERY.value,
+      batch_size=_BATCH_SIZE.value, image_size=_IMAGE_SIZE.value,
+      width=_WIDTH.value, xla_cpu_conv_library=_CPU_CONV.value,
+      torch_formats=_TORCH_FORMATS.value, output=_OUTPUT.value))
+
+
+def run():
+  """Console-script entry point (`alexnet-loop-vs-torch`)."""
+  cli.quiet_console()
+  cli.list_own_flags_in_help(__name__)
+  app.run(_main)
 
 
 if __name__ == '__main__':
-  main(sys.argv[1:])
+  run()

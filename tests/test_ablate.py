@@ -15,6 +15,7 @@ from alexnet_jax import train
 from experiments import ablate
 from experiments import common
 from experiments import figure1
+from experiments import summaries
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -159,10 +160,10 @@ def test_tiny_ablation_interrupt_resume_skip_and_outputs(tmp_path):
 def test_steps_to_reach_on_a_hand_made_series():
   steps = np.array([10, 20, 30, 40])
   errors = np.array([0.95, 0.91, 0.9, 0.5])
-  assert common.steps_to_reach(steps, errors, 0.9) == 30.0  # At the target.
-  assert common.steps_to_reach(steps, errors, 0.99) == 10.0
-  assert common.steps_to_reach(steps, errors, 0.6) == 40.0
-  assert math.isnan(common.steps_to_reach(steps, errors, 0.4))  # Never.
+  assert summaries.steps_to_reach(steps, errors, 0.9) == 30.0  # At the target.
+  assert summaries.steps_to_reach(steps, errors, 0.99) == 10.0
+  assert summaries.steps_to_reach(steps, errors, 0.6) == 40.0
+  assert math.isnan(summaries.steps_to_reach(steps, errors, 0.4))  # Never.
 
 
 def test_figure1_ratio_from_recorded_runs(tmp_path):

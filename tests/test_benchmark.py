@@ -1,5 +1,6 @@
-"""experiments.benchmark on the CPU, and the model FLOP count it relies on."""
+"""experiments.benchmark on the CPU, its variants, and the model FLOP count."""
 
+import glob
 import json
 import os
 import subprocess
@@ -11,8 +12,10 @@ import pytest
 
 from alexnet_jax import models
 from alexnet_jax import train
-from experiments import benchmark
+from experiments import bench_report
 from experiments import common
+from experiments import flops as flops_lib
+from experiments import harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs the benchmark with TensorFlow, TFDS and ml_collections unimportable,
@@ -23,7 +26,11 @@ NO_TF = ("import runpy, sys; sys.modules['tensorflow'] = None; "
          "runpy.run_module('experiments.benchmark', run_name='__main__', "
          "alter_sys=True)")
 TINY = ['--image_size=67', '--width=0.05', '--num_classes=10',
-        '--batch_sizes=2', '--warmup=1', '--windows=2', '--steps_per_window=2']
+        '--warmup=1', '--windows=2', '--steps_per_window=2',
+        '--ceiling_size=128', '--batch_sizes=2']
+SPEC = {'variant': 'default', 'dtype': 'float32', 'devices': 1,
+        'batch_per_device': 2, 'image_size': 67, 'width': 0.05,
+        'num_classes': 10}
 
 
 def _env(devices: int = 2) -> dict:
@@ -34,18 +41,18 @@ def _env(devices: int = 2) -> dict:
 
 def test_flops_match_the_layer_table_figures():
   # docs/paper.md (derived from the layer table).
-  assert common.model_flops(train=False) / 2 == pytest.approx(724.4e6,
+  assert flops_lib.model_flops(train=False) / 2 == pytest.approx(724.4e6,
                                                               rel=1e-4)
-  assert common.model_flops() == pytest.approx(4.14e9, rel=2e-3)
-  assert common.model_flops(groups=1, train=False) / 2 == pytest.approx(
+  assert flops_lib.model_flops() == pytest.approx(4.14e9, rel=2e-3)
+  assert flops_lib.model_flops(groups=1, train=False) / 2 == pytest.approx(
       1.135e9, rel=1e-3)
-  assert common.model_flops('owt', 224, groups=1, train=False) / 2 == (
+  assert flops_lib.model_flops('owt', 224, groups=1, train=False) / 2 == (
       pytest.approx(0.714e9, rel=1e-3))
-  conv1 = common.layer_costs()[0].macs
+  conv1 = flops_lib.layer_costs()[0].macs
   assert conv1 == 55 * 55 * 96 * 11 * 11 * 3
   # Training: forward, weight gradients, input gradients but conv1's.
-  assert common.model_flops() == pytest.approx(
-      3 * common.model_flops(train=False) - 2 * conv1)
+  assert flops_lib.model_flops() == pytest.approx(
+      3 * flops_lib.model_flops(train=False) - 2 * conv1)
 
 
 @pytest.mark.parametrize('fields,size', [
@@ -63,51 +70,57 @@ def test_flops_match_xla_cost_analysis(fields, size):
       params, x).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   xla = cost['flops'] / 2
-  analytic = common.model_flops(
+  analytic = flops_lib.model_flops(
       model.variant, size, model.width, model.groups, model.overlap_pool,
       model.num_classes, train=False, count_padding=False)
   assert xla == pytest.approx(analytic, rel=0.02)
-  assert common.model_flops_of(model, size, train=False) > analytic
+  assert flops_lib.model_flops_of(model, size, train=False) > analytic
 
 
-def test_peak_table():
-  assert benchmark.peak_flops('NVIDIA H200', 'bfloat16') == (989e12, 'bf16')
-  assert benchmark.peak_flops('NVIDIA H100 80GB HBM3', 'float32') == (
-      494.7e12, 'tf32')
-  assert benchmark.peak_flops('NVIDIA H100 PCIe', 'bfloat16')[0] == 756e12
-  assert benchmark.peak_flops('NVIDIA A100-SXM4-80GB', 'bfloat16')[0] == 312e12
-  assert benchmark.peak_flops('TPU v4', 'bfloat16')[0] == 275e12
-  assert benchmark.peak_flops('TPU v5 lite', 'bfloat16')[0] == 197e12
-  assert benchmark.peak_flops('TPU v5p', 'bfloat16')[0] == 459e12
-  assert benchmark.peak_flops('TPU v6 lite', 'bfloat16')[0] == 918e12
-  peak, why = benchmark.peak_flops('cpu', 'float32')
-  assert peak is None and 'cpu' in why
+def test_every_variant_names_config_fields_that_exist():
+  for name in harness.VARIANTS:
+    spec = dict(SPEC, variant=name)
+    config = harness.variant_config(spec)
+    for dotted, value in harness.VARIANTS[name].items():
+      node = config
+      for part in dotted.split('.'):
+        node = getattr(node, part)
+      assert node == value, (name, dotted)
+  config = harness.variant_config(
+      dict(SPEC, variant='flax_baseline+lrn_matmul+s2d', image_size=0))
+  assert config.image_size == 227
+  assert vars(config.execution) == {  # Later names win.
+      'conv_impl': 'xla', 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
+      'conv1_impl': 'space_to_depth', 'xla_cpu_conv_library': 'eigen'}
+  owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
+  assert (owt.model.variant, owt.model.groups, owt.image_size) == (
+      'owt', 1, 224)
+  with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
+                     r"does not exist; the fields there are \['conv1_impl'"):
+    common.with_overrides(config, {'execution.lrm': 'shift'}, "variant 'x'")
 
 
-def test_row_specs_skip_options_that_do_not_apply():
-  specs = benchmark.row_specs(
-      [8, 16], ['float32'], ['paper', 'owt', 'no_lrn'], ['split', 'xla'],
-      ['matmul', 'reduce_window'], [1], 0, 1.0, 1000)
-  by_variant = {v: [s for s in specs if s['variant'] == v]
-                for v in ('paper', 'owt', 'no_lrn')}
-  assert len(by_variant['paper']) == 2 * 2 * 2  # conv x lrn x batch
-  assert len(by_variant['owt']) == 2  # one tower, no LRN: batch only
-  assert {s['conv_impl'] for s in by_variant['owt']} == {'-'}
-  assert {s['image_size'] for s in by_variant['owt']} == {224}
-  assert len(by_variant['no_lrn']) == 2 * 2
-  assert {s['lrn_impl'] for s in by_variant['no_lrn']} == {'-'}
-  model = benchmark.build_model(by_variant['owt'][0])
-  assert (model.variant, model.groups, model.lrn) == ('owt', 1, False)
+def test_bad_flags_fail_in_one_line_before_compiling(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'experiments.benchmark',
+       f'--output={tmp_path}/x.json', '--variants=default,lrn_fast'],
+      cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "benchmark: variant 'lrn_fast': 'lrn_fast' is not one of "
+      f"{tuple(harness.VARIANTS)}.")
 
 
-def test_a_failed_row_is_reported_not_fatal():
-  spec = benchmark.row_specs([2], ['float32'], ['paper'], ['split'],
-                             ['matmul'], [jax.local_device_count() + 1], 67,
-                             0.05, 10)[0]
-  row = benchmark.run_row_safely(spec, 0, 1, 1, True)
-  assert 'local devices' in row['error']
-  table = benchmark.markdown([row], {'device_kind': 'cpu'}, [])
-  assert 'failed: ValueError' in table
+def test_report_table_has_the_communication_and_error_cells():
+  row = dict(SPEC, variant='towers', devices=2, images_per_sec_per_device=1.0,
+             bytes_sent_per_device=2.5e6, hlo_bytes_sent_per_device=2.5e6)
+  failed = dict(SPEC, error='ValueError: devices=9: this machine has 1')
+  report = {'machine': {'device_kind': 'cpu'}, 'notes': [],
+            'settings': {'windows': 2, 'steps_per_window': 1},
+            'rows': [row, failed]}
+  table = bench_report.markdown(report)
+  assert '| 2.50, 2.50 |' in table
+  assert '| default | float32 | 1 | 2 | failed: ValueError' in table
 
 
 # The paper net at width 0.05, 10 classes, 67x67, by hand: conv channels
@@ -128,7 +141,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
   output = tmp_path / 'bench' / 'cpu.json'
   proc = subprocess.run(
       [sys.executable, '-c', NO_TF, f'--output={output}', '--devices=1,2',
-       *TINY],
+       '--variants=default,lrn_matmul+s2d,towers', '--torch=none', *TINY],
       cwd=ROOT, env=_env(2), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(output) as f:
@@ -136,34 +149,38 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
   machine = result['machine']
   assert machine['backend'] == 'cpu' and machine['local_devices'] == 2
   assert machine['jax'] == jax.__version__ and machine['date'].startswith('20')
-  rows = result['rows']
-  assert [(r['devices'], r['dtype']) for r in rows] == [
-      (1, 'float32'), (2, 'float32')]
-  flops = common.model_flops('paper', 67, 0.05, 2, True, 10)
-  for r in rows:
+  rows = {(r['variant'], r['devices']): r for r in result['rows']}
+  # Width 0.05 leaves fc6 205 neurons, which two devices cannot split: that
+  # row fails alone, named; the one-device towers row needs a pair.
+  assert 'fc6/fc7' in rows[('towers', 2)]['error']
+  assert 'error' in rows[('towers', 1)]
+  flops = flops_lib.model_flops('paper', 67, 0.05, 2, True, 10)
+  ceiling = result['matmul_ceiling_flops']['float32']
+  for key in [(v, n) for v in ('default', 'lrn_matmul+s2d') for n in (1, 2)]:
+    r = rows[key]
     assert 'error' not in r, r
     assert r['global_batch'] == 2 * r['devices']
-    assert r['train_step_ms'] > 0 and r['infer_step_ms'] > 0
-    assert r['train_compile_s'] > 0 and r['infer_compile_s'] > 0
-    assert r['train_images_per_sec_per_device'] == pytest.approx(
-        2 / (r['train_step_ms'] / 1e3))
-    assert r['train_images_per_sec'] == pytest.approx(
-        r['devices'] * r['train_images_per_sec_per_device'])
-    assert len(r['train_step_ms_windows']) == 2
+    assert r['step_ms'] > 0 and r['compile_s'] > 0
+    assert r['process_cpu_ms_per_step'] >= 0
+    assert r['images_per_sec_per_device'] == pytest.approx(
+        2 / (r['step_ms'] / 1e3))
+    assert len(r['step_ms_windows']) == 2
     assert r['train_gflop_per_image'] == pytest.approx(flops / 1e9)
-    assert r['train_xla_memory_bytes'] > 0
-    assert r['train_loss_finite']
-    # A CPU has no peak in the table and reports no memory stats.
-    assert r['train_mfu'] is None and r['peak_bytes_in_use'] is None
+    assert r['fraction_of_ceiling'] == pytest.approx(
+        flops * r['images_per_sec_per_device'] / ceiling)
+    assert r['xla_memory_bytes'] > 0 and r['loss_finite']
+    assert r['peak_bytes_in_use'] is None  # A CPU reports no memory stats.
     # Host memory, which a CPU run is limited by: JAX alone is over 100 MB.
     assert 1e8 < r['process_peak_rss_bytes'] < 2e10
     assert r['params'] == TINY_PAPER_PARAMS
     # The training loop's XLA options (CPU: Eigen convolutions).
     assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
-  notes = ' '.join(result['notes'])
-  assert 'MFU omitted' in notes and 'Peak memory omitted' in notes
+  assert rows[('lrn_matmul+s2d', 1)]['overrides'] == {
+      'execution.lrn_impl': 'matmul',
+      'execution.conv1_impl': 'space_to_depth'}
+  assert 'Peak memory omitted' in ' '.join(result['notes'])
   table = (tmp_path / 'bench' / 'cpu.md').read_text()
-  assert table.count('| paper | float32 | split | ') == 2
+  assert table.count('| lrn_matmul+s2d | float32 | ') == 2
   assert proc.stdout.strip().endswith(table.strip().splitlines()[-1])
 
 
@@ -172,18 +189,22 @@ def test_isolated_rows_run_in_their_own_process(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark', f'--output={output}',
        '--isolate', '--devices=1', '--variants=owt', '--dtypes=bfloat16',
-       '--inference=false',
-       *TINY],
+       '--batch_sizes=2,4', f'--profile_dir={tmp_path}/profile', *TINY[:-1]],
       cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
   with open(output) as f:
     result = json.load(f)
-  (row,) = result['rows']
-  assert 'error' not in row, row
-  assert (row['variant'], row['dtype']) == ('owt', 'bfloat16')
-  assert row['train_step_ms'] > 0 and row['train_loss_finite']
-  assert 'infer_step_ms' not in row
+  small, large = result['rows']
+  for row, batch in ((small, 2), (large, 4)):
+    assert 'error' not in row, row
+    assert (row['variant'], row['dtype']) == ('owt', 'bfloat16')
+    assert row['batch_per_device'] == batch
+    assert row['step_ms'] > 0 and row['loss_finite']
+  # Each row's own process: its own RSS peak (a shared process would give
+  # both rows the same maximum).
+  assert small['process_peak_rss_bytes'] != large['process_peak_rss_bytes']
   assert result['machine']['backend'] == 'cpu'
+  assert glob.glob(f'{tmp_path}/profile/**/*.xplane.pb', recursive=True)
 
 
 def test_loop_against_torch_alternates_and_reports_medians(tmp_path):

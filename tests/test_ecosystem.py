@@ -64,6 +64,8 @@ SCRIPT_FLAGS = {
     'alexnet-convert': ('--input', '--output', '--variant'),
     'alexnet-ablate': ('--config', '--workdir', '--sweep', '--seeds'),
     'alexnet-benchmark': ('--output', '--batch_sizes', '--profile_dir'),
+    'alexnet-figure1': ('--config', '--workdir', '--threshold', '--seeds'),
+    'alexnet-loop-vs-torch': ('--rounds', '--torch_formats', '--output'),
     'alexnet-prepare-dataset': ('--config', '--output_dir',
                                 '--examples_per_shard'),
 }
@@ -270,22 +272,6 @@ def test_training_command_prints_no_start_up_notices(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# Profiling from the benchmark.
-# ----------------------------------------------------------------------------
-
-
-def test_benchmark_profile_dir_writes_a_trace_per_row(tmp_path):
-  from experiments import benchmark  # pylint: disable=g-import-not-at-top
-  spec = benchmark.row_specs([2], ['float32'], ['paper'], ['split'],
-                             ['shift'], [1], 67, 0.05, 10)[0]
-  row = benchmark.run_row(spec, 0, 1, 1, inference=False,
-                          profile_dir=str(tmp_path))
-  assert row['profile_dir'].startswith(str(tmp_path))
-  assert glob.glob(os.path.join(row['profile_dir'], '**', '*.xplane.pb'),
-                   recursive=True)
-
-
-# ----------------------------------------------------------------------------
 # Plots that say what they show.
 # ----------------------------------------------------------------------------
 
@@ -308,24 +294,24 @@ def _has_error_bars(ax):
 
 
 def test_split_outliers():
-  from experiments import ablate  # pylint: disable=g-import-not-at-top
-  assert ablate.split_outliers({'a': 1.0, 'b': 2.0, 'c': 32.0}) == (
+  from experiments import plots  # pylint: disable=g-import-not-at-top
+  assert plots.split_outliers({'a': 1.0, 'b': 2.0, 'c': 32.0}) == (
       ['a', 'b'], ['c'])
-  assert ablate.split_outliers({'a': 1.0, 'b': 2.5, 'c': 6.0}) == (
+  assert plots.split_outliers({'a': 1.0, 'b': 2.5, 'c': 6.0}) == (
       ['a', 'b', 'c'], [])  # 6 < 3 x 2.5.
-  assert ablate.split_outliers(
+  assert plots.split_outliers(
       {'a': -0.5, 'b': 40.0, 'c': 1.0, 'd': 30.0, 'e': 0.8}) == (
           ['a', 'c', 'e'], ['b', 'd'])  # 30 > 3 x 1; 40 < 3 x 30.
-  assert ablate.split_outliers({'a': 6.0, 'b': 2.0, 'c': 0.1}) == (
+  assert plots.split_outliers({'a': 6.0, 'b': 2.0, 'c': 0.1}) == (
       ['a', 'b', 'c'], [])  # The gap (2 > 3 x 0.1) would leave one of three.
 
 
 def test_one_seed_deltas_plot_has_no_error_bars_and_says_n(tmp_path):
-  from experiments import ablate  # pylint: disable=g-import-not-at-top
+  from experiments import plots  # pylint: disable=g-import-not-at-top
   # tanh's change dwarfs the others', as in the default job's ablation.
   stats = _stats({'no_lrn': (0.056, 0.001), 'no_dropout': (0.008, 0.0),
                   'tanh': (0.324, 0.008)}, seeds=1)
-  fig = ablate.deltas_figure(stats, 'baseline', num_classes=10)
+  fig = plots.deltas_figure(stats, 'baseline', num_classes=10)
   assert 'n = 1 seed' in fig.get_suptitle()
   assert len(fig.axes) == 2  # tanh on a panel of its own.
   assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ['tanh']
@@ -333,13 +319,13 @@ def test_one_seed_deltas_plot_has_no_error_bars_and_says_n(tmp_path):
     assert not _has_error_bars(ax)
     labels = ax.get_legend_handles_labels()[1]
     assert not any('top-5' in label for label in labels)  # 10 classes.
-  assert ablate.plot_deltas(stats, 'baseline', str(tmp_path / 'd.png'), 10)
+  assert plots.plot_deltas(stats, 'baseline', str(tmp_path / 'd.png'), 10)
   assert (tmp_path / 'd.png').stat().st_size > 0
 
   # Three seeds and 1000 classes: spreads and top-5 are shown.
   stats = _stats({'no_lrn': (0.014, 0.012), 'no_dropout': (0.010, 0.008)},
                  seeds=3)
-  fig = ablate.deltas_figure(stats, 'baseline', num_classes=1000)
+  fig = plots.deltas_figure(stats, 'baseline', num_classes=1000)
   (ax,) = fig.axes
   assert 'n = 3 seeds' in fig.get_suptitle() and _has_error_bars(ax)
   assert any('top-5' in label for label in ax.get_legend_handles_labels()[1])

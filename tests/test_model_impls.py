@@ -2,9 +2,10 @@
 
 alexnet_jax.ops under every `ops.Execution`: grouped convolutions (split vs
 XLA vs flax's nn.Conv), LRN (every impl vs the paper's formula in NumPy), conv1
-as space-to-depth, max-pooling, the whole net under every combination, the PyTorch reference net (same function as the JAX net), and the
-benchmark scripts' own logic. Throughput itself is measured by
-experiments/perf_variants.py, never here.
+as space-to-depth, max-pooling, the whole net under every combination, the
+PyTorch reference net (same function as the JAX net), and the benchmark
+scripts' own logic. Throughput itself is measured by
+experiments/benchmark.py, never here.
 """
 
 import functools
@@ -21,7 +22,6 @@ import pytest
 
 from alexnet_jax import models
 from alexnet_jax import ops
-from experiments import perf_variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -349,51 +349,6 @@ def test_torch_reference_trains():
 # --- The benchmark scripts ---------------------------------------------------
 
 
-def test_parse_variant():
-  assert perf_variants.parse_variant('default') == {}
-  assert perf_variants.parse_variant('default/pool=reduce_window') == dict(
-      pool_impl='reduce_window')
-  assert perf_variants.parse_variant('split/shift/s2d') == dict(
-      conv_impl='split', lrn_impl='shift', conv1_impl='space_to_depth')
-  assert perf_variants.parse_variant('nogroups/none/direct/prng=rbg') == dict(
-      groups=1, lrn=False, conv1_impl='direct', prng='rbg')
-  assert perf_variants.parse_variant(
-      'xla/matmul/direct/pool=slices/cpuconv=xla_default') == dict(
-          conv_impl='xla', lrn_impl='matmul', conv1_impl='direct',
-          pool_impl='slices', xla_cpu_conv_library='xla_default')
-  for bad, field in [('split/shift', 'CONV/LRN/CONV1'),
-                     ('x/shift/s2d', 'CONV='), ('split/fast/s2d', 'LRN='),
-                     ('split/shift/im2col', 'CONV1='),
-                     ('split/shift/s2d/prng=philox', 'expected pool='),
-                     ('split/shift/s2d/cpuconv=mkl', 'expected pool=')]:
-    with pytest.raises(ValueError, match=field):
-      perf_variants.parse_variant(bad)
-
-
-def test_train_flops_match_the_papers_net():
-  # docs/paper.md: about 4.14 GFLOP per training image at 227.
-  flops = perf_variants.train_flops_per_image(227)
-  assert 4.13e9 < flops < 4.15e9
-  # One tower adds conv2/4/5's cross-tower products.
-  assert perf_variants.train_flops_per_image(227, groups=1) > flops
-
-
-def test_perf_variants_tiny_run(tmp_path):
-  out = tmp_path / 'perf.json'
-  report = perf_variants.main([
-      '--tiny', '--torch=none', '--variants=xla/matmul/direct,split/shift/s2d',
-      f'--output={out}'])
-  names = [r['name'] for r in report['rows']]
-  assert names == ['jax xla/matmul/direct', 'jax split/shift/s2d']
-  for r in report['rows']:
-    assert r['images_per_sec'] > 0 and len(r['images_per_sec_windows']) == 2
-    assert r['model']['width'] == 0.05
-  assert report['rows'][1]['model']['conv1_impl'] == 'space_to_depth'
-  assert out.exists()
-  table = perf_variants.table(report)
-  assert table.splitlines()[-1].startswith('| jax split/shift/s2d | float32 |')
-
-
 def test_gpu_check_script_is_valid_bash():
   subprocess.run(['bash', '-n', os.path.join(ROOT, 'experiments',
                                              'gpu_check.sh')], check=True)
@@ -409,7 +364,7 @@ def test_benchmarks_import_without_tensorflow_or_ml_collections():
       '                              "tensorflow_datasets"):\n'
       '      raise ImportError("blocked " + name)\n'
       'sys.meta_path.insert(0, Block())\n'
-      'from experiments import perf_variants, torch_reference\n'
+      'from experiments import benchmark, torch_reference\n'
       'from alexnet_jax import train\n'
       'print("imported")\n')
   out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, check=True,

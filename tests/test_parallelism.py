@@ -185,16 +185,3 @@ def test_modes_that_do_not_fit_name_the_field(monkeypatch):
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   with pytest.raises(config_lib.ConfigError, match='run in one process'):
     config_lib.validate(_config('towers', **{'model.width': 0.0625}))
-
-
-def test_benchmark_has_a_parallelism_axis():
-  from experiments import benchmark  # pylint: disable=g-import-not-at-top
-  specs = benchmark.row_specs([2], ['float32'], ['paper'], ['split'],
-                              ['shift'], [8], 67, 0.0625, 10,
-                              parallelisms=('data', 'towers', 'hybrid'))
-  assert [s.get('parallelism', 'data') for s in specs] == [
-      'data', 'towers', 'hybrid']
-  row = dict(specs[1], train_images_per_sec_per_device=1.0,
-             bytes_sent_per_device=2.5e6, hlo_bytes_sent_per_device=2.5e6)
-  table = benchmark.markdown([row], {'device_kind': 'cpu'}, [])
-  assert '| towers | 2.50, 2.50 |' in table
