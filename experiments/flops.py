@@ -30,7 +30,7 @@ def _conv_taps(size: int, kernel: int, stride: int,
 
 
 def _pool_size(size: int, overlap: bool) -> int:
-  window, stride = (3, 2) if overlap else (2, 2)
+  window, stride = models.pool_window(overlap)
   return (size - window) // stride + 1
 
 
@@ -49,19 +49,19 @@ def layer_costs(variant: str = 'paper', image_size: int = 227,
         f'{models.min_image_size(variant, overlap_pool)}).')
   costs = []
   size, channels = image_size, 3
-  for i, spec in enumerate(models.conv_specs(variant)):
+  for spec in models.conv_specs(variant):
     features = models.scaled_width(spec.features, width, groups)
     in_per_group = channels // (groups if spec.grouped else 1)
     out, valid = _conv_taps(size, spec.kernel, spec.stride, spec.padding)
     costs.append(LayerCost(
-        f'conv{i + 1}',
+        spec.name,
         macs=out * out * spec.kernel ** 2 * in_per_group * features,
         valid_macs=valid * valid * in_per_group * features))
     size, channels = out, features
-    if i in (0, 1, 4):
+    if spec.pool:
       size = _pool_size(size, overlap_pool)
   if variant == 'owt':
-    size = models._OWT_POOL_OUTPUT  # pylint: disable=protected-access
+    size = models.OWT_POOL_OUTPUT
   fc = models.scaled_width(models.FC_FEATURES, width, 1)
   for name, n_in, n_out in (('fc6', size * size * channels, fc),
                             ('fc7', fc, fc), ('fc8', fc, num_classes)):
