@@ -42,19 +42,44 @@ _spec.loader.exec_module(make_fixture)
 EXECUTION = ('conv1_impl', 'lrn_impl', 'pool_impl', 'conv_impl')
 
 
-def _run(module: str, *args: str) -> str:
-  result = subprocess.run([sys.executable, '-m', module, *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-3000:]
-  return result.stdout
-
-
 @pytest.fixture(scope='module')
-def workdir(tmp_path_factory):
-  """A copy of the fixture, so that no command can change the committed one."""
-  path = str(tmp_path_factory.mktemp('old') / 'workdir')
-  shutil.copytree(FIXTURE, path)
-  return path
+def runs(tmp_path_factory):
+  """evaluate, predict and convert on a copy of the fixture (so that none can
+  change the committed one), run side by side: name -> (returncode, stdout,
+  stderr, the directory of their inputs and outputs)."""
+  tmp = tmp_path_factory.mktemp('old')
+  workdir = str(tmp / 'workdir')
+  shutil.copytree(FIXTURE, workdir)
+  Image.fromarray(make_fixture.image()).save(tmp / 'image.png')
+  args = {
+      'evaluate': [
+          f'--config={ROOT}/configs/imagenet_eval.py',
+          f'--workdir={tmp / "eval"}', f'--config.checkpoint={workdir}',
+          '--config.dataset=fake', '--config.seed=7',  # The run's images.
+          '--config.model.variant=paper', '--config.model.num_classes=5',
+          '--config.model.width=0.05', '--config.model.lrn_alpha=0.01',
+          '--config.model.lrn_across_towers=True', '--config.image_size=67',
+          '--config.batch_size=8', '--config.eval_batch_size=8',
+          '--config.fake_data.eval_steps=1',
+          '--config.normalization.mean=(123.68, 116.78, 103.94)',
+          '--config.normalization.std=(58.393, 57.12, 57.375)'],
+      'predict': [f'--workdir={workdir}', str(tmp / 'image.png')],
+      'convert': ['--variant=paper', f'--input={workdir}',
+                  f'--output={tmp / "weights.pth"}'],
+  }
+  procs = {name: subprocess.Popen(
+      [sys.executable, '-m', f'alexnet_jax.{name}', *a], cwd=ROOT,
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for name, a in args.items()}
+  outputs = {name: p.communicate(timeout=300) for name, p in procs.items()}
+  return {name: (p.returncode, *outputs[name], tmp)
+          for name, p in procs.items()}
+
+
+def _output(runs, name: str):
+  returncode, stdout, stderr, tmp = runs[name]
+  assert returncode == 0, stderr[-3000:]
+  return stdout, tmp
 
 
 @pytest.fixture(scope='module')
@@ -69,20 +94,11 @@ def _model(old_config) -> models.AlexNet:
   return models.AlexNet(**arch, lrn_across_towers=True)
 
 
-def test_evaluate_gives_the_old_runs_eval_loss(workdir, tmp_path):
-  _run('alexnet_jax.evaluate', f'--config={ROOT}/configs/imagenet_eval.py',
-       f'--workdir={tmp_path}', f'--config.checkpoint={workdir}',
-       '--config.dataset=fake', '--config.seed=7',  # The run's fake images.
-       '--config.model.variant=paper', '--config.model.num_classes=5',
-       '--config.model.width=0.05', '--config.model.lrn_alpha=0.01',
-       '--config.model.lrn_across_towers=True', '--config.image_size=67',
-       '--config.batch_size=8', '--config.eval_batch_size=8',
-       '--config.fake_data.eval_steps=1',
-       '--config.normalization.mean=(123.68, 116.78, 103.94)',
-       '--config.normalization.std=(58.393, 57.12, 57.375)')
+def test_evaluate_gives_the_old_runs_eval_loss(runs):
+  _, tmp = _output(runs, 'evaluate')
   with open(os.path.join(FIXTURE, 'metrics.jsonl')) as f:
     old = [json.loads(line) for line in f][-1]
-  with open(tmp_path / 'metrics.jsonl') as f:
+  with open(tmp / 'eval' / 'metrics.jsonl') as f:
     new = [json.loads(line) for line in f][-1]
   assert new['step'] == old['step'] == 2
   assert new['eval_examples'] == old['eval_examples'] == 8
@@ -92,10 +108,8 @@ def test_evaluate_gives_the_old_runs_eval_loss(workdir, tmp_path):
 @pytest.mark.xfail(strict=True, reason=(
     'predict reads the old config.json, which has no model.lrn_across_towers, '
     'and takes the default (within each tower): not the LRN the run trained'))
-def test_predict_gives_the_old_probabilities(workdir, tmp_path):
-  path = str(tmp_path / 'image.png')
-  Image.fromarray(make_fixture.image()).save(path)
-  out = _run('alexnet_jax.predict', f'--workdir={workdir}', path)
+def test_predict_gives_the_old_probabilities(runs):
+  out, _ = _output(runs, 'predict')
   ranked = re.findall(r'^\s+\d\. (\d+)\s+([\d.]+)$', out, re.MULTILINE)
   old = np.load(os.path.join(FIXTURE, 'predict_probs.npy'))
   assert [int(c) for c, _ in ranked] == list(np.argsort(-old, kind='stable'))
@@ -105,10 +119,10 @@ def test_predict_gives_the_old_probabilities(workdir, tmp_path):
 
 def test_checkpoint_holds_the_parameter_tree_of_todays_model(old_config):
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  item = os.path.join(FIXTURE, 'checkpoints', '2', 'default')
+  item = epath.Path(FIXTURE) / 'checkpoints' / '2' / 'default'
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    stored = handler.metadata(epath.Path(item)).tree['params']
+    stored = handler.metadata(item).tree['params']
   finally:
     handler.close()
   size = old_config['image_size']
@@ -122,13 +136,11 @@ def test_checkpoint_holds_the_parameter_tree_of_todays_model(old_config):
   assert len(shapes(stored)) == 16  # conv1..conv5, fc6..fc8: kernel, bias.
 
 
-def test_converted_weights_give_the_old_logits(workdir, old_config, tmp_path):
+def test_converted_weights_give_the_old_logits(runs, old_config):
   torch = pytest.importorskip('torch')
   from experiments import torch_reference  # pylint: disable=g-import-not-at-top
-  pth = str(tmp_path / 'weights.pth')
-  _run('alexnet_jax.convert', '--variant=paper', f'--input={workdir}',
-       f'--output={pth}')
-  state_dict = torch.load(pth, weights_only=True)
+  _, tmp = _output(runs, 'convert')
+  state_dict = torch.load(tmp / 'weights.pth', weights_only=True)
   old_logits = np.load(os.path.join(FIXTURE, 'logits.npy'))
   x = make_fixture.inputs()
 
