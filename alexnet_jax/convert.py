@@ -304,7 +304,6 @@ def torch_lrn(groups: int = 2):
   torch = _torch()
 
   class TowerLocalResponseNorm(torch.nn.Module):
-
     def __init__(self):
       super().__init__()
       self.lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
