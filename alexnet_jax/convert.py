@@ -6,38 +6,28 @@ r"""Weight interchange with PyTorch, and `.npz` files of converted parameters.
       --output=alexnet.pth
 
 --input: a .pth state_dict, an .npz of params, or an orbax checkpoint (a
-workdir: its newest step); --output: .npz or .pth.
+workdir: its newest step); --output: .npz or .pth. torch is imported only to
+read or write a .pth file.
 
-Two PyTorch layouts (module names of an `nn.Module` with `features`, `avgpool`
-and `classifier` like torchvision's `AlexNet`):
+Two PyTorch layouts, each our model's variant of that name (with its default
+groups and lrn), both with `features` and `classifier` like torchvision's
+`AlexNet`; fc6..fc8 = `classifier.1/4/6`:
+* 'owt': torchvision's AlexNet; conv1..conv5 = `features.0/3/6/8/10`.
+* 'paper': conv2, conv4 and conv5 grouped (`nn.Conv2d(groups=2)`) and, after
+  the ReLU of conv1 and conv2, `torch_lrn(groups)`: `nn.LocalResponseNorm(5,
+  alpha=5e-4, beta=0.75, k=2.0)` on each tower's half of the channels, as the
+  paper's two GPUs normalized their own maps (PyTorch divides alpha by n: our
+  alpha=1e-4). It has no parameters; a model with lrn_across_towers=True
+  matches `torch_lrn(1)`. conv1..conv5 = `features.0/4/8/10/12`.
 
-* 'owt': torchvision's AlexNet. Our model with variant='owt' (whose defaults
-  are groups=1, lrn=False). conv1..conv5 = `features.0/3/6/8/10`, fc6..fc8 =
-  `classifier.1/4/6`.
-* 'paper': the same modules, with conv2, conv4 and conv5 grouped
-  (`nn.Conv2d(groups=2)`) and local response normalization after the ReLU of
-  conv1 and conv2: `torch_lrn(groups)`, `nn.LocalResponseNorm(5, alpha=5e-4,
-  beta=0.75, k=2.0)` applied to each tower's half of the channels, as the
-  paper's two GPUs normalized their own maps (PyTorch divides alpha by n, we
-  do not: alpha=1e-4 here). It has no parameters, so the state_dict is the
-  same whatever the window; a model with lrn_across_towers=True matches
-  `torch_lrn(1)`. conv1..conv5 = `features.0/4/8/10/12`, fc6..fc8 =
-  `classifier.1/4/6`. Our model with variant='paper' (groups=2, lrn=True).
-
-What changes between the two frameworks:
-
-* Convolutions: PyTorch OIHW (out, in/groups, kh, kw) <-> Flax HWIO
-  (kh, kw, in/groups, out). Both assign the first out/groups output channels to
-  the first in/groups input channels, and so on; XLA's `feature_group_count`
-  and `models.Conv(impl='split')` do the same, so a transpose is all it takes.
+What changes between the frameworks:
+* Convolutions: PyTorch OIHW (out, in/groups, kh, kw) <-> Flax HWIO. Both give
+  the first out/groups output channels the first in/groups input channels (as
+  XLA's `feature_group_count` and `models.Conv(impl='split')` do): a transpose.
 * Dense layers: PyTorch (out, in) <-> Flax (in, out).
-* fc6's input: PyTorch flattens pool5 as (C, H, W), our NHWC model as
-  (H, W, C), so fc6's input rows are permuted. The map size is read from the
-  weights (fc6 inputs / conv5 channels, a square), so any image size works.
-
-Both functions take and return NumPy arrays (float32); PyTorch tensors are also
-accepted as input. Nothing here imports torch except the command line, and only
-to read or write a `.pth` file.
+* fc6's input rows: PyTorch flattens pool5 as (C, H, W), our NHWC model as
+  (H, W, C). The map size is read from the weights (fc6 inputs / conv5
+  channels, a square), so any image size works.
 """
 
 from __future__ import annotations
@@ -49,6 +39,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from alexnet_jax import checkpoint_params
 from alexnet_jax import models
 
 CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
@@ -64,9 +55,8 @@ TORCH_LAYOUTS = {
         'features.0', 'features.4', 'features.8', 'features.10', 'features.12',
         'classifier.1', 'classifier.4', 'classifier.6'))),
 }
-# The model fields each PyTorch layout stands for (the groups of conv2, conv4
-# and conv5 are the default of an argument: a paper-layout net without towers
-# converts with groups=1).
+# The model fields each PyTorch layout stands for (groups is only a default:
+# a paper-layout net without towers converts with groups=1).
 DEFAULT_GROUPS = {v: d['groups'] for v, d in models.VARIANT_DEFAULTS.items()}
 LAYOUT_LRN = {v: d['lrn'] for v, d in models.VARIANT_DEFAULTS.items()}
 
@@ -82,11 +72,9 @@ def _check_variant(variant: str) -> None:
 
 
 def check_model_config(model_config) -> None:
-  """Raises if `config.model` cannot hold its variant's PyTorch layout.
-
-  The module indices of the PyTorch layout depend on whether LRN layers sit
-  between the convolutions, so `model.lrn` must be what the layout has.
-  """
+  """Raises if `config.model` cannot hold its variant's PyTorch layout: the
+  layout's module indices depend on whether LRN layers sit between the
+  convolutions, so `model.lrn` must be the layout's."""
   variant = model_config.variant
   _check_variant(variant)
   lrn = model_config.lrn
@@ -103,98 +91,90 @@ def _to_numpy(value) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
-def _groups(variant: str, groups: int | None) -> dict[str, int]:
-  g = DEFAULT_GROUPS[variant] if groups is None else groups
-  if g not in (1, 2):
-    raise ConversionError(f'groups={g!r}; expected 1 or 2.')
-  specs = models.conv_specs(variant)
-  return {name: (g if spec.grouped else 1) for name, spec in zip(CONVS, specs)}
-
-
 def _pool5_shape(fc6_inputs: int, channels: int, pool5_shape,
                  name: str) -> tuple[int, int]:
-  if pool5_shape is not None:
-    h, w = pool5_shape
-    if h * w * channels != fc6_inputs:
+  if pool5_shape is None:
+    side = math.isqrt(fc6_inputs // channels)
+    if not side or side * side * channels != fc6_inputs:
       raise ConversionError(
-          f'{name} has {fc6_inputs} inputs, but pool5_shape={pool5_shape} with '
-          f'{channels} conv5 channels gives {h * w * channels}.')
-    return h, w
-  side = math.isqrt(fc6_inputs // channels) if fc6_inputs % channels == 0 else 0
-  if not side or side * side * channels != fc6_inputs:
+          f'{name} has {fc6_inputs} inputs, which is not {channels} conv5 '
+          f'channels times a square pool5 map; pass pool5_shape=(h, w).')
+    return side, side
+  h, w = pool5_shape
+  if h * w * channels != fc6_inputs:
     raise ConversionError(
-        f'{name} has {fc6_inputs} inputs, which is not {channels} conv5 '
-        f'channels times a square pool5 map; pass pool5_shape=(h, w).')
-  return side, side
+        f'{name} has {fc6_inputs} inputs, but pool5_shape={pool5_shape} with '
+        f'{channels} conv5 channels gives {h * w * channels}.')
+  return h, w
 
 
 def _check_shapes(flax: Mapping[str, Mapping[str, np.ndarray]], variant: str,
-                  groups: dict[str, int], key: Callable[[str, str], str],
+                  groups: int | None, key: Callable[[str, str], str],
                   pool5_shape, torch_shapes: bool) -> tuple[int, int, int]:
-  """Checks that Flax-layout shapes chain; errors name `key(layer, leaf)`.
-
-  Returns (C, H, W) of the pool5 map flattened into fc6. `torch_shapes`: show
-  shapes in messages as PyTorch stores them.
-  """
+  """Checks that Flax-layout shapes chain; returns (C, H, W) of the pool5 map
+  flattened into fc6. Errors name `key(layer, leaf)` and show shapes as
+  PyTorch stores them if `torch_shapes`."""
+  groups = DEFAULT_GROUPS[variant] if groups is None else groups
+  if groups not in (1, 2):
+    raise ConversionError(f'groups={groups!r}; expected 1 or 2.')
   def shape(kernel):
     if not torch_shapes:
       return kernel.shape
     if kernel.ndim == 4:
       return kernel.transpose(3, 2, 0, 1).shape
     return kernel.T.shape
-
+  for name in LAYERS:
+    out, bias = flax[name]['kernel'].shape[-1], flax[name]['bias']
+    if bias.shape != (out,):
+      raise ConversionError(
+          f'{key(name, "bias")}: shape {bias.shape}, expected ({out},) to '
+          f'match {key(name, "kernel")}.')
   channels = 3
   for name, spec in zip(CONVS, models.conv_specs(variant)):
-    kernel, bias = flax[name]['kernel'], flax[name]['bias']
-    k, g = spec.kernel, groups[name]
-    out = kernel.shape[3]
+    kernel, k, g = flax[name]['kernel'], spec.kernel, (
+        groups if spec.grouped else 1)
     want_in = channels // g if channels % g == 0 else None
     if kernel.shape[:3] != (k, k, want_in):
       raise ConversionError(
           f'{key(name, "kernel")}: shape {shape(kernel)} does '
           f'not fit {name} of variant={variant!r}: expected a {k}x{k} kernel '
           f'over {channels} input channels in {g} group(s).')
-    if out % g:
+    channels = kernel.shape[3]
+    if channels % g:
       raise ConversionError(
-          f'{key(name, "kernel")}: {out} output channels are not divisible by '
-          f'groups={g}.')
-    if bias.shape != (out,):
-      raise ConversionError(
-          f'{key(name, "bias")}: shape {bias.shape}, expected ({out},) to '
-          f'match {key(name, "kernel")}.')
-    channels = out
+          f'{key(name, "kernel")}: {channels} output channels are not '
+          f'divisible by groups={g}.')
   h, w = _pool5_shape(flax['fc6']['kernel'].shape[0], channels, pool5_shape,
                       key('fc6', 'kernel'))
   inputs = channels * h * w
   for name in DENSES:
-    kernel, bias = flax[name]['kernel'], flax[name]['bias']
+    kernel = flax[name]['kernel']
     if kernel.shape[0] != inputs:
       raise ConversionError(
           f'{key(name, "kernel")}: shape {shape(kernel)} does '
           f'not fit: {name} must take {inputs} inputs.')
-    if bias.shape != (kernel.shape[1],):
-      raise ConversionError(
-          f'{key(name, "bias")}: shape {bias.shape}, expected '
-          f'({kernel.shape[1]},) to match {key(name, "kernel")}.')
     inputs = kernel.shape[1]
   return channels, h, w
 
 
-def _check_ndim(value: np.ndarray, ndim: int, name: str) -> None:
-  if value.ndim != ndim:
-    raise ConversionError(f'{name}: expected a {ndim}-D array, got shape '
-                          f'{value.shape}.')
+def _layer(name: str, weight, bias, key: Callable[[str, str], str]):
+  """A layer's weight and bias as float32 NumPy, of the right ranks."""
+  weight, bias = _to_numpy(weight), _to_numpy(bias)
+  for value, leaf, ndim in ((weight, 'kernel', 4 if name in CONVS else 2),
+                            (bias, 'bias', 1)):
+    if value.ndim != ndim:
+      raise ConversionError(f'{key(name, leaf)}: expected a {ndim}-D array, '
+                            f'got shape {value.shape}.')
+  return weight, bias
 
 
-def _fc6_chw_to_hwc(kernel: np.ndarray, c: int, h: int, w: int) -> np.ndarray:
-  """Rows of fc6's (in, out) kernel from (C, H, W) order to (H, W, C)."""
+def _fc6_rows(kernel: np.ndarray, c: int, h: int, w: int,
+              to_torch: bool) -> np.ndarray:
+  """fc6's (in, out) kernel, rows from (H, W, C) to (C, H, W) order or back."""
   out = kernel.shape[1]
+  if to_torch:
+    return kernel.reshape(h, w, c, out).transpose(2, 0, 1, 3).reshape(-1, out)
   return kernel.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(-1, out)
-
-
-def _fc6_hwc_to_chw(kernel: np.ndarray, c: int, h: int, w: int) -> np.ndarray:
-  out = kernel.shape[1]
-  return kernel.reshape(h, w, c, out).transpose(2, 0, 1, 3).reshape(-1, out)
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
@@ -202,21 +182,15 @@ def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
                   pool5_shape: tuple[int, int] | None = None) -> dict:
   """A PyTorch AlexNet state_dict of layout `variant` -> our Flax params.
 
-  Args:
-    state_dict: parameter name -> array (NumPy or torch). A 'module.' prefix
-      (from `nn.DataParallel`) is removed.
-    variant: 'owt' or 'paper' (see the module docstring).
-    groups: of conv2, conv4, conv5; default 1 for 'owt', 2 for 'paper'.
-    pool5_shape: (H, W) of the map flattened into fc6; default: the square the
-      weights imply.
-
-  Returns:
-    {'conv1': {'kernel', 'bias'}, ..., 'fc8': {...}} of float32 NumPy arrays.
+  `state_dict`: name -> array (NumPy or torch); a 'module.' prefix (from
+  `nn.DataParallel`) is removed. `groups` (of conv2, conv4, conv5) defaults to
+  the variant's, `pool5_shape` ((H, W) flattened into fc6) to the square the
+  weights imply. Returns {'conv1': {'kernel', 'bias'}, ..., 'fc8': {...}} of
+  float32 NumPy arrays.
   """
   _check_variant(variant)
   layout = TORCH_LAYOUTS[variant]
-  sd = {(k[len('module.'):] if k.startswith('module.') else k): v
-        for k, v in state_dict.items()}
+  sd = {k.removeprefix('module.'): v for k, v in state_dict.items()}
   expected = {f'{module}.{leaf}' for module in layout.values()
               for leaf in ('weight', 'bias')}
   missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
@@ -227,21 +201,18 @@ def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
     raise ConversionError(
         f'The state_dict does not have the {variant!r} layout: missing keys '
         f'{missing}, unexpected keys {unexpected}.{hint}')
-  g = _groups(variant, groups)
   key = lambda name, leaf: (
       f'{layout[name]}.{"weight" if leaf == "kernel" else "bias"}')
-
   flax = {}
   for name in LAYERS:
-    weight = _to_numpy(sd[key(name, 'kernel')])
-    bias = _to_numpy(sd[key(name, 'bias')])
-    _check_ndim(weight, 4 if name in CONVS else 2, key(name, 'kernel'))
-    _check_ndim(bias, 1, key(name, 'bias'))
+    weight, bias = _layer(name, sd[key(name, 'kernel')], sd[key(name, 'bias')],
+                          key)
     kernel = weight.transpose(2, 3, 1, 0) if name in CONVS else weight.T
     flax[name] = {'kernel': kernel, 'bias': bias}
-  channels, h, w = _check_shapes(flax, variant, g, key, pool5_shape,
+  channels, h, w = _check_shapes(flax, variant, groups, key, pool5_shape,
                                  torch_shapes=True)
-  flax['fc6']['kernel'] = _fc6_chw_to_hwc(flax['fc6']['kernel'], channels, h, w)
+  flax['fc6']['kernel'] = _fc6_rows(flax['fc6']['kernel'], channels, h, w,
+                                    to_torch=False)
   return {name: {leaf: np.ascontiguousarray(v) for leaf, v in layer.items()}
           for name, layer in flax.items()}
 
@@ -270,28 +241,19 @@ def flax_to_torch(params: Mapping[str, Any], variant: str, *,
     if leaves != {'kernel', 'bias'}:
       raise ConversionError(f'{name}: has {sorted(leaves)}, expected '
                             f"['bias', 'kernel'].")
-    kernel = _to_numpy(params[name]['kernel'])
-    bias = _to_numpy(params[name]['bias'])
-    _check_ndim(kernel, 4 if name in CONVS else 2, key(name, 'kernel'))
-    _check_ndim(bias, 1, key(name, 'bias'))
+    kernel, bias = _layer(name, params[name]['kernel'], params[name]['bias'],
+                          key)
     flax[name] = {'kernel': kernel, 'bias': bias}
-  g = _groups(variant, groups)
-  channels, h, w = _check_shapes(flax, variant, g, key, pool5_shape,
+  channels, h, w = _check_shapes(flax, variant, groups, key, pool5_shape,
                                  torch_shapes=False)
-
-  layout = TORCH_LAYOUTS[variant]
+  flax['fc6']['kernel'] = _fc6_rows(flax['fc6']['kernel'], channels, h, w,
+                                    to_torch=True)
   state_dict = {}
-  for name in LAYERS:
+  for name, module in TORCH_LAYOUTS[variant].items():
     kernel = flax[name]['kernel']
-    if name in CONVS:
-      weight = kernel.transpose(3, 2, 0, 1)
-    else:
-      if name == 'fc6':
-        kernel = _fc6_hwc_to_chw(kernel, channels, h, w)
-      weight = kernel.T
-    state_dict[f'{layout[name]}.weight'] = np.ascontiguousarray(weight)
-    state_dict[f'{layout[name]}.bias'] = np.ascontiguousarray(
-        flax[name]['bias'])
+    weight = kernel.transpose(3, 2, 0, 1) if name in CONVS else kernel.T
+    state_dict[f'{module}.weight'] = np.ascontiguousarray(weight)
+    state_dict[f'{module}.bias'] = np.ascontiguousarray(flax[name]['bias'])
   return state_dict
 
 
@@ -342,15 +304,12 @@ def torch_lrn(groups: int = 2):
   torch = _torch()
 
   class TowerLocalResponseNorm(torch.nn.Module):
-
     def __init__(self):
       super().__init__()
-      self.groups = groups
       self.lrn = torch.nn.LocalResponseNorm(5, alpha=5e-4, beta=0.75, k=2.0)
 
     def forward(self, x):
-      return torch.cat([self.lrn(t) for t in x.chunk(self.groups, dim=1)],
-                       dim=1)
+      return torch.cat([self.lrn(t) for t in x.chunk(groups, dim=1)], dim=1)
 
   return TowerLocalResponseNorm()
 
@@ -367,7 +326,7 @@ def _not_a_state_dict(path: str, error: Exception) -> str:
   elif 'Weights only load failed' in text:
     why = 'it holds more than tensors and plain containers, which is not loaded'
   else:
-    why = f'{type(error).__name__}: {text.splitlines()[0][:120] if text else ""}'
+    why = f'{type(error).__name__}: {(text.splitlines() or [""])[0][:120]}'
   return (f'{path!r} is not a PyTorch state_dict (a file of tensors by name, '
           f'as torch.save(model.state_dict()) writes): {why}.')
 
@@ -387,20 +346,12 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
   return {k: _to_numpy(v) for k, v in obj.items()}
 
 
-def save_torch_state_dict(state_dict: Mapping[str, np.ndarray],
-                          path: str) -> None:
-  torch = _torch()
-  torch.save({k: torch.from_numpy(np.asarray(v))
-              for k, v in state_dict.items()}, path)
-
-
 def convert_file(src: str, dst: str, variant: str) -> dict:
   """Converts `src` (.pth, .npz, or an orbax checkpoint or workdir) to `dst`
   (.npz or .pth in the PyTorch layout `variant`); returns the Flax params."""
   _check_variant(variant)
   if os.path.isdir(src):
-    from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-    params, _ = evaluate.restore_orbax_params(src)
+    params, _ = checkpoint_params.restore_orbax_params(src)
   elif src.endswith('.npz'):
     params = load_npz(src)
   elif os.path.exists(src):
@@ -410,7 +361,9 @@ def convert_file(src: str, dst: str, variant: str) -> dict:
   if dst.endswith('.npz'):
     save_npz(params, dst)
   else:
-    save_torch_state_dict(flax_to_torch(params, variant), dst)
+    torch = _torch()
+    torch.save({k: torch.from_numpy(v)
+                for k, v in flax_to_torch(params, variant).items()}, dst)
   return params
 
 
@@ -444,7 +397,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-  # Run the importable module, so that errors raised as
-  # alexnet_jax.convert.ConversionError (e.g. by evaluate) are the ones caught.
-  from alexnet_jax import convert as _c  # pylint: disable=g-import-not-at-top
-  _c.main()
+  main()

@@ -33,11 +33,10 @@ import os
 import sys
 
 from absl import logging
-from etils import epath
 import jax
 import numpy as np
 
-from alexnet_jax import checkpointing
+from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
@@ -45,96 +44,13 @@ from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import train
 
+# Reading a training checkpoint's params, under the names predict uses.
+CheckpointNotFoundError = checkpoint_params.CheckpointNotFoundError
+CheckpointUnreadableError = checkpoint_params.CheckpointUnreadableError
+restore_orbax_params = checkpoint_params.restore_orbax_params
 TORCH_SUFFIXES = ('.pth', '.pt')
 # The dataset's class names, one a line, next to config.json (predict reads it).
 CLASS_NAMES_FILE = metrics_writer.CLASS_NAMES_FILE
-_ITEM = 'default'  # The item name orbax's CheckpointManager saves under.
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-  """No checkpoint at the given path."""
-
-
-class CheckpointUnreadableError(ValueError):
-  """The checkpoint's arrays cannot be read (a corrupt or truncated file)."""
-
-
-def find_checkpoint(path: str) -> tuple[str, int | None]:
-  """The step directory `path` names (newest step of a workdir) and its step."""
-  return find_checkpoints(path)[0]
-
-
-def find_checkpoints(path: str) -> list[tuple[str, int | None]]:
-  """The step directories `path` names, newest first, with their steps: one
-  for a step directory, all finished ones for a workdir."""
-  path = os.path.abspath(path)
-  if not os.path.isdir(path):
-    raise CheckpointNotFoundError(
-        f'No checkpoint at {path!r}: not a directory.')
-  if os.path.isdir(os.path.join(path, 'checkpoints')):  # A workdir.
-    path = os.path.join(path, 'checkpoints')
-  if os.path.basename(path) == _ITEM and os.path.exists(
-      os.path.join(path, '_METADATA')):  # The item inside a step directory.
-    path = os.path.dirname(path)
-  if os.path.isdir(os.path.join(path, _ITEM)):  # A step directory.
-    name = os.path.basename(path)
-    return [(path, int(name) if name.isdigit() else None)]
-  # Orbax renames a step's temporary directory to the bare number when the
-  # save is complete, so only numeric names are finished checkpoints.
-  steps = sorted(int(d) for d in os.listdir(path)
-                 if d.isdigit() and os.path.isdir(os.path.join(path, d, _ITEM)))
-  if not steps:
-    raise CheckpointNotFoundError(
-        f'No checkpoint in {path!r} (expected a workdir, its checkpoints '
-        f'directory or a step directory written by training).')
-  return [(os.path.join(path, str(s)), s) for s in reversed(steps)]
-
-
-def restore_orbax_params(path: str) -> tuple[dict, int | None]:
-  """Restores only the params (as NumPy arrays) of a training checkpoint: of
-  the newest one that can be read, if `path` is a workdir.
-
-  The optimizer state is not read, so this needs neither the optimizer config
-  nor the memory for it. Nothing in `path` is changed.
-  """
-  candidates = find_checkpoints(path)
-  for i, (step_dir, step) in enumerate(candidates):
-    try:
-      return _restore_params(step_dir), step
-    except CheckpointUnreadableError as e:
-      if i + 1 == len(candidates):
-        raise
-      logging.warning('%s; trying the next older checkpoint.', e)
-  raise AssertionError('unreachable')
-
-
-def _restore_params(step_dir: str) -> dict:
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  item_dir = epath.Path(step_dir) / _ITEM
-  handler = ocp.PyTreeCheckpointHandler()
-  try:
-    with checkpointing.quiet_failed_reads():
-      tree = handler.metadata(item_dir).tree
-      if 'params' not in tree:
-        raise convert.ConversionError(
-            f'The checkpoint {step_dir!r} has no params (it holds '
-            f'{sorted(tree)}).')
-      item = {'params': jax.tree_util.tree_map(
-          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree['params'])}
-      restore_args = jax.tree_util.tree_map(
-          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-      restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
-          item=item, restore_args=restore_args, partial_restore=True))
-  except convert.ConversionError:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointUnreadableError(
-        f'The checkpoint {step_dir} cannot be read (corrupt or truncated?): '
-        f'{type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
-  finally:
-    handler.close()
-  logging.info('Restored the params of %s.', step_dir)
-  return restored['params']
 
 
 def load_params(path: str, model_config) -> tuple[dict, int | None]:
