@@ -28,7 +28,6 @@ evaluated at the newest one that can, with a warning naming the one skipped.
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import sys
 
@@ -41,13 +40,15 @@ from alexnet_jax import checkpointing
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
+from alexnet_jax import data as data_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
-from alexnet_jax import train
+from alexnet_jax import placement
+from alexnet_jax import startup
+from alexnet_jax import steps
+from alexnet_jax import workdir as workdir_lib
 
 TORCH_SUFFIXES = ('.pth', '.pt')
-# The dataset's class names, one a line, next to config.json (predict reads it).
-CLASS_NAMES_FILE = metrics_writer.CLASS_NAMES_FILE
 _ITEM = 'default'  # The item name orbax's CheckpointManager saves under.
 
 
@@ -57,11 +58,6 @@ class CheckpointNotFoundError(FileNotFoundError):
 
 class CheckpointUnreadableError(ValueError):
   """The checkpoint's arrays cannot be read (a corrupt or truncated file)."""
-
-
-def find_checkpoint(path: str) -> tuple[str, int | None]:
-  """The step directory `path` names (newest step of a workdir) and its step."""
-  return find_checkpoints(path)[0]
 
 
 def find_checkpoints(path: str) -> list[tuple[str, int | None]]:
@@ -185,17 +181,9 @@ def check_params_fit(params, model: models.AlexNet, image_size: int) -> None:
         f'{details} (weights vs model).')
 
 
-def make_eval_step(model: models.AlexNet, config):
-  """The training loop's eval step, with its XLA options."""
-  step = functools.partial(train.eval_step, model=model, config=config)
-  p_eval = jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=0)
-  options = train.options_for_pmap(config)
-  return train.CompiledWithOptions(p_eval, options) if options else p_eval
-
-
 # What makes a directory hold records an evaluation must not touch.
-_RECORDS = ('config.json', 'metrics.jsonl', 'checkpoints', 'tensorboard',
-            CLASS_NAMES_FILE)
+_RECORDS = (workdir_lib.CONFIG_FILE, 'metrics.jsonl', 'checkpoints',
+            'tensorboard', workdir_lib.CLASS_NAMES_FILE)
 
 
 def output_dir(workdir: str, step: int | None) -> str:
@@ -220,22 +208,20 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   params, step = load_params(config.get('checkpoint'), config.model)
   check_params_fit(params, model, config.image_size)
 
-  data = train.create_data(config)
+  data = data_lib.create_data(config)
   config_lib.validate_against_data(config, data)
   is_writer = jax.process_index() == 0
   out_dir = output_dir(workdir, step)
   if is_writer:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    metrics_writer.write_class_names(out_dir, data.class_names)
+    workdir_lib.record_config(out_dir, config, data.class_names, step=0)
 
-  p_eval = make_eval_step(model, config)
-  metrics = train.evaluate(p_eval, train.replicate(params), data.eval_batches())
+  metrics = steps.evaluate(steps.make_eval_step(model, config),
+                           placement.replicate(params), data.eval_batches())
   expected = getattr(data, 'num_eval_examples', None)
   if expected is not None and metrics['eval_examples'] != expected:
     raise RuntimeError(f'Evaluated {metrics["eval_examples"]} examples, but '
@@ -266,6 +252,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
+    startup.set_xla_flags(flags.FLAGS.config)
     metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir)
   except Exception as e:  # pylint: disable=broad-except
     if not isinstance(e, _user_errors()):

@@ -199,13 +199,12 @@ class Placed:
   """A jitted step whose first argument (the state or the parameters) is
   first placed with `shardings` (a no-op for arrays already there, so
   restored or replicated states work), and whose batch goes through `put`
-  unless it is already placed; compiled with train.compiler_options."""
+  unless it is already placed."""
 
-  def __init__(self, jitted, shardings, put, options):
+  def __init__(self, jitted, shardings, put):
     self.jitted = jitted
     self.shardings = shardings
     self.put = put
-    self.step = train.CompiledWithOptions(jitted, options)
 
   def place(self, tree, batch):
     if not all(isinstance(v, jax.Array) and isinstance(
@@ -218,7 +217,7 @@ class Placed:
     return self.jitted.lower(*self.place(tree, batch))
 
   def __call__(self, tree, batch):
-    return self.step(*self.place(tree, batch))
+    return self.jitted(*self.place(tree, batch))
 
 
 def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
@@ -282,12 +281,11 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
     sums = train.eval_sums(lambda x: logits(params, x), batch, config)
     return jax.tree_util.tree_map(lambda x: x[None], sums)
 
-  options = train.compiler_options(config)
   put = batch_put(mesh, mode)
   p_train = Placed(jax.jit(train_step, out_shardings=(shardings, replicated),
-                           donate_argnums=(0,)), shardings, put, options)
+                           donate_argnums=(0,)), shardings, put)
   p_eval = Placed(jax.jit(eval_step, out_shardings=replicated),
-                  shardings.params, batch_put(mesh, mode), options)
+                  shardings.params, batch_put(mesh, mode))
   return p_train, p_eval, put
 
 

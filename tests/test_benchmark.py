@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import pytest
 
 from alexnet_jax import models
-from alexnet_jax import train
+from alexnet_jax import startup
 from experiments import benchmark
 from experiments import common
 
@@ -159,7 +159,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     assert 1e8 < r['process_peak_rss_bytes'] < 2e10
     assert r['params'] == TINY_PAPER_PARAMS
     # The training loop's XLA options (CPU: Eigen convolutions).
-    assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
+    assert r['xla_options'] == startup.XLA_CPU_CONV_LIBRARIES['eigen']
   notes = ' '.join(result['notes'])
   assert 'MFU omitted' in notes and 'Peak memory omitted' in notes
   table = (tmp_path / 'bench' / 'cpu.md').read_text()

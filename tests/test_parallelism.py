@@ -134,8 +134,9 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       # What moves: each compiled step's collectives against the layer shapes.
       for mode in ('data', 'towers', 'hybrid'):
         step, b = steps[mode]
-        compiled = list(getattr(step, 'step', step)._compiled.values())
-        hlo = par.hlo_collectives(compiled[0].as_text(), 8)
+        compiled = step.lower(train.create_train_state(config, model, tx),
+                              b).compile()
+        hlo = par.hlo_collectives(compiled.as_text(), 8)
         # Scalars (metrics, norms) and groups of one device move nothing.
         hlo = [c for c in hlo if c.elements > 1 and c.group > 1]
         want = par.step_collectives(model, mode, 67, 16, 8)

@@ -20,6 +20,7 @@ from alexnet_jax import metrics_writer
 from alexnet_jax import optim
 from alexnet_jax import predict
 from alexnet_jax import train
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.datasets import shapes
 from conftest import ROOT
 from conftest import tiny_config
@@ -222,7 +223,7 @@ def test_class_names_sources(tmp_path):
   names = tmp_path / 'names.txt'
   names.write_text('\n'.join(f'class {i}' for i in range(10)) + '\n')
   assert predict.class_names(fake, None, str(names))[9] == 'class 9'
-  (tmp_path / evaluate.CLASS_NAMES_FILE).write_text(names.read_text())
+  (tmp_path / workdir_lib.CLASS_NAMES_FILE).write_text(names.read_text())
   assert predict.class_names(fake, str(tmp_path))[0] == 'class 0'
   names.write_text('a\nb\n')
   with pytest.raises(predict.PredictError, match='has 2 names'):
@@ -293,7 +294,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
   with open(os.path.join(out_dir, 'config.json')) as f:
     saved = json.load(f)
   assert saved['checkpoint'] == workdir
-  with open(os.path.join(out_dir, evaluate.CLASS_NAMES_FILE)) as f:
+  with open(os.path.join(out_dir, workdir_lib.CLASS_NAMES_FILE)) as f:
     assert f.read().split('\n')[:2] == ['0', '1']
   # The loss is that of the checkpoint's params on the fake eval batch (with
   # imagenet_eval's torchvision normalization).
@@ -337,3 +338,13 @@ def test_evaluate_errors_and_params_files(trained, tmp_path):
   with pytest.raises(convert.ConversionError,
                      match=r"do not fit config.model.*\['conv1'\]\['bias'\]"):
     evaluate.evaluate_checkpoint(wider, str(tmp_path / 'd'))
+
+
+def test_predict_and_evaluate_do_not_import_the_trainer():
+  script = ('import sys; from alexnet_jax import evaluate, predict, steps; '
+            'print(sorted(m for m in sys.modules if m in '
+            '("alexnet_jax.train", "alexnet_jax.parallelism")))')
+  out = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '[]'
