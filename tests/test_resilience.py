@@ -96,18 +96,6 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_incompatible_checkpoint_gives_a_clear_error(tmp_path):
-  _finish(_main(tmp_path, '--config.num_train_steps=2'))
-  proc = _main(tmp_path, '--config.num_train_steps=4',
-               '--config.model.width=0.1')
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode != 0
-  # Refused from the recorded config, before anything is built (with the
-  # change allowed, the checkpoint's shapes refuse it: test_records).
-  assert 'model.width 0.05 -> 0.1' in err
-  assert 'Traceback' not in err
-
-
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(
     tmp_path):
   port = _free_port()
