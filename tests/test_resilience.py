@@ -1,6 +1,5 @@
 """Preemption (SIGKILL, SIGTERM), several processes, bad workdirs."""
 
-import json
 import os
 import re
 import signal
@@ -8,8 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-
-import pytest
 
 from alexnet_jax import metrics_writer
 from conftest import ROOT
