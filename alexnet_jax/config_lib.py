@@ -20,7 +20,7 @@ PARALLELISM = ('data', 'towers', 'hybrid')
 RESIZE_MODES = ('crop', 'squash')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 IMAGE_FOLDER = 'image_folder'  # config.dataset of a folder of images.
-# The keys of train.XLA_CPU_CONV_LIBRARIES (train imports this module).
+# The keys of startup.XLA_CPU_CONV_LIBRARIES (startup imports this module).
 XLA_CPU_CONV_LIBRARIES = ('eigen', 'xla_default')
 
 

@@ -28,7 +28,6 @@ evaluated at the newest one that can, with a warning naming the one skipped.
 from __future__ import annotations
 
 import datetime
-import functools
 import os
 import sys
 
@@ -40,17 +39,15 @@ from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
+from alexnet_jax import data as data_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
-from alexnet_jax import train
+from alexnet_jax import placement
+from alexnet_jax import startup
+from alexnet_jax import steps
+from alexnet_jax import workdir as workdir_lib
 
-# Reading a training checkpoint's params, under the names predict uses.
-CheckpointNotFoundError = checkpoint_params.CheckpointNotFoundError
-CheckpointUnreadableError = checkpoint_params.CheckpointUnreadableError
-restore_orbax_params = checkpoint_params.restore_orbax_params
 TORCH_SUFFIXES = ('.pth', '.pt')
-# The dataset's class names, one a line, next to config.json (predict reads it).
-CLASS_NAMES_FILE = metrics_writer.CLASS_NAMES_FILE
 
 
 def load_params(path: str, model_config) -> tuple[dict, int | None]:
@@ -64,9 +61,9 @@ def load_params(path: str, model_config) -> tuple[dict, int | None]:
         'config.checkpoint is not set: pass --config.checkpoint=PATH (an orbax '
         'checkpoint or workdir, a PyTorch .pth, or an .npz of params).')
   if os.path.isdir(path):
-    return restore_orbax_params(path)
+    return checkpoint_params.restore_orbax_params(path)
   if not os.path.exists(path):
-    raise CheckpointNotFoundError(f'config.checkpoint={path!r} does not exist.')
+    raise checkpoint_params.CheckpointNotFoundError(f'config.checkpoint={path!r} does not exist.')
   if path.endswith('.npz'):
     return convert.load_npz(path), None
   if path.endswith(TORCH_SUFFIXES):
@@ -101,17 +98,9 @@ def check_params_fit(params, model: models.AlexNet, image_size: int) -> None:
         f'{details} (weights vs model).')
 
 
-def make_eval_step(model: models.AlexNet, config):
-  """The training loop's eval step, with its XLA options."""
-  step = functools.partial(train.eval_step, model=model, config=config)
-  p_eval = jax.pmap(step, axis_name='batch', in_axes=(None, 0), out_axes=0)
-  options = train.options_for_pmap(config)
-  return train.CompiledWithOptions(p_eval, options) if options else p_eval
-
-
 # What makes a directory hold records an evaluation must not touch.
-_RECORDS = ('config.json', 'metrics.jsonl', 'checkpoints', 'tensorboard',
-            CLASS_NAMES_FILE)
+_RECORDS = (workdir_lib.CONFIG_FILE, 'metrics.jsonl', 'checkpoints',
+            'tensorboard', workdir_lib.CLASS_NAMES_FILE)
 
 
 def output_dir(workdir: str, step: int | None) -> str:
@@ -136,22 +125,20 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   params, step = load_params(config.get('checkpoint'), config.model)
   check_params_fit(params, model, config.image_size)
 
-  data = train.create_data(config)
+  data = data_lib.create_data(config)
   config_lib.validate_against_data(config, data)
   is_writer = jax.process_index() == 0
   out_dir = output_dir(workdir, step)
   if is_writer:
     os.makedirs(out_dir, exist_ok=True)
-    with open(os.path.join(out_dir, 'config.json'), 'w') as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-    metrics_writer.write_class_names(out_dir, data.class_names)
+    workdir_lib.record_config(out_dir, config, data.class_names, step=0)
 
-  p_eval = make_eval_step(model, config)
-  metrics = train.evaluate(p_eval, train.replicate(params), data.eval_batches())
+  metrics = steps.evaluate(steps.make_eval_step(model, config),
+                           placement.replicate(params), data.eval_batches())
   expected = getattr(data, 'num_eval_examples', None)
   if expected is not None and metrics['eval_examples'] != expected:
     raise RuntimeError(f'Evaluated {metrics["eval_examples"]} examples, but '
@@ -170,7 +157,8 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
 def _user_errors() -> tuple[type[Exception], ...]:
   """Errors that are the user's to fix: shown as a message, no traceback."""
   errors = (config_lib.ConfigError, convert.ConversionError,
-            CheckpointNotFoundError, CheckpointUnreadableError)
+            checkpoint_params.CheckpointNotFoundError,
+            checkpoint_params.CheckpointUnreadableError)
   pipeline = sys.modules.get('alexnet_jax.input_pipeline')  # If it was used.
   return errors + ((pipeline.DataError,) if hasattr(pipeline, 'DataError')
                    else ())
@@ -182,6 +170,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   try:
+    startup.set_xla_flags(flags.FLAGS.config)
     metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir)
   except Exception as e:  # pylint: disable=broad-except
     if not isinstance(e, _user_errors()):

@@ -107,14 +107,6 @@ def flat_hparams(config) -> dict[str, bool | int | float | str]:
   return flat
 
 
-CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
-
-
-def write_class_names(workdir: str, names) -> None:
-  with open(os.path.join(workdir, CLASS_NAMES_FILE), 'w') as f:
-    f.write(''.join(f'{name}\n' for name in names))
-
-
 def _parse(path: str) -> tuple[list[dict], int | None]:
   """The complete rows of `path`, and the line number of a torn last line
   (a write cut short by a crash), if any."""

@@ -22,14 +22,14 @@ The sharded forward pass runs the model's own layers (`models.conv_layer`
 over the rows of `models.conv_specs`) on the device's slices of those
 parameters inside `jax.shard_map`; gradients come from JAX's
 differentiation of the collectives, and the update is the data mode's
-(`train.apply_gradients`).
+(`steps.apply_gradients`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import re
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,7 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from alexnet_jax import config_lib
 from alexnet_jax import models
 from alexnet_jax import ops
-from alexnet_jax import train
+from alexnet_jax import steps
 
 DATA, MODEL = 'data', 'model'
 CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
@@ -157,10 +157,10 @@ def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
     def loss_fn(p):
       logits = local_forward(model, p, images, mode=mode, train_mode=True,
                              key=key)
-      loss = jnp.mean(train.cross_entropy(logits, labels))
+      loss = jnp.mean(steps.cross_entropy(logits, labels))
       return lax.pmean(loss, DATA), logits
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    top1 = lax.pmean(jnp.mean(train.topk_correct(logits, labels, 1)), DATA)
+    top1 = lax.pmean(jnp.mean(steps.topk_correct(logits, labels, 1)), DATA)
     return loss, top1, grads
   return jax.shard_map(local, mesh=mesh,
                        in_specs=(specs, P(batch_axes(mode)), P(DATA), P()),
@@ -178,13 +178,12 @@ class Placed:
   """A jitted step whose first argument (the state or the parameters) is
   first placed with `shardings` (a no-op for arrays already there, so
   restored or replicated states work), and whose batch goes through `put`
-  unless it is already placed; compiled with train.compiler_options."""
+  unless it is already placed."""
 
-  def __init__(self, jitted, shardings, put, options):
+  def __init__(self, jitted, shardings, put):
     self.jitted = jitted
     self.shardings = shardings
     self.put = put
-    self.step = train.CompiledWithOptions(jitted, options)
 
   def place(self, tree, batch):
     if not all(isinstance(v, jax.Array) and isinstance(
@@ -197,7 +196,7 @@ class Placed:
     return self.jitted.lower(*self.place(tree, batch))
 
   def __call__(self, tree, batch):
-    return self.step(*self.place(tree, batch))
+    return self.jitted(*self.place(tree, batch))
 
 
 def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
@@ -241,7 +240,7 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
                      f'width {model.width}) over {mesh.shape[MODEL]} devices: '
                      f'choose a width that makes it a multiple.')
   state_shape = jax.eval_shape(
-      lambda: train.create_train_state(config, model, tx))
+      lambda: steps.create_train_state(config, model, tx))
   shardings = state_shardings(state_shape, mesh, mode)
   specs = param_specs(state_shape.params, mode)
   grads = grads_fn(model, mesh, specs, mode)
@@ -249,24 +248,23 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
   replicated = NamedSharding(mesh, P())
 
   def train_step(state, batch):
-    images = train.training_images(batch, config)
+    images = steps.training_images(batch, config)
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
     loss, top1, g = grads(state.params, images, batch['label'], key)
-    state, metrics = train.apply_gradients(
+    state, metrics = steps.apply_gradients(
         state, g, {'loss': loss, 'top1': top1}, tx=tx, config=config,
         total_steps=total_steps)
     return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
 
   def eval_step(params, batch):
-    sums = train.eval_sums(lambda x: logits(params, x), batch, config)
+    sums = steps.eval_sums(lambda x: logits(params, x), batch, config)
     return jax.tree_util.tree_map(lambda x: x[None], sums)
 
-  options = train.compiler_options(config)
   put = batch_put(mesh, mode)
   p_train = Placed(jax.jit(train_step, out_shardings=(shardings, replicated),
-                           donate_argnums=(0,)), shardings, put, options)
+                           donate_argnums=(0,)), shardings, put)
   p_eval = Placed(jax.jit(eval_step, out_shardings=replicated),
-                  shardings.params, batch_put(mesh, mode), options)
+                  shardings.params, batch_put(mesh, mode))
   return p_train, p_eval, put
 
 

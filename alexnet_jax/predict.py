@@ -38,6 +38,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from alexnet_jax import workdir as workdir_lib
+
 
 class PredictError(Exception):
   """A user-facing failure: printed without a traceback."""
@@ -47,7 +49,6 @@ def load_config(workdir: str, step: int | None = None):
   """The ConfigDict in `workdir/config.json`, or in the config.<s>.json a
   resume with a changed config wrote, the newest with s <= `step`."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   path = (workdir_lib.record_path(workdir, 'config', step)
           or os.path.join(workdir, 'config.json'))
   try:
@@ -151,7 +152,7 @@ def load_mean_image(workdir: str, config) -> np.ndarray | None:
   """The mean image a run subtracted (config.normalization.mean_image)."""
   if not config.normalization.get('mean_image', False):
     return None
-  path = os.path.join(workdir, 'mean_image.npy')  # train.MEAN_IMAGE_FILE
+  path = os.path.join(workdir, workdir_lib.MEAN_IMAGE_FILE)
   try:
     return np.load(path)
   except (OSError, ValueError) as e:
@@ -180,13 +181,11 @@ def class_names(config, workdir: str | None = None,
   """Class names: `names_file` (one a line), else `workdir/class_names.txt`,
   else the dataset's (TFDS metadata; nothing is downloaded or prepared), else
   the class indices."""
-  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
   num_classes = config.model.num_classes
   if names_file:
     return _read_names(names_file, num_classes, '--class_names')
-  from alexnet_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   saved = workdir and (workdir_lib.record_path(workdir, 'class_names', step) or
-                       os.path.join(workdir, evaluate.CLASS_NAMES_FILE))
+                       os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE))
   if saved and os.path.exists(saved):
     return _read_names(saved, num_classes, 'the class names file')
   names = None
@@ -229,15 +228,15 @@ class Predictor:
     import jax  # pylint: disable=g-import-not-at-top
     from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
-    from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
     self.config = config
     model = models.model_from_config(config)
     evaluate.check_params_fit(params, model, config.image_size)
-    mean, std = train.channel_mean(config), config.normalization.std
+    mean, std = steps.channel_mean(config), config.normalization.std
 
     @jax.jit
     def probs(params, crops):
-      images = train.normalize(crops, mean, std)
+      images = steps.normalize(crops, mean, std)
       logits = model.apply({'params': params}, images, train=False)
       return jax.nn.softmax(logits).mean(axis=0)
 
@@ -302,6 +301,7 @@ def run(args: argparse.Namespace) -> None:
   config = load_config(workdir, step)
   # Bad input fails here, before JAX is imported and anything compiled.
   images = [(path, load_image(path)) for path in args.images]
+  from alexnet_jax import checkpoint_params  # pylint: disable=g-import-not-at-top
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax import convert  # pylint: disable=g-import-not-at-top
   from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
@@ -309,7 +309,8 @@ def run(args: argparse.Namespace) -> None:
   try:
     params, _ = evaluate.load_params(args.checkpoint or workdir, config.model)
     predictor = Predictor(config, params)
-  except (evaluate.CheckpointNotFoundError, evaluate.CheckpointUnreadableError,
+  except (checkpoint_params.CheckpointNotFoundError,
+          checkpoint_params.CheckpointUnreadableError,
           convert.ConversionError, config_lib.ConfigError) as e:
     raise PredictError(str(e)) from None
   mean_image = load_mean_image(workdir, config)

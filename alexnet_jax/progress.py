@@ -107,6 +107,12 @@ class Progress:
     return seconds + self.remaining_evals(step) * (self.eval_seconds or 0.0)
 
 
+def format_eta(seconds: float) -> str:
+  """1h02m03s, or 2m03s under an hour."""
+  seconds = int(seconds)
+  h, rem = divmod(seconds, 3600)
+  m, s = divmod(rem, 60)
+  return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
 class StepTrace:
   """A jax.profiler trace of `num_steps` training steps (0: none), from the

@@ -27,6 +27,8 @@ from absl import logging
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
+# config.normalization.mean_image: the mean image a run subtracted.
+MEAN_IMAGE_FILE = 'mean_image.npy'
 _STEP_RECORD = re.compile(r'^(config|class_names)\.(\d+)\.(json|txt)$')
 
 # Fields whose change on resume makes the run no longer one experiment (the

@@ -24,8 +24,9 @@ import numpy as np
 
 from alexnet_jax import models
 from alexnet_jax import optim
+from alexnet_jax import placement
 from alexnet_jax import predict
-from alexnet_jax import train
+from alexnet_jax import steps
 from alexnet_jax.datasets import shapes
 from configs import default
 
@@ -46,10 +47,10 @@ config.resize_size = 72
 config.batch_size = 16
 config.optimizer.warmup_epochs = 0.0
 
-model = train.create_model(config)
+model = models.model_from_config(config)
 steps_per_epoch, total_steps = 10, 10
 tx = optim.create_optimizer(config.optimizer, steps_per_epoch, total_steps)
-state = train.create_train_state(config, model, tx)
+state = steps.create_train_state(config, model, tx)
 print(f'{models.count_params(state.params):,} parameters in',
       list(state.params))
 
@@ -79,9 +80,9 @@ print(images.shape, images.dtype, [shapes.CLASS_NAMES[l] for l in labels[:5]])
 # over the local devices (leading axis), gradients are averaged across them.
 
 # %%
-p_train, _ = train.make_pmapped_steps(model, tx, config,
-                                      total_steps=total_steps)
-state = train.replicate(state)
+p_train, _ = steps.make_pmapped_steps(model, tx, config,
+                                       total_steps=total_steps)
+state = placement.replicate(state)
 n = jax.local_device_count()
 for step in range(4):
   images, labels = shapes_batch(step * config.batch_size, config.batch_size)

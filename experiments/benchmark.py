@@ -13,9 +13,9 @@ A variant is a name in `experiments.harness.VARIANTS` and the config fields it
 changes in dotted form (e.g. 'lrn_matmul': {'execution.lrn_impl': 'matmul'}),
 or names joined by '+' (e.g. 's2d+lrn_matmul'); every variant runs at every
 dtype, batch size per device and device count.
-Each row is the training loop's own step (`train.make_pmapped_steps`, or
+Each row is the training loop's own step (`steps.make_pmapped_steps`, or
 `parallelism.make_sharded_steps` for the 'towers' and 'hybrid' variants),
-compiled with the loop's XLA options (`train.compiler_options`, timed apart),
+compiled with the loop's XLA options (`startup.compiler_options`, timed apart),
 on a random uint8 batch made on the devices. All rows are compiled first; then
 `--windows` windows of `--steps_per_window` steps go round-robin over the rows,
 so a change in the machine's load hits every row alike; a row's figure is its

@@ -254,7 +254,9 @@ def execute(run: Run, train_fn: Callable | None = None) -> dict[str, Any]:
     logging.info('%s: finished before; skipped.', run.workdir)
     return record
   if train_fn is None:
+    from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+    startup.set_xla_flags(run.config)  # In-process: before JAX's first step.
     train_fn = train.train_and_evaluate
   steps = total_steps(run.config, record)
   record.update(total_steps=steps, num_epochs=run.config.num_epochs,
@@ -283,5 +285,5 @@ def execute_all(runs: Iterable[Run],
 
 
 def quiet_libraries() -> None:
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
-  train.quiet_library_logs()
+  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+  startup.quiet_library_logs()

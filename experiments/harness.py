@@ -28,7 +28,9 @@ from alexnet_jax import models
 from alexnet_jax import ops
 from alexnet_jax import optim
 from alexnet_jax import parallelism
-from alexnet_jax import train
+from alexnet_jax import placement
+from alexnet_jax import startup
+from alexnet_jax import steps
 from experiments import common
 from experiments import flops as flops_lib
 
@@ -147,17 +149,17 @@ class JaxRow:
                                 total_steps=1)
     self.batch_size = n_batch = spec['batch_per_device']
     self.name, self.dtype = spec['variant'], spec['dtype']
-    state = train.create_train_state(config, model, tx)
+    state = steps.create_train_state(config, model, tx)
     batch = random_batch(devices, n_batch, config.image_size,
                          config.model.num_classes)
     if config.parallelism == 'data':
-      step, _ = train.make_pmapped_steps(model, tx, config, devices=devices)
-      state = train.replicate_on(state, devices)
+      step, _ = steps.make_pmapped_steps(model, tx, config, devices=devices)
+      state = placement.replicate(state, devices)
     else:
       step, _, put = parallelism.make_sharded_steps(model, tx, config,
                                                     devices=devices)
       batch, state = put(batch), jax.device_put(state, step.shardings)
-    options = train.compiler_options(config)
+    options = startup.compiler_options(config)
     start = time.perf_counter()
     self.step = step.lower(state, batch).compile(options or None)
     self.state, self.batch, self.metrics = state, batch, None

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import pytest
 
 from alexnet_jax import models
-from alexnet_jax import train
+from alexnet_jax import startup
 from experiments import bench_report
 from experiments import common
 from experiments import flops as flops_lib
@@ -174,7 +174,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     assert 1e8 < r['process_peak_rss_bytes'] < 2e10
     assert r['params'] == TINY_PAPER_PARAMS
     # The training loop's XLA options (CPU: Eigen convolutions).
-    assert r['xla_options'] == train.XLA_CPU_CONV_LIBRARIES['eigen']
+    assert r['xla_options'] == startup.XLA_CPU_CONV_LIBRARIES['eigen']
   assert rows[('lrn_matmul+s2d', 1)]['overrides'] == {
       'execution.lrn_impl': 'matmul',
       'execution.conv1_impl': 'space_to_depth'}

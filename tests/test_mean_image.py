@@ -11,6 +11,7 @@ tf = pytest.importorskip('tensorflow')
 from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
 from alexnet_jax import input_pipeline
 from alexnet_jax import predict
+from alexnet_jax import steps
 from alexnet_jax import train
 from conftest import tiny_config
 from test_image_folder import write_image
@@ -60,7 +61,7 @@ def test_crops_lose_the_mean_image_at_their_own_place(tmp_path):
     np.testing.assert_allclose(restored, images[source][y:y + s, x:x + s],
                                atol=1e-3)
   # The accelerator subtracts no channel mean on top.
-  assert train.channel_mean(config) == (0.0, 0.0, 0.0)
+  assert steps.channel_mean(config) == (0.0, 0.0, 0.0)
   # Evaluation: the centre crop less the mean image's centre.
   m = (72 - s) // 2
   evals = next(data.eval_batches())

@@ -23,6 +23,9 @@ jax.config.update('jax_disable_most_optimizations', True)
 from jax.sharding import NamedSharding
 from conftest import tiny_config
 from alexnet_jax import fake_data, optim, parallelism as par, train
+from alexnet_jax import steps
+from alexnet_jax import placement
+from alexnet_jax import models
 assert jax.device_count() == 8
 
 def config_for(mode, **kw):
@@ -52,14 +55,14 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       workdir = %r
       rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
       config = config_for('data')
-      model = train.create_model(config)
+      model = models.model_from_config(config)
       x = jax.random.normal(jax.random.key(0), (16, 67, 67, 3))
       labels = jnp.arange(16) %% 10
       params = model.init(jax.random.key(1), x[:1])['params']
 
       def loss(p):
         logits = model.apply({'params': p}, x)
-        return jnp.mean(train.cross_entropy(logits, labels)), logits
+        return jnp.mean(steps.cross_entropy(logits, labels)), logits
       (_, want_logits), want_grads = jax.jit(
           jax.value_and_grad(loss, has_aux=True))(params)
       assert float(jnp.std(want_logits)) > 0.1
@@ -80,10 +83,10 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       batch = next(fake_data.FakeData(config).train_batches())
       steps, losses, norms, finals = {}, {}, {}, {}
       for mode in ('data', 'towers', 'hybrid'):
-        state = train.create_train_state(config, model, tx)
+        state = steps.create_train_state(config, model, tx)
         if mode == 'data':
-          step, _ = train.make_pmapped_steps(model, tx, config, total_steps=3)
-          state, b = train.replicate(state), batch
+          step, _ = steps.make_pmapped_steps(model, tx, config, total_steps=3)
+          state, b = placement.replicate(state), batch
         else:
           step, _, put = par.make_sharded_steps(model, tx, config_for(mode),
                                                 total_steps=3)
@@ -114,9 +117,9 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       # Checkpoints: towers -> data -> towers, restored as the loop does.
       from alexnet_jax import checkpointing
       ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'ckpt'))
-      state = train.create_train_state(config, model, tx)
+      state = steps.create_train_state(config, model, tx)
       for i, mode in enumerate(('towers', 'data', 'towers')):
-        state = train.replicate(ckpt.restore_latest(state))
+        state = placement.replicate(ckpt.restore_latest(state))
         step, b = steps[mode]
         state, metrics = step(state, b)
         ckpt.save(i + 1, state)
@@ -134,8 +137,9 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       # What moves: each compiled step's collectives against the layer shapes.
       for mode in ('data', 'towers', 'hybrid'):
         step, b = steps[mode]
-        compiled = list(getattr(step, 'step', step)._compiled.values())
-        hlo = par.hlo_collectives(compiled[0].as_text(), 8)
+        compiled = step.lower(steps.create_train_state(config, model, tx),
+                              b).compile()
+        hlo = par.hlo_collectives(compiled.as_text(), 8)
         # Scalars (metrics, norms) and groups of one device move nothing.
         hlo = [c for c in hlo if c.elements > 1 and c.group > 1]
         want = par.step_collectives(model, mode, 67, 16, 8)

@@ -17,9 +17,11 @@ from alexnet_jax import checkpointing
 from alexnet_jax import convert
 from alexnet_jax import evaluate
 from alexnet_jax import metrics_writer
+from alexnet_jax import models
 from alexnet_jax import optim
 from alexnet_jax import predict
-from alexnet_jax import train
+from alexnet_jax import steps
+from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.datasets import shapes
 from conftest import ROOT
 from conftest import tiny_config
@@ -34,9 +36,9 @@ def _write_workdir(workdir: str, config) -> dict:
   but this checkpoint's params would be noticed, with fc8 scaled down for
   probabilities that are not all 0 or 1.
   """
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = optim.create_optimizer(config.optimizer, 10, 100)
-  state = train.create_train_state(config, model, tx)
+  state = steps.create_train_state(config, model, tx)
   params = jax.tree_util.tree_map(lambda x: x * 1.1, state.params)
   params['fc8']['kernel'] = params['fc8']['kernel'] * 0.02
   state = state.replace(step=state.step + STEP, params=params)
@@ -69,8 +71,8 @@ def _image_file(path, size=(150, 110), fmt='JPEG', seed=0) -> str:
   return str(path)
 
 
-# Expected values in NumPy, independently of train.normalize and
-# train.cross_entropy (float64 softmax and log-sum-exp).
+# Expected values in NumPy, independently of steps.normalize and
+# steps.cross_entropy (float64 softmax and log-sum-exp).
 def _normalize(images, mean, std) -> np.ndarray:
   return ((np.asarray(images, np.float32) - np.asarray(mean, np.float32))
           / np.asarray(std, np.float32))
@@ -110,7 +112,7 @@ def test_predict_prints_top5(trained, tmp_path, capsys):
   predict.main(['--workdir', workdir] + paths)
   printed = _parse(capsys.readouterr().out)
   assert list(printed) == paths
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   for path in paths:
     top = printed[path]
     assert len(top) == 5
@@ -145,7 +147,7 @@ def test_predict_ten_crop_and_checkpoint_flag(trained, tmp_path, capsys):
   # The printed probabilities are the mean softmax over the ten crops.
   crops = predict.preprocess(predict.load_image(path), config, ten_crop=True)
   assert crops.shape[0] == 10
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   logits = model.apply({'params': params}, _normalize(
       crops, config.normalization.mean, config.normalization.std))
   want = _softmax(logits).mean(axis=0)
@@ -222,7 +224,7 @@ def test_class_names_sources(tmp_path):
   names = tmp_path / 'names.txt'
   names.write_text('\n'.join(f'class {i}' for i in range(10)) + '\n')
   assert predict.class_names(fake, None, str(names))[9] == 'class 9'
-  (tmp_path / evaluate.CLASS_NAMES_FILE).write_text(names.read_text())
+  (tmp_path / workdir_lib.CLASS_NAMES_FILE).write_text(names.read_text())
   assert predict.class_names(fake, str(tmp_path))[0] == 'class 0'
   names.write_text('a\nb\n')
   with pytest.raises(predict.PredictError, match='has 2 names'):
@@ -293,7 +295,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
   with open(os.path.join(out_dir, 'config.json')) as f:
     saved = json.load(f)
   assert saved['checkpoint'] == workdir
-  with open(os.path.join(out_dir, evaluate.CLASS_NAMES_FILE)) as f:
+  with open(os.path.join(out_dir, workdir_lib.CLASS_NAMES_FILE)) as f:
     assert f.read().split('\n')[:2] == ['0', '1']
   # The loss is that of the checkpoint's params on the fake eval batch (with
   # imagenet_eval's torchvision normalization).
@@ -304,7 +306,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
   labels = np.asarray(batch['label']).reshape(-1)
   mean, std = saved['normalization']['mean'], saved['normalization']['std']
   assert mean != list(config.normalization.mean)
-  logits = train.create_model(config).apply(
+  logits = models.model_from_config(config).apply(
       {'params': params}, _normalize(images, mean, std))
   want = float(np.mean(_cross_entropy(logits, labels)))
   assert abs(rows[0]['eval_loss'] - want) < 1e-4 * max(1.0, abs(want))
@@ -337,3 +339,13 @@ def test_evaluate_errors_and_params_files(trained, tmp_path):
   with pytest.raises(convert.ConversionError,
                      match=r"do not fit config.model.*\['conv1'\]\['bias'\]"):
     evaluate.evaluate_checkpoint(wider, str(tmp_path / 'd'))
+
+
+def test_predict_and_evaluate_do_not_import_the_trainer():
+  script = ('import sys; from alexnet_jax import evaluate, predict, steps; '
+            'print(sorted(m for m in sys.modules if m in '
+            '("alexnet_jax.train", "alexnet_jax.parallelism")))')
+  out = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '[]'

@@ -89,3 +89,8 @@ def test_resumed_elapsed_reads_the_last_row_at_or_before_the_step(tmp_path):
   assert progress.resumed_elapsed(str(tmp_path), 5) == 9.0
   assert progress.resumed_elapsed(str(tmp_path), 3) == 5.0
   assert progress.resumed_elapsed(str(tmp_path), 0) == 0.0  # A new run.
+
+
+def test_format_eta():
+  assert progress.format_eta(3723.9) == '1h02m03s'  # 1 h, 2 min, 3 s.
+  assert progress.format_eta(123) == '2m03s'

@@ -143,6 +143,25 @@ def test_allowed_config_change_keeps_the_first_config_record(
              for r in caplog.records)
 
 
+def test_changed_model_resume_is_refused_in_one_line(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  # The trained workdir's config (tiny_config, fake data) but a wider net.
+  fields = {'dataset': 'fake', 'model.width': 0.1, 'image_size': 67,
+            'resize_size': 72, 'batch_size': 8, 'eval_batch_size': 8,
+            'fake_data.eval_steps': 1, 'num_train_steps': 6,
+            'log_every_steps': 2, 'eval_every_steps': 0,
+            'checkpoint_every_steps': 2}
+  out = _run('alexnet_jax.main', '--config=configs/default.py',
+             f'--workdir={workdir}',
+             *[f'--config.{k}={v}' for k, v in fields.items()])
+  assert out.returncode != 0
+  # Refused from the recorded config, before anything is built (with the
+  # change allowed, the checkpoint's shapes refuse it: above).
+  assert 'model.width 0.05 -> 0.1' in out.stderr, out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr
+  assert sorted(os.listdir(workdir / 'checkpoints')) == ['2', '4']
+
+
 # Leftovers of a crash: a torn metrics line, a corrupt newest checkpoint.
 
 

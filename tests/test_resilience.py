@@ -1,6 +1,5 @@
 """Preemption (SIGKILL, SIGTERM), several processes, bad workdirs."""
 
-import json
 import os
 import re
 import signal
@@ -8,8 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-
-import pytest
 
 from alexnet_jax import metrics_writer
 from conftest import ROOT
@@ -94,18 +91,6 @@ def _free_port():
   with socket.socket() as s:
     s.bind(('127.0.0.1', 0))
     return s.getsockname()[1]
-
-
-def test_incompatible_checkpoint_gives_a_clear_error(tmp_path):
-  _finish(_main(tmp_path, '--config.num_train_steps=2'))
-  proc = _main(tmp_path, '--config.num_train_steps=4',
-               '--config.model.width=0.1')
-  _, err = proc.communicate(timeout=300)
-  assert proc.returncode != 0
-  # Refused from the recorded config, before anything is built (with the
-  # change allowed, the checkpoint's shapes refuse it: test_records).
-  assert 'model.width 0.05 -> 0.1' in err
-  assert 'Traceback' not in err
 
 
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(

@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 
 from alexnet_jax import metrics_writer
+from alexnet_jax import models
+from alexnet_jax import placement
 from alexnet_jax import progress
+from alexnet_jax import steps
 from alexnet_jax import train
 from conftest import ROOT
 
@@ -27,16 +30,16 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
       from conftest import tiny_config
       from alexnet_jax import optim, train
       config = tiny_config(**{'model.dropout_rate': 0.0, 'batch_size': 16})
-      model = train.create_model(config)
+      model = models.model_from_config(config)
       tx = optim.create_optimizer(config.optimizer, 10, 10)
       rng = np.random.default_rng(0)
       images = rng.integers(0, 256, (3, 16, 67, 67, 3), dtype=np.uint8)
       labels = rng.integers(0, 10, (3, 16)).astype(np.int32)
       results = []
       for n in (8, 1):
-        step, _ = train.make_pmapped_steps(model, tx, config,
+        step, _ = steps.make_pmapped_steps(model, tx, config,
                                            devices=jax.devices()[:n])
-        state = train.replicate_on(train.create_train_state(config, model, tx),
+        state = placement.replicate(steps.create_train_state(config, model, tx),
                                    jax.devices()[:n])
         for i in range(3):
           batch = {'image': images[i].reshape(n, -1, 67, 67, 3),
@@ -50,7 +53,7 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
       jax.tree_util.tree_map(
           lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
           p8, p1)
-      moved = jax.device_get(train.create_train_state(config, model, tx).params)
+      moved = jax.device_get(steps.create_train_state(config, model, tx).params)
       assert not np.allclose(moved['fc8']['kernel'], p1['fc8']['kernel'])
       print('OK', l8, l1)
       ''' % os.path.join(ROOT, 'tests'))
@@ -65,7 +68,7 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny,
   # A fake clock: each training step takes 1 s, each evaluation 100 s.
   clock = _FakeClock()
   monkeypatch.setattr(progress, 'time', type('T', (), {'perf_counter': clock}))
-  make_steps = train.make_pmapped_steps
+  make_steps = steps.make_pmapped_steps
 
   def timed_steps(*args, **kwargs):
     p_train, p_eval = make_steps(*args, **kwargs)
@@ -119,14 +122,14 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
 def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=2, nonfinite='skip',
                 **{'normalization.std': (1e-38, 1e-38, 1e-38)})
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
   tx = optim.create_optimizer(config.optimizer, 10, 10)
-  initial = jax.device_get(train.create_train_state(config, model, tx).params)
+  initial = jax.device_get(steps.create_train_state(config, model, tx).params)
   train.train_and_evaluate(config, str(tmp_path))
   from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
   ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'))
-  state = ckpt.restore_latest(train.create_train_state(config, model, tx))
+  state = ckpt.restore_latest(steps.create_train_state(config, model, tx))
   assert int(state.step) == 2
   jax.tree_util.tree_map(np.testing.assert_array_equal,
                          jax.device_get(state.params), initial)
@@ -135,9 +138,9 @@ def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
 def test_topk_correct():
   logits = np.array([[0.1, 0.5, 0.2, 0.9], [3.0, 2.0, 1.0, 0.0]], np.float32)
   labels = np.array([1, 3], np.int32)
-  np.testing.assert_array_equal(train.topk_correct(logits, labels, 1), [0, 0])
-  np.testing.assert_array_equal(train.topk_correct(logits, labels, 2), [1, 0])
-  np.testing.assert_array_equal(train.topk_correct(logits, labels, 4), [1, 1])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 1), [0, 0])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 2), [1, 0])
+  np.testing.assert_array_equal(steps.topk_correct(logits, labels, 4), [1, 1])
 
 
 def test_topk_counts_ties_against_the_model():
@@ -159,7 +162,7 @@ def test_topk_counts_ties_against_the_model():
               3: [0, 1, 1, 1, 0, 0, 0, 0],
               4: [1, 1, 1, 1, 0, 0, 0, 0]}
   for k, want in expected.items():
-    np.testing.assert_array_equal(train.topk_correct(logits, labels, k), want,
+    np.testing.assert_array_equal(steps.topk_correct(logits, labels, k), want,
                                   err_msg=f'k={k}')
 
 
@@ -186,12 +189,12 @@ def test_unknown_dataset_lists_close_matches(tmp_path, tiny):
 
 def _tiny_steps(config, total_steps=None):
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = optim.create_optimizer(config.optimizer, 10, 10)
-  step, _ = train.make_pmapped_steps(model, tx, config,
+  step, _ = steps.make_pmapped_steps(model, tx, config,
                                      devices=jax.devices()[:1],
                                      total_steps=total_steps)
-  state = train.replicate_on(train.create_train_state(config, model, tx),
+  state = placement.replicate(steps.create_train_state(config, model, tx),
                              jax.devices()[:1])
   rng = np.random.default_rng(0)
   batches = [{'image': rng.integers(0, 256, (1, 8, 67, 67, 3), np.uint8),
@@ -233,24 +236,64 @@ def test_nonfinite_step_keeps_parameters_and_momentum(tiny):
                          before)
 
 
-def test_cpu_compiler_options_by_config(tiny):
-  eigen = tiny()
-  assert train.compiler_options(eigen, backend='cpu') == (
-      train.XLA_CPU_CONV_LIBRARIES['eigen'])
-  assert train.compiler_options(eigen, backend='gpu') == {}
-  assert train.compiler_options(tiny(xla_cpu_conv_library='xla_default'),
-                                backend='cpu') == {}
+def _with_conv_library(config, library):
+  """`config` with config.execution.xla_cpu_conv_library = `library`."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  if 'execution' not in config:  # Configs from before the execution section.
+    config.execution = ml_collections.ConfigDict()
+  config.execution.xla_cpu_conv_library = library
+  return config
+
+
+# XLA's own name and value for "YNNPACK for dots only" (XLA_FLAGS=--help).
+_EIGEN_FLAG = ('--xla_cpu_experimental_ynn_fusion_type='
+               'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
+
+
+def test_xla_flags_by_config(tiny, monkeypatch):
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  assert tuple(train.XLA_CPU_CONV_LIBRARIES) == (
-      config_lib.XLA_CPU_CONV_LIBRARIES)
+  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+  eigen = _with_conv_library(tiny(), 'eigen')
+  default = _with_conv_library(tiny(), 'xla_default')
+  monkeypatch.setattr(startup, '_backend_started', lambda: False)
+  monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+  startup.set_xla_flags(eigen)
+  assert os.environ['XLA_FLAGS'] == (
+      '--xla_force_host_platform_device_count=2 ' + _EIGEN_FLAG)
+  startup.set_xla_flags(eigen)  # Set once, not twice.
+  assert os.environ['XLA_FLAGS'].count('ynn') == 1
+  startup.set_xla_flags(default)
+  assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=2'
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"execution\.xla_cpu_conv_library='mkl'"):
+    startup.set_xla_flags(_with_conv_library(tiny(), 'mkl'))
+  # Once JAX has started its backend, a change is refused, not ignored.
+  monkeypatch.setattr(startup, '_backend_started', lambda: True)
+  startup.set_xla_flags(default)  # No change: fine.
+  with pytest.raises(RuntimeError, match='xla_cpu_conv_library'):
+    startup.set_xla_flags(eigen)
+  assert startup.compiler_options(eigen, backend='cpu') == {
+      _EIGEN_FLAG[2:].split('=')[0]: _EIGEN_FLAG.split('=')[1]}
+  assert startup.compiler_options(eigen, backend='gpu') == {}
+  assert (tuple(startup.XLA_CPU_CONV_LIBRARIES) ==
+          config_lib.XLA_CPU_CONV_LIBRARIES)
+
+
+def test_backend_started_is_jax_own_state():
+  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+  jax.devices()
+  assert startup._backend_started()  # pylint: disable=protected-access
 
 
 def test_eigen_and_default_convolutions_train_alike(tiny):
+  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   results = []
   for library in ('eigen', 'xla_default'):
-    config = tiny(xla_cpu_conv_library=library, **{'model.dropout_rate': 0.0})
+    config = _with_conv_library(tiny(**{'model.dropout_rate': 0.0}), library)
     step, state, batches = _tiny_steps(config)
-    assert isinstance(step, train.CompiledWithOptions) == (library == 'eigen')
+    # One process, both libraries: compile options rather than XLA_FLAGS.
+    step = step.lower(state, batches[0]).compile(
+        startup.compiler_options(config, backend='cpu') or None)
     for batch in batches[:3]:
       state, metrics = step(state, batch)
     results.append((jax.device_get(state.params),
@@ -260,16 +303,6 @@ def test_eigen_and_default_convolutions_train_alike(tiny):
   jax.tree_util.tree_map(
       lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
       pa, pb)
-
-
-def test_refused_compiler_option_falls_back_with_a_warning(tiny, caplog):
-  step, state, batches = _tiny_steps(tiny())
-  wrapped = train.CompiledWithOptions(step.pmapped, {'xla_no_such_option': 1})
-  with caplog.at_level('WARNING'):
-    state, metrics = wrapped(state, batches[0])
-  assert np.isfinite(float(metrics['train_loss'][0]))
-  assert wrapped.options == {}
-  assert 'xla_no_such_option' in caplog.text
 
 
 def _computations_with_convolutions(hlo_text: str) -> set[str]:
@@ -282,14 +315,33 @@ def _computations_with_convolutions(hlo_text: str) -> set[str]:
   return names
 
 
-def test_eigen_option_takes_convolutions_out_of_ynnpack_fusions(tiny):
+def test_eigen_flag_takes_convolutions_out_of_ynnpack_fusions(tiny, tmp_path):
   step, state, batches = _tiny_steps(tiny())
-  lowered = step.lower(state, batches[0])
-  default = _computations_with_convolutions(lowered.compile().as_text())
+  default = _computations_with_convolutions(
+      step.lower(state, batches[0]).compile().as_text())
   if default == {'main'}:
     pytest.skip('This XLA fuses no convolution by default.')
-  eigen = _computations_with_convolutions(
-      lowered.compile(step.options).as_text())
+  # XLA reads XLA_FLAGS at JAX's start: the eigen step compiles in a new
+  # process that sets them as the commands do.
+  script = textwrap.dedent('''
+      import os, sys
+      sys.path.insert(0, %r)
+      os.environ.pop('XLA_FLAGS', None)
+      import jax
+      jax.config.update('jax_disable_most_optimizations', True)
+      from conftest import tiny_config
+      from alexnet_jax import startup
+      import test_train
+      config = test_train._with_conv_library(tiny_config(), 'eigen')
+      startup.set_xla_flags(config)
+      step, state, batches = test_train._tiny_steps(config)
+      with open(%r, 'w') as f:
+        f.write(step.lower(state, batches[0]).compile().as_text())
+      ''' % (os.path.join(ROOT, 'tests'), str(tmp_path / 'hlo.txt')))
+  out = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  eigen = _computations_with_convolutions((tmp_path / 'hlo.txt').read_text())
   assert eigen == {'main'}, eigen
 
 
@@ -320,10 +372,10 @@ def test_skipped_step_does_not_delay_the_schedule(tiny):
 def _restored_state(config, workdir):
   from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = optim.create_optimizer(config.optimizer, 10, 10)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  state = ckpt.restore_latest(train.create_train_state(config, model, tx))
+  state = ckpt.restore_latest(steps.create_train_state(config, model, tx))
   ckpt.close()
   return jax.device_get(state)
 
@@ -368,11 +420,11 @@ def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
   config = tiny(**{'optimizer.warmup_epochs': 0.0})  # The same rate at 5, 6.
   assert config.model.dropout_rate == 0.5
-  model = train.create_model(config)
+  model = models.model_from_config(config)
   tx = optim.create_optimizer(config.optimizer, 10, 10)
-  state = train.create_train_state(config, model, tx)
+  state = steps.create_train_state(config, model, tx)
   step_fn = jax.jit(jax.vmap(
-      functools.partial(train.train_step, model=model, tx=tx, config=config),
+      functools.partial(steps.train_step, model=model, tx=tx, config=config),
       in_axes=(None, 0), axis_name='batch'))
   rng = np.random.default_rng(0)
   a, b = ({'image': rng.integers(0, 256, (4, 67, 67, 3), np.uint8),

@@ -11,7 +11,7 @@ random `image_size` crops, random horizontal flips and PCA lighting noise;
 evaluation takes the centre crop, or the four corner crops, the centre crop
 and their mirror images (`config.ten_crop`; the batch then has a crop axis:
 [devices, per_device, 10, H, W, 3]). Images leave the pipeline as uint8 RGB
-crops; the accelerator does the rest (`train.training_images`): each training
+crops; the accelerator does the rest (`steps.training_images`): each training
 batch carries its random flips and PCA lighting offsets ('flip', 'light'),
 which are applied there in float, as the paper adds the noise (unrounded,
 unclipped), before the mean is subtracted (`config.normalization.mean`, or

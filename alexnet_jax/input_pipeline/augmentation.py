@@ -56,7 +56,7 @@ class Augmentation:
 
   The host only decodes each example's crop window; the flip and the
   lighting noise are applied to the batch on the accelerator
-  (`train.training_images`).
+  (`steps.training_images`).
   """
   offsets: np.ndarray  # int32 [n, 2]: the crop's corner in the resized square.
   flips: np.ndarray  # bool [n]: mirror the crop left-right.

@@ -198,7 +198,7 @@ class TFDSData:
   def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
-    applies (`train.training_images`)."""
+    applies (`steps.training_images`)."""
     epoch, skip_batches = divmod(start_step, self.steps_per_epoch)
     b = self.per_process_batch
     while True:

@@ -1,0 +1,85 @@
+"""What a command sets before JAX starts: XLA:CPU's convolution library
+(config.execution.xla_cpu_conv_library) and quiet library logs.
+
+XLA reads XLA_FLAGS once, when JAX starts its first backend (the first
+computation, or `jax.devices()`), so every command that trains or evaluates
+calls `set_xla_flags(config)` before that; importing JAX is fine.
+"""
+
+from __future__ import annotations
+
+import logging as logging_lib
+import os
+
+from absl import logging
+
+from alexnet_jax import config_lib
+
+# XLA options by config.execution.xla_cpu_conv_library (other backends ignore
+# xla_cpu_* options). jax 0.10's XLA:CPU runs convolutions with YNNPACK;
+# 'eigen' keeps YNNPACK for dots and leaves convolutions to Eigen, which is
+# 1.3-3.9x faster on AlexNet's convolutions (docs/performance.md).
+XLA_CPU_CONV_LIBRARIES = {
+    'eigen': {'xla_cpu_experimental_ynn_fusion_type':
+              'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'},
+    'xla_default': {},
+}
+_OPTION_NAMES = {name for options in XLA_CPU_CONV_LIBRARIES.values()
+                 for name in options}
+
+
+def _conv_options(config) -> dict[str, str]:
+  library = config.execution.xla_cpu_conv_library
+  if library not in XLA_CPU_CONV_LIBRARIES:
+    raise config_lib.ConfigError(
+        f'config.execution.xla_cpu_conv_library={library!r}; expected one of '
+        f'{sorted(XLA_CPU_CONV_LIBRARIES)}.')
+  return dict(XLA_CPU_CONV_LIBRARIES[library])
+
+
+def compiler_options(config, backend: str | None = None) -> dict[str, str]:
+  """The same options for an ahead-of-time compile (`lowered.compile`) on
+  `backend` (default JAX's), where a benchmark compares the libraries within
+  one process."""
+  if backend is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    backend = jax.default_backend()
+  return _conv_options(config) if backend == 'cpu' else {}
+
+
+def _backend_started() -> bool:
+  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
+  return xla_bridge.backends_are_initialized()
+
+
+def set_xla_flags(config) -> None:
+  """Puts config.execution's XLA options into XLA_FLAGS (replacing any value
+  of the same options there). Raises if JAX has started a backend already and
+  the flags would change, since XLA would not read them."""
+  current = os.environ.get('XLA_FLAGS', '').split()
+  kept = [f for f in current
+          if f.split('=', 1)[0].lstrip('-') not in _OPTION_NAMES]
+  wanted = kept + [f'--{k}={v}' for k, v in _conv_options(config).items()]
+  if wanted == current:
+    return
+  if _backend_started():
+    raise RuntimeError(
+        f'config.execution.xla_cpu_conv_library='
+        f'{config.execution.xla_cpu_conv_library!r} needs XLA_FLAGS '
+        f'{" ".join(wanted)!r}, but JAX has started its backend already: call '
+        f'startup.set_xla_flags(config) before the first JAX computation.')
+  os.environ['XLA_FLAGS'] = ' '.join(wanted)
+
+
+class _QuietLibraries(logging_lib.Filter):
+  """Drops the INFO chatter of orbax and TFDS; their warnings still show."""
+
+  def filter(self, record):
+    noisy = any(f'{os.sep}{name}{os.sep}' in record.pathname
+                for name in ('orbax', 'tensorflow_datasets', 'etils'))
+    return record.levelno >= logging_lib.WARNING or not noisy
+
+
+def quiet_library_logs() -> None:
+  """Keeps the console to this project's progress lines and real warnings."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())

@@ -1,0 +1,260 @@
+"""The training state and the pmapped train and eval steps.
+
+The state stays unreplicated; `jax.pmap` broadcasts it (`in_axes=None`), shards
+the batch over the local devices (axis name 'batch'), averages gradients and
+metrics with `lax.pmean` and returns one state (`out_axes=None`), donating the
+old one. Dropout keys are derived from (seed, step, device index), so a run's
+randomness is a function of the step alone and survives a restart.
+alexnet_jax.parallelism's sharded steps end in the same `apply_gradients`.
+No TensorFlow here: predict and evaluate import this module too.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Iterator
+
+from flax import struct
+import jax
+import jax.numpy as jnp
+from jax import lax
+import optax
+
+from alexnet_jax import optim
+
+
+class TrainState(struct.PyTreeNode):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  plateau: dict[str, Any]  # The plateau rule's state (optim.Plateau).
+  # Sums of training loss and top-1 over the steps of the current logging
+  # window (steps after the last multiple of log_every_steps), checkpointed so
+  # a resumed run logs the same means as an uninterrupted one.
+  train_window: dict[str, Any]
+
+
+def create_train_state(config, model, tx: optax.GradientTransformation
+                       ) -> TrainState:
+  size = config.image_size
+  params = jax.jit(lambda key: model.init(
+      key, jnp.zeros((1, size, size, 3), jnp.float32), train=False)['params'])(
+          jax.random.key(config.seed))
+  window = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'top1', 'count')}
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params),
+                    plateau=optim.Plateau.initial_state(),
+                    train_window=window)
+
+
+def normalize(images: jax.Array, mean, std) -> jax.Array:
+  """uint8 NHWC -> float32, (x - mean) / std per channel (0-255 scale)."""
+  mean = jnp.asarray(mean, jnp.float32)
+  std = jnp.asarray(std, jnp.float32)
+  return (images.astype(jnp.float32) - mean) / std
+
+
+def channel_mean(config) -> tuple[float, float, float]:
+  """The RGB mean the accelerator subtracts: config.normalization.mean, or
+  none where the input pipeline has subtracted the mean image already."""
+  # getattr: the benchmarks' configs are plain namespaces.
+  if getattr(config.normalization, 'mean_image', False):
+    return (0.0, 0.0, 0.0)
+  return tuple(config.normalization.mean)
+
+
+def training_images(batch: dict[str, jax.Array], config) -> jax.Array:
+  """A training batch's images, mirrored where 'flip' says and lit by
+  'light' (the input pipeline's draws; fake data has neither), normalized.
+  The lighting is added in float, unrounded and unclipped, as in the paper."""
+  images = batch['image']
+  if 'flip' in batch:
+    images = jnp.where(batch['flip'][:, None, None, None],
+                       images[:, :, ::-1], images)
+  images = images.astype(jnp.float32)
+  if 'light' in batch:
+    images = images + batch['light'][:, None, None, :]
+  return normalize(images, channel_mean(config), config.normalization.std)
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(
+      logits.astype(jnp.float32), labels)
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
+  """1.0 where the label is among the k highest logits.
+
+  Ties count against the model: the label's rank is the number of other
+  classes scoring at least as high, so a constant row is a miss unless k
+  covers every class. A row with a NaN or infinite logit is a miss.
+  """
+  k = min(k, logits.shape[-1])
+  label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
+  rank = jnp.sum(logits >= label_logit, axis=-1) - 1  # Minus the label itself.
+  finite = jnp.all(jnp.isfinite(logits), axis=-1)
+  return ((rank < k) & finite).astype(jnp.float32)
+
+
+def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
+               tx: optax.GradientTransformation, config,
+               total_steps: int | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step on this device's shard; gradients averaged over 'batch'."""
+  images = training_images(batch, config)
+  labels = batch['label']
+  device = lax.axis_index('batch')
+  dropout_key = jax.random.fold_in(
+      jax.random.fold_in(jax.random.key(config.seed), state.step), device)
+
+  def loss_fn(params):
+    logits = model.apply({'params': params}, images, train=True,
+                         rngs={'dropout': dropout_key})
+    return jnp.mean(cross_entropy(logits, labels)), logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+      state.params)
+  grads = lax.pmean(grads, axis_name='batch')
+  step_metrics = lax.pmean(
+      {'loss': loss, 'top1': jnp.mean(topk_correct(logits, labels, 1))},
+      axis_name='batch')
+  return apply_gradients(state, grads, step_metrics, tx=tx, config=config,
+                         total_steps=total_steps)
+
+
+def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
+                    tx: optax.GradientTransformation, config,
+                    total_steps: int | None = None
+                    ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """The update from the batch's mean gradients, loss and top-1 (every
+  parallelism mode's step ends here).
+
+  `param_norm` and `update_norm` (a pass over all parameters each) are
+  computed only for steps the loop logs (multiples of log_every_steps, and
+  `total_steps`); other steps report NaN for them.
+  """
+  grad_norm = optax.tree.norm(grads)
+  # A non-finite loss or gradient leaves the state as it was (the loop then
+  # stops or skips, by config.nonfinite); the step counter still advances.
+  finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(grad_norm)
+  logged = (state.step + 1) % config.log_every_steps == 0
+  if total_steps is not None:
+    logged |= state.step + 1 == total_steps
+  nan = jnp.full((), jnp.nan, jnp.float32)
+  norm_if_logged = lambda tree: lax.cond(logged, optax.tree.norm,
+                                         lambda _: nan, tree)
+
+  # Both choices are lax.cond, so only one branch runs: a jnp.where over the
+  # old and new state would keep both alive and make XLA copy the largest
+  # arrays (fc6's parameters and momentum) every step.
+  def apply_update(grads, params, opt_state):
+    # The schedule reads the global step, not the count of applied updates,
+    # so skipped steps do not make it lag.
+    opt_state = optim.at_step(opt_state, state.step)
+    updates, new_opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), new_opt_state,
+            norm_if_logged(updates))
+
+  def keep(grads, params, opt_state):
+    del grads
+    return params, opt_state, jnp.zeros((), jnp.float32)
+
+  new_params, new_opt_state, update_norm = lax.cond(
+      finite, apply_update, keep, grads, state.params, state.opt_state)
+  window = _add_to_window(state, step_metrics, finite, config.log_every_steps)
+  count = jnp.maximum(window['count'], 1.0)
+  metrics = {
+      'train_loss': window['loss'] / count,
+      'train_top1': window['top1'] / count,
+      'step_loss': step_metrics['loss'],
+      'grad_norm': grad_norm,
+      'param_norm': norm_if_logged(new_params),
+      'update_norm': update_norm,
+      'learning_rate': optim.current_learning_rate(new_opt_state),
+      'finite': finite.astype(jnp.float32),
+      'window_count': window['count'],  # Finite steps in the window.
+  }
+  new_state = state.replace(step=state.step + 1, params=new_params,
+                            opt_state=new_opt_state, train_window=window)
+  return new_state, metrics
+
+
+def _add_to_window(state: TrainState, step_metrics, finite,
+                   log_every_steps: int) -> dict[str, jax.Array]:
+  """The window's sums with this step's (if finite) added; a new window
+  starts after every multiple of log_every_steps."""
+  new_window = (state.step % log_every_steps) == 0
+  step = {'loss': step_metrics['loss'], 'top1': step_metrics['top1'],
+          'count': jnp.ones((), jnp.float32)}
+  return jax.tree_util.tree_map(
+      lambda old, new: jnp.where(new_window, 0.0, old)
+      + jnp.where(finite, new, 0.0), state.train_window, step)
+
+
+def eval_step(params, batch: dict[str, jax.Array], *, model,
+              config) -> dict[str, jax.Array]:
+  """Masked sums of loss and top-1/top-5 hits over all devices."""
+  apply = lambda images: model.apply({'params': params}, images, train=False)
+  return lax.psum(eval_sums(apply, batch, config), axis_name='batch')
+
+
+def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
+              config) -> dict[str, jax.Array]:
+  """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
+  normalized images to logits."""
+  images = normalize(batch['image'], channel_mean(config),
+                     config.normalization.std)
+  labels, mask = batch['label'], batch['mask']
+  if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
+    b, crops = images.shape[:2]
+    logits = apply(images.reshape((b * crops,) + images.shape[2:]))
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    # The log of the mean softmax; cross-entropy and top-k read it as logits.
+    logits = (jax.nn.logsumexp(log_probs.reshape(b, crops, -1), axis=1)
+              - jnp.log(crops))
+  else:
+    logits = apply(images)
+  return {
+      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+      'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
+      'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
+      'count': jnp.sum(mask),
+  }
+
+
+def make_pmapped_steps(model, tx, config, devices=None,
+                       total_steps: int | None = None
+                       ) -> tuple[Callable, Callable]:
+  """The train and eval steps, pmapped over `devices` (default: all).
+  `total_steps`: the run's last step, whose parameter and update norms are
+  computed as on log steps."""
+  p_train = jax.pmap(
+      functools.partial(train_step, model=model, tx=tx, config=config,
+                        total_steps=total_steps),
+      axis_name='batch', in_axes=(None, 0), out_axes=(None, 0),
+      donate_argnums=(0,), devices=devices)
+  p_eval = make_eval_step(model, config, devices)
+  return p_train, p_eval
+
+
+def make_eval_step(model, config, devices=None) -> Callable:
+  return jax.pmap(functools.partial(eval_step, model=model, config=config),
+                  axis_name='batch', in_axes=(None, 0), out_axes=0,
+                  devices=devices)
+
+
+def evaluate(p_eval, params, batches: Iterator[dict]) -> dict[str, float]:
+  """Loss, top-1 and top-5 over every example of `batches` (padding masked)."""
+  totals = None
+  for batch in batches:
+    sums = p_eval(params, batch)
+    totals = sums if totals is None else jax.tree_util.tree_map(
+        jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError('The evaluation split yielded no batches.')
+  totals = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], totals))
+  count = float(totals['count'])
+  return {'eval_loss': float(totals['loss']) / count,
+          'eval_top1': float(totals['top1']) / count,
+          'eval_top5': float(totals['top5']) / count,
+          'eval_examples': int(count)}
