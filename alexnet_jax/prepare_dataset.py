@@ -25,17 +25,13 @@ temporary name and renamed when complete, and a re-run skips the shards that
 exist. The metadata is written last, once every shard is there.
 """
 
-import glob
-import io
-import math
 import os
-import time
 
 from absl import flags
-from absl import logging
 from ml_collections import config_flags
 
 from alexnet_jax import cli
+from alexnet_jax.input_pipeline import prepare as prepare_lib
 
 config_flags.DEFINE_config_file('config', None, 'A training config file.',
                                 lock_config=False)
@@ -54,138 +50,10 @@ _JPEG_QUALITY = flags.DEFINE_integer('jpeg_quality', 95,
                                      'Quality of the re-encoded JPEGs.')
 flags.mark_flags_as_required(['config', 'output_dir'])
 
-DATASET_NAME = 'prepared'  # The TFDS name in the shards' file names.
-
-
-def _shard_path(output_dir: str, split: str, index: int, count: int) -> str:
-  return os.path.join(
-      output_dir,
-      f'{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}')
-
-
-def _features(class_names, square: int | None):
-  """The dataset's features; `square`: every image is square x square (the
-  pipeline then plans each crop's window ahead)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(square, square, 3),
-                                   encoding_format='jpeg'),
-      'label': tfds.features.ClassLabel(names=list(class_names)),
-  })
-
-
-def _encoded_examples(source, shard, preprocess, start: int, count: int,
-                      central_square: bool, quality: int):
-  """(JPEG bytes, label) of examples [start, start + count) of `shard`."""
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  tf = input_pipeline.import_tensorflow()
-
-  def encode(record):
-    image = preprocess.decode(source.read(record))
-    if central_square:
-      image = preprocess.resize_square(image)
-    else:
-      target = preprocess.resized_shape(tf.shape(image)[:2])
-      image = input_pipeline.resize_uint8(image, target)
-    return tf.io.encode_jpeg(image, quality=quality), record['label']
-
-  ds = source.records(shard).skip(start).take(count)
-  ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
-
-
-def write_split(source, split: str, name: str, output_dir: str, preprocess,
-                examples_per_shard: int, central_square: bool,
-                quality: int):
-  """Writes the shards of one split not yet written; returns its SplitInfo."""
-  from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  shard = source.shards(split, 1, False)[0]
-  total = source.num_examples(shard)
-  count = max(1, math.ceil(total / examples_per_shard))
-  features = _features(source.class_names,
-                       preprocess.resize_size if central_square else None)
-  serializer = tfds.core.example_serializer.ExampleSerializer(
-      features.get_serialized_info())
-  lengths = [min(examples_per_shard, total - i * examples_per_shard)
-             for i in range(count)]
-  stale = glob.glob(glob.escape(_shard_path(output_dir, name, 0, count))
-                    .replace('00000-of', '*-of') + '.tmp*')
-  for path in stale:  # From a run killed mid-shard.
-    os.remove(path)
-  start_time, done = time.perf_counter(), 0
-  for index, length in enumerate(lengths):
-    path = _shard_path(output_dir, name, index, count)
-    if os.path.exists(path):
-      continue
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
-      # As TFDS writes array_record: one record per group, for random access.
-      writer = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
-      for jpeg, label in _encoded_examples(
-          source, shard, preprocess, index * examples_per_shard, length,
-          central_square, quality):
-        example = features.encode_example(
-            {'image': io.BytesIO(jpeg), 'label': int(label)})
-        writer.write(serializer.serialize_example(example))
-      writer.close()
-      os.replace(tmp, path)
-    finally:  # An interrupted shard leaves nothing that looks written.
-      if os.path.exists(tmp):
-        os.remove(tmp)
-    done += length
-    rate = done / (time.perf_counter() - start_time)
-    left = sum(lengths[index + 1:])
-    logging.info('%s: shard %d of %d written (%d images); %.0f images/s, '
-                 'about %.0f min left.', name, index + 1, count, length, rate,
-                 left / rate / 60)
-  num_bytes = sum(os.path.getsize(_shard_path(output_dir, name, i, count))
-                  for i in range(count))
-  return tfds.core.SplitInfo(name=name, shard_lengths=lengths,
-                             num_bytes=num_bytes)
-
-
-def prepare(config, output_dir: str, splits=None, examples_per_shard=1024,
-            central_square=True, jpeg_quality=95) -> str:
-  """Writes config's dataset resized into `output_dir`; returns the dir."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  if examples_per_shard < 1:
-    raise config_lib.ConfigError(
-        f'--examples_per_shard={examples_per_shard} is invalid: expected a '
-        f'positive number.')
-  if not 1 <= jpeg_quality <= 100:
-    raise config_lib.ConfigError(
-        f'--jpeg_quality={jpeg_quality} is invalid: expected 1 to 100.')
-  options = input_pipeline.DataOptions.from_config(config)
-  source = input_pipeline.make_source(config, options)
-  preprocess = input_pipeline.preprocess_from_config(config)
-  if splits:
-    names = {s: s for s in splits}
-  else:
-    names = {config.train_split: 'train', config.eval_split: 'validation'}
-  os.makedirs(output_dir, exist_ok=True)
-  infos = [write_split(source, split, name, output_dir, preprocess,
-                       examples_per_shard, central_square, jpeg_quality)
-           for split, name in names.items()]
-  tfds.folder_dataset.write_metadata(
-      data_dir=output_dir, features=_features(
-          source.class_names,
-          preprocess.resize_size if central_square else None),
-      split_infos=infos, check_data=False,
-      description=(f'{source.name} resized to {preprocess.resize_size} '
-                   f'({preprocess.resize_mode}; central square: '
-                   f'{central_square}; JPEG quality {jpeg_quality}) by '
-                   f'alexnet_jax.prepare_dataset.'))
-  logging.info('Prepared %s in %s: splits %s.', source.name, output_dir,
-               {i.name: i.num_examples for i in infos})
-  return output_dir
-
 
 def main(argv):
   del argv
-  prepare(flags.FLAGS.config, os.path.abspath(_OUTPUT_DIR.value),
+  prepare_lib.prepare(flags.FLAGS.config, os.path.abspath(_OUTPUT_DIR.value),
           _SPLITS.value, _EXAMPLES_PER_SHARD.value, _CENTRAL_SQUARE.value,
           _JPEG_QUALITY.value)
 

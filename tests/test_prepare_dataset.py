@@ -8,7 +8,7 @@ import pytest
 
 from alexnet_jax import config_lib
 from alexnet_jax import input_pipeline
-from alexnet_jax import prepare_dataset
+from alexnet_jax.input_pipeline import prepare
 from conftest import tiny_config
 
 SIZES = [(300, 200), (120, 160), (200, 200), (90, 250), (260, 130)]  # (w, h)
@@ -69,7 +69,7 @@ def read_prepared(path):
 def test_prepared_images_are_the_resized_squares_in_source_order(tmp_path):
   images = write_folder(str(tmp_path / 'src'))
   config = folder_config(tmp_path / 'src', tmp_path)
-  out = prepare_dataset.prepare(config, str(tmp_path / 'out'),
+  out = prepare.prepare(config, str(tmp_path / 'out'),
                                 examples_per_shard=3)
   builder, splits = read_prepared(out)
   assert builder.info.features['label'].names == ['circles', 'squares']
@@ -92,7 +92,7 @@ def test_an_interrupted_preparation_resumes_without_rewriting(tmp_path,
   write_folder(str(tmp_path / 'src'))
   config = folder_config(tmp_path / 'src', tmp_path)
   out = str(tmp_path / 'out')
-  real = prepare_dataset._encoded_examples
+  real = prepare._encoded_examples
   calls = []
 
   def dies_on_the_second_shard(*args):
@@ -101,17 +101,17 @@ def test_an_interrupted_preparation_resumes_without_rewriting(tmp_path,
       raise KeyboardInterrupt
     return real(*args)
 
-  monkeypatch.setattr(prepare_dataset, '_encoded_examples',
+  monkeypatch.setattr(prepare, '_encoded_examples',
                       dies_on_the_second_shard)
   with pytest.raises(KeyboardInterrupt):
-    prepare_dataset.prepare(config, out, examples_per_shard=4)
-  first = prepare_dataset._shard_path(out, 'train', 0, 3)
+    prepare.prepare(config, out, examples_per_shard=4)
+  first = prepare._shard_path(out, 'train', 0, 3)
   assert sorted(os.listdir(out)) == [os.path.basename(first)]
   written = os.stat(first).st_mtime_ns
-  stale = prepare_dataset._shard_path(out, 'train', 1, 3) + '.tmp999'
+  stale = prepare._shard_path(out, 'train', 1, 3) + '.tmp999'
   open(stale, 'wb').close()  # As a run killed mid-shard leaves it.
-  monkeypatch.setattr(prepare_dataset, '_encoded_examples', real)
-  prepare_dataset.prepare(config, out, examples_per_shard=4)
+  monkeypatch.setattr(prepare, '_encoded_examples', real)
+  prepare.prepare(config, out, examples_per_shard=4)
   assert os.stat(first).st_mtime_ns == written  # Not written again.
   _, splits = read_prepared(out)
   assert [len(splits['train']), len(splits['validation'])] == [10, 4]
@@ -121,7 +121,7 @@ def test_an_interrupted_preparation_resumes_without_rewriting(tmp_path,
 def test_the_pipeline_trains_from_a_prepared_directory(tmp_path):
   write_folder(str(tmp_path / 'src'))
   config = folder_config(tmp_path / 'src', tmp_path)
-  out = prepare_dataset.prepare(config, str(tmp_path / 'out'),
+  out = prepare.prepare(config, str(tmp_path / 'out'),
                                 examples_per_shard=8)
   config.dataset = input_pipeline.TFDS_DIRECTORY
   config.dataset_dir = out
