@@ -30,7 +30,6 @@ for words.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Sequence
@@ -52,8 +51,7 @@ def load_config(workdir: str, step: int | None = None):
   path = (workdir_lib.record_path(workdir, 'config', step)
           or os.path.join(workdir, 'config.json'))
   try:
-    with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(workdir_lib.read_config(path))
   except FileNotFoundError:
     raise PredictError(f'No config.json in {workdir!r}: is it the workdir of '
                        f'a training run?') from None

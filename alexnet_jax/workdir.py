@@ -40,6 +40,9 @@ _GUARDED = ('dataset', 'dataset_dir', 'train_split', 'eval_split',
             'augment.', 'fake_data.', 'model.', 'batch_size', 'seed',
             'ten_crop')
 _FREE = ('allow_config_change',)
+# Fields added after runs were first recorded, with the value the code before
+# them had: a record without one describes a run made that way.
+_ADDED_FIELDS = {('model', 'lrn_across_towers'): True}
 _SCHEDULE = ('num_train_steps', 'num_epochs')
 
 
@@ -122,6 +125,17 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
+def read_config(path: str) -> dict[str, Any]:
+  """A config record as a dict, with the fields added since it was written
+  set to what the code that wrote it did."""
+  with open(path) as f:
+    record = json.load(f)
+  for (section, field), before in _ADDED_FIELDS.items():
+    if isinstance(record.get(section), dict):
+      record[section].setdefault(field, before)
+  return record
+
+
 def config_changes(old: dict[str, Any], new: dict[str, Any]
                    ) -> list[tuple[str, Any, Any]]:
   """(dotted field, old, new) for every field that differs."""
@@ -186,8 +200,7 @@ def check_resume(workdir: str, config, step: int,
   if path is None:
     return
   try:
-    with open(path) as f:
-      old = json.load(f)
+    old = read_config(path)
   except (OSError, ValueError) as e:
     raise ConfigChangedError(f'Cannot read {path} to check the resumed '
                              f'config against it: {e}') from None

@@ -120,10 +120,9 @@ def test_predict_reads_the_old_workdir(runs):
   np.testing.assert_allclose(got, old, atol=0.01)  # See the next test.
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'predict reads the old config.json, which has no model.lrn_across_towers, '
-    'and takes the default (within each tower): not the LRN the run trained'))
 def test_predict_gives_the_old_probabilities(runs):
+  # The old config.json has no model.lrn_across_towers: its run normalised
+  # across the towers, and predict must too.
   got, old = _predicted(runs)
   np.testing.assert_allclose(got, old, atol=1e-4)  # Printed with 4 decimals.
 

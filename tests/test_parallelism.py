@@ -22,10 +22,8 @@ import jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_disable_most_optimizations', True)
 from jax.sharding import NamedSharding
 from conftest import tiny_config
-from alexnet_jax import fake_data, optim, parallelism as par, train
-from alexnet_jax import steps
-from alexnet_jax import placement
-from alexnet_jax import models
+from alexnet_jax import fake_data, models, optim, parallelism as par
+from alexnet_jax import placement, steps, train
 assert jax.device_count() == 8
 
 def config_for(mode, **kw):
@@ -81,7 +79,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       # 3 steps in each mode: data (8), towers (4 x 2), hybrid (8).
       tx = optim.create_optimizer(config.optimizer, 10**6, 3)
       batch = next(fake_data.FakeData(config).train_batches())
-      steps, losses, norms, finals = {}, {}, {}, {}
+      built, losses, norms, finals = {}, {}, {}, {}
       for mode in ('data', 'towers', 'hybrid'):
         state = steps.create_train_state(config, model, tx)
         if mode == 'data':
@@ -91,7 +89,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
           step, _, put = par.make_sharded_steps(model, tx, config_for(mode),
                                                 total_steps=3)
           b = put(batch)
-        steps[mode] = (step, b)
+        built[mode] = (step, b)
         losses[mode] = []
         for _ in range(3):
           state, metrics = step(state, b)
@@ -120,7 +118,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       state = steps.create_train_state(config, model, tx)
       for i, mode in enumerate(('towers', 'data', 'towers')):
         state = placement.replicate(ckpt.restore_latest(state))
-        step, b = steps[mode]
+        step, b = built[mode]
         state, metrics = step(state, b)
         ckpt.save(i + 1, state)
         assert abs(float(metrics['train_loss'][0]) - losses['data'][i]) <= (
@@ -136,7 +134,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
 
       # What moves: each compiled step's collectives against the layer shapes.
       for mode in ('data', 'towers', 'hybrid'):
-        step, b = steps[mode]
+        step, b = built[mode]
         compiled = step.lower(steps.create_train_state(config, model, tx),
                               b).compile()
         hlo = par.hlo_collectives(compiled.as_text(), 8)

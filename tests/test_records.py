@@ -16,6 +16,7 @@ import pytest
 
 from alexnet_jax import metrics_writer
 from alexnet_jax import train
+from alexnet_jax import workdir as workdir_lib
 from conftest import ROOT
 from conftest import tiny_config
 
@@ -305,3 +306,17 @@ def test_convert_refuses_a_pickled_object_in_one_line(tmp_path):
   assert len(message.splitlines()) == 1, message
   assert path in message and 'not a PyTorch state_dict' in message
   assert 'weights_only' not in message
+
+
+def test_a_record_older_than_lrn_across_towers_means_across(tmp_path):
+  """Runs recorded before model.lrn_across_towers existed normalised across
+  the towers: resuming one with the present default is a model change."""
+  config = tiny_config()
+  record = json.loads(config.to_json_best_effort())
+  del record['model']['lrn_across_towers']
+  (tmp_path / 'config.json').write_text(json.dumps(record))
+  with pytest.raises(workdir_lib.ConfigChangedError,
+                     match='model.lrn_across_towers True -> False'):
+    workdir_lib.check_resume(str(tmp_path), config, step=4)
+  config.model.lrn_across_towers = True
+  workdir_lib.check_resume(str(tmp_path), config, step=4)  # The same model.

@@ -28,7 +28,7 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
       import jax, numpy as np
       jax.config.update('jax_disable_most_optimizations', True)
       from conftest import tiny_config
-      from alexnet_jax import optim, train
+      from alexnet_jax import models, optim, placement, steps
       config = tiny_config(**{'model.dropout_rate': 0.0, 'batch_size': 16})
       model = models.model_from_config(config)
       tx = optim.create_optimizer(config.optimizer, 10, 10)
@@ -40,7 +40,7 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
         step, _ = steps.make_pmapped_steps(model, tx, config,
                                            devices=jax.devices()[:n])
         state = placement.replicate(steps.create_train_state(config, model, tx),
-                                   jax.devices()[:n])
+                                    jax.devices()[:n])
         for i in range(3):
           batch = {'image': images[i].reshape(n, -1, 67, 67, 3),
                    'label': labels[i].reshape(n, -1)}
