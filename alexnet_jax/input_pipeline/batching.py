@@ -134,7 +134,7 @@ class TFDSData:
     tf = self.tf
     indices, positions = self._epoch(epoch)
     offsets = self._augmentation(epoch).offsets[positions]
-    plans, crop = self._crops(offsets)
+    plans, crop = self._crops(indices, offsets)
     pre, minus_mean = self.preprocess, self._minus_mean_image
 
     def example(index, plan, offset):
@@ -148,9 +148,9 @@ class TFDSData:
     ds = ds.batch(self.per_process_batch, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
 
-  def _crops(self, offsets: np.ndarray):
+  def _crops(self, indices: np.ndarray, offsets: np.ndarray):
     """(per-example crop plans, fn(record index, plan) -> (crop, label)) for
-    crops at `offsets` of the resized squares."""
+    crops at `offsets` of the resized squares of records `indices`."""
     tf, pre, source = self.tf, self.preprocess, self.source
     if self.config.cache:
       squares, labels = self._cached_train_squares()
@@ -158,12 +158,15 @@ class TFDSData:
           pre.crop_from_square(tf.gather(squares, i), offset),
           tf.gather(labels, i))
     fetch = self.train_table().fetch
-    if source.jpeg_only and source.image_shape == (pre.resize_size,) * 2:
-      # JPEGs stored at the resized square: the windows are known ahead.
+    shapes = source.image_shapes(self.config.train_split)
+    if source.jpeg_only and shapes is not None:
+      # JPEGs of known sizes: the windows are worked out ahead.
+      plans, resize = pre.plan_jpeg_crops(shapes[indices], offsets)
+
       def planned(i, plan):
         image, label = fetch(i)
-        return pre.crop_from_square_jpeg(image, *plan), label
-      return pre.square_jpeg_windows(offsets), planned
+        return pre.crop_from_planned_jpeg(image, *plan, resize), label
+      return plans, planned
 
     def crop(i, offset):
       image, label = fetch(i)
