@@ -211,8 +211,19 @@ def resize_bilinear(image, box, size: int):
 def _resize_box(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
   cv2 = import_cv2()
   top, left, height, width = box
-  return cv2.resize(image[top:top + height, left:left + width], (size, size),
-                    interpolation=cv2.INTER_LINEAR)
+  out = _aligned_uint8((size, size, 3))
+  cv2.resize(image[top:top + height, left:left + width], (size, size),
+             dst=out, interpolation=cv2.INTER_LINEAR)
+  return out
+
+
+def _aligned_uint8(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
+  """A new uint8 array whose data starts at a multiple of `align` bytes:
+  TensorFlow takes such a tf.numpy_function result over without copying."""
+  n = int(np.prod(shape))
+  buffer = np.empty(n + align, np.uint8)
+  start = -buffer.ctypes.data % align
+  return buffer[start:start + n].reshape(shape)
 
 
 def preprocess_from_config(config) -> Preprocess:
