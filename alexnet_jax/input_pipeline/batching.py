@@ -38,6 +38,10 @@ from alexnet_jax.input_pipeline.preprocess import preprocess_from_config
 from alexnet_jax.input_pipeline.sources import make_source
 
 
+# Epochs shorter than this many batches are read by one tf.data pipeline.
+MIN_BATCHES_PER_PIPELINE = 500
+
+
 class TFDSData:
   """Train and eval batches of `config.dataset` for this process.
 
@@ -128,12 +132,16 @@ class TFDSData:
     return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
                              self.config.seed)
 
-  def train_dataset(self, epoch: int, skip_examples: int = 0):
-    """The tf.data pipeline of one training epoch (uint8 crops and labels,
-    in batches of this process), starting `skip_examples` into it."""
+  def train_dataset(self, epoch: int, skip_examples: int = 0,
+                    epochs: int = 1):
+    """The tf.data pipeline of `epochs` training epochs from `epoch` (uint8
+    crops and labels, in batches of this process), starting `skip_examples`
+    into the first."""
     tf = self.tf
-    indices, positions = self._epoch(epoch)
-    offsets = self._augmentation(epoch).offsets[positions]
+    span = range(epoch, epoch + epochs)
+    indices = np.concatenate([self._epoch(e)[0] for e in span])
+    offsets = np.concatenate([self._augmentation(e).offsets[self._epoch(e)[1]]
+                              for e in span])
     plans, crop = self._crops(indices, offsets)
     pre, minus_mean = self.preprocess, self._minus_mean_image
 
@@ -202,21 +210,26 @@ class TFDSData:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
     applies (`train.training_images`)."""
-    epoch, skip_batches = divmod(start_step, self.steps_per_epoch)
-    b = self.per_process_batch
+    steps, b = self.steps_per_epoch, self.per_process_batch
+    # Small epochs share one pipeline: starting a pipeline costs about as
+    # much as a few batches.
+    span = -(-MIN_BATCHES_PER_PIPELINE // steps)
+    first, skip_batches = divmod(start_step, steps)
     while True:
-      _, positions = self._epoch(epoch)
-      augmentation = self._augmentation(epoch)
-      ds = self.train_dataset(epoch, skip_batches * b)
-      batches = numpy_batches(ds, self.source.name, f'training epoch {epoch}')
-      for k, (images, labels) in enumerate(batches, start=skip_batches):
+      ds = self.train_dataset(first, skip_batches * b, span)
+      batches = numpy_batches(ds, self.source.name,
+                              f'training epochs {first}-{first + span - 1}')
+      for j, (images, labels) in enumerate(batches, start=skip_batches):
+        epoch, k = divmod(j, steps)
+        _, positions = self._epoch(first + epoch)
+        augmentation = self._augmentation(first + epoch)
         batch = self._shard(images, labels)
         at = positions[k * b:(k + 1) * b]
         d = self.local_devices
         batch['flip'] = augmentation.flips[at].reshape(d, -1)
         batch['light'] = augmentation.lights[at].reshape(d, -1, 3)
         yield batch
-      epoch += 1
+      first += span
       skip_batches = 0
 
   # -------------------------------------------------------------------------
