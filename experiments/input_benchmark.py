@@ -28,6 +28,7 @@ per core (over the cores this process may use), and images per CPU-second
 
 import datetime
 import gc
+import importlib.metadata
 import json
 import os
 import platform
@@ -76,6 +77,18 @@ def cpu_seconds() -> float:
   """User + system CPU time of this process, all its threads."""
   usage = resource.getrusage(resource.RUSAGE_SELF)
   return usage.ru_utime + usage.ru_stime
+
+
+def library_versions() -> dict[str, str | None]:
+  """The versions of the libraries that decode and resize."""
+  versions = {}
+  for name in ('tensorflow', 'tensorflow-cpu', 'opencv-python-headless',
+               'opencv-python'):
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  return versions
 
 
 def overrides(argv) -> list[str]:
@@ -221,6 +234,7 @@ def main(argv):
       'load_average_after': list(os.getloadavg()),
       'machine': platform.node(),
       'processor': platform.processor() or platform.machine(),
+      'libraries': library_versions(),
       'date': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
   }

@@ -7,6 +7,7 @@ import os
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 
 tf = pytest.importorskip('tensorflow')
@@ -210,10 +211,12 @@ def test_windowed_decoding_equals_resize_then_crop(shape, fmt, mode, exact):
     if fmt == 'JPEG':  # The path for datasets of JPEGs only: the same crop.
       np.testing.assert_array_equal(
           pre.crop_from_bytes(data, tf.constant(offset), jpeg_only=True), got)
-    if fmt == 'JPEG' and shape == (72, 72):  # Stored squares: planned ahead.
-      windows, starts = pre.square_jpeg_windows(np.array([offset]))
+    if fmt == 'JPEG':  # Known sizes: planned ahead, the same crop.
+      (windows, where), resize = pre.plan_jpeg_crops(
+          np.array([shape]), np.array([offset]))
+      assert resize == (shape[0] != 72)
       np.testing.assert_array_equal(
-          pre.crop_from_square_jpeg(data, windows[0], starts[0]), want)
+          pre.crop_from_planned_jpeg(data, windows[0], where[0], resize), got)
     assert got.shape == want.shape == (67, 67, 3)
     if exact:
       np.testing.assert_array_equal(got, want)
@@ -221,6 +224,49 @@ def test_windowed_decoding_equals_resize_then_crop(shape, fmt, mode, exact):
       assert np.abs(got - want).mean() < 1.5, offset
     wrong = pre.crop_from_square(square, (offset[0], 5 - offset[1])).numpy()
     assert np.abs(got - wrong.astype(int)).mean() > 2.0  # Sensitive to place.
+
+
+def _bilinear(image, height, width):
+  """Bilinear resampling with pixel centres at half-integers and edges
+  clamped (TensorFlow's half_pixel_centers, PyTorch's align_corners=False,
+  OpenCV's INTER_LINEAR), no antialiasing, in float64."""
+  def axis(n_in, n_out):
+    x = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    low = np.floor(x).astype(int)
+    return low, np.minimum(low + 1, n_in - 1), x - low
+  (y0, y1, fy), (x0, x1, fx) = axis(image.shape[0], height), axis(
+      image.shape[1], width)
+  image = image.astype(np.float64)
+  rows = image[y0] * (1 - fy)[:, None, None] + image[y1] * fy[:, None, None]
+  return rows[:, x0] * (1 - fx)[:, None] + rows[:, x1] * fx[:, None]
+
+
+@pytest.mark.parametrize('box', [(3, 4, 31, 37), (5, 2, 15, 12), (0, 0, 40, 50)])
+def test_crops_are_resized_by_half_pixel_bilinear_within_one_level(box):
+  image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
+  top, left, h, w = box
+  got = input_pipeline.preprocess.resize_bilinear(
+      tf.constant(image), tf.constant(box), 23).numpy().astype(int)
+  want = _bilinear(image[top:top + h, left:left + w], 23, 23)
+  assert np.abs(got - want).max() <= 1.0  # Fixed-point weights.
+  assert np.abs(got - want).mean() < 0.3
+  same = input_pipeline.preprocess.resize_bilinear(
+      tf.constant(image), tf.constant([top, left, 23, 23]), 23)
+  np.testing.assert_array_equal(same, image[top:top + 23, left:left + 23])
+
+
+@pytest.mark.parametrize('mode', ['crop', 'squash'])
+def test_windows_planned_in_numpy_equal_tensorflows(mode):
+  pre = Preprocess(image_size=67, resize_size=72, resize_mode=mode,
+                   random_crop=True, flip=True, lighting_std=0.0)
+  rng = np.random.default_rng(1)
+  shapes = np.concatenate([rng.integers(30, 600, (30, 2)), [[72, 72]] * 2])
+  offsets = rng.integers(0, 6, (len(shapes), 2))
+  starts, sizes = pre.crop_windows(shapes, offsets)
+  for shape, offset, start, size in zip(shapes, offsets, starts, sizes):
+    want = pre.crop_window(tf.constant(shape, tf.int32),
+                           tf.constant(offset, tf.int32)).numpy()
+    np.testing.assert_array_equal(np.concatenate([start, size]), want)
 
 
 def test_ten_crops_are_corners_centre_and_mirrors_all_distinct():
@@ -404,6 +450,43 @@ def test_training_batches_match_a_straightforward_reference(tmp_path):
                                 config)
     np.testing.assert_allclose(np.asarray(got), np.stack(want_lit),
                                atol=1e-4)
+
+
+def test_training_crops_of_larger_images_match_resize_then_crop(tmp_path):
+  # Shorter sides above resize_size (72): the reference resizes the whole
+  # image (PIL's decoder, bilinear as documented), keeps the central square
+  # and crops it; the pipeline resamples only the crop's window, on a grid
+  # a fraction of a pixel apart.
+  root = str(tmp_path / 'data')
+  shapes = {'a': [(100, 130), (95, 120)], 'b': [(140, 110), (120, 120)]}
+  for c, sizes in shapes.items():
+    for i, size in enumerate(sizes):
+      path = os.path.join(root, 'train', c, f'{i}.jpg')
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, 'wb') as f:
+        f.write(_encode(_smooth(*size), 'JPEG'))
+    write_image(os.path.join(root, 'validation', c, '0.jpg'), (72, 72), 9)
+  config = folder_config(root, tmp_path, cache=False)
+  config.model.num_classes = 2
+  data = input_pipeline.TFDSData(config)
+  files = sorted(os.path.join(root, 'train', c, f'{i}.jpg')
+                 for c in 'ab' for i in range(2))
+  size, b = config.image_size, config.batch_size
+  batch = next(data.train_batches(0))
+  order = np.random.default_rng([0, 0]).permutation(len(files))
+  offsets = np.random.default_rng([0, 0, 1]).integers(0, 72 - size + 1,
+                                                      (len(files), 2))
+  for p in range(b):
+    full = np.asarray(Image.open(files[order[p]]).convert('RGB'))
+    h, w = full.shape[:2]
+    th, tw = (72, round(72 * w / h)) if h < w else (round(72 * h / w), 72)
+    square = _bilinear(full, th, tw)[(th - 72) // 2:, (tw - 72) // 2:]
+    y, x = offsets[p]
+    want = square[y:y + size, x:x + size]
+    got = batch['image'][0][p].astype(float)
+    assert np.abs(got - want).mean() < 1.5, p
+    wrong = square[y:y + size, 5 - x:5 - x + size]
+    assert np.abs(got - wrong).mean() > 2.0  # Sensitive to place.
 
 
 def test_cached_and_streamed_training_agree_when_no_resize_is_needed(tmp_path):

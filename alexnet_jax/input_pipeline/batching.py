@@ -38,6 +38,10 @@ from alexnet_jax.input_pipeline.preprocess import preprocess_from_config
 from alexnet_jax.input_pipeline.sources import make_source
 
 
+# Epochs shorter than this many batches are read by one tf.data pipeline.
+MIN_BATCHES_PER_PIPELINE = 500
+
+
 class TFDSData:
   """Train and eval batches of `config.dataset` for this process.
 
@@ -128,13 +132,17 @@ class TFDSData:
     return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
                              self.config.seed)
 
-  def train_dataset(self, epoch: int, skip_examples: int = 0):
-    """The tf.data pipeline of one training epoch (uint8 crops and labels,
-    in batches of this process), starting `skip_examples` into it."""
+  def train_dataset(self, epoch: int, skip_examples: int = 0,
+                    epochs: int = 1):
+    """The tf.data pipeline of `epochs` training epochs from `epoch` (uint8
+    crops and labels, in batches of this process), starting `skip_examples`
+    into the first."""
     tf = self.tf
-    indices, positions = self._epoch(epoch)
-    offsets = self._augmentation(epoch).offsets[positions]
-    plans, crop = self._crops(offsets)
+    span = range(epoch, epoch + epochs)
+    indices = np.concatenate([self._epoch(e)[0] for e in span])
+    offsets = np.concatenate([self._augmentation(e).offsets[self._epoch(e)[1]]
+                              for e in span])
+    plans, crop = self._crops(indices, offsets)
     pre, minus_mean = self.preprocess, self._minus_mean_image
 
     def example(index, plan, offset):
@@ -148,9 +156,9 @@ class TFDSData:
     ds = ds.batch(self.per_process_batch, drop_remainder=True)
     return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
 
-  def _crops(self, offsets: np.ndarray):
+  def _crops(self, indices: np.ndarray, offsets: np.ndarray):
     """(per-example crop plans, fn(record index, plan) -> (crop, label)) for
-    crops at `offsets` of the resized squares."""
+    crops at `offsets` of the resized squares of records `indices`."""
     tf, pre, source = self.tf, self.preprocess, self.source
     if self.config.cache:
       squares, labels = self._cached_train_squares()
@@ -158,12 +166,15 @@ class TFDSData:
           pre.crop_from_square(tf.gather(squares, i), offset),
           tf.gather(labels, i))
     fetch = self.train_table().fetch
-    if source.jpeg_only and source.image_shape == (pre.resize_size,) * 2:
-      # JPEGs stored at the resized square: the windows are known ahead.
+    shapes = source.image_shapes(self.config.train_split)
+    if source.jpeg_only and shapes is not None:
+      # JPEGs of known sizes: the windows are worked out ahead.
+      plans, resize = pre.plan_jpeg_crops(shapes[indices], offsets)
+
       def planned(i, plan):
         image, label = fetch(i)
-        return pre.crop_from_square_jpeg(image, *plan), label
-      return pre.square_jpeg_windows(offsets), planned
+        return pre.crop_from_planned_jpeg(image, *plan, resize), label
+      return plans, planned
 
     def crop(i, offset):
       image, label = fetch(i)
@@ -199,21 +210,26 @@ class TFDSData:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
     applies (`steps.training_images`)."""
-    epoch, skip_batches = divmod(start_step, self.steps_per_epoch)
-    b = self.per_process_batch
+    steps, b = self.steps_per_epoch, self.per_process_batch
+    # Small epochs share one pipeline: starting a pipeline costs about as
+    # much as a few batches.
+    span = -(-MIN_BATCHES_PER_PIPELINE // steps)
+    first, skip_batches = divmod(start_step, steps)
     while True:
-      _, positions = self._epoch(epoch)
-      augmentation = self._augmentation(epoch)
-      ds = self.train_dataset(epoch, skip_batches * b)
-      batches = numpy_batches(ds, self.source.name, f'training epoch {epoch}')
-      for k, (images, labels) in enumerate(batches, start=skip_batches):
+      ds = self.train_dataset(first, skip_batches * b, span)
+      batches = numpy_batches(ds, self.source.name,
+                              f'training epochs {first}-{first + span - 1}')
+      for j, (images, labels) in enumerate(batches, start=skip_batches):
+        epoch, k = divmod(j, steps)
+        _, positions = self._epoch(first + epoch)
+        augmentation = self._augmentation(first + epoch)
         batch = self._shard(images, labels)
         at = positions[k * b:(k + 1) * b]
         d = self.local_devices
         batch['flip'] = augmentation.flips[at].reshape(d, -1)
         batch['light'] = augmentation.lights[at].reshape(d, -1, 3)
         yield batch
-      epoch += 1
+      first += span
       skip_batches = 0
 
   # -------------------------------------------------------------------------

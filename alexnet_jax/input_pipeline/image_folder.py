@@ -62,11 +62,12 @@ class FolderSource:
     self.split_files, self.class_names = list_image_folder(
         self.root, options.validation_fraction)
     self.num_classes = len(self.class_names)
-    self.bad_images, not_jpeg = self._scan(options)
+    self.bad_images, not_jpeg, self._shapes = self._scan(options)
     self.jpeg_only = not not_jpeg
-    self.image_shape = None  # Not known without decoding.
     if self.bad_images:
       self._drop_bad_images(options.bad_images)
+    shapes = set(map(tuple, self._shapes.values()))
+    self.image_shape = shapes.pop() if len(shapes) == 1 else None
     counts = {s: len(f) for s, f in self.split_files.items()}
     logging.info('Image folder %s: %d classes, images per split %s (%d '
                  'unreadable skipped).', self.root, self.num_classes, counts,
@@ -93,10 +94,12 @@ class FolderSource:
         s: [(p, y) for p, y in files if p not in bad]
         for s, files in self.split_files.items()}
 
-  def _scan(self, options: DataOptions) -> tuple[dict[str, str], list[str]]:
+  def _scan(self, options: DataOptions
+            ) -> tuple[dict[str, str], list[str], dict[str, list[int]]]:
     """({relative path: reason} of the images TensorFlow cannot decode, the
-    readable images that are not JPEGs); the scan decodes every image once
-    and is cached by the files' sizes and modification times."""
+    readable images that are not JPEGs, {relative path: [height, width]} of
+    the readable ones); the scan decodes every image once and is cached by
+    the files' sizes and modification times."""
     files = sorted(p for f in self.split_files.values() for p, _ in f)
     stats = []
     for p in files:
@@ -107,17 +110,19 @@ class FolderSource:
                         cache.digest(self.root)[:24] + '.json')
     cached = cache.read_json(path)
     if cached and cached.get('signature') == signature and (
-        'not_jpeg' in cached):
-      return dict(cached['bad']), list(cached['not_jpeg'])
+        'shapes' in cached):
+      return (dict(cached['bad']), list(cached['not_jpeg']),
+              dict(cached['shapes']))
     start = time.perf_counter()
-    bad = scan_images(self.root, files)
+    bad, shapes = scan_images(self.root, files)
     not_jpeg = [p for p in files if p not in bad and
                 not _starts_as_jpeg(os.path.join(self.root, p))]
     logging.info('Scanned %d images of %s in %.1f s: %d cannot be decoded.',
                  len(files), self.root, time.perf_counter() - start, len(bad))
     cache.write_json(path, {'root': self.root, 'signature': signature,
-                            'bad': bad, 'not_jpeg': not_jpeg})
-    return bad, not_jpeg
+                            'bad': bad, 'not_jpeg': not_jpeg,
+                            'shapes': shapes})
+    return bad, not_jpeg, shapes
 
   def _split(self, split: str) -> list[tuple[str, int]]:
     files = []
@@ -169,6 +174,12 @@ class FolderSource:
     return MemoryTable(
         np.array([os.path.join(self.root, p) for p, _ in files], object),
         np.array([y for _, y in files], np.int64), are_paths=True)
+
+  def image_shapes(self, split: str) -> np.ndarray:
+    """int32 [n, 2]: (height, width) of each image of `split`, in the order
+    of `table(split)` (from the scan: no file is read again)."""
+    return np.array([self._shapes[p] for p, _ in self._split(split)],
+                    np.int32).reshape(-1, 2)
 
   def identity(self, split: str) -> list:
     return ['folder', self.root, split,
@@ -279,12 +290,14 @@ def list_image_folder(root: str, validation_fraction: float
   return splits, classes
 
 
-def scan_images(root: str, relpaths: Sequence[str]) -> dict[str, str]:
-  """{relative path: reason} of the files TensorFlow cannot read or decode
-  (decoding all of them in parallel with tf.data)."""
+def scan_images(root: str, relpaths: Sequence[str]
+                ) -> tuple[dict[str, str], dict[str, list[int]]]:
+  """({relative path: reason} of the files TensorFlow cannot read or
+  decode, {relative path: [height, width]} of the others), decoding all of
+  them in parallel with tf.data."""
   tf = import_tensorflow()
   if not relpaths:
-    return {}
+    return {}, {}
   paths = [os.path.join(root, p) for p in relpaths]
   ds = tf.data.Dataset.from_tensor_slices(
       (tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
@@ -292,11 +305,12 @@ def scan_images(root: str, relpaths: Sequence[str]) -> dict[str, str]:
   def check(index, path):
     image = tf.io.decode_image(tf.io.read_file(path), channels=3,
                                expand_animations=False)
-    return index, tf.shape(image)
+    return index, tf.shape(image)[:2]
 
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
   ds = ds.ignore_errors()
-  good = {int(i) for i, _ in ds.as_numpy_iterator()}
+  good = {int(i): [int(v) for v in shape]
+          for i, shape in ds.as_numpy_iterator()}
   bad = {}
   for i, path in enumerate(paths):
     if i in good:
@@ -308,5 +322,5 @@ def scan_images(root: str, relpaths: Sequence[str]) -> dict[str, str]:
     except tf.errors.OpError as e:
       reason = tf_error_message(e)
     bad[relpaths[i]] = reason
-  return bad
+  return bad, {relpaths[i]: shape for i, shape in good.items()}
 

@@ -7,6 +7,7 @@ The fields themselves are checked once, in `config_lib.validate_data`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 from typing import Any, Iterator
@@ -33,6 +34,15 @@ def import_tensorflow():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   return tf
+
+
+@functools.cache
+def import_cv2():
+  """OpenCV, single-threaded: tf.data already runs the resizes in parallel,
+  and its own thread pool would compete with them."""
+  import cv2  # pylint: disable=g-import-not-at-top
+  cv2.setNumThreads(1)
+  return cv2
 
 
 def import_tfds():

@@ -5,19 +5,25 @@ whole image to it), then crop `image_size` (training: at an offset drawn in
 
 Training crops skip most of the decoding: the crop window is mapped back to
 the original image and only that window is decoded
-(`tf.io.decode_and_crop_jpeg`) and then resized (plain bilinear). Where the
-image's shorter side already equals `resize_size` (e.g. 256x256 JPEGs at
-resize_size=256, as `alexnet_jax.prepare_dataset` writes them) this is
-exactly resize-then-crop with no resizing; otherwise it resamples the same
-window, with a sub-pixel difference in the sampling grid and no antialiasing.
+(`tf.io.decode_and_crop_jpeg`) and then resized to the crop (`resize_bilinear`:
+OpenCV's bilinear, no antialiasing). Where the image's shorter side already
+equals `resize_size` (e.g. 256x256 JPEGs at resize_size=256, as
+`alexnet_jax.prepare_dataset` writes them) this is exactly resize-then-crop
+with no resizing; otherwise it resamples the same window, a fraction of a
+pixel off the resized square's grid and without its antialiasing. Where the
+images' sizes are known ahead (an image folder's scan, a TFDS dataset of one
+shape) the windows are worked out in NumPy for the whole epoch
+(`plan_jpeg_crops`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
+from alexnet_jax.input_pipeline.options import import_cv2
 from alexnet_jax.input_pipeline.options import import_tensorflow
 
 NUM_TEN_CROPS = 10
@@ -84,55 +90,78 @@ class Preprocess:
     image of the dataset a JPEG) skips the per-image format check, a
     conditional that costs tf.data a good share of the decode's time."""
     tf = import_tensorflow()
-    size = self.image_size
 
     def jpeg():
       shape = tf.image.extract_jpeg_shape(image_bytes)[:2]
       window = self.crop_window(shape, offset)
       start, extent = window[:2], window[2:]
-      # One more pixel on every side, cut off after decoding: libjpeg's
-      # chroma upsampling at a window's edge lacks the neighbours that a
-      # full decode uses; with them the pixels equal the full decode's.
+      # One more pixel on every side: libjpeg's chroma upsampling at a
+      # window's edge lacks the neighbours that a full decode uses; with
+      # them the pixels equal the full decode's.
       low = tf.maximum(start - 1, 0)
       high = tf.minimum(start + extent + 1, shape)
       padded = tf.io.decode_and_crop_jpeg(
           image_bytes, tf.concat([low, high - low], 0), channels=3)
-      return tf.slice(padded, tf.concat([start - low, [0]], 0),
-                      tf.concat([extent, [3]], 0))
+      return padded, tf.concat([start - low, extent], 0)
 
     def other():
       image = self.decode(image_bytes)
-      window = self.crop_window(tf.shape(image)[:2], offset)
-      return tf.slice(image, tf.concat([window[:2], [0]], 0),
-                      tf.concat([window[2:], [3]], 0))
+      return image, self.crop_window(tf.shape(image)[:2], offset)
 
-    crop = jpeg() if jpeg_only else tf.cond(tf.io.is_jpeg(image_bytes), jpeg,
-                                            other)
-    # Plain bilinear: an antialiased resize costs more than the decode.
-    crop = tf.cond(tf.reduce_all(tf.equal(tf.shape(crop)[:2], size)),
-                   lambda: crop,
-                   lambda: resize_uint8(crop, [size, size], antialias=False))
-    return tf.ensure_shape(crop, (size, size, 3))
+    image, box = (jpeg() if jpeg_only else
+                  tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other))
+    return resize_bilinear(image, box, self.image_size)
 
-  def square_jpeg_windows(self, offsets: np.ndarray
-                          ) -> tuple[np.ndarray, np.ndarray]:
-    """For JPEGs that are already the resized square (resize_size^2, as
-    `alexnet_jax.prepare_dataset` writes them), the windows to decode for
-    crops at `offsets` [n, 2], worked out ahead in NumPy: ([n, 4] windows
-    with the extra pixel on each side, [n, 3] where the crop starts in
-    them). Fewer small ops per image is what tf.data is fastest at."""
-    low = np.maximum(offsets - 1, 0)
-    high = np.minimum(offsets + self.image_size + 1, self.resize_size)
+  def crop_windows(self, shapes: np.ndarray, offsets: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """`crop_window` in NumPy, for images of known `shapes` [n, 2] (h, w)
+    and crops at `offsets` [n, 2]: ([n, 2] starts, [n, 2] sizes), with the
+    same float32 arithmetic and rounding."""
+    shapes = np.asarray(shapes, np.int32)
+    shape = shapes.astype(np.float32)
+    size = self.resize_size
+    if self.resize_mode == 'squash':
+      target = np.full_like(shapes, size)
+    else:
+      scale = np.float32(size) / shape.min(axis=1, keepdims=True)
+      target = np.maximum(
+          np.ceil(shape * scale - np.float32(1e-3)).astype(np.int32), size)
+    scale = shape / target.astype(np.float32)
+    start = (target - size) // 2 + offsets
+    start = np.round(start.astype(np.float32) * scale).astype(np.int32)
+    extent = np.round(np.float32(self.image_size) * scale).astype(np.int32)
+    extent = np.clip(extent, 1, shapes)
+    return np.clip(start, 0, shapes - extent), extent
+
+  def plan_jpeg_crops(self, shapes: np.ndarray, offsets: np.ndarray
+                      ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
+    """For JPEGs of known `shapes` [n, 2], the crops at `offsets` [n, 2]
+    worked out ahead in NumPy: ((windows, where), resize). `windows` [n, 4]
+    are what to decode (the crop's window with the extra pixel on each
+    side, as in `crop_from_bytes`); `resize` says whether any crop needs
+    resizing (not when every shorter side is already resize_size); `where`
+    is then [n, 4] boxes [top, left, height, width] of the crop's window in
+    the decoded one, else [n, 3] starts of the crop in it. Fewer small ops
+    per image is what tf.data is fastest at."""
+    start, extent = self.crop_windows(shapes, offsets)
+    low = np.maximum(start - 1, 0)
+    high = np.minimum(start + extent + 1, shapes)
     windows = np.concatenate([low, high - low], axis=1).astype(np.int32)
-    starts = np.concatenate([offsets - low, np.zeros_like(low[:, :1])], 1)
-    return windows, starts.astype(np.int32)
+    resize = bool(np.any(extent != self.image_size))
+    if resize:
+      where = np.concatenate([start - low, extent], axis=1)
+    else:
+      where = np.concatenate([start - low, np.zeros_like(low[:, :1])], 1)
+    return (windows, where.astype(np.int32)), resize
 
-  def crop_from_square_jpeg(self, image_bytes, window, start):
-    """The crop that `square_jpeg_windows` planned: decode the window,
-    drop its extra border."""
+  def crop_from_planned_jpeg(self, image_bytes, window, where, resize: bool):
+    """The crop that `plan_jpeg_crops` planned: decode the window, then
+    resize the crop's box in it, or (no resize) cut the crop out."""
     tf = import_tensorflow()
-    padded = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
-    return tf.slice(padded, start, (self.image_size, self.image_size, 3))
+    decoded = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    if resize:
+      return resize_bilinear(decoded, where, self.image_size)
+    return tf.slice(decoded, where, (self.image_size, self.image_size, 3))
 
   def crop_from_square(self, square, offset):
     size = self.image_size
@@ -162,6 +191,39 @@ def resize_uint8(image, size, antialias: bool = True):
   tf = import_tensorflow()
   image = tf.image.resize(image, size, method='bilinear', antialias=antialias)
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
+
+
+def resize_bilinear(image, box, size: int):
+  """The `box` [top, left, height, width] of uint8 `image` [h, w, 3],
+  resized to uint8 [size, size, 3] by OpenCV's bilinear (cv2.INTER_LINEAR:
+  pixel centres at half-integers, as in TensorFlow's and PyTorch's bilinear
+  resize, no antialiasing; 11-bit fixed-point weights, so within one level
+  of the exact interpolation). A box already size x size is copied as it
+  is. OpenCV's fixed-point resize is several times faster than
+  tf.image.resize's float one."""
+  tf = import_tensorflow()
+  import_cv2()  # A missing OpenCV fails here, not in tf.data's threads.
+  out = tf.numpy_function(functools.partial(_resize_box, size=size),
+                          [image, box], tf.uint8, stateful=False)
+  return tf.ensure_shape(out, (size, size, 3))
+
+
+def _resize_box(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+  cv2 = import_cv2()
+  top, left, height, width = box
+  out = _aligned_uint8((size, size, 3))
+  cv2.resize(image[top:top + height, left:left + width], (size, size),
+             dst=out, interpolation=cv2.INTER_LINEAR)
+  return out
+
+
+def _aligned_uint8(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
+  """A new uint8 array whose data starts at a multiple of `align` bytes:
+  TensorFlow takes such a tf.numpy_function result over without copying."""
+  n = int(np.prod(shape))
+  buffer = np.empty(n + align, np.uint8)
+  start = -buffer.ctypes.data % align
+  return buffer[start:start + n].reshape(shape)
 
 
 def preprocess_from_config(config) -> Preprocess:

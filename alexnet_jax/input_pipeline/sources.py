@@ -10,6 +10,8 @@ every image has it, else None), and
     'image' is whatever `read(record)` turns into encoded image bytes (the
     bytes themselves for TFDS, a file path for folders);
   * table(split): random access to the split (`tables`);
+  * image_shapes(split): int32 [n, 2] (h, w) of its images in the table's
+    order, or None where not known without decoding;
   * identity(split): what identifies the split's content, for cache keys.
 """
 

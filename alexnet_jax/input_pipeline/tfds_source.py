@@ -125,6 +125,13 @@ class TFDSSource:
     # (h, w) when every image has it (None where they differ).
     self.image_shape = shape if None not in shape else None
 
+  def image_shapes(self, split: str) -> np.ndarray | None:
+    """int32 [n, 2]: (height, width) of each image of `split` when every
+    image has the same (else None: not known without decoding)."""
+    if self.image_shape is None:
+      return None
+    return np.tile(np.array(self.image_shape, np.int32), (self.size(split), 1))
+
   def shards(self, split: str, count: int, drop_remainder: bool) -> list:
     tfds = import_tfds()
     known = list(self.builder.info.splits.keys())
