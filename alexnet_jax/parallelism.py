@@ -2,7 +2,7 @@
 
 `config.parallelism` chooses how a step is split over the devices:
 
-* 'data': every device a replica, gradients averaged (train.py's pmap step).
+* 'data': every device a replica, gradients averaged (`steps.make_pmapped_steps`).
 * 'towers': the paper's split (Krizhevsky et al. 2012, section 3.2;
   cuda-convnet's two-GPU layer files). A mesh ('data', 'model') of
   devices/2 x 2: each tower's kernels on its own device (conv1..conv5 split by

@@ -33,8 +33,9 @@ _STEP_RECORD = re.compile(r'^(config|class_names)\.(\d+)\.(json|txt)$')
 
 # Fields whose change on resume makes the run no longer one experiment (the
 # data it sees, the function it learns, the steps per epoch): refused unless
-# allow_config_change. The model's *_impl fields change neither the function
-# nor the parameters and are free.
+# allow_config_change. The execution choices (config.execution, and the
+# model.*_impl fields of records written before that section existed) change
+# neither the function nor the parameters and are free.
 _GUARDED = ('dataset', 'dataset_dir', 'train_split', 'eval_split',
             'validation_fraction', 'image_size', 'resize_size', 'resize_mode',
             'augment.', 'fake_data.', 'model.', 'batch_size', 'seed',

@@ -33,6 +33,9 @@ SESSION_FIELDS = frozenset({
     'num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
     'checkpoint_every_steps', 'keep_checkpoints', 'data_dir', 'manual_dir',
     'eval_batch_size'})
+# Execution choices change neither the function nor the parameters; records
+# from before config.execution kept them in config.model and at the top.
+_FREE = re.compile(r'^(execution\.|model\.\w+_impl$|xla_cpu_conv_library$)')
 _NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
 
 
@@ -201,7 +204,8 @@ def check_same_experiment(run: Run) -> None:
     saved = _flatten(json.load(f))
   wanted = _flatten(_config_json(run.config))
   differ = sorted(k for k in set(saved) | set(wanted)
-                  if k not in SESSION_FIELDS and saved.get(k) != wanted.get(k))
+                  if k not in SESSION_FIELDS and not _FREE.match(k)
+                  and saved.get(k) != wanted.get(k))
   if differ:
     changes = ', '.join(f'{k}: {saved.get(k)!r} -> {wanted.get(k)!r}'
                         for k in differ[:6])
@@ -218,8 +222,8 @@ def total_steps(config, record: Mapping[str, Any]) -> int:
       record.get('batch_size') == config.batch_size and
       record.get('total_steps')):
     return int(record['total_steps'])
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
-  data = train.create_data(config)
+  from alexnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  data = data_lib.create_data(config)
   return int(math.ceil(config.num_epochs * data.steps_per_epoch))
 
 
