@@ -147,10 +147,16 @@ def config_changes(old: dict[str, Any], new: dict[str, Any]
           and not k.startswith(_FREE)]
 
 
+def is_execution_field(field: str) -> bool:
+  """Whether dotted `field` is an execution choice: config.execution's, or
+  where records from before that section kept them."""
+  return (field.startswith('execution.') or field == 'xla_cpu_conv_library'
+          or (field.startswith('model.') and field.endswith('_impl')))
+
+
 def _is_guarded(field: str) -> bool:
   return any(field == g or (g.endswith('.') and field.startswith(g))
-             for g in _GUARDED) and not (
-                 field.startswith('model.') and field.endswith('_impl'))
+             for g in _GUARDED) and not is_execution_field(field)
 
 
 def _describe(changes: Iterable[tuple[str, Any, Any]]) -> str:

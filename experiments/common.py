@@ -25,6 +25,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
 
+from alexnet_jax import workdir as workdir_lib
+
 
 RUN_RECORD = 'run.json'
 # Fields that may differ between the sessions of one run without making it a
@@ -33,9 +35,6 @@ SESSION_FIELDS = frozenset({
     'num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
     'checkpoint_every_steps', 'keep_checkpoints', 'data_dir', 'manual_dir',
     'eval_batch_size'})
-# Execution choices change neither the function nor the parameters; records
-# from before config.execution kept them in config.model and at the top.
-_FREE = re.compile(r'^(execution\.|model\.\w+_impl$|xla_cpu_conv_library$)')
 _NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
 
 
@@ -204,7 +203,8 @@ def check_same_experiment(run: Run) -> None:
     saved = _flatten(json.load(f))
   wanted = _flatten(_config_json(run.config))
   differ = sorted(k for k in set(saved) | set(wanted)
-                  if k not in SESSION_FIELDS and not _FREE.match(k)
+                  if k not in SESSION_FIELDS
+                  and not workdir_lib.is_execution_field(k)
                   and saved.get(k) != wanted.get(k))
   if differ:
     changes = ', '.join(f'{k}: {saved.get(k)!r} -> {wanted.get(k)!r}'

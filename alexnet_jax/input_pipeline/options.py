@@ -37,6 +37,7 @@ def import_tensorflow():
 
 
 @functools.cache
+@functools.cache  # Called for every resized crop: set the threads once.
 def import_cv2():
   """OpenCV, single-threaded: tf.data already runs the resizes in parallel,
   and its own thread pool would compete with them."""
