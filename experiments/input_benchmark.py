@@ -3,7 +3,7 @@ r"""Throughput of the input pipeline alone, beside the JPEG-decode ceiling.
   python -m experiments.input_benchmark --config=configs/default.py \
       --output=/tmp/input_benchmark.json \
       [--config.image_size=227 --config.resize_size=256 --config.cache=False] \
-      [--imagenet_like=1000]
+      [--imagenet_like=1000] [--crops_per_call=1,16]
 
 Two cases, each timed as the training pipeline (`TFDSData.train_batches`)
 and as its ceiling, decoding the very same JPEG bytes and nothing else
@@ -18,8 +18,12 @@ the pipeline is to the limit the decoder sets.
     written once into --imagenet_like_dir and read as an image folder with
     the same config otherwise.
 
-Windows of the pipeline and of the ceiling alternate, so a change in the
-machine's load hits both; each window has an iterator of its own, closed
+With --crops_per_call the pipeline is also timed making that many training
+crops per tf.data call (`TFDSData.crops_per_call`; the batch's largest
+divisor up to it), as a variant beside the pipeline as it is.
+
+Windows of the pipeline(s) and of the ceiling alternate, so a change in the
+machine's load hits all; each window has an iterator of its own, closed
 after it (so the other's background threads never compete with it), and
 starts with --drain untimed batches that fill its buffers. Reported: the median images/s,
 per core (over the cores this process may use), and images per CPU-second
@@ -30,6 +34,7 @@ import datetime
 import gc
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import resource
@@ -51,6 +56,10 @@ _BATCHES = flags.DEFINE_integer('batches', 40, 'Batches per timed window.')
 _REPEATS = flags.DEFINE_integer('repeats', 7, 'Timed windows of each kind.')
 _DRAIN = flags.DEFINE_integer(
     'drain', 8, 'Untimed batches at the start of each window.')
+_CROPS_PER_CALL = flags.DEFINE_list(
+    'crops_per_call', [],
+    'Also time the pipeline making this many training crops per tf.data '
+    'call (e.g. 1,16), in windows alternating with the others.')
 _IMAGENET_LIKE = flags.DEFINE_integer(
     'imagenet_like', 1000,
     'Generated ImageNet-sized JPEGs for the second case; 0 skips it.')
@@ -166,8 +175,9 @@ def _window(make, batches: int, drain: int, per_batch: int):
 
 
 def benchmark_case(config, warmup: int, batches: int, repeats: int,
-                   drain: int) -> dict:
-  """The pipeline and the decode ceiling of one config, windows alternating."""
+                   drain: int, crops_per_call: list[int]) -> dict:
+  """The pipeline (as it is, and at each of `crops_per_call`) and the decode
+  ceiling of one config, windows alternating."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   data = input_pipeline.TFDSData(config)
@@ -176,17 +186,20 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
   assert batch['image'].dtype == np.uint8
   per_batch = data.per_process_batch
   steps = data.steps_per_epoch
-  runs = {'pipeline': [], 'decode_only': []}
+  pipelines = {'pipeline': data.crops_per_call}
+  pipelines.update({f'pipeline_crops_per_call_{c}': c for c in crops_per_call})
+  runs = {name: [] for name in [*pipelines, 'decode_only']}
   for k in range(repeats):
     # Each pipeline window starts somewhere else in the data, as a resume
     # would; the first `warmup` batches of the run are untimed as well.
     first = (k * (batches + drain)) % steps
-    runs['pipeline'].append(_window(
-        lambda first=first: data.train_batches(first), batches,
-        drain + (warmup if k == 0 else 0), per_batch))
-    runs['decode_only'].append(_window(
-        lambda: decode_only(data), batches,
-        drain + (warmup if k == 0 else 0), per_batch))
+    untimed = drain + (warmup if k == 0 else 0)
+    for name, crops in pipelines.items():
+      data.crops_per_call = crops
+      runs[name].append(_window(lambda first=first: data.train_batches(first),
+                                batches, untimed, per_batch))
+    runs['decode_only'].append(_window(lambda: decode_only(data), batches,
+                                       untimed, per_batch))
   cores = cores_available()
   out = {'dataset': config.dataset, 'dataset_dir': config.get('dataset_dir'),
          'image_shape': list(batch['image'].shape[2:]),
@@ -199,8 +212,11 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
         'images_per_cpu_sec': float(np.median([c for _, c in windows])),
         'windows': rates,
     }
-  out['ratio_to_decode_only'] = (out['pipeline']['images_per_sec'] /
-                                 out['decode_only']['images_per_sec'])
+  for name, crops in pipelines.items():
+    out[name]['crops_per_call'] = math.gcd(per_batch, crops)
+    out[name]['ratio_to_decode_only'] = (
+        out[name]['images_per_sec'] / out['decode_only']['images_per_sec'])
+  out['ratio_to_decode_only'] = out['pipeline']['ratio_to_decode_only']
   return out
 
 
@@ -216,8 +232,9 @@ def main(argv):
     imagenet_like.validation_fraction = 0.1
     cases['imagenet_like'] = imagenet_like
   load_before = os.getloadavg()
+  crops_per_call = [int(c) for c in _CROPS_PER_CALL.value]
   results = {name: benchmark_case(c, _WARMUP.value, _BATCHES.value,
-                                  _REPEATS.value, _DRAIN.value)
+                                  _REPEATS.value, _DRAIN.value, crops_per_call)
              for name, c in cases.items()}
   out = {
       'benchmark': 'input_pipeline',
@@ -247,12 +264,16 @@ def main(argv):
         'per core | pipeline / decode-only |')
   print('|---|---|---|---|---|---|')
   for name, r in results.items():
-    p, d = r['pipeline'], r['decode_only']
-    print(f"| {name} | {p['images_per_sec']:.0f} | "
-          f"{p['images_per_sec_per_core']:.0f} | {d['images_per_sec']:.0f} | "
-          f"{d['images_per_sec_per_core']:.0f} | "
-          f"{r['ratio_to_decode_only']:.2f} |")
-
+    d = r['decode_only']
+    for key, p in r.items():
+      if not key.startswith('pipeline'):
+        continue
+      label = (name if key == 'pipeline' else
+               f"{name}, crops per call: {p['crops_per_call']}")
+      print(f"| {label} | {p['images_per_sec']:.0f} | "
+            f"{p['images_per_sec_per_core']:.0f} | {d['images_per_sec']:.0f} | "
+            f"{d['images_per_sec_per_core']:.0f} | "
+            f"{p['ratio_to_decode_only']:.2f} |")
 
 if __name__ == '__main__':
   app.run(main)

@@ -205,18 +205,21 @@ def test_windowed_decoding_equals_resize_then_crop(shape, fmt, mode, exact):
                    random_crop=True, flip=True, lighting_std=0.0)
   data = _encode(_smooth(*shape), fmt)
   square = pre.decode_and_resize(data)
-  for offset in ((0, 0), (5, 2), (3, 5), (2, 2)):
-    got = pre.crop_from_bytes(data, tf.constant(offset)).numpy().astype(int)
+  offsets = np.array([(0, 0), (5, 2), (3, 5), (2, 2)], np.int32)
+  crops = pre.crops_from_bytes([data] * 4, tf.constant(offsets)).numpy()
+  if fmt == 'JPEG':  # The path for datasets of JPEGs only: the same crops.
+    np.testing.assert_array_equal(
+        pre.crops_from_bytes([data] * 4, tf.constant(offsets), jpeg_only=True),
+        crops)
+    # Known sizes: planned ahead, the same crops.
+    (windows, where), resize = pre.plan_jpeg_crops(
+        np.array([shape] * 4), offsets)
+    assert resize == (shape[0] != 72)
+    np.testing.assert_array_equal(
+        pre.crops_from_planned_jpegs([data] * 4, tf.constant(windows),
+                                     tf.constant(where), resize), crops)
+  for offset, got in zip(offsets, crops.astype(int)):
     want = pre.crop_from_square(square, offset).numpy().astype(int)
-    if fmt == 'JPEG':  # The path for datasets of JPEGs only: the same crop.
-      np.testing.assert_array_equal(
-          pre.crop_from_bytes(data, tf.constant(offset), jpeg_only=True), got)
-    if fmt == 'JPEG':  # Known sizes: planned ahead, the same crop.
-      (windows, where), resize = pre.plan_jpeg_crops(
-          np.array([shape]), np.array([offset]))
-      assert resize == (shape[0] != 72)
-      np.testing.assert_array_equal(
-          pre.crop_from_planned_jpeg(data, windows[0], where[0], resize), got)
     assert got.shape == want.shape == (67, 67, 3)
     if exact:
       np.testing.assert_array_equal(got, want)
@@ -241,18 +244,24 @@ def _bilinear(image, height, width):
   return rows[:, x0] * (1 - fx)[:, None] + rows[:, x1] * fx[:, None]
 
 
-@pytest.mark.parametrize('box', [(3, 4, 31, 37), (5, 2, 15, 12), (0, 0, 40, 50)])
-def test_crops_are_resized_by_half_pixel_bilinear_within_one_level(box):
-  image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), np.uint8)
-  top, left, h, w = box
-  got = input_pipeline.preprocess.resize_bilinear(
-      tf.constant(image), tf.constant(box), 23).numpy().astype(int)
-  want = _bilinear(image[top:top + h, left:left + w], 23, 23)
-  assert np.abs(got - want).max() <= 1.0  # Fixed-point weights.
-  assert np.abs(got - want).mean() < 0.3
-  same = input_pipeline.preprocess.resize_bilinear(
-      tf.constant(image), tf.constant([top, left, 23, 23]), 23)
-  np.testing.assert_array_equal(same, image[top:top + 23, left:left + 23])
+def test_crops_are_resized_by_half_pixel_bilinear_within_one_level():
+  # Several images of different shapes in one call, each with its own box.
+  rng = np.random.default_rng(0)
+  images = [rng.integers(0, 256, shape, np.uint8)
+            for shape in ((40, 50, 3), (30, 20, 3), (40, 50, 3), (23, 30, 3))]
+  boxes = np.array([(3, 4, 31, 37), (5, 2, 15, 12), (0, 0, 40, 50),
+                    (0, 7, 23, 23)], np.int32)
+  got = input_pipeline.preprocess.resize_crops(
+      [tf.constant(i) for i in images], tf.constant(boxes), 23).numpy()
+  assert got.shape == (4, 23, 23, 3)
+  for image, (top, left, h, w), crop in zip(images, boxes, got.astype(int)):
+    window = image[top:top + h, left:left + w]
+    if (h, w) == (23, 23):  # Already the size: copied as it is.
+      np.testing.assert_array_equal(crop, window)
+      continue
+    want = _bilinear(window, 23, 23)
+    assert np.abs(crop - want).max() <= 1.0  # Fixed-point weights.
+    assert np.abs(crop - want).mean() < 0.3
 
 
 @pytest.mark.parametrize('mode', ['crop', 'squash'])

@@ -5,8 +5,8 @@ whole image to it), then crop `image_size` (training: at an offset drawn in
 
 Training crops skip most of the decoding: the crop window is mapped back to
 the original image and only that window is decoded
-(`tf.io.decode_and_crop_jpeg`) and then resized to the crop (`resize_bilinear`:
-OpenCV's bilinear, no antialiasing). Where the image's shorter side already
+(`tf.io.decode_and_crop_jpeg`) and then resized to the crop (`resize_crops`:
+OpenCV's bilinear, no antialiasing, several crops per Python call). Where the image's shorter side already
 equals `resize_size` (e.g. 256x256 JPEGs at resize_size=256, as
 `alexnet_jax.prepare_dataset` writes them) this is exactly resize-then-crop
 with no resizing; otherwise it resamples the same window, a fraction of a
@@ -84,11 +84,13 @@ class Preprocess:
     start = tf.clip_by_value(start, 0, shape - size)
     return tf.concat([start, size], axis=0)
 
-  def crop_from_bytes(self, image_bytes, offset, jpeg_only: bool = False):
-    """The image_size crop at `offset` of the resized square, decoding (for
-    JPEGs) only the crop's window of the original image. `jpeg_only` (every
-    image of the dataset a JPEG) skips the per-image format check, a
-    conditional that costs tf.data a good share of the decode's time."""
+  def window_from_bytes(self, image_bytes, offset, jpeg_only: bool = False):
+    """(uint8 [h, w, 3] decoded, box [top, left, height, width] in it): the
+    window of the original image that becomes the image_size crop at
+    `offset` of the resized square, decoding (for JPEGs) only about that
+    window. `jpeg_only` (every image of the dataset a JPEG) skips the
+    per-image format check, a conditional that costs tf.data a good share of
+    the decode's time."""
     tf = import_tensorflow()
 
     def jpeg():
@@ -108,9 +110,17 @@ class Preprocess:
       image = self.decode(image_bytes)
       return image, self.crop_window(tf.shape(image)[:2], offset)
 
-    image, box = (jpeg() if jpeg_only else
-                  tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other))
-    return resize_bilinear(image, box, self.image_size)
+    return (jpeg() if jpeg_only else
+            tf.cond(tf.io.is_jpeg(image_bytes), jpeg, other))
+
+  def crops_from_bytes(self, images_bytes, offsets, jpeg_only: bool = False):
+    """[k, image_size, image_size, 3]: the crops at `offsets` [k, 2] of the
+    resized squares of the k encoded images `images_bytes` (a list)."""
+    tf = import_tensorflow()
+    windows = [self.window_from_bytes(b, o, jpeg_only)
+               for b, o in zip(images_bytes, tf.unstack(offsets))]
+    return resize_crops([image for image, _ in windows],
+                        tf.stack([box for _, box in windows]), self.image_size)
 
   def crop_windows(self, shapes: np.ndarray, offsets: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +148,7 @@ class Preprocess:
     """For JPEGs of known `shapes` [n, 2], the crops at `offsets` [n, 2]
     worked out ahead in NumPy: ((windows, where), resize). `windows` [n, 4]
     are what to decode (the crop's window with the extra pixel on each
-    side, as in `crop_from_bytes`); `resize` says whether any crop needs
+    side, as in `window_from_bytes`); `resize` says whether any crop needs
     resizing (not when every shorter side is already resize_size); `where`
     is then [n, 4] boxes [top, left, height, width] of the crop's window in
     the decoded one, else [n, 3] starts of the crop in it. Fewer small ops
@@ -154,14 +164,20 @@ class Preprocess:
       where = np.concatenate([start - low, np.zeros_like(low[:, :1])], 1)
     return (windows, where.astype(np.int32)), resize
 
-  def crop_from_planned_jpeg(self, image_bytes, window, where, resize: bool):
-    """The crop that `plan_jpeg_crops` planned: decode the window, then
-    resize the crop's box in it, or (no resize) cut the crop out."""
+  def crops_from_planned_jpegs(self, images_bytes, windows, where,
+                               resize: bool):
+    """[k, image_size, image_size, 3]: the crops of the k JPEGs
+    `images_bytes` (a list) that `plan_jpeg_crops` planned: decode each
+    window, then resize each crop's box in it, or (no resize) cut the crop
+    out."""
     tf = import_tensorflow()
-    decoded = tf.io.decode_and_crop_jpeg(image_bytes, window, channels=3)
+    decoded = [tf.io.decode_and_crop_jpeg(b, w, channels=3)
+               for b, w in zip(images_bytes, tf.unstack(windows))]
     if resize:
-      return resize_bilinear(decoded, where, self.image_size)
-    return tf.slice(decoded, where, (self.image_size, self.image_size, 3))
+      return resize_crops(decoded, where, self.image_size)
+    size = (self.image_size, self.image_size, 3)
+    return tf.stack([tf.slice(d, w, size)
+                     for d, w in zip(decoded, tf.unstack(where))])
 
   def crop_from_square(self, square, offset):
     size = self.image_size
@@ -193,27 +209,29 @@ def resize_uint8(image, size, antialias: bool = True):
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)
 
 
-def resize_bilinear(image, box, size: int):
-  """The `box` [top, left, height, width] of uint8 `image` [h, w, 3],
-  resized to uint8 [size, size, 3] by OpenCV's bilinear (cv2.INTER_LINEAR:
-  pixel centres at half-integers, as in TensorFlow's and PyTorch's bilinear
-  resize, no antialiasing; 11-bit fixed-point weights, so within one level
-  of the exact interpolation). A box already size x size is copied as it
-  is. OpenCV's fixed-point resize is several times faster than
-  tf.image.resize's float one."""
+def resize_crops(images, boxes, size: int):
+  """uint8 [k, size, size, 3]: the `boxes` [k, 4] ([top, left, height,
+  width]) of the k uint8 `images` [h, w, 3] (a list), each resized by
+  OpenCV's bilinear (cv2.INTER_LINEAR: pixel centres at half-integers, as in
+  TensorFlow's and PyTorch's bilinear resize, no antialiasing; 11-bit
+  fixed-point weights, so within one level of the exact interpolation). A
+  box already size x size is copied as it is. OpenCV's fixed-point resize
+  is several times faster than tf.image.resize's float one, and one Python
+  call for several crops costs a fraction of one call per crop."""
   tf = import_tensorflow()
   import_cv2()  # A missing OpenCV fails here, not in tf.data's threads.
-  out = tf.numpy_function(functools.partial(_resize_box, size=size),
-                          [image, box], tf.uint8, stateful=False)
-  return tf.ensure_shape(out, (size, size, 3))
+  out = tf.numpy_function(functools.partial(_resize_boxes, size=size),
+                          [boxes, *images], tf.uint8, stateful=False)
+  return tf.ensure_shape(out, (len(images), size, size, 3))
 
 
-def _resize_box(image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
+def _resize_boxes(boxes: np.ndarray, *images: np.ndarray,
+                  size: int) -> np.ndarray:
   cv2 = import_cv2()
-  top, left, height, width = box
-  out = _aligned_uint8((size, size, 3))
-  cv2.resize(image[top:top + height, left:left + width], (size, size),
-             dst=out, interpolation=cv2.INTER_LINEAR)
+  out = _aligned_uint8((len(images), size, size, 3))
+  for image, (top, left, height, width), crop in zip(images, boxes, out):
+    cv2.resize(image[top:top + height, left:left + width], (size, size),
+               dst=crop, interpolation=cv2.INTER_LINEAR)
   return out
 
 
