@@ -1,0 +1,62 @@
+"""experiments.input_benchmark end to end on a few generated JPEGs: both
+cases, the pipeline beside its decode-only ceiling, and a crops-per-call
+variant."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip('tensorflow')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_both_cases_report_the_pipeline_beside_the_decode_ceiling(tmp_path):
+  folder, output = tmp_path / 'imagenet_like', tmp_path / 'out.json'
+  # The config's case reads the same generated folder as the second case.
+  command = [
+      sys.executable, '-m', 'experiments.input_benchmark',
+      '--config=configs/default.py', f'--output={output}',
+      '--config.dataset=image_folder', f'--config.dataset_dir={folder}',
+      f'--config.data_dir={tmp_path / "tfds"}', '--config.cache=False',
+      '--config.batch_size=4', '--config.image_size=67',
+      '--config.resize_size=76', '--config.validation_fraction=0.25',
+      '--imagenet_like=24', f'--imagenet_like_dir={folder}',
+      '--crops_per_call=1', '--warmup=1', '--batches=2', '--repeats=3',
+      '--drain=1']
+  out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                       timeout=300, check=False,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'))
+  assert out.returncode == 0, out.stderr[-3000:]
+  result = json.loads(output.read_text())
+  assert set(result['cases']) == {'config', 'imagenet_like'}
+  rows = [line for line in out.stdout.splitlines()
+          if line.startswith(('| config', '| imagenet_like'))]
+  assert len(rows) == 4, out.stdout  # Each case, as it is and at 1 per call.
+  for case in result['cases'].values():
+    assert case['image_shape'] == [67, 67, 3]
+    decode = case['decode_only']
+    for name, crops in (('pipeline', 4), ('pipeline_crops_per_call_1', 1)):
+      run = case[name]
+      assert run['crops_per_call'] == crops  # gcd(batch 4, 8) = 4.
+      assert len(run['windows']) == 3
+      assert run['images_per_sec'] == pytest.approx(
+          float(np.median(run['windows'])))
+      assert run['images_per_sec_per_core'] == pytest.approx(
+          run['images_per_sec'] / case['cores'])
+      assert run['ratio_to_decode_only'] == pytest.approx(
+          run['images_per_sec'] / decode['images_per_sec'])
+    assert case['ratio_to_decode_only'] == case['pipeline'][
+        'ratio_to_decode_only']
+  # The generated JPEGs are about ImageNet's size.
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  sizes = [Image.open(os.path.join(d, f)).size
+           for d, _, files in os.walk(folder) for f in files
+           if f.endswith('.jpg')]
+  assert len(sizes) == 24
+  assert 300 < np.mean([w for w, _ in sizes]) < 500
+  assert 250 < np.mean([h for _, h in sizes]) < 450
