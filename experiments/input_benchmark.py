@@ -60,6 +60,10 @@ _CROPS_PER_CALL = flags.DEFINE_list(
     'crops_per_call', [],
     'Also time the pipeline making this many training crops per tf.data '
     'call (e.g. 1,16), in windows alternating with the others.')
+flags.register_validator(
+    'crops_per_call',
+    lambda values: all(v.isdigit() and int(v) > 0 for v in values),
+    '--crops_per_call takes positive whole numbers, e.g. 1,16.')
 _IMAGENET_LIKE = flags.DEFINE_integer(
     'imagenet_like', 1000,
     'Generated ImageNet-sized JPEGs for the second case; 0 skips it.')
@@ -274,6 +278,7 @@ def main(argv):
             f"{p['images_per_sec_per_core']:.0f} | {d['images_per_sec']:.0f} | "
             f"{d['images_per_sec_per_core']:.0f} | "
             f"{p['ratio_to_decode_only']:.2f} |")
+
 
 if __name__ == '__main__':
   app.run(main)

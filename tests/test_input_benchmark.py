@@ -60,3 +60,14 @@ def test_both_cases_report_the_pipeline_beside_the_decode_ceiling(tmp_path):
   assert len(sizes) == 24
   assert 300 < np.mean([w for w, _ in sizes]) < 500
   assert 250 < np.mean([h for _, h in sizes]) < 450
+
+
+def test_a_bad_crops_per_call_fails_naming_the_flag(tmp_path):
+  out = subprocess.run(
+      [sys.executable, '-m', 'experiments.input_benchmark',
+       '--config=configs/default.py', f'--output={tmp_path / "out.json"}',
+       '--crops_per_call=8,0'], cwd=ROOT, capture_output=True, text=True,
+      timeout=120, check=False)
+  assert out.returncode != 0
+  assert '--crops_per_call takes positive whole numbers' in out.stderr
+  assert not (tmp_path / 'out.json').exists()

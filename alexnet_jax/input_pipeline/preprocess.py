@@ -1,4 +1,4 @@
-"""The paper's preprocessing of one image, in TensorFlow ops: decode, resize
+"""The paper's preprocessing of an image, in TensorFlow ops: decode, resize
 the shorter side to `resize_size` and keep the central square (or squash the
 whole image to it), then crop `image_size` (training: at an offset drawn in
 `augmentation`; evaluation: the centre crop or the ten crops).
@@ -6,14 +6,14 @@ whole image to it), then crop `image_size` (training: at an offset drawn in
 Training crops skip most of the decoding: the crop window is mapped back to
 the original image and only that window is decoded
 (`tf.io.decode_and_crop_jpeg`) and then resized to the crop (`resize_crops`:
-OpenCV's bilinear, no antialiasing, several crops per Python call). Where the image's shorter side already
-equals `resize_size` (e.g. 256x256 JPEGs at resize_size=256, as
-`alexnet_jax.prepare_dataset` writes them) this is exactly resize-then-crop
-with no resizing; otherwise it resamples the same window, a fraction of a
-pixel off the resized square's grid and without its antialiasing. Where the
-images' sizes are known ahead (an image folder's scan, a TFDS dataset of one
-shape) the windows are worked out in NumPy for the whole epoch
-(`plan_jpeg_crops`).
+OpenCV's bilinear, no antialiasing, several crops per Python call). Where the
+image's shorter side already equals `resize_size` (e.g. 256x256 JPEGs at
+resize_size=256, as `alexnet_jax.prepare_dataset` writes them) this is
+exactly resize-then-crop with no resizing; otherwise it resamples the same
+window, a fraction of a pixel off the resized square's grid and without its
+antialiasing. Where the images' sizes are known ahead (an image folder's
+scan, a TFDS dataset of one shape) the windows are worked out in NumPy for
+the whole epoch (`plan_jpeg_crops`).
 """
 
 from __future__ import annotations
