@@ -5,7 +5,7 @@ r"""Throughput of the input pipeline alone, beside the JPEG-decode ceiling.
       [--config.image_size=227 --config.resize_size=256 --config.cache=False] \
       [--imagenet_like=1000] [--crops_per_call=1,16]
 
-Two cases, each timed as the training pipeline (`TFDSData.train_batches`)
+Three cases, each timed as the training pipeline (`TFDSData.train_batches`)
 and as its ceiling, decoding the very same JPEG bytes and nothing else
 (`tf.io.decode_jpeg` of the whole image, in the same tf.data form: parallel
 map, batches) on the same cores. The ratio pipeline / ceiling says how close
@@ -17,10 +17,16 @@ the pipeline is to the limit the decoder sets.
     ImageNet's size (widths around 400, heights around 350, quality 90),
     written once into --imagenet_like_dir and read as an image folder with
     the same config otherwise.
+  * `imagenet_like_prepared` (with --prepared, the default): the same JPEGs
+    prepared once as `alexnet_jax.prepare_dataset` writes them (the central
+    resize_size square, quality 95, array_record shards), the route the
+    docs advise for ImageNet.
 
 With --crops_per_call the pipeline is also timed making that many training
 crops per tf.data call (`TFDSData.crops_per_call`; the batch's largest
-divisor up to it), as a variant beside the pipeline as it is.
+divisor up to it), as a variant beside the pipeline as it is. The ceiling
+reads the records in the pipeline's groups (one Python call per group for
+array_record sets).
 
 Windows of the pipeline(s) and of the ceiling alternate, so a change in the
 machine's load hits all; each window has an iterator of its own, closed
@@ -34,7 +40,6 @@ import datetime
 import gc
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import resource
@@ -62,7 +67,7 @@ _CROPS_PER_CALL = flags.DEFINE_list(
     'call (e.g. 1,16), in windows alternating with the others.')
 flags.register_validator(
     'crops_per_call',
-    lambda values: all(v.isdigit() and int(v) > 0 for v in values),
+    lambda values: all(v.isdecimal() and int(v) > 0 for v in values),
     '--crops_per_call takes positive whole numbers, e.g. 1,16.')
 _IMAGENET_LIKE = flags.DEFINE_integer(
     'imagenet_like', 1000,
@@ -70,6 +75,10 @@ _IMAGENET_LIKE = flags.DEFINE_integer(
 _IMAGENET_LIKE_DIR = flags.DEFINE_string(
     'imagenet_like_dir', '/tmp/alexnet_jax_imagenet_like',
     'Where the generated JPEGs are written (once; reused if complete).')
+_PREPARED = flags.DEFINE_boolean(
+    'prepared', True,
+    'A third case: the generated JPEGs prepared once by prepare_dataset '
+    '(resize_size squares, array_record), next to --imagenet_like_dir.')
 flags.mark_flags_as_required(['config', 'output'])
 
 # About ImageNet's sizes: most images are landscape, around 400x350 after the
@@ -141,6 +150,18 @@ def imagenet_like_folder(root: str, count: int, seed: int = 0) -> str:
   return root
 
 
+def prepared_config(config):
+  """`config` reading its dataset as `alexnet_jax.prepare_dataset` writes it
+  (resize_size squares as array_record shards), prepared once into
+  <dataset_dir>_prepared_<resize_size> (a re-run skips what exists)."""
+  from alexnet_jax.input_pipeline import prepare  # pylint: disable=g-import-not-at-top
+  out = config.copy_and_resolve_references()
+  out.dataset = 'tfds_directory'
+  out.dataset_dir = prepare.prepare(
+      config, f'{config.dataset_dir}_prepared_{config.resize_size}')
+  return out
+
+
 def decode_only(data):
   """Batches of this process's training images, in the pipeline's order and
   read the pipeline's way, decoded whole and reduced to one number each:
@@ -152,13 +173,16 @@ def decode_only(data):
       data.num_train_examples, data.config.batch_size, 0, data.config.seed,
       jax.process_count(), jax.process_index())
 
-  def decode(index):
-    image = tf.io.decode_jpeg(table.fetch(index)[0], channels=3)
-    return tf.cast(image[0, 0, 0], tf.int32)  # Keeps the decode alive.
+  def decode(group):  # Read in groups, as the pipeline reads.
+    images, _ = table.fetch_many(group)
+    # One number of each image keeps its decode alive.
+    return tf.stack([tf.cast(tf.io.decode_jpeg(i, channels=3)[0, 0, 0],
+                             tf.int32) for i in images])
 
-  ds = tf.data.Dataset.from_tensor_slices(indices).repeat()
+  size = data.group_size()
+  ds = tf.data.Dataset.from_tensor_slices(indices.reshape(-1, size)).repeat()
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-  ds = ds.batch(data.per_process_batch).prefetch(tf.data.AUTOTUNE)
+  ds = ds.batch(data.per_process_batch // size).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()
 
 
@@ -183,6 +207,7 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
   """The pipeline (as it is, and at each of `crops_per_call`) and the decode
   ceiling of one config, windows alternating."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.input_pipeline.batching import group_size  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
   data = input_pipeline.TFDSData(config)
   batch = next(data.train_batches(0))
@@ -191,7 +216,8 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
   per_batch = data.per_process_batch
   steps = data.steps_per_epoch
   pipelines = {'pipeline': data.crops_per_call}
-  pipelines.update({f'pipeline_crops_per_call_{c}': c for c in crops_per_call})
+  for c in crops_per_call:  # Keyed by the group size each gives.
+    pipelines[f'pipeline_crops_per_call_{group_size(per_batch, c)}'] = c
   runs = {name: [] for name in [*pipelines, 'decode_only']}
   for k in range(repeats):
     # Each pipeline window starts somewhere else in the data, as a resume
@@ -202,6 +228,7 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
       data.crops_per_call = crops
       runs[name].append(_window(lambda first=first: data.train_batches(first),
                                 batches, untimed, per_batch))
+    data.crops_per_call = pipelines['pipeline']
     runs['decode_only'].append(_window(lambda: decode_only(data), batches,
                                        untimed, per_batch))
   cores = cores_available()
@@ -217,7 +244,7 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
         'windows': rates,
     }
   for name, crops in pipelines.items():
-    out[name]['crops_per_call'] = math.gcd(per_batch, crops)
+    out[name]['crops_per_call'] = group_size(per_batch, crops)
     out[name]['ratio_to_decode_only'] = (
         out[name]['images_per_sec'] / out['decode_only']['images_per_sec'])
   out['ratio_to_decode_only'] = out['pipeline']['ratio_to_decode_only']
@@ -235,6 +262,8 @@ def main(argv):
         _IMAGENET_LIKE_DIR.value, _IMAGENET_LIKE.value)
     imagenet_like.validation_fraction = 0.1
     cases['imagenet_like'] = imagenet_like
+    if _PREPARED.value:
+      cases['imagenet_like_prepared'] = prepared_config(imagenet_like)
   load_before = os.getloadavg()
   crops_per_call = [int(c) for c in _CROPS_PER_CALL.value]
   results = {name: benchmark_case(c, _WARMUP.value, _BATCHES.value,
@@ -244,6 +273,9 @@ def main(argv):
       'benchmark': 'input_pipeline',
       'config': config_flags.get_config_filename(flags.FLAGS['config']),
       'overrides': overrides(sys.argv),
+      'flags': {f.name: f.value for f in (_WARMUP, _BATCHES, _REPEATS, _DRAIN,
+                                           _CROPS_PER_CALL, _IMAGENET_LIKE,
+                                           _PREPARED)},
       'image_size': config.image_size,
       'resize_size': config.resize_size,
       'cache': config.cache,

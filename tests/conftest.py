@@ -8,12 +8,13 @@ import tempfile
 
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
-# One persistent compilation cache for the session and the commands the tests
-# start: many tests compile the same tiny steps again, in new processes.
+# A persistent compilation cache of the session's own, inherited by the
+# commands the tests start: many of them compile the same tiny steps again,
+# each in a new process.
 _JIT_CACHE = tempfile.mkdtemp(prefix='alexnet_jax_tests_jit_')
 atexit.register(shutil.rmtree, _JIT_CACHE, ignore_errors=True)
-os.environ.setdefault('JAX_COMPILATION_CACHE_DIR', _JIT_CACHE)
-os.environ.setdefault('JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS', '0.2')
+os.environ['JAX_COMPILATION_CACHE_DIR'] = _JIT_CACHE
+os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '0.2'
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `configs` and `experiments` import from the root.
   sys.path.insert(0, ROOT)

@@ -1,6 +1,6 @@
-"""experiments.input_benchmark end to end on a few generated JPEGs: both
-cases, the pipeline beside its decode-only ceiling, and a crops-per-call
-variant."""
+"""experiments.input_benchmark end to end on a few generated JPEGs: the
+three cases (as given, ImageNet-sized, and those prepared once), the
+pipeline beside its decode-only ceiling, and a crops-per-call variant."""
 
 import json
 import os
@@ -15,7 +15,7 @@ pytest.importorskip('tensorflow')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_both_cases_report_the_pipeline_beside_the_decode_ceiling(tmp_path):
+def test_each_case_reports_the_pipeline_beside_the_decode_ceiling(tmp_path):
   folder, output = tmp_path / 'imagenet_like', tmp_path / 'out.json'
   # The config's case reads the same generated folder as the second case.
   command = [
@@ -33,10 +33,16 @@ def test_both_cases_report_the_pipeline_beside_the_decode_ceiling(tmp_path):
                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert out.returncode == 0, out.stderr[-3000:]
   result = json.loads(output.read_text())
-  assert set(result['cases']) == {'config', 'imagenet_like'}
+  assert set(result['cases']) == {'config', 'imagenet_like',
+                                  'imagenet_like_prepared'}
   rows = [line for line in out.stdout.splitlines()
           if line.startswith(('| config', '| imagenet_like'))]
-  assert len(rows) == 4, out.stdout  # Each case, as it is and at 1 per call.
+  assert len(rows) == 6, out.stdout  # Each case, as it is and at 1 per call.
+  prepared = result['cases']['imagenet_like_prepared']
+  assert prepared['dataset'] == 'tfds_directory'
+  assert prepared['dataset_dir'] == f'{folder}_prepared_76'
+  assert os.listdir(prepared['dataset_dir'])  # Written by prepare_dataset.
+  assert result['flags']['crops_per_call'] == ['1']
   for case in result['cases'].values():
     assert case['image_shape'] == [67, 67, 3]
     decode = case['decode_only']

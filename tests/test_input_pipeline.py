@@ -3,6 +3,7 @@ augmentation, evaluation that counts every example once, resumable order."""
 
 import collections
 import hashlib
+import itertools
 import os
 
 import jax
@@ -513,3 +514,41 @@ def test_cached_and_streamed_training_agree_when_no_resize_is_needed(tmp_path):
   for a, b in zip(batches[True], batches[False]):
     np.testing.assert_array_equal(a['image'], b['image'])
     np.testing.assert_array_equal(a['label'], b['label'])
+
+
+@pytest.mark.parametrize('batch,cache,png', [(3, False, True), (6, True, False),
+                                             (16, False, False)])
+def test_batches_do_not_depend_on_the_crops_made_per_call(tmp_path, batch,
+                                                          cache, png):
+  # Groups of 3, 6 and 8 against one crop per call: each batch the same,
+  # in the same order, also at a resumed step. A PNG takes the path that
+  # works each window out per image.
+  root = str(tmp_path / 'data')
+  for c in 'ab':
+    for i in range(12):
+      fmt = 'PNG' if png and i == 5 else 'JPEG'
+      write_image(os.path.join(root, c, f'{i}.{fmt.lower()}'),
+                  (80 + 3 * i, 100 - 2 * i), 10 * ord(c) + i, fmt=fmt)
+  config = folder_config(root, tmp_path, cache=cache, batch_size=batch)
+  config.model.num_classes = 2
+  data = input_pipeline.TFDSData(config)
+
+  def batches(crops_per_call):
+    data.crops_per_call = crops_per_call
+    return (list(itertools.islice(data.train_batches(0), 4)) +
+            list(itertools.islice(data.train_batches(3), 2)))
+
+  one = batches(1)
+  grouped = batches(input_pipeline.batching.CROPS_PER_CALL)
+  assert data.group_size() == min(batch, 8)  # 3, 6, 8.
+  for a, b in zip(one, grouped, strict=True):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+def test_group_size_is_the_largest_divisor_of_the_batch_up_to_the_limit():
+  group_size = input_pipeline.batching.group_size
+  assert [group_size(b, 8) for b in (1, 7, 12, 13, 16, 100, 125)] == [
+      1, 7, 6, 1, 8, 5, 5]
+  with pytest.raises(ValueError, match='at least 1, not 0'):
+    group_size(32, 0)

@@ -41,10 +41,18 @@ from alexnet_jax.input_pipeline.sources import make_source
 # Epochs shorter than this many batches are read by one tf.data pipeline.
 MIN_BATCHES_PER_PIPELINE = 500
 # Training crops made per tf.data map call (at most; a divisor of the batch):
-# one Python call then resizes them all, where a call per crop costs about
-# as much as the resize. Many more per call, and the decoded windows have
-# left the CPU's caches by the time they are resized.
+# one Python call then reads (array_record sets) or resizes them all, where
+# a call per crop costs about as much as the read or the resize, and tf.data
+# runs an eighth of the calls. Many more per call, and the decoded windows
+# have left the CPU's caches by the time they are resized.
 CROPS_PER_CALL = 8
+
+
+def group_size(batch: int, most: int) -> int:
+  """The largest divisor of `batch` up to `most` (>= 1)."""
+  if most < 1:
+    raise ValueError(f'crops per call must be at least 1, not {most}')
+  return max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
 
 
 class TFDSData:
@@ -142,15 +150,19 @@ class TFDSData:
                     epochs: int = 1):
     """The tf.data pipeline of `epochs` training epochs from `epoch` (uint8
     crops and labels, in batches of this process), starting `skip_examples`
-    into the first."""
+    (a multiple of the per-process batch) into the first."""
     tf = self.tf
+    if skip_examples % self.per_process_batch:
+      raise ValueError(
+          f'skip_examples={skip_examples} is not a multiple of the '
+          f'per-process batch ({self.per_process_batch})')
     span = range(epoch, epoch + epochs)
     indices = np.concatenate([self._epoch(e)[0] for e in span])
     offsets = np.concatenate([self._augmentation(e).offsets[self._epoch(e)[1]]
                               for e in span])
     plans, crops = self._crops(indices, offsets)
     pre, minus_mean = self.preprocess, self._minus_mean_image
-    group = math.gcd(self.per_process_batch, self.crops_per_call)
+    group = self.group_size()
 
     def examples(index, plan, offset):  # `group` examples at a time.
       images, labels = crops(index, plan)
@@ -172,6 +184,11 @@ class TFDSData:
         tf.reshape(labels, (-1,))))
     return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
 
+  def group_size(self) -> int:
+    """Training crops made per tf.data call: the largest divisor of the
+    per-process batch up to `crops_per_call`."""
+    return group_size(self.per_process_batch, self.crops_per_call)
+
   def _crops(self, indices: np.ndarray, offsets: np.ndarray):
     """(per-example crop plans, fn(record indices [k], plans [k]) -> (crops
     [k, ...], labels [k])) for crops at `offsets` of the resized squares of
@@ -183,12 +200,7 @@ class TFDSData:
           tf.stack([pre.crop_from_square(tf.gather(squares, i), o)
                     for i, o in zip(tf.unstack(index), tf.unstack(offset))]),
           tf.gather(labels, index))
-    fetch = self.train_table().fetch
-
-    def fetch_all(index):
-      images, labels = zip(*[fetch(i) for i in tf.unstack(index)])
-      return list(images), tf.stack(labels)
-
+    fetch_all = self.train_table().fetch_many
     shapes = source.image_shapes(self.config.train_split)
     if source.jpeg_only and shapes is not None:
       # JPEGs of known sizes: the windows are worked out ahead.

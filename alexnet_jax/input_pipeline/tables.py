@@ -9,7 +9,17 @@ import numpy as np
 from alexnet_jax.input_pipeline.options import import_tensorflow
 
 
-class MemoryTable:
+class _Table:
+  """Records looked up by index, one or a group at a time (`fetch_many`)."""
+
+  def fetch(self, index):
+    """int64 scalar index -> (encoded image bytes, label)."""
+    tf = import_tensorflow()
+    images, labels = self.fetch_many(tf.reshape(index, [1]))
+    return images[0], labels[0]
+
+
+class MemoryTable(_Table):
   """A split held in memory: encoded bytes or file paths, and labels, looked
   up by index (a tf.gather)."""
 
@@ -20,15 +30,15 @@ class MemoryTable:
     self._labels = tf.constant(labels, tf.int64, shape=(self.size,))
     self._are_paths = are_paths
 
-  def fetch(self, index):
-    """int64 scalar index -> (encoded image bytes, label)."""
+  def fetch_many(self, indices):
+    """int64 [k] indices -> ([k encoded images' bytes], labels [k])."""
     tf = import_tensorflow()
-    key = tf.gather(self._keys, index)
-    image = tf.io.read_file(key) if self._are_paths else key
-    return image, tf.gather(self._labels, index)
+    keys = tf.unstack(tf.gather(self._keys, indices))
+    images = [tf.io.read_file(k) for k in keys] if self._are_paths else keys
+    return images, tf.gather(self._labels, indices)
 
 
-class DataSourceTable:
+class DataSourceTable(_Table):
   """A TFDS split in the array_record format, read record by record
   (`tfds.data_source`), so a process reads only the records it uses."""
 
@@ -36,14 +46,18 @@ class DataSourceTable:
     self._source = source
     self.size = len(source)
 
-  def fetch(self, index):
+  def fetch_many(self, indices):
+    """int64 [k] indices -> ([k encoded images' bytes], labels [k]), read in
+    one Python call: a call per record costs more than the read."""
     tf = import_tensorflow()
 
-    def read(i):
-      record = self._source[int(i)]
-      return record['image'], np.int64(record['label'])
+    def read(indices):
+      records = [self._source[int(i)] for i in indices]
+      return (np.array([r['image'] for r in records], object),
+              np.array([r['label'] for r in records], np.int64))
 
-    image, label = tf.py_function(read, [index], (tf.string, tf.int64))
-    image.set_shape(())
-    label.set_shape(())
-    return image, label
+    images, labels = tf.numpy_function(read, [indices], (tf.string, tf.int64),
+                                       stateful=False)
+    images.set_shape(indices.shape)
+    labels.set_shape(indices.shape)
+    return tf.unstack(images), labels
