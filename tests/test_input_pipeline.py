@@ -544,6 +544,8 @@ def test_batches_do_not_depend_on_the_crops_made_per_call(tmp_path, batch,
   for a, b in zip(one, grouped, strict=True):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+  with pytest.raises(ValueError, match='skip_examples=1 is not a multiple'):
+    data.train_dataset(0, skip_examples=1)
 
 
 def test_group_size_is_the_largest_divisor_of_the_batch_up_to_the_limit():
