@@ -221,15 +221,17 @@ class TFDSData:
     (every process holds all: the global shuffle may give it any of them)."""
     if self._train_squares is None:
       tf, table, name = self.tf, self.train_table(), self.source.name
+
+      def square(i):
+        image, label = table.fetch(i)
+        return self.preprocess.decode_and_resize(image), label
+
       ds = tf.data.Dataset.range(table.size).map(
-          lambda i: self.preprocess.decode_and_resize(table.fetch(i)[0]),
-          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      squares = np.concatenate(list(numpy_batches(
-          ds.batch(256).with_options(self._tf_options), name, 'caching')))
-      labels = np.concatenate(list(numpy_batches(
-          tf.data.Dataset.range(table.size).map(
-              lambda i: table.fetch(i)[1]).batch(4096), name, 'caching')))
-      self._train_squares = (tf.constant(squares), tf.constant(labels))
+          square, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      squares, labels = zip(*numpy_batches(
+          ds.batch(256).with_options(self._tf_options), name, 'caching'))
+      self._train_squares = (tf.constant(np.concatenate(squares)),
+                             tf.constant(np.concatenate(labels)))
     return self._train_squares
 
   def _minus_mean_image(self, crops, crop_of):

@@ -36,8 +36,7 @@ def import_tensorflow():
   return tf
 
 
-@functools.cache
-@functools.cache  # Called for every resized crop: set the threads once.
+@functools.cache  # Called for every group of resized crops: set threads once.
 def import_cv2():
   """OpenCV, single-threaded: tf.data already runs the resizes in parallel,
   and its own thread pool would compete with them."""
