@@ -270,10 +270,6 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
 
 # --- What moves between devices ----------------------------------------------
 
-COLLECTIVES = ('all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
-               'collective-permute')
-
-
 @dataclasses.dataclass(frozen=True)
 class Collective:
   """One collective of a step, on one device: `kind` over a group of `group`

@@ -114,6 +114,7 @@ def format_eta(seconds: float) -> str:
   m, s = divmod(rem, 60)
   return f'{h}h{m:02d}m{s:02d}s' if h else f'{m}m{s:02d}s'
 
+
 class StepTrace:
   """A jax.profiler trace of `num_steps` training steps (0: none), from the
   first log step on (compiled, past the first steps' warm-up), into `logdir`

@@ -345,9 +345,7 @@ def main(argv):
 
 def run():
   """Console-script entry point (`alexnet-benchmark`)."""
-  cli.quiet_console()
-  cli.list_own_flags_in_help(__name__)
-  app.run(main)
+  cli.run_console_script(main, __name__)
 
 
 if __name__ == '__main__':

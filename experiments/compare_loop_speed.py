@@ -30,15 +30,13 @@ import subprocess
 import sys
 import tempfile
 
+from alexnet_jax import metrics_writer
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _loadavg() -> str:
-  try:
-    with open('/proc/loadavg') as f:
-      return ' '.join(f.read().split()[:3])
-  except OSError:
-    return 'n/a'
+  return ' '.join(f'{v:.2f}' for v in os.getloadavg())
 
 
 def _git(tree: str, *args: str) -> str:
@@ -48,9 +46,8 @@ def _git(tree: str, *args: str) -> str:
 
 def images_per_sec(workdir: str) -> float:
   """The median images_per_sec of a run's metrics.jsonl rows."""
-  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
-  rates = [r['images_per_sec'] for r in rows if r.get('images_per_sec')]
+  rates = [r['images_per_sec'] for r in metrics_writer.read_metrics(workdir)
+           if r.get('images_per_sec')]
   if not rates:
     raise RuntimeError(f'{workdir}/metrics.jsonl has no images_per_sec rows.')
   return statistics.median(rates)

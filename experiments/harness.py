@@ -53,7 +53,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Not the paper's net (other parameters): reference points.
     'one_tower': {'model.groups': 1},
     'no_lrn': {'model.lrn': False},
-    'owt': {'model.variant': 'owt', 'model.groups': 1, 'model.lrn': False},
+    'owt': {'model.variant': 'owt'},  # One tower, no LRN: the variant's.
     # The same net, split over devices as config.parallelism says.
     'towers': {'parallelism': 'towers'},
     'hybrid': {'parallelism': 'hybrid'},
@@ -70,9 +70,8 @@ def _namespace(tree: Mapping[str, Any]) -> types.SimpleNamespace:
 def base_config(image_size: int, width: float, num_classes: int,
                 dtype: str) -> types.SimpleNamespace:
   """The fields of a training config that the step and the model read."""
-  defaults = models.AlexNet()
-  model = {f: getattr(defaults, f) for f in models.MODEL_FIELDS
-           if f != 'execution'}
+  model = {f.name: f.default for f in dataclasses.fields(models.AlexNet)
+           if f.name in models.MODEL_FIELDS}
   model.update(num_classes=num_classes, width=width, dtype=dtype)
   execution = dict(dataclasses.asdict(ops.Execution()),
                    xla_cpu_conv_library='eigen')  # configs/default.py's.

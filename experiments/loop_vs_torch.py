@@ -200,9 +200,7 @@ def _main(argv) -> None:
 
 def run():
   """Console-script entry point (`alexnet-loop-vs-torch`)."""
-  cli.quiet_console()
-  cli.list_own_flags_in_help(__name__)
-  app.run(_main)
+  cli.run_console_script(_main, __name__)
 
 
 if __name__ == '__main__':

@@ -21,8 +21,6 @@ PAPER_IMAGE_SIZE = 227
 PAPER_NUM_CLASSES = 1000
 
 
-
-
 @dataclasses.dataclass
 class Curves:
   steps: np.ndarray  # Logged training steps.
@@ -99,7 +97,7 @@ def scale_sentence(config, steps: int, num_seeds: int) -> str:
   flops = flops_lib.model_flops_of(m, config.image_size)
   paper_flops = flops_lib.model_flops()
   compute = images * flops / (paper_images * paper_flops)
-  data = (f'random images (the fake dataset: labels carry no signal)'
+  data = ('random images (the fake dataset: labels carry no signal)'
           if config.dataset == 'fake' else f'{config.dataset}')
   if compute < 0.01:
     verdict = ('so the paper\'s effects of 0.3-1.7 points are not expected to '

@@ -93,8 +93,9 @@ def test_every_variant_names_config_fields_that_exist():
       'conv_impl': 'xla', 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
       'conv1_impl': 'space_to_depth', 'xla_cpu_conv_library': 'eigen'}
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
-  assert (owt.model.variant, owt.model.groups, owt.image_size) == (
-      'owt', 1, 224)
+  model = harness.build_model(owt)  # groups and lrn: the variant's own.
+  assert (model.variant, model.groups, model.lrn, owt.image_size) == (
+      'owt', 1, False, 224)
   with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
                      r"does not exist; the fields there are \['conv1_impl'"):
     common.with_overrides(config, {'execution.lrm': 'shift'}, "variant 'x'")
