@@ -380,7 +380,6 @@ def main(argv=None) -> None:
                       'The PyTorch layout of the .pth side.')
     flags.mark_flags_as_required(['input', 'output', 'variant'])
   from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.list_own_flags_in_help(__name__)
 
   def run(args):
     if len(args) > 1:
@@ -393,7 +392,7 @@ def main(argv=None) -> None:
     count = sum(v.size for layer in params.values() for v in layer.values())
     print(f'Wrote {f.output} ({count:,} parameters; PyTorch layout '
           f'{f.variant!r}).')
-  app.run(run, argv=argv)
+  cli.run_console_script(run, __name__, argv=argv)
 
 
 if __name__ == '__main__':

@@ -19,7 +19,6 @@ from alexnet_jax import checkpointing
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import input_pipeline  # Imports TensorFlow only when used.
-from alexnet_jax import startup
 from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
 
@@ -64,9 +63,7 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  startup.quiet_library_logs()
   try:
-    startup.set_xla_flags(flags.FLAGS.config)  # Before JAX starts a backend.
     initialize_distributed()
     logging.info('JAX %s, %d process(es), local devices: %s', jax.__version__,
                  jax.process_count(), jax.local_devices())

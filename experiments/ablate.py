@@ -264,7 +264,6 @@ def run_ablation(base_config, workdir: str, variants: Mapping[str, dict],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  common.quiet_libraries()
   try:  # Bad flags, sweep files or variants: a message, not a traceback.
     sweep = load_sweep(_SWEEP.value)
     variants = select(sweep, _VARIANTS.value, _SWEEP.value)

@@ -172,7 +172,6 @@ def _scale(config, steps: int, seeds: int) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  common.quiet_libraries()
   try:
     config, workdir = run_flags.CONFIG.value, run_flags.WORKDIR.value
     common.plan_runs(config, workdir, VARIANTS, run_flags.SEEDS.value,
