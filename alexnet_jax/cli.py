@@ -85,7 +85,45 @@ def run_console_script(main, module_name: str, *flag_modules: str,
     list_own_flags_in_help(name)
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   startup.quiet_library_logs()
-  app.run(main, argv=argv, flags_parser=parse_flags)
+  app.run(_reporting_user_errors(main), argv=argv, flags_parser=parse_flags)
+
+
+# Errors a user causes and can fix, by module: shown as one line, without a
+# traceback. Looked up in the modules the command has imported.
+_USER_ERRORS = {
+    'alexnet_jax.config_lib': ('ConfigError',),
+    'alexnet_jax.input_pipeline.options': ('DataError',),
+    'alexnet_jax.checkpoint_params': ('CheckpointNotFoundError',
+                                      'CheckpointUnreadableError'),
+    'alexnet_jax.checkpointing': ('IncompatibleCheckpointError',
+                                  'UnreadableCheckpointError',
+                                  'CheckpointWriteError'),
+    'alexnet_jax.convert': ('ConversionError',),
+    'alexnet_jax.workdir': ('WorkdirBusyError', 'ConfigChangedError'),
+    'alexnet_jax.train': ('NonFiniteLossError',),
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+  return tuple(getattr(sys.modules[module], name)
+               for module, names in _USER_ERRORS.items()
+               if module in sys.modules for name in names
+               if hasattr(sys.modules[module], name))
+
+
+def _reporting_user_errors(main):
+  def run_main(argv):
+    from alexnet_jax import preemption  # pylint: disable=g-import-not-at-top
+    try:
+      return main(argv)
+    except preemption.Stopped as e:
+      print(e, file=sys.stderr)
+      sys.exit(preemption.EXIT_STOPPED)
+    except Exception as e:  # pylint: disable=broad-except
+      if not isinstance(e, user_errors()):
+        raise
+      _fail(argv, str(e))
+  return run_main
 
 
 CONFIG_FLAG = 'config'
@@ -164,11 +202,34 @@ def _load_error(argv: Sequence[str], name: str) -> str | None:
 
 def _fail(argv: Sequence[str], message: str) -> None:
   del argv
-  sys.exit(f'error: {message}'.replace('\n', ' '))
+  sys.exit('error: ' + ' '.join(message.split()))
+
+
+def _config_file_error(argv: Sequence[str], name: str) -> str | None:
+  """Why the Python file of `--name=FILE[:args]` cannot load: missing, or a
+  syntax error (its file:line); None if it compiles."""
+  path = value_of(argv, name)
+  if path is None:
+    return None
+  if not os.path.exists(path) and ':' in path:
+    path = path.split(':', 1)[0]  # config_flags' FILE:ARGS form.
+  try:
+    with open(path) as f:
+      compile(f.read(), path, 'exec')
+  except OSError as e:
+    return f'--{name}={path}: cannot load the config file ({e.strerror})'
+  except SyntaxError as e:
+    return (f'--{name}={path}: the config file does not parse: {e.msg} at '
+            f'{e.filename}:{e.lineno}')
+  return None
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with one-line errors for `--config` problems."""
+  if CONFIG_FLAG in flags.FLAGS:
+    message = _config_file_error(argv, CONFIG_FLAG)
+    if message:
+      _fail(argv, message)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:

@@ -195,29 +195,14 @@ def evaluate_checkpoint(config, workdir: str,
   return metrics
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-  """Errors that are the user's to fix: shown as a message, no traceback."""
-  errors = (config_lib.ConfigError, convert.ConversionError,
-            checkpoint_params.CheckpointNotFoundError,
-            checkpoint_params.CheckpointUnreadableError)
-  pipeline = sys.modules.get('alexnet_jax.input_pipeline')  # If it was used.
-  return errors + ((pipeline.DataError,) if hasattr(pipeline, 'DataError')
-                   else ())
-
-
 def main(argv, run_dir: str | None = None):
   """`run_dir`: the training run whose recorded config is --config."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir,
-                                  run_dir)
-  except Exception as e:  # pylint: disable=broad-except
-    if not isinstance(e, _user_errors()):
-      raise
-    raise SystemExit(f'evaluate: {e}') from None
+  metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir,
+                                run_dir)
   print(' '.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
                  for k, v in metrics.items()))
 

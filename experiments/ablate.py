@@ -271,13 +271,10 @@ def main(argv):
                      variants, run_flags.SEEDS.value, _SWEEP.value)
   except ValueError as e:
     sys.exit(f'ablate: {e}')
-  try:
-    paths = run_ablation(
-        run_flags.CONFIG.value, run_flags.WORKDIR.value, variants,
-        run_flags.SEEDS.value, _TARGET.value, _BASELINE.value,
-        source=run_flags.describe_config(), where=_SWEEP.value)
-  except common.RunInterrupted as e:
-    sys.exit(f'ablate: {e}')
+  paths = run_ablation(  # A run stopped by SIGTERM exits with status 75.
+      run_flags.CONFIG.value, run_flags.WORKDIR.value, variants,
+      run_flags.SEEDS.value, _TARGET.value, _BASELINE.value,
+      source=run_flags.describe_config(), where=_SWEEP.value)
   with open(paths['md']) as f:
     print(f.read())
   print('Wrote ' + ', '.join(paths.values()))

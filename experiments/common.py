@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
 
+from alexnet_jax import preemption
 from alexnet_jax import workdir as workdir_lib
 
 
@@ -252,7 +253,7 @@ def is_finished(run: Run) -> bool:
   return last_step(rows) >= total_steps(run.config, read_record(run.workdir))
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(preemption.Stopped):
   """A run returned before its last step (SIGTERM): the sweep stops there."""
 
 
