@@ -3,6 +3,7 @@ the same metrics as the run's own last evaluation, through the command line."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -68,7 +69,11 @@ def test_evaluate_alone_reproduces_the_runs_last_evaluation(
            f'--workdir={workdir}', f'--config.dataset_dir={root}', *TINY,
            *normalization, env_home=home)
   trained = _rows(workdir)[-1]
-  got, _ = _evaluated(workdir, home)
+  got, out = _evaluated(workdir, home)
+  # TFDS's INFO lines stay off the console, as in training.
+  assert not re.search(r'^I\d.* (dataset_info|dataset_builder|reader|'
+                       r'read_only_builder|logging_logger)\.py:', out.stderr,
+                       re.M), out.stderr[-3000:]
   assert got['step'] == trained['step'] == 3
   assert got['eval_examples'] == trained['eval_examples'] == 12
   np.testing.assert_allclose(got['eval_loss'], trained['eval_loss'],
