@@ -22,15 +22,28 @@ mean(v) * (1, 1, 1) and the rest, and
 
   score = sum over positions |v - mean(v) (1, 1, 1)|^2 / sum |v|^2.
 
-It is 0 for a grey kernel (R = G = B everywhere), 2/3 for a kernel on one
-channel alone, 1 for an opponent kernel whose channels sum to zero (red
-against green); a kernel of independent random weights (as initialized)
-scores 2/3 on average (two of the three colour directions are off grey):
-`CHANCE`. figure3.json holds per tower the mean, std, median, minimum and
-maximum of its kernels' scores and the scores themselves; with two towers,
-the difference of the means (tower 2 - tower 1) and the share of random
-reassignments of the kernels to towers whose difference is as large
-(`permutation_p`: is the split between towers more than chance?).
+It is 0 for a grey kernel (R = G = B everywhere), 0.25 for one that weighs
+the channels as luma does (ITU-R 601: 0.299, 0.587, 0.114; drawn green
+against magenta), 2/3 for a kernel on one channel alone, 1 for an opponent
+kernel whose channels sum to zero (red against green). A kernel of
+independent random weights (as initialized) scores 2/3 on average (two of
+the three colour directions are off grey): `CHANCE`. So does a kernel that
+kept much of its initial noise, whatever it learned: the smoothness score
+tells those apart. Smoothness of a kernel (`smoothness_scores`): the
+correlation of horizontally and vertically adjacent weights,
+
+  smoothness = 1 - sum over adjacent (p, q) |v_p - v_q|^2
+                   / sum over adjacent (p, q) (|v_p|^2 + |v_q|^2),
+
+1 for a constant kernel, about 0 for independent noise, -1 for a
+checkerboard.
+
+figure3.json holds per tower the mean, std, median, minimum and maximum of
+its kernels' colour scores, the mean and std of their smoothness, and both
+scores of every kernel; with two towers, the difference of the colour means
+(tower 2 - tower 1) and the share of random reassignments of the kernels to
+towers whose difference is as large (`permutation_p`: is the split between
+towers more than chance?).
 """
 
 from __future__ import annotations
@@ -65,6 +78,15 @@ def colour_scores(kernel: np.ndarray, std=(1.0, 1.0, 1.0)) -> np.ndarray:
   return np.sum(off_grey**2, axis=(0, 1, 2)) / np.maximum(energy, 1e-30)
 
 
+def smoothness_scores(kernel: np.ndarray) -> np.ndarray:
+  """[n] smoothness scores (module docstring) of a kernel [kh, kw, c, n]."""
+  kernel = np.asarray(kernel, np.float64)
+  pairs = [(kernel[1:], kernel[:-1]), (kernel[:, 1:], kernel[:, :-1])]
+  change = sum(np.sum((p - q)**2, axis=(0, 1, 2)) for p, q in pairs)
+  energy = sum(np.sum(p**2 + q**2, axis=(0, 1, 2)) for p, q in pairs)
+  return 1.0 - change / np.maximum(energy, 1e-30)
+
+
 def tower_scores(scores: np.ndarray, towers: int) -> list[np.ndarray]:
   """The scores of each tower's kernels (equal, consecutive blocks)."""
   if len(scores) % towers:
@@ -91,14 +113,18 @@ def permutation_p(a: np.ndarray, b: np.ndarray, permutations: int =
 def summarize(kernel: np.ndarray, towers: int, std) -> dict:
   """figure3.json's numbers for a conv1 kernel split into `towers`."""
   per_tower = tower_scores(colour_scores(kernel, std), towers)
+  smooth = tower_scores(smoothness_scores(kernel), towers)
+  std_of = lambda s: float(s.std(ddof=1)) if len(s) > 1 else 0.0
   result = {'score': 'share of kernel energy off the grey axis (pixel space)',
             'chance': CHANCE, 'towers': [
                 {'tower': i + 1, 'kernels': len(s), 'colour': float(s.mean()),
-                 'colour_std': float(s.std(ddof=1)) if len(s) > 1 else 0.0,
+                 'colour_std': std_of(s),
                  'colour_median': float(np.median(s)),
                  'colour_min': float(s.min()), 'colour_max': float(s.max()),
-                 'scores': [round(float(x), 5) for x in s]}
-                for i, s in enumerate(per_tower)]}
+                 'smoothness': float(m.mean()), 'smoothness_std': std_of(m),
+                 'scores': [round(float(x), 5) for x in s],
+                 'smoothness_scores': [round(float(x), 5) for x in m]}
+                for i, (s, m) in enumerate(zip(per_tower, smooth))]}
   if towers == 2:
     result['difference'] = float(per_tower[1].mean() - per_tower[0].mean())
     result['permutation_p'] = permutation_p(*per_tower)
@@ -127,14 +153,16 @@ def plot(kernel: np.ndarray, summary: dict, title: str, path: str,
   for sub, tower, block in zip(np.atleast_1d(fig.subfigures(len(towers), 1)),
                                towers, images):
     sub.suptitle(f'tower {tower["tower"]}: {tower["kernels"]} kernels, colour '
-                 f'score {tower["colour"]:.2f} ± {tower["colour_std"]:.2f}',
-                 fontsize='small')
+                 f'score {tower["colour"]:.2f} ± {tower["colour_std"]:.2f}, '
+                 f'smoothness {tower["smoothness"]:.2f} ± '
+                 f'{tower["smoothness_std"]:.2f}', fontsize='small')
     axes = np.atleast_2d(sub.subplots(rows, cols, squeeze=False))
     for i, ax in enumerate(axes.flat):
       ax.set_axis_off()
       if i < len(block):
         ax.imshow(block[i], interpolation='nearest')
-        ax.set_title(f'{tower["scores"][i]:.2f}', fontsize=6, pad=1)
+        ax.set_title(f'{tower["scores"][i]:.2f} / '
+                     f'{tower["smoothness_scores"][i]:.2f}', fontsize=6, pad=1)
   fig.savefig(path, dpi=120)
 
 
@@ -154,7 +182,8 @@ def run_figure3(run_dir: str, workdir: str, step: int | None = None) -> dict:
   paths = {k: os.path.join(os.path.abspath(workdir), f'figure3.{k}')
            for k in ('png', 'json')}
   plot(pixels, result, f'conv1 of {result["run"]} at step {step} '
-       f'(scores: energy off grey; chance {CHANCE:.2f})', paths['png'])
+       f'(above each kernel: colour / smoothness; colour of '
+       f'random weights {CHANCE:.2f})', paths['png'])
   common.write_json(paths['json'], result)
   return {**result, 'paths': paths}
 
@@ -171,7 +200,8 @@ def main(argv):
   for tower in result['towers']:
     print(f'tower {tower["tower"]}: {tower["kernels"]} kernels, colour score '
           f'{tower["colour"]:.3f} ± {tower["colour_std"]:.3f} (median '
-          f'{tower["colour_median"]:.3f})')
+          f'{tower["colour_median"]:.3f}), smoothness '
+          f'{tower["smoothness"]:.3f} ± {tower["smoothness_std"]:.3f}')
   if 'difference' in result:
     print(f'tower 2 - tower 1: {result["difference"]:+.3f} (permutation p = '
           f'{result["permutation_p"]:.4f})')

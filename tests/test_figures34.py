@@ -44,6 +44,27 @@ def test_colour_score_of_hand_made_kernels():
   assert figure3.colour_scores(_kernels(scaled))[0] > 0.01
 
 
+def test_luma_kernel_scores_a_quarter():
+  # v = (0.299, 0.587, 0.114): mean 1/3, |v|^2 = 0.44697,
+  # |v - 1/3|^2 = 0.44697 - 3 (1/3)^2 = 0.11364: 0.2542.
+  luma = _PATTERN[..., None] * np.array([0.299, 0.587, 0.114])
+  np.testing.assert_allclose(figure3.colour_scores(_kernels(luma)),
+                             [(0.44697 - 1 / 3) / 0.44697], atol=1e-4)
+
+
+def test_smoothness_of_hand_made_kernels():
+  checker = (-1.0) ** np.add.outer(np.arange(11), np.arange(11))
+  constant = np.ones((11, 11))
+  channels = lambda k: np.repeat(k[..., None], 3, axis=-1)
+  scores = figure3.smoothness_scores(_kernels(channels(constant),
+                                              channels(checker)))
+  # By hand: a constant kernel's neighbours never differ (1); a
+  # checkerboard's differ by 2v, |2v|^2 = 2 (|v|^2 + |v|^2) (-1).
+  np.testing.assert_allclose(scores, [1.0, -1.0], atol=1e-12)
+  noise = np.random.default_rng(4).normal(size=(11, 11, 3, 2000))
+  assert abs(figure3.smoothness_scores(noise).mean()) < 0.01
+
+
 def test_random_kernels_score_chance():
   kernels = np.random.default_rng(1).normal(size=(11, 11, 3, 2000))
   assert abs(figure3.colour_scores(kernels).mean() - figure3.CHANCE) < 0.005
