@@ -151,23 +151,15 @@ def _shown(image: np.ndarray) -> np.ndarray:
   return (image - low) / max(high - low, 1e-30)
 
 
-def plot(examples: list[dict], example_images, queries: list[dict],
-         query_images, neighbour_images, title: str, path: str) -> None:
-  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
-  cols = min(4, len(examples))
+def _plot_examples(sub, examples: list[dict], images, cols: int) -> None:
+  """Each example above the bars of its top-5 (the true class in red)."""
   rows = -(-len(examples) // cols)
-  height = max(2.6 * rows, 1.25 * len(queries)) + 0.6
-  fig = Figure(figsize=(3.0 * cols + 1.3 * (NEIGHBOURS + 1), height),
-               layout='constrained')
-  fig.suptitle(title, fontsize='medium')
-  left, right = fig.subfigures(1, 2, width_ratios=(3.0 * cols,
-                                                    1.3 * (NEIGHBOURS + 1)))
-  left.suptitle(f'eval images, top-{TOP} (true class in red)', fontsize='small')
-  axes = left.subplots(2 * rows, cols, squeeze=False,
-                       height_ratios=[1.6, 1.0] * rows)
+  sub.suptitle(f'eval images, top-{TOP} (true class in red)', fontsize='small')
+  axes = sub.subplots(2 * rows, cols, squeeze=False,
+                      height_ratios=[1.6, 1.0] * rows)
   for ax in axes.flat:
     ax.set_axis_off()
-  for n, (example, image) in enumerate(zip(examples, example_images)):
+  for n, (example, image) in enumerate(zip(examples, images)):
     r, c = divmod(n, cols)
     axes[2 * r, c].imshow(_shown(image))
     axes[2 * r, c].set_title(example['name'], fontsize=8)
@@ -180,13 +172,19 @@ def plot(examples: list[dict], example_images, queries: list[dict],
     bars.set_yticks(range(len(top)), [t['name'] for t in top], fontsize=7)
     bars.set_xlim(0, 1)
     bars.tick_params(axis='x', labelsize=6)
-  right.suptitle(f'query, then its {NEIGHBOURS} nearest training images',
-                 fontsize='small')
-  grid = right.subplots(len(queries), NEIGHBOURS + 1, squeeze=False)
-  for row, query, image, near in zip(grid, queries, query_images,
-                                     neighbour_images):
+
+
+def _plot_queries(sub, queries: list[dict], images, neighbour_images) -> None:
+  """A row per query: the query (framed), then its neighbours (names in red
+  where the class differs from the query's)."""
+  sub.suptitle(f'query, then its {NEIGHBOURS} nearest training images',
+               fontsize='small')
+  grid = sub.subplots(len(queries), NEIGHBOURS + 1, squeeze=False)
+  for row, query, image, near in zip(grid, queries, images, neighbour_images):
     row[0].imshow(_shown(image))
     row[0].set_title(f'eval {query["index"]}: {query["name"]}', fontsize=7)
+    for side in row[0].spines.values():
+      side.set(color='C2', linewidth=2)
     for ax, neighbour, n_image in zip(row[1:], query['neighbours'], near):
       ax.imshow(_shown(n_image))
       ax.set_title(f'{neighbour["name"]} {neighbour["distance"]:.3g}',
@@ -195,9 +193,22 @@ def plot(examples: list[dict], example_images, queries: list[dict],
     for ax in row:
       ax.set_xticks([])
       ax.set_yticks([])
-  for spine in grid[:, 0]:
-    for side in spine.spines.values():
-      side.set(color='C2', linewidth=2)
+
+
+def plot(examples: list[dict], example_images, queries: list[dict],
+         query_images, neighbour_images, title: str, path: str) -> None:
+  """figure4.png: the examples (if any) on the left, the queries right."""
+  from matplotlib.figure import Figure  # pylint: disable=g-import-not-at-top
+  cols = min(4, len(examples))
+  rows = -(-len(examples) // cols) if cols else 0
+  widths = [3.0 * cols] * bool(cols) + [1.3 * (NEIGHBOURS + 1)]
+  fig = Figure(figsize=(sum(widths), max(2.6 * rows, 1.25 * len(queries))
+                        + 0.6), layout='constrained')
+  fig.suptitle(title, fontsize='medium')
+  subs = np.atleast_1d(fig.subfigures(1, len(widths), width_ratios=widths))
+  if cols:
+    _plot_examples(subs[0], examples, example_images, cols)
+  _plot_queries(subs[-1], queries, query_images, neighbour_images)
   fig.savefig(path, dpi=110)
 
 

@@ -203,3 +203,20 @@ def test_both_commands_on_a_trained_run(shapes_dir, tmp_path, variant, towers,
   assert out.stderr.strip().splitlines()[-1] == (
       f'figure3: {run} has no checkpoint at step 999 (it has steps [4]).')
   assert 'Traceback' not in out.stderr
+
+
+@pytest.mark.parametrize('examples', [0, 5])
+def test_figure4_plot_with_and_without_examples(tmp_path, examples):
+  rng = np.random.default_rng(5)
+  images = lambda *shape: rng.integers(0, 256, shape + (9, 9, 3), np.uint8)
+  row = lambda i: {'index': i, 'label': i % 3, 'name': f'c{i % 3}',
+                   'top5': [{'label': c, 'name': f'c{c}', 'probability': p}
+                            for c, p in ((0, 0.7), (1, 0.2), (2, 0.1))]}
+  queries = [{**row(i), 'neighbours': [{'index': j, 'label': j % 3,
+                                        'name': f'c{j % 3}', 'distance': j}
+                                       for j in range(6)]} for i in range(2)]
+  path = tmp_path / 'f.png'
+  figure4.plot([row(i) for i in range(examples)], images(examples), queries,
+               images(2), images(2, 6), 'title', str(path))
+  width, height = _png_size(path)
+  assert width > 100 and height > 100
