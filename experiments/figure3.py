@@ -49,9 +49,7 @@ towers more than chance?).
 from __future__ import annotations
 
 import os
-import sys
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -188,15 +186,7 @@ def run_figure3(run_dir: str, workdir: str, step: int | None = None) -> dict:
   return {**result, 'paths': paths}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  common.quiet_libraries()
-  try:
-    result = run_figure3(figure_flags.RUN.value, figure_flags.WORKDIR.value,
-                         figure_flags.STEP.value)
-  except run_loading.RunError as e:
-    sys.exit(f'figure3: {e}')
+def _report(result: dict) -> None:
   for tower in result['towers']:
     print(f'tower {tower["tower"]}: {tower["kernels"]} kernels, colour score '
           f'{tower["colour"]:.3f} ± {tower["colour_std"]:.3f} (median '
@@ -205,7 +195,11 @@ def main(argv):
   if 'difference' in result:
     print(f'tower 2 - tower 1: {result["difference"]:+.3f} (permutation p = '
           f'{result["permutation_p"]:.4f})')
-  print(f'Wrote {result["paths"]["png"]} and {result["paths"]["json"]}.')
+
+
+main = figure_flags.main_of('figure3', lambda: run_figure3(
+    figure_flags.RUN.value, figure_flags.WORKDIR.value,
+    figure_flags.STEP.value), _report)
 
 
 def run():

@@ -27,10 +27,8 @@ neighbours whose class is the query's (`neighbour_label_agreement`).
 from __future__ import annotations
 
 import os
-import sys
 from typing import Callable, Iterable, Iterator
 
-from absl import app
 from absl import flags
 import numpy as np
 
@@ -280,24 +278,16 @@ def run_figure4(run_dir: str, workdir: str, step: int | None = None,
   return {**result, 'paths': paths}
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  common.quiet_libraries()
-  errors = (run_loading.RunError, config_lib.ConfigError)
-  try:
-    result = run_figure4(figure_flags.RUN.value, figure_flags.WORKDIR.value,
-                         figure_flags.STEP.value, _EXAMPLES.value,
-                         _QUERIES.value, _LAYER.value)
-  except Exception as e:  # pylint: disable=broad-except
-    pipeline = sys.modules.get('alexnet_jax.input_pipeline')
-    if not isinstance(e, errors + ((pipeline.DataError,) if pipeline else ())):
-      raise
-    sys.exit(f'figure4: {e}')
+def _report(result: dict) -> None:
   print(f'{result["layer"]} neighbours sharing the query\'s class: '
         f'{100 * result["neighbour_label_agreement"]:.0f}%')
-  print(f'Wrote {result["paths"]["png"]} and {result["paths"]["json"]}.')
+
+
+main = figure_flags.main_of(
+    'figure4', lambda: run_figure4(
+        figure_flags.RUN.value, figure_flags.WORKDIR.value,
+        figure_flags.STEP.value, _EXAMPLES.value, _QUERIES.value,
+        _LAYER.value), _report)
 
 
 def run():
