@@ -101,6 +101,7 @@ _USER_ERRORS = {
     'alexnet_jax.convert': ('ConversionError',),
     'alexnet_jax.workdir': ('WorkdirBusyError', 'ConfigChangedError'),
     'alexnet_jax.train': ('NonFiniteLossError',),
+    'experiments.run_loading': ('RunError',),
 }
 
 

@@ -112,6 +112,10 @@ COMMANDS: dict[str, Doc] = {
     '--config.eval_every_steps=312': Doc('run', TINY_TRAIN),
     'python -m experiments.figure1 --config=configs/default.py '
     '--workdir=/tmp/figure1 --threshold=0.25': Doc('run', TINY_TRAIN),
+    'python -m experiments.figure3 --run=/tmp/alexnet_default '
+    '--workdir=/tmp/figure3': Doc('run', needs=QUICKSTART),
+    'python -m experiments.figure4 --run=/tmp/alexnet_default '
+    '--workdir=/tmp/figure4': Doc('run', needs=QUICKSTART),
     'python -m experiments.benchmark --output=/tmp/bench/cpu.json '
     '--batch_sizes=32 --dtypes=float32 --variants=default,owt,conv_xla '
     '--windows=3 --steps_per_window=2 --warmup=1':
