@@ -166,3 +166,31 @@ def test_ablate_stopped_by_sigterm_exits_75_and_resumes(tmp_path):
              f'--config.num_train_steps={stopped + 2}')
   assert out.returncode == 0, out.stderr[-3000:]
   assert f'Resumed from the checkpoint at step {stopped}' in out.stderr
+
+
+def test_hybrid_width_hint_names_widths_that_fit_the_device_count(tmp_path):
+  out = _run('alexnet_jax.main', '--config=configs/fake_benchmark.py',
+             f'--workdir={tmp_path}', '--config.parallelism=hybrid',
+             '--config.model.width=0.25', '--config.batch_size=6',
+             '--config.eval_batch_size=6',
+             XLA_FLAGS='--xla_force_host_platform_device_count=3')
+  last = _one_line_error(out, 'model.width', 'over 3 devices')
+  hinted = [float(w) for w in re.findall(
+      r'(\d+\.\d+)', last.split('e.g. width')[1])]
+  assert hinted
+  for width in hinted:  # Each hinted width gives fc6 a multiple of 3.
+    assert round(4096 * width) % 3 == 0, (width, last)
+
+
+def test_profile_steps_says_where_the_trace_went(tmp_path):
+  out = _run('alexnet_jax.main', '--config=configs/fake_benchmark.py',
+             f'--workdir={tmp_path}', '--config.model.width=0.05',
+             '--config.image_size=67', '--config.model.num_classes=10',
+             '--config.batch_size=4', '--config.num_train_steps=6',
+             '--config.log_every_steps=2', '--config.profile_steps=2')
+  assert out.returncode == 0, out.stderr[-3000:]
+  profile = str(tmp_path / 'profile')
+  assert f'Wrote a jax.profiler trace of steps 3-4 to {profile}' in out.stderr
+  traces = [f for _, _, files in os.walk(profile) for f in files
+            if f.endswith('.xplane.pb')]
+  assert traces
