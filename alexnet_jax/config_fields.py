@@ -92,11 +92,12 @@ FIELDS: dict[str, Role] = {
     'optimizer.plateau_patience': IDENTITY,
     'optimizer.plateau_min_delta': IDENTITY,
     'optimizer.plateau_max_drops': IDENTITY,
-    # The randomness and the global batch (its split over devices).
+    # The randomness and the global batch.
     'seed': IDENTITY,
     'batch_size': IDENTITY,
-    'parallelism': identity(before='data'),
-    # How it runs: the same function and parameters either way.
+    # How it runs: the same function and parameters either way (a step split
+    # another way over the devices: docs/parallelism.md).
+    'parallelism': FREE,
     'execution.conv1_impl': FREE,
     'execution.lrn_impl': FREE,
     'execution.pool_impl': FREE,

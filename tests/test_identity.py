@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 
 from alexnet_jax import checkpoint_params
-from alexnet_jax import config_fields
 from alexnet_jax import config_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
@@ -95,6 +94,7 @@ def _config_files():
 
 
 def test_every_config_field_has_a_declared_role():
+  from alexnet_jax import config_fields  # pylint: disable=g-import-not-at-top
   fields = set()
   for config in _config_files():
     fields |= set(config_fields.flatten(config_lib.resolve(config)))
@@ -320,6 +320,9 @@ def test_an_even_lrn_depth_is_refused_naming_the_field():
   with pytest.raises(config_lib.ConfigError, match=r'config\.model\.lrn_depth=4'):
     config_lib.validate(_config(**{'model.lrn_depth': 4}))
   config_lib.validate(_config(**{'model.lrn_depth': 11}))  # TF's window.
+  from alexnet_jax import ops  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='depth=4'):
+    ops.lrn(np.ones((1, 2, 2, 8), np.float32), depth=4)
 
 
 def test_the_first_row_after_a_start_has_a_real_rate(trained):
@@ -335,8 +338,9 @@ def test_the_first_row_after_a_start_has_a_real_rate(trained):
 
 def test_eval_sums_leave_out_the_masked_examples():
   from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
+  # Example 1, masked out, would be a hit too.
   logits = np.array([[2.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                     [0.0, 3.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
+                     [4.0, 3.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
   batch = {'image': np.zeros((2, 4, 4, 3), np.float32),
            'label': np.array([0, 0]), 'mask': np.array([1.0, 0.0])}
   config = tiny_config()
