@@ -280,7 +280,7 @@ def check_resume(workdir: str, config, step: int,
   old, fields, classes, where = _recorded(workdir, step, carried)
   if fields is None:
     return
-  new = config_fields.flatten(config_fields.as_record(config))
+  new = resolved_flat(config_fields.as_record(config))
   found = config_fields.changes(fields, config_fields.identity_of(new))
   if class_names is not None and classes is not None and (
       list(classes) != list(class_names)):
