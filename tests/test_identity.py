@@ -23,6 +23,7 @@ from alexnet_jax import predict
 from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
 from conftest import ROOT
+from conftest import corrupt_checkpoint
 from conftest import tiny_config
 
 # The trained run: tiny_config on fake data, its own defaults for groups and
@@ -234,18 +235,9 @@ def test_allowed_change_continues_in_images_seen(tmp_path, caplog,
 # Records are never replaced by a fresh start.
 
 
-def _corrupt(step_dir):
-  data = [os.path.join(d, f) for d, _, files in os.walk(step_dir)
-          for f in files if os.sep + 'd' + os.sep in os.path.join(d, f)]
-  assert data
-  for path in data:
-    with open(path, 'wb') as f:
-      f.write(np.random.default_rng(0).bytes(2000))
-
-
 def test_unreadable_checkpoints_refuse_every_relaunch(run):
   for step in os.listdir(run / 'checkpoints'):
-    _corrupt(run / 'checkpoints' / step)
+    corrupt_checkpoint(run / 'checkpoints' / step)
   before = {n: _digest(run / n) for n in ('metrics.jsonl', 'config.json')}
   for _ in range(2):  # The first launch, and a scheduler's requeue.
     line = _refusal(_main(run, *_flags()))
