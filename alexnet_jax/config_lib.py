@@ -277,12 +277,8 @@ def resolve(config):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for field, value in _WHEN_ABSENT.items():
-      *parents, leaf = field.split('.')
-      node = config
-      for part in parents:
-        node = node[part] if part in node else None
-        if node is None:
-          break
+      section, _, leaf = field.rpartition('.')
+      node = config.get(section) if section else config
       if node is not None and leaf not in node:
         node[leaf] = value
     if 'model' not in config:
