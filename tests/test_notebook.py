@@ -143,10 +143,10 @@ def test_quickstart_notebook_trains_and_classifies(notebook, tmp_path,
   monkeypatch.setenv('TFDS_DATA_DIR', str(tmp_path / 'tfds'))
   execute(notebook)  # Raises CellExecutionError, naming the cell.
   run_dir, step, top1, _ = check_outputs(notebook)
-  from alexnet_jax import metrics_writer  # pylint: disable=g-import-not-at-top
-  rows = metrics_writer.read_metrics(str(tmp_path / 'brief'))
-  evals = [r for r in rows if 'eval_top1' in r]
   assert run_dir == str(tmp_path / 'brief')
+  from alexnet_jax import metrics_writer  # pylint: disable=g-import-not-at-top
+  rows = metrics_writer.read_metrics(run_dir)
+  evals = [r for r in rows if 'eval_top1' in r]
   assert os.path.isdir(tmp_path / 'tfds' / 'alexnet_shapes')
   assert step == rows[-1]['step'] == evals[-1]['step']
   assert len(evals) >= 3  # The curve has points.
