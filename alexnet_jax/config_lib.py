@@ -87,13 +87,13 @@ def validate(config) -> None:
   _check_loop(config)
   _check_execution(config)
   _check_parallelism(config)
-  smallest = models.min_image_size(config.model.variant,
-                                   config.model.overlap_pool)
   size = _get(config, 'image_size')
-  if not _is_int(size) or size < smallest:
-    _fail('image_size', size,
-          f'model.variant={config.model.variant!r} with overlap_pool='
-          f'{config.model.overlap_pool} needs at least {smallest}')
+  if not _is_int(size):
+    _fail('image_size', size, 'expected an integer')
+  error = models.image_size_error(size, config.model.variant,
+                                  config.model.overlap_pool)
+  if error:
+    _fail('image_size', size, f'model.{error}')
   validate_data(config)
   for field in ('normalization.mean', 'normalization.std'):
     value = _get(config, field)
@@ -118,9 +118,18 @@ def _check_model(config) -> None:
   _one_of(config, m + 'activation', models.ACTIVATIONS)
   _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
   _one_of(config, m + 'dtype', models.DTYPES)
-  _one_of(config, m + 'initialization', models.INITS)
   _int_at_least(config, m + 'num_classes', 2)
-  _int_at_least(config, m + 'lrn_depth', 1)
+  # Optional (the model's default), or None (the variant's).
+  optional = {'initialization': lambda f: _one_of(config, f, models.INITS),
+              'lrn_depth': lambda f: _int_at_least(config, f, 1),
+              'lrn_bias': lambda f: _number_in(config, f, 0.0, 1e6),
+              'lrn_alpha': lambda f: _number_in(config, f, 0.0, 1e6),
+              'lrn_beta': lambda f: _number_in(config, f, 0.0, 1e6),
+              'lrn_convention': lambda f: _one_of(
+                  config, f, models.LRN_CONVENTIONS)}
+  for field, check in optional.items():
+    if config.model.get(field) is not None:
+      check(m + field)
 
 
 def _check_optimizer(config) -> None:
@@ -242,7 +251,8 @@ def _check_parallelism(config) -> None:
           f'count, got {devices}')
   if mode == 'towers':
     resolved = models.resolve_variant_defaults(
-        config.model.variant, config.model.groups, config.model.lrn)
+        config.model.variant, groups=config.model.groups,
+        lrn=config.model.lrn)
     if resolved['groups'] != 2:
       _fail('model.groups', config.model.groups,
             "parallelism='towers' puts each of the two towers on its own "

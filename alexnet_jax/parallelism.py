@@ -136,10 +136,11 @@ def local_forward(model: models.AlexNet, params, x, *, mode: str,
   for j, name in enumerate(('fc6', 'fc7')):
     if j:  # fc7 reads all of fc6's neurons.
       x = lax.all_gather(x, MODEL, axis=1, tiled=True)
-    if drop and model.variant == 'owt':  # torchvision drops the inputs.
+    on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS  # torchvision.
+    if drop and on_inputs:
       x = _dropout(x, model.dropout_rate, jax.random.fold_in(group_key, j))
     x = act(_dense(x, params[name], dtype) + params[name]['bias'].astype(dtype))
-    if drop and model.variant == 'paper':  # The paper drops the outputs.
+    if drop and not on_inputs:  # The paper and tflearn drop the outputs.
       x = _dropout(x, model.dropout_rate, jax.random.fold_in(device_key, j))
   # fc8: each device's share of fc7's neurons times its rows of the kernel.
   x = lax.psum(_dense(x, params['fc8'], dtype), MODEL)
