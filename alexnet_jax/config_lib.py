@@ -177,8 +177,9 @@ def _check_loop(config) -> None:
   _int_at_least(config, 'eval_every_steps', 0)
   _int_at_least(config, 'checkpoint_every_steps', 0)
   _int_at_least(config, 'keep_checkpoints', 1)
-  if 'keep_best_checkpoint' in config:
-    _bool(config, 'keep_best_checkpoint')
+  for field in ('keep_best_checkpoint', 'final_ten_crop'):
+    if field in config:  # Optional: off.
+      _bool(config, field)
   _int_at_least(config, 'profile_steps', 0)
   _one_of(config, 'nonfinite', NONFINITE)
   _int_at_least(config, 'max_consecutive_skips', 1)

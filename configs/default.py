@@ -40,6 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_split = 'validation'
   config.cache = True  # Keep decoded, resized images in memory (small sets).
   config.ten_crop = False  # Evaluate on 4 corner + centre crops and their mirrors, softmax averaged.
+  config.final_ten_crop = False  # True: the last evaluation also averages ten crops, logged as eval10_* beside eval_*.
   config.image_size = 67  # Crop fed to the network (paper: 227).
   config.resize_size = 76  # Shorter side before cropping (paper: 256).
   config.resize_mode = 'crop'  # 'crop' (paper: central square) or 'squash'.

@@ -1,6 +1,7 @@
 """Where the paper's text and the authors' code differ: LRN's alpha, and the
 printed 224 input the paper variant's conv1 does not tile."""
 
+import json
 import os
 import subprocess
 import sys
@@ -70,3 +71,26 @@ def test_training_command_refuses_224_in_one_line(tmp_path):
   assert last.startswith('error: config.image_size=224 is invalid'), last
   assert '227' in last
   assert not os.listdir(tmp_path)  # Refused before anything was written.
+
+
+def test_final_ten_crop_evaluation_is_logged_beside_the_centre_crop(
+    tmp_path):
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
+  from test_image_folder import folder_config  # pylint: disable=g-import-not-at-top
+  from test_image_folder import write_flowers_folder  # pylint: disable=g-import-not-at-top
+  root = tmp_path / 'flowers'
+  write_flowers_folder(str(root), per_class=8, corrupt=False)
+  config = folder_config(root, tmp_path, num_train_steps=4,
+                         eval_every_steps=2, final_ten_crop=True,
+                         validation_fraction=0.3)
+  train.train_and_evaluate(config, str(tmp_path / 'run'))
+  rows = [json.loads(line) for line in open(tmp_path / 'run' /
+                                            'metrics.jsonl')]
+  evals = {r['step']: r for r in rows if 'eval_top1' in r}
+  assert sorted(evals) == [2, 4]
+  assert not any(k.startswith('eval10_') for k in evals[2])  # Periodic.
+  final = evals[4]
+  assert final['eval10_examples'] == final['eval_examples'] > 0
+  # Corner crops of 72x72 squares at 67 differ from the centre crop: the
+  # softmax averaged over them gives another loss.
+  assert final['eval10_loss'] != pytest.approx(final['eval_loss'], rel=1e-6)

@@ -273,14 +273,15 @@ class TFDSData:
   # Evaluation.
   # -------------------------------------------------------------------------
 
-  def eval_dataset(self):
-    """The tf.data pipeline of this process's evaluation batches (unpadded)."""
+  def eval_dataset(self, ten_crop: bool | None = None):
+    """The tf.data pipeline of this process's evaluation batches (unpadded);
+    `ten_crop`: None, config.ten_crop's choice."""
     tf, pre, cfg = self.tf, self.preprocess, self.config
     if self._eval_base is None:
       self._eval_base = (self._squares(self._eval_shard) if cfg.cache else
                          self.source.records(self._eval_shard))
     read, cached = self.source.read, cfg.cache
-    ten = self.options.ten_crop
+    ten = self.options.ten_crop if ten_crop is None else ten_crop
 
     def example(record):
       square = (record['image'] if cached else
@@ -302,20 +303,23 @@ class TFDSData:
                    'label': r['label']},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
-  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+  def eval_batches(self, ten_crop: bool | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
     """Every example of this process's eval shard once, padded and masked.
 
     Every process yields `self.eval_steps` batches (padding with fully masked
-    batches), so collective eval steps stay in lockstep. With ten_crop the
-    images are [devices, per_device, 10, H, W, 3].
+    batches), so collective eval steps stay in lockstep. With ten crops
+    (`ten_crop`, None: config.ten_crop) the images are
+    [devices, per_device, 10, H, W, 3].
     """
+    ten_crop = self.options.ten_crop if ten_crop is None else ten_crop
     size = self.config.image_size
     count = 0
-    for batch in numpy_batches(self.eval_dataset(), self.source.name,
+    for batch in numpy_batches(self.eval_dataset(ten_crop), self.source.name,
                                'evaluation'):
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
-    crops = (NUM_TEN_CROPS,) if self.options.ten_crop else ()
+    crops = (NUM_TEN_CROPS,) if ten_crop else ()
     dtype = np.uint8 if self.mean_image is None else np.float32
     empty = np.zeros((0,) + crops + (size, size, 3), dtype)
     for _ in range(self.eval_steps - count):
