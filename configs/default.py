@@ -9,10 +9,11 @@ admits) of images resized to 76, 10 classes, 24 epochs of 5,000 images.
 geometric shapes on cluttered backgrounds, colours independent of the class)
 is generated into the TFDS data dir on first use; nothing is downloaded.
 
-The paper's recipe throughout (two towers, LRN, overlapping pooling, dropout
-0.5, the paper's momentum update with weight decay 5e-4, lr 0.01 divided by 10
-three times, random crops, flips, PCA lighting noise, mean subtraction) except where
-the small budget needs otherwise, each a field to flip back:
+The paper's recipe throughout (two towers, LRN as printed, overlapping
+pooling, dropout 0.5, the paper's momentum update with weight decay 5e-4, lr
+0.01 divided by 10 three times, random crops, flips, PCA lighting noise, mean
+subtraction) except where the small budget needs otherwise, each a field to
+flip back:
 * initialization='he' with inputs scaled by the ImageNet std: the paper's
   N(0, 0.01) init leaves a quarter-width net at chance for hundreds of steps
   (the "flat loss" Caffe also reported), which a 5-minute job cannot afford;
