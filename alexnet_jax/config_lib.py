@@ -206,6 +206,8 @@ def validate_data(config) -> None:
                 'normalization.mean_from_data'):
     if not isinstance(_get(config, field), bool):
       _fail(field, _get(config, field), 'expected True or False')
+  if 'lighting_from_data' in config.augment:  # Optional: ImageNet's.
+    _bool(config, 'augment.lighting_from_data')
   if 'mean_image' in config.normalization:
     _bool(config, 'normalization.mean_image')
     if config.normalization.mean_image and config.normalization.mean_from_data:

@@ -74,11 +74,12 @@ _OWT_CONVS = tuple(
     dataclasses.replace(spec, features=maps,
                         padding=2 if spec.name == 'conv1' else spec.padding)
     for spec, maps in zip(_PAPER_CONVS, (64, 192, 384, 256, 256)))
-# tflearn's AlexNet example: one tower, 'SAME' convolutions and pooling, LRN
-# (TensorFlow's) after pool1, pool2 and pool5.
+# tflearn's AlexNet example: 'SAME' convolutions and pooling, LRN
+# (TensorFlow's) after pool1, pool2 and pool5. One tower by default; like
+# 'owt', groups=2 splits conv2, conv4 and conv5 as the paper does.
 _TFLEARN_CONVS = tuple(
-    dataclasses.replace(spec, padding='SAME', grouped=False, bias_one=False,
-                        lrn=spec.pool, pool_first=True, pool_padding='SAME')
+    dataclasses.replace(spec, padding='SAME', lrn=spec.pool, pool_first=True,
+                        pool_padding='SAME')
     for spec in _PAPER_CONVS)
 FC_FEATURES = 4096  # fc6 and fc7 neurons at width 1.
 OWT_POOL_OUTPUT = 6  # torchvision's AdaptiveAvgPool2d((6, 6)).

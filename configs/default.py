@@ -49,6 +49,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'random_crop': True,  # Random image_size crops (else the centre crop).
       'flip': True,  # Random horizontal flips.
       'lighting_std': 0.1,  # PCA lighting noise alpha std; 0 disables.
+      # PCA lighting's eigenvectors and eigenvalues: ImageNet's (False), or
+      # the training split's RGB covariance (True; measured once, cached).
+      'lighting_from_data': False,
   })
   # Per-channel mean and std on the 0-255 scale (ImageNet's): this config
   # subtracts one RGB mean from every pixel; the paper subtracted the

@@ -10,7 +10,8 @@ a prepared TFDS data dir and set --config.data_dir). Its 'train' and
 counted once. The paper's full-size network and its data pipeline, adapted
 to a small dataset (not the paper's recipe): the two-tower network, shorter
 side resized to 256, random 227 crops, flips, PCA lighting noise with
-ImageNet's eigenvectors and eigenvalues (not measured on these flowers), the
+ImageNet's eigenvectors and eigenvalues (not measured on these flowers;
+augment.lighting_from_data=True measures them on the training split), the
 mean RGB of the training images subtracted per channel (measured once and
 cached; the paper subtracted a per-pixel mean image), the paper's momentum
 update, but a cosine schedule over 90 epochs rather than drops on plateaus,

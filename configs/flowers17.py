@@ -17,7 +17,8 @@ The paper's full-size network and its data pipeline, adapted to a small
 dataset (not the paper's recipe): the two-tower network, N(0, 0.01)
 initialization, shorter side resized to 256, random 227 crops, flips, PCA
 lighting noise with ImageNet's eigenvectors and eigenvalues (not measured on
-these flowers), the mean RGB of the training images subtracted per channel
+these flowers; --config.augment.lighting_from_data=True measures them on the
+training split), the mean RGB of the training images subtracted per channel
 (measured once and cached; the paper subtracted a per-pixel mean image),
 the paper's momentum update with weight decay 5e-4, but a cosine learning-rate
 schedule over 60 epochs (the paper: divided by 10 on plateaus, about 90

@@ -26,6 +26,8 @@ from alexnet_jax import config_lib
 from alexnet_jax.input_pipeline import means
 from alexnet_jax.input_pipeline.augmentation import Augmentation
 from alexnet_jax.input_pipeline.augmentation import draw_augmentation
+from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVAL
+from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVEC
 from alexnet_jax.input_pipeline.augmentation import epoch_order
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
@@ -107,6 +109,14 @@ class TFDSData:
         means.mean_image(self.source, config.train_split, self.preprocess,
                          self.options.cache_dir(), self.train_table)
         if self.options.mean_image else None)
+    # PCA lighting's (eigenvalues, eigenvectors): ImageNet's, or measured.
+    self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)
+    if config.augment.get('lighting_from_data', False):
+      self.lighting = means.rgb_principal_components(
+          self.source, config.train_split, self.preprocess,
+          self.options.cache_dir())
+      logging.info('PCA lighting of the %r split: eigenvalues %s',
+                   config.train_split, self.lighting[0])
 
   def _init_eval(self) -> None:
     """This process's eval shard, and the eval steps every process takes."""
@@ -144,7 +154,7 @@ class TFDSData:
   @functools.lru_cache(maxsize=2)
   def _augmentation(self, epoch: int) -> Augmentation:
     return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
-                             self.config.seed)
+                             self.config.seed, self.lighting)
 
   def train_dataset(self, epoch: int, skip_examples: int = 0,
                     epochs: int = 1):
