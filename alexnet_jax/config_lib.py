@@ -17,6 +17,8 @@ from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
 PARALLELISM = ('data', 'towers', 'hybrid')
+# 'hybrid': fc6-fc8 updated once on the whole batch, or per worker in turn.
+HYBRID_FC_BATCHES = ('global', 'per_worker')
 RESIZE_MODES = ('crop', 'squash')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 IMAGE_FOLDER = 'image_folder'  # config.dataset of a folder of images.
@@ -242,6 +244,12 @@ def _check_parallelism(config) -> None:
     return  # Configs that predate the field: data parallelism.
   _one_of(config, 'parallelism', PARALLELISM)
   mode = config.parallelism
+  if config.get('hybrid_fc_batch', 'global') != 'global':  # Optional.
+    _one_of(config, 'hybrid_fc_batch', HYBRID_FC_BATCHES)
+    if mode != 'hybrid':
+      _fail('hybrid_fc_batch', config.hybrid_fc_batch,
+            f"the per-worker updates split the batch over the devices of "
+            f"parallelism='hybrid', not {mode!r}")
   if mode == 'data':
     return
   if jax.process_count() > 1:

@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from alexnet_jax import config_lib
 from alexnet_jax import models
 from alexnet_jax import ops
+from alexnet_jax import owt
 from alexnet_jax import steps
 
 DATA, MODEL = 'data', 'model'
@@ -248,13 +249,21 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
   logits = logits_fn(model, mesh, specs, mode)
   replicated = NamedSharding(mesh, P())
 
+  per_worker = config.get('hybrid_fc_batch', 'global') == 'per_worker'
+
   def train_step(state, batch):
     images = steps.training_images(batch, config)
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    loss, top1, g = grads(state.params, images, batch['label'], key)
+    updated = None  # owt.py: the fc layers updated per worker, in turn.
+    if per_worker:
+      loss, top1, g, updated = owt.per_worker_update(
+          state, images, batch['label'], key, model=model, tx=tx,
+          workers=mesh.shape[MODEL])
+    else:
+      loss, top1, g = grads(state.params, images, batch['label'], key)
     state, metrics = steps.apply_gradients(
         state, g, {'loss': loss, 'top1': top1}, tx=tx, config=config,
-        total_steps=total_steps)
+        total_steps=total_steps, updated=updated)
     return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
 
   def eval_step(params, batch):

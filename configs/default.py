@@ -112,6 +112,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # each tower on its own device, device pairs x data), 'hybrid' (Krizhevsky
   # 2014: convolutions data-parallel, fully connected layers split by neurons).
   config.parallelism = 'data'
+  # 'hybrid' only: 'global' (one update of every layer on the whole batch, as
+  # one device) or 'per_worker' (Krizhevsky 2014 as published: fc6-fc8
+  # updated on each device's share in turn; alexnet_jax/owt.py).
+  config.hybrid_fc_batch = 'global'
 
   # Optimizer: momentum SGD with weight decay.
   config.optimizer = ml_collections.ConfigDict({
