@@ -52,6 +52,37 @@ def _shapes(tree) -> dict[str, tuple]:
           for path, leaf in flat}
 
 
+class CheckpointWriteError(OSError):
+  """A checkpoint could not be written (a full disk, a lost mount)."""
+
+
+def _cause(error: Exception) -> str:
+  """The innermost useful words of an orbax/TensorStore error."""
+  text = str(error).splitlines()[0] if str(error) else type(error).__name__
+  match = re.search(r'[^:"]*\[os_error_code=\'\d+\'\]|No space left on device'
+                    r'|Permission denied|Read-only file system', text)
+  return match.group(0).strip() if match else text[:300]
+
+
+class _DropOrbaxThreadErrors(logging_lib.Filter):
+  """Orbax's background threads log their failure with its traceback; the
+  save reports it once, as one line."""
+
+  def filter(self, record):
+    return 'raised an exception' not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_orbax_thread_errors() -> Iterator[None]:
+  quiet = _DropOrbaxThreadErrors()
+  handler = logging.get_absl_handler()
+  handler.addFilter(quiet)
+  try:
+    yield
+  finally:
+    handler.removeFilter(quiet)
+
+
 class _DropUnretrieved(logging_lib.Filter):
   def filter(self, record):
     return 'exception was never retrieved' not in record.getMessage()
@@ -153,8 +184,9 @@ class Checkpointer:
     # Saved from host memory: with several processes each holds the whole
     # (replicated) state and only the primary process writes it.
     host_state = jax.device_get(state)
-    self._manager.save(step, args=ocp.args.StandardSave(host_state),
-                       metrics=metrics)
+    with self._writing(f'the checkpoint of step {step}'):
+      self._manager.save(step, args=ocp.args.StandardSave(host_state),
+                         metrics=metrics)
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:
@@ -230,5 +262,17 @@ class Checkpointer:
     return dest
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    with self._writing('the checkpoints'):  # A background save's error.
+      self._manager.wait_until_finished()
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _writing(self, what: str) -> Iterator[None]:
+    """Raises a failed write (of this save or of a background one) as one
+    CheckpointWriteError naming its cause, without orbax's tracebacks."""
+    try:
+      with quiet_failed_reads(), _without_orbax_thread_errors():
+        yield
+    except Exception as e:  # pylint: disable=broad-except
+      raise CheckpointWriteError(f'Cannot write {what} to {self.directory}: '
+                                 f'{_cause(e)}') from e

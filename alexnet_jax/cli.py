@@ -51,18 +51,86 @@ def list_own_flags_in_help(module_name: str) -> None:
     flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
 
 
-def run_console_script(main, module_name: str) -> None:
-  """Runs `main` under absl as the console script of `module_name`: a quiet
-  console, that module's flags in --help, one-line flag errors."""
+HELP_ARGS = ('--help', '-h', '-?', '--helpshort')
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+  return any(arg in HELP_ARGS for arg in argv[1:])
+
+
+def help_text(module_name: str, flag_modules: Sequence[str]) -> str:
+  """The command's description and example (its module docstring up to the
+  first example command) and its own flags."""
+  doc = (sys.modules[module_name].__doc__ or '').strip()
+  shown = []
+  for paragraph in doc.split('\n\n'):
+    shown.append(paragraph.rstrip())
+    if 'python -m' in paragraph:
+      break
+  own = '\n'.join(flags.FLAGS.module_help(m) for m in flag_modules).rstrip()
+  return '\n\n'.join(shown) + f'\n\nflags:\n{own}\n'
+
+
+def run_console_script(main, module_name: str, *flag_modules: str,
+                       argv: Sequence[str] | None = None) -> None:
+  """Runs `main` under absl as the command of `module_name`: a quiet console,
+  `--help` (exit 0) with the module's description, example and flags (its
+  own and those of `flag_modules`), one-line flag errors."""
   quiet_console()
-  list_own_flags_in_help(module_name)
-  app.run(main, flags_parser=parse_flags)
+  modules = (module_name, *flag_modules)
+  if wants_help(sys.argv if argv is None else argv):
+    print(help_text(module_name, modules))
+    sys.exit(0)
+  for name in modules:
+    list_own_flags_in_help(name)
+  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+  startup.quiet_library_logs()
+  app.run(_reporting_user_errors(main), argv=argv, flags_parser=parse_flags)
+
+
+# Errors a user causes and can fix, by module: shown as one line, without a
+# traceback. Looked up in the modules the command has imported.
+_USER_ERRORS = {
+    'alexnet_jax.config_lib': ('ConfigError',),
+    'alexnet_jax.input_pipeline.options': ('DataError',),
+    'alexnet_jax.checkpoint_params': ('CheckpointNotFoundError',
+                                      'CheckpointUnreadableError'),
+    'alexnet_jax.checkpointing': ('IncompatibleCheckpointError',
+                                  'UnreadableCheckpointError',
+                                  'CheckpointWriteError'),
+    'alexnet_jax.convert': ('ConversionError',),
+    'alexnet_jax.workdir': ('WorkdirBusyError', 'ConfigChangedError'),
+    'alexnet_jax.train': ('NonFiniteLossError',),
+    'experiments.run_loading': ('RunError',),
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+  return tuple(getattr(sys.modules[module], name)
+               for module, names in _USER_ERRORS.items()
+               if module in sys.modules for name in names
+               if hasattr(sys.modules[module], name))
+
+
+def _reporting_user_errors(main):
+  def run_main(argv):
+    from alexnet_jax import preemption  # pylint: disable=g-import-not-at-top
+    try:
+      return main(argv)
+    except preemption.Stopped as e:
+      print(e, file=sys.stderr)
+      sys.exit(preemption.EXIT_STOPPED)
+    except Exception as e:  # pylint: disable=broad-except
+      if not isinstance(e, user_errors()):
+        raise
+      _fail(argv, str(e))
+  return run_main
 
 
 CONFIG_FLAG = 'config'
 
 
-def _value_of(argv: Sequence[str], name: str) -> str | None:
+def value_of(argv: Sequence[str], name: str) -> str | None:
   """The value of `--name=V` or `--name V` in argv (the last one)."""
   value = None
   for i, arg in enumerate(argv):
@@ -75,7 +143,7 @@ def _value_of(argv: Sequence[str], name: str) -> str | None:
 
 def _load_base_config(argv: Sequence[str], name: str):
   """The config file of `--name`, loaded on its own (no overrides)."""
-  path = _value_of(argv, name)
+  path = value_of(argv, name)
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   holder = flags.FlagValues()
   config_flags.DEFINE_config_file(name, None, '', flag_values=holder)
@@ -122,24 +190,47 @@ def _explain_override(argv: Sequence[str], name: str) -> str | None:
 
 def _load_error(argv: Sequence[str], name: str) -> str | None:
   """Why the config file of `--name` could not be loaded (None if it was)."""
-  if name not in flags.FLAGS or _value_of(argv, name) is None:
+  if name not in flags.FLAGS or value_of(argv, name) is None:
     return None
   try:
     flags.FLAGS[name].value.get('model')  # An unloadable file raises here.
   except (IOError, AttributeError) as e:
     lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (f'--{name}={_value_of(argv, name)}: cannot load the config file '
+    return (f'--{name}={value_of(argv, name)}: cannot load the config file '
             f'({lines[-1] if lines else type(e).__name__})')
   return None
 
 
 def _fail(argv: Sequence[str], message: str) -> None:
   del argv
-  sys.exit(f'error: {message}'.replace('\n', ' '))
+  sys.exit('error: ' + ' '.join(message.split()))
+
+
+def _config_file_error(argv: Sequence[str], name: str) -> str | None:
+  """Why the Python file of `--name=FILE[:args]` cannot load: missing, or a
+  syntax error (its file:line); None if it compiles."""
+  path = value_of(argv, name)
+  if path is None:
+    return None
+  if not os.path.exists(path) and ':' in path:
+    path = path.split(':', 1)[0]  # config_flags' FILE:ARGS form.
+  try:
+    with open(path) as f:
+      compile(f.read(), path, 'exec')
+  except OSError as e:
+    return f'--{name}={path}: cannot load the config file ({e.strerror})'
+  except SyntaxError as e:
+    return (f'--{name}={path}: the config file does not parse: {e.msg} at '
+            f'{e.filename}:{e.lineno}')
+  return None
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
   """absl's flag parsing, with one-line errors for `--config` problems."""
+  if CONFIG_FLAG in flags.FLAGS:
+    message = _config_file_error(argv, CONFIG_FLAG)
+    if message:
+      _fail(argv, message)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
@@ -151,4 +242,21 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   message = _load_error(argv, CONFIG_FLAG)
   if message:
     _fail(argv, message)
+  _settle_xla_flags()
   return rest
+
+
+def _settle_xla_flags() -> None:
+  """Puts the config's XLA options into XLA_FLAGS now, before the command's
+  code can start a JAX backend (XLA reads them only then)."""
+  if CONFIG_FLAG not in flags.FLAGS:
+    return
+  config = flags.FLAGS[CONFIG_FLAG].value
+  if config is None or 'execution' not in config:
+    return
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+  try:
+    startup.set_xla_flags(config)
+  except config_lib.ConfigError as e:
+    _fail([], str(e))

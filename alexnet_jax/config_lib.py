@@ -275,10 +275,13 @@ def _check_parallelism(config) -> None:
             'device: expected False')
   fc = models.scaled_width(models.FC_FEATURES, config.model.width, 1)
   if fc % size:
+    fits = [w for w in (0.05, 0.0625, 0.1, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
+            if models.scaled_width(models.FC_FEATURES, w, 1) % size == 0]
+    hint = (f' (e.g. width {" or ".join(map(str, fits[:3]))})' if fits else '')
     _fail('model.width', config.model.width,
           f'it gives fc6/fc7 {fc} neurons, which parallelism={mode!r} splits '
-          f'over {size} devices: expected a multiple of {size} (e.g. width '
-          f'0.0625 or 0.25)')
+          f'over {size} devices: expected a width whose fc6/fc7 neurons are a '
+          f'multiple of {size}{hint}')
 
 
 def validate_against_data(config, data) -> None:

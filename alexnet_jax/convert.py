@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -331,25 +332,57 @@ def _not_a_state_dict(path: str, error: Exception) -> str:
           f'as torch.save(model.state_dict()) writes): {why}.')
 
 
+# Keys under which checkpoints of PyTorch training scripts keep the model's
+# state_dict beside other things (optimizer, epoch).
+STATE_DICT_KEYS = ('state_dict', 'model_state_dict', 'model')
+OUTPUT_SUFFIXES = ('.npz', '.pth', '.pt')
+
+
 def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
-  """A state_dict from a `.pth` file (or one wrapped as {'state_dict': ...})."""
+  """A state_dict from a `.pth` file, or one wrapped under STATE_DICT_KEYS."""
   torch = _torch()
   try:
     obj = torch.load(path, map_location='cpu', weights_only=True)
   except Exception as e:  # pylint: disable=broad-except
     raise ConversionError(_not_a_state_dict(path, e)) from None
-  if isinstance(obj, Mapping) and 'state_dict' in obj:
-    obj = obj['state_dict']
+  if isinstance(obj, Mapping):
+    # Training scripts save {'model': state_dict, 'optimizer': ..., ...}.
+    wrapper = next((k for k in STATE_DICT_KEYS if isinstance(obj.get(k),
+                                                             Mapping)), None)
+    obj = obj[wrapper] if wrapper else obj
   if not isinstance(obj, Mapping):
     raise ConversionError(f'{path!r} holds a {type(obj).__name__}, not a '
                           f'state_dict.')
+  not_tensors = {k: type(v).__name__ for k, v in obj.items()
+                 if not hasattr(v, 'detach')}
+  if not_tensors:
+    shown = ', '.join(f'{k!r} ({t})' for k, t in list(not_tensors.items())[:5])
+    raise ConversionError(
+        f'{path!r} is not a state_dict (tensors by name): it holds {shown}; a '
+        f'state_dict maps names to tensors (also accepted: one wrapped under '
+        f'{" or ".join(map(repr, STATE_DICT_KEYS))}).')
   return {k: _to_numpy(v) for k, v in obj.items()}
+
+
+def _check_output(dst: str) -> None:
+  """Refuses an --output that cannot be written, before any conversion."""
+  if not dst.endswith(OUTPUT_SUFFIXES):
+    raise ConversionError(f'--output={dst!r}: expected a name ending in '
+                          f'{" or ".join(OUTPUT_SUFFIXES)}.')
+  parent = os.path.dirname(os.path.abspath(dst))
+  try:
+    with tempfile.NamedTemporaryFile(dir=parent, prefix='.convert_test'):
+      pass
+  except OSError as e:
+    raise ConversionError(f'--output={dst!r} cannot be written: '
+                          f'{e.strerror or e} ({parent}).') from None
 
 
 def convert_file(src: str, dst: str, variant: str) -> dict:
   """Converts `src` (.pth, .npz, or an orbax checkpoint or workdir) to `dst`
   (.npz or .pth in the PyTorch layout `variant`); returns the Flax params."""
   _check_variant(variant)
+  _check_output(dst)
   if os.path.isdir(src):
     params, _ = checkpoint_params.restore_orbax_params(src)
   elif src.endswith('.npz'):
@@ -380,7 +413,6 @@ def main(argv=None) -> None:
                       'The PyTorch layout of the .pth side.')
     flags.mark_flags_as_required(['input', 'output', 'variant'])
   from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.list_own_flags_in_help(__name__)
 
   def run(args):
     if len(args) > 1:
@@ -393,7 +425,7 @@ def main(argv=None) -> None:
     count = sum(v.size for layer in params.values() for v in layer.values())
     print(f'Wrote {f.output} ({count:,} parameters; PyTorch layout '
           f'{f.variant!r}).')
-  app.run(run, argv=argv)
+  cli.run_console_script(run, __name__, argv=argv)
 
 
 if __name__ == '__main__':

@@ -1,5 +1,14 @@
 r"""Evaluation of saved weights, without training: the eval-only run.
 
+Your own training run, as it was recorded (its config, normalization, mean
+image and class names), at its newest checkpoint or at `--step`:
+
+  python -m alexnet_jax.evaluate --workdir=RUN [--step=N] [--config.ten_crop=True]
+
+Its metrics equal the run's own evaluation of that checkpoint. Any
+`--config.<field>=value` changes what is evaluated (ten_crop, eval_split,
+dataset_dir). Converted or foreign weights take a config file instead:
+
   python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py \
       --workdir=/tmp/alexnet_eval --config.checkpoint=PATH
 
@@ -28,6 +37,7 @@ evaluated at the newest one that can, with a warning naming the one skipped.
 from __future__ import annotations
 
 import datetime
+import functools
 import os
 import sys
 
@@ -43,7 +53,7 @@ from alexnet_jax import data as data_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import placement
-from alexnet_jax import startup
+from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 
@@ -117,10 +127,35 @@ def output_dir(workdir: str, step: int | None) -> str:
   return path
 
 
-def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
+def run_config(workdir: str, step: int | None = None):
+  """The config that training run `workdir` recorded for its checkpoint at
+  `step` (the newest when None), set to evaluate that checkpoint: the mean
+  the run measured is used as recorded, not measured again."""
+  found = checkpoint_params.find_checkpoints(workdir)
+  if step is not None:
+    found = [(d, s) for d, s in found if s == step]
+    if not found:
+      steps_there = [s for _, s in checkpoint_params.find_checkpoints(workdir)]
+      raise checkpoint_params.CheckpointNotFoundError(
+          f'--step={step}: {workdir} has checkpoints at steps {steps_there}.')
+  try:
+    config = predict.load_config(workdir, found[0][1])
+  except predict.PredictError as e:
+    raise config_lib.ConfigError(str(e)) from None
+  with config.unlocked():
+    # The newest readable one, or exactly the step asked for.
+    config.checkpoint = found[0][0] if step is not None else workdir
+    config.normalization.mean_from_data = False  # config.json holds it.
+  return config
+
+
+def evaluate_checkpoint(config, workdir: str,
+                        run_dir: str | None = None) -> dict[str, float]:
   """Evaluates `config.checkpoint` on `config.eval_split`; returns metrics.
 
-  The records go to `output_dir(workdir, step)` (logged).
+  `run_dir`: the training run whose records `config` came from (`run_config`);
+  its mean image, if it subtracted one, is used as it was. The records go to
+  `output_dir(workdir, step)` (logged).
   """
   config_lib.validate(config)
   workdir = os.path.abspath(workdir)
@@ -129,7 +164,13 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   params, step = load_params(config.get('checkpoint'), config.model)
   check_params_fit(params, model, config.image_size)
 
-  data = data_lib.create_data(config)
+  mean_image = None
+  if run_dir is not None:
+    try:
+      mean_image = predict.load_mean_image(run_dir, config)
+    except predict.PredictError as e:
+      raise config_lib.ConfigError(str(e)) from None
+  data = data_lib.create_data(config, mean_image=mean_image)
   config_lib.validate_against_data(config, data)
   is_writer = jax.process_index() == 0
   out_dir = output_dir(workdir, step)
@@ -154,45 +195,46 @@ def evaluate_checkpoint(config, workdir: str) -> dict[str, float]:
   return metrics
 
 
-def _user_errors() -> tuple[type[Exception], ...]:
-  """Errors that are the user's to fix: shown as a message, no traceback."""
-  errors = (config_lib.ConfigError, convert.ConversionError,
-            checkpoint_params.CheckpointNotFoundError,
-            checkpoint_params.CheckpointUnreadableError)
-  pipeline = sys.modules.get('alexnet_jax.input_pipeline')  # If it was used.
-  return errors + ((pipeline.DataError,) if hasattr(pipeline, 'DataError')
-                   else ())
-
-
-def main(argv):
+def main(argv, run_dir: str | None = None):
+  """`run_dir`: the training run whose recorded config is --config."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  try:
-    startup.set_xla_flags(flags.FLAGS.config)
-    metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir)
-  except Exception as e:  # pylint: disable=broad-except
-    if not isinstance(e, _user_errors()):
-      raise
-    raise SystemExit(f'evaluate: {e}') from None
-  print(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}'
+  metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir,
+                                run_dir)
+  print(' '.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
                  for k, v in metrics.items()))
 
 
 def run():
   """Console-script entry point (`alexnet-evaluate`)."""
-  from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  cli.quiet_console()
-  flags.DEFINE_string('workdir', None, 'Directory for metrics and the config.')
-  config_flags.DEFINE_config_file(
-      'config', None, 'A config file, e.g. configs/imagenet_eval.py.',
-      lock_config=True)
-  flags.mark_flags_as_required(['config', 'workdir'])
-  cli.list_own_flags_in_help(__name__)
-  app.run(main, flags_parser=cli.parse_flags)
+  flags.DEFINE_string('workdir', None, 'A training run to evaluate (without '
+                      '--config), or where the records of an evaluation of '
+                      '--config.checkpoint go.')
+  flags.DEFINE_integer('step', None, 'With a training run: the checkpoint '
+                       'step to evaluate (default: the newest).')
+  flags.mark_flags_as_required(['workdir'])
+  argv, run_dir = sys.argv, None
+  workdir = cli.value_of(argv, 'workdir')
+  if cli.value_of(argv, 'config') is None and workdir and not cli.wants_help(
+      argv):
+    try:
+      step = cli.value_of(argv, 'step')
+      config = run_config(workdir, int(step) if step is not None else None)
+    except (ValueError, checkpoint_params.CheckpointNotFoundError) as e:
+      sys.exit(f'evaluate: {e}')
+    config_flags.DEFINE_config_dict('config', config, 'The run\'s recorded '
+                                    'config; --config.<field>=... changes it.',
+                                    lock_config=True)
+    run_dir = workdir
+  else:
+    config_flags.DEFINE_config_file(
+        'config', None, 'A config file, e.g. configs/imagenet_eval.py, with '
+        '--config.checkpoint=PATH.', lock_config=True)
+  cli.run_console_script(functools.partial(main, run_dir=run_dir), __name__)
 
 
 if __name__ == '__main__':

@@ -7,7 +7,6 @@ Only flags live here; the work is `train.train_and_evaluate(config, workdir)`.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -15,13 +14,8 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from alexnet_jax import checkpointing
 from alexnet_jax import cli
-from alexnet_jax import config_lib
-from alexnet_jax import input_pipeline  # Imports TensorFlow only when used.
-from alexnet_jax import startup
 from alexnet_jax import train
-from alexnet_jax import workdir as workdir_lib
 
 _WORKDIR = flags.DEFINE_string(
     'workdir', None, 'Directory for checkpoints, metrics and the config.')
@@ -64,19 +58,10 @@ def initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  startup.quiet_library_logs()
-  try:
-    startup.set_xla_flags(flags.FLAGS.config)  # Before JAX starts a backend.
-    initialize_distributed()
-    logging.info('JAX %s, %d process(es), local devices: %s', jax.__version__,
-                 jax.process_count(), jax.local_devices())
-    train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
-  except (config_lib.ConfigError, checkpointing.IncompatibleCheckpointError,
-          checkpointing.UnreadableCheckpointError, train.NonFiniteLossError,
-          workdir_lib.WorkdirBusyError, workdir_lib.ConfigChangedError,
-          input_pipeline.DataError) as e:
-    # A message the user can act on, without a traceback.
-    sys.exit(f'error: {e}')
+  initialize_distributed()
+  logging.info('JAX %s, %d process(es), local devices: %s', jax.__version__,
+               jax.process_count(), jax.local_devices())
+  train.train_and_evaluate(flags.FLAGS.config, _WORKDIR.value)
 
 
 def run():

@@ -263,7 +263,10 @@ def format_predictions(path: str, best: list[tuple[int, float]],
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
       prog='python -m alexnet_jax.predict',
-      description='Top-k classes of image files under a trained AlexNet.')
+      description='Top-k classes of image files under a trained AlexNet '
+      '(the classes of the dataset it was trained on).',
+      epilog='example: python -m alexnet_jax.predict '
+      '--workdir=/tmp/alexnet_default examples/images/*.jpg')
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   parser.add_argument('--workdir', help='A training workdir (config.json and '
                       'checkpoints; the newest checkpoint is used).')

@@ -9,6 +9,17 @@ import jax
 import numpy as np
 
 
+# The exit status of a command whose run SIGTERM stopped before its last step,
+# its checkpoint saved: sysexits.h's EX_TEMPFAIL ("try again later"), so a
+# scheduler can tell a preempted run, to be resumed, from a finished or a
+# failed one.
+EXIT_STOPPED = 75
+
+
+class Stopped(RuntimeError):
+  """SIGTERM stopped a run before its last step (its checkpoint is saved)."""
+
+
 class SigtermFlag:
   """Turns SIGTERM into a flag the loop checks between steps."""
 

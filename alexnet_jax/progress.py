@@ -9,6 +9,7 @@ import os
 import time
 from typing import Callable, Iterator
 
+from absl import logging
 import jax
 
 from alexnet_jax import metrics_writer
@@ -142,4 +143,8 @@ class StepTrace:
     """Ends a trace still running (a run shorter than the trace)."""
     if self._first is not None and not self._done:
       jax.profiler.stop_trace()
+      logging.info('Wrote a jax.profiler trace of steps %d-%d to %s '
+                   '(tensorboard --logdir %s, the profile tab).',
+                   self._first + 1, self._first + self.num_steps, self.logdir,
+                   self.logdir)
     self._done = True

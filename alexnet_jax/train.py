@@ -115,12 +115,17 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                                  config.profile_steps)
   batches = placement.prefetch_to_device(data.train_batches(start_step),
                                          put=put)
-  last_logged = _train_loop(run, state, p_train, batches, start_step, trace)
+  last_logged, step = _train_loop(run, state, p_train, batches, start_step,
+                                  trace)
   trace.close()
   ckpt.close()
   if best is not None:
     best.close()
   writer.close()
+  if step < total_steps:
+    raise preemption.Stopped(
+        f'SIGTERM: stopped at step {step} of {total_steps} with its '
+        f'checkpoint saved; run the same command again to resume.')
   return last_logged
 
 
@@ -166,9 +171,10 @@ def _make_steps(model, tx, config, total_steps: int):
 
 
 def _train_loop(run: _Run, state, p_train, batches, start_step: int,
-                trace: progress_lib.StepTrace) -> dict[str, float]:
+                trace: progress_lib.StepTrace) -> tuple[dict[str, float], int]:
   """Steps to run.total_steps (or SIGTERM); the device is synchronised only
-  where the loop logs, evaluates or checkpoints."""
+  where the loop logs, evaluates or checkpoints. Returns the last logged
+  metrics and the step reached."""
   config = run.config
   pending = _PendingMetrics(config, run.ckpt)
   last_logged: dict[str, float] = {}
@@ -199,7 +205,7 @@ def _train_loop(run: _Run, state, p_train, batches, start_step: int,
                         'exiting.', '' if sigterm.received else
                         ' (to another process)', step)
         break
-  return last_logged
+  return last_logged, step
 
 
 def _sync_step(run: _Run, state, step: int, summary: dict[str, float],

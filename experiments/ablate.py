@@ -264,7 +264,6 @@ def run_ablation(base_config, workdir: str, variants: Mapping[str, dict],
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  common.quiet_libraries()
   try:  # Bad flags, sweep files or variants: a message, not a traceback.
     sweep = load_sweep(_SWEEP.value)
     variants = select(sweep, _VARIANTS.value, _SWEEP.value)
@@ -272,13 +271,10 @@ def main(argv):
                      variants, run_flags.SEEDS.value, _SWEEP.value)
   except ValueError as e:
     sys.exit(f'ablate: {e}')
-  try:
-    paths = run_ablation(
-        run_flags.CONFIG.value, run_flags.WORKDIR.value, variants,
-        run_flags.SEEDS.value, _TARGET.value, _BASELINE.value,
-        source=run_flags.describe_config(), where=_SWEEP.value)
-  except common.RunInterrupted as e:
-    sys.exit(f'ablate: {e}')
+  paths = run_ablation(  # A run stopped by SIGTERM exits with status 75.
+      run_flags.CONFIG.value, run_flags.WORKDIR.value, variants,
+      run_flags.SEEDS.value, _TARGET.value, _BASELINE.value,
+      source=run_flags.describe_config(), where=_SWEEP.value)
   with open(paths['md']) as f:
     print(f.read())
   print('Wrote ' + ', '.join(paths.values()))

@@ -25,6 +25,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
 
+from alexnet_jax import preemption
 from alexnet_jax import workdir as workdir_lib
 
 
@@ -122,6 +123,7 @@ def plan_runs(base_config, workdir: str,
     check_name(name, 'Variant name')
     variant_config = with_overrides(base_config, overrides,
                                     f'variant {name!r} of {where}')
+    _check_same_xla_options(variant_config, base_config, name, where)
     for k in range(seeds):
       config = copy.deepcopy(variant_config)
       config.seed = base_config.seed + k
@@ -132,6 +134,18 @@ def plan_runs(base_config, workdir: str,
                          f'{dict(overrides)}): {e}') from None
       runs.append(Run(name, k, config, run_dir(workdir, name, k)))
   return runs
+
+
+def _check_same_xla_options(config, base_config, name: str, where: str):
+  """XLA reads its options once per process, so every run of a sweep uses
+  the base config's."""
+  field = 'xla_cpu_conv_library'
+  mine, base = config.execution.get(field), base_config.execution.get(field)
+  if mine != base:
+    raise ValueError(
+        f'variant {name!r} of {where} sets config.execution.{field}={mine!r}, '
+        f'but the runs of one sweep share one process and its XLA options '
+        f'({base!r}): pass --config.execution.{field}={mine!r} instead.')
 
 
 def read_record(directory: str) -> dict[str, Any]:
@@ -239,7 +253,7 @@ def is_finished(run: Run) -> bool:
   return last_step(rows) >= total_steps(run.config, read_record(run.workdir))
 
 
-class RunInterrupted(RuntimeError):
+class RunInterrupted(preemption.Stopped):
   """A run returned before its last step (SIGTERM): the sweep stops there."""
 
 
@@ -286,8 +300,3 @@ def execute(run: Run, train_fn: Callable | None = None) -> dict[str, Any]:
 def execute_all(runs: Iterable[Run],
                 train_fn: Callable | None = None) -> list[dict[str, Any]]:
   return [execute(run, train_fn) for run in runs]
-
-
-def quiet_libraries() -> None:
-  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
-  startup.quiet_library_logs()

@@ -46,12 +46,13 @@ import resource
 import sys
 import time
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 import numpy as np
+
+from alexnet_jax import cli
 
 config_flags.DEFINE_config_file('config', None, 'A training config file.',
                                 lock_config=False)
@@ -73,8 +74,9 @@ _IMAGENET_LIKE = flags.DEFINE_integer(
     'imagenet_like', 1000,
     'Generated ImageNet-sized JPEGs for the second case; 0 skips it.')
 _IMAGENET_LIKE_DIR = flags.DEFINE_string(
-    'imagenet_like_dir', '/tmp/alexnet_jax_imagenet_like',
-    'Where the generated JPEGs are written (once; reused if complete).')
+    'imagenet_like_dir', None,
+    'Where the generated JPEGs are written (once; reused if complete); '
+    'default: imagenet_like/ beside --output.')
 _PREPARED = flags.DEFINE_boolean(
     'prepared', True,
     'A third case: the generated JPEGs prepared once by prepare_dataset '
@@ -263,7 +265,9 @@ def main(argv):
     imagenet_like = config.copy_and_resolve_references()
     imagenet_like.dataset = 'image_folder'
     imagenet_like.dataset_dir = imagenet_like_folder(
-        _IMAGENET_LIKE_DIR.value, _IMAGENET_LIKE.value)
+        _IMAGENET_LIKE_DIR.value or os.path.join(
+            os.path.dirname(os.path.abspath(_OUTPUT.value)), 'imagenet_like'),
+        _IMAGENET_LIKE.value)
     imagenet_like.validation_fraction = 0.1
     cases['imagenet_like'] = imagenet_like
     if _PREPARED.value:
@@ -316,5 +320,10 @@ def main(argv):
             f"{p['ratio_to_decode_only']:.2f} |")
 
 
+def run():
+  """Console-script entry point (`alexnet-input-benchmark`)."""
+  cli.run_console_script(main, __name__)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  run()

@@ -3,7 +3,6 @@ the work directory and the seeds per variant."""
 
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -33,7 +32,4 @@ def start(module_name: str, main) -> None:
   """Runs `main` as a console script: --help lists `module_name`'s flags and
   these as the program's own; a bad --config.x=y is one line, not a
   traceback."""
-  cli.quiet_console()
-  cli.list_own_flags_in_help(__name__)
-  cli.list_own_flags_in_help(module_name)
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_console_script(main, module_name, __name__)

@@ -9,6 +9,7 @@ import sys
 import time
 
 from alexnet_jax import metrics_writer
+from alexnet_jax import preemption
 from conftest import ROOT
 
 # A tiny paper net on device-generated data, dropout on (its keys must resume).
@@ -32,9 +33,9 @@ def _main(workdir, *extra, devices=1, **kwargs):
                           text=True, **kwargs)
 
 
-def _finish(proc, timeout=600):
+def _finish(proc, timeout=600, code=0):
   out, err = proc.communicate(timeout=timeout)
-  assert proc.returncode == 0, err[-3000:]
+  assert proc.returncode == code, err[-3000:]
   return err
 
 
@@ -73,7 +74,8 @@ def test_sigkill_then_restart_ends_like_an_uninterrupted_run(tmp_path):
     assert a[key] == b[key], key  # Bitwise on CPU.
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_with_the_stopped_status(
+    tmp_path):
   proc = _main(tmp_path, '--config.num_train_steps=100000',
                '--config.checkpoint_every_steps=0')
   rows = tmp_path / 'metrics.jsonl'
@@ -81,8 +83,9 @@ def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
   while not (rows.exists() and rows.read_text()) and time.time() - start < 300:
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
-  err = _finish(proc)
-  assert 'SIGTERM' in err
+  # Not 0: a scheduler must not take a preempted run for a finished one.
+  err = _finish(proc, code=preemption.EXIT_STOPPED)
+  assert 'SIGTERM' in err and err.strip().endswith('again to resume.')
   steps = [int(d) for d in os.listdir(tmp_path / 'checkpoints') if d.isdigit()]
   assert len(steps) == 1 and 2 <= steps[0] < 100000
 
@@ -110,7 +113,8 @@ def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(
       assert all(p.poll() is None for p in procs), procs[0].stderr.read()
       time.sleep(0.05)
     procs[1].send_signal(signal.SIGTERM)  # One process only.
-    errs = [_finish(p, timeout=180) for p in procs]
+    errs = [_finish(p, timeout=180, code=preemption.EXIT_STOPPED)
+            for p in procs]
   finally:
     for p in procs:
       p.kill()

@@ -66,11 +66,12 @@ class TFDSData:
   config's, or measured on the training split when
   config.normalization.mean_from_data), mean_image (the paper's per-pixel
   mean, float32 [resize_size, resize_size, 3], with
-  config.normalization.mean_image; else None), bad_images ({path: reason}
+  config.normalization.mean_image; else None: a `mean_image` given, a run's
+  own for its evaluation, is used as it is), bad_images ({path: reason}
   skipped in an image folder).
   """
 
-  def __init__(self, config, builder=None):
+  def __init__(self, config, builder=None, mean_image=None):
     config_lib.validate_data(config)
     self.tf = import_tensorflow()
     self.config = config
@@ -105,10 +106,11 @@ class TFDSData:
     else:
       self.normalization_mean = tuple(
           float(v) for v in config.normalization.mean)
-    self.mean_image = (
-        means.mean_image(self.source, config.train_split, self.preprocess,
-                         self.options.cache_dir(), self.train_table)
-        if self.options.mean_image else None)
+    if self.options.mean_image and mean_image is None:
+      mean_image = means.mean_image(self.source, config.train_split,
+                                    self.preprocess, self.options.cache_dir(),
+                                    self.train_table)
+    self.mean_image = mean_image if self.options.mean_image else None
     # PCA lighting's (eigenvalues, eigenvectors): ImageNet's, or measured.
     self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)
     if config.augment.get('lighting_from_data', False):

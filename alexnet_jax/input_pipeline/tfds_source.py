@@ -98,15 +98,15 @@ def _check_manual_files(builder, manual_dir: str) -> None:
              if not os.path.isfile(os.path.join(manual_dir, f))]
   if missing or (instructions and not needed and not (
       os.path.isdir(manual_dir) and os.listdir(manual_dir))):
-    where = '\n'.join(f'  {os.path.join(manual_dir, f)}' for f in needed)
+    todo = (f'put {", ".join(missing)} into {manual_dir} (config.manual_dir)'
+            if missing else f'the manual dir {manual_dir} is empty')
+    advice = ' '.join((instructions or '').split())
     raise DataError(
         f'TFDS dataset {builder.name!r} is not prepared in '
-        f'{builder.data_dir_root} and needs files you download yourself. '
-        + (f'Missing: {", ".join(missing)}. Put these files here:\n{where}\n'
-           if missing else f'The manual dir {manual_dir} is empty.\n')
-        + f'(set config.manual_dir to the folder that holds them; '
-        f'TFDS prepares the dataset from them once.)\n'
-        f"TFDS's instructions:\n{instructions}")
+        f'{builder.data_dir_root} and needs files you download yourself: '
+        f'{todo}; TFDS prepares the dataset from them once.'
+        + (f" TFDS's instructions: {advice}" if advice and not missing
+           else ''))
 
 
 class TFDSSource:

@@ -1,0 +1,69 @@
+"""A layer's activations for a batch of images: what the network computes
+inside, for analysis (nearest neighbours, probes) from a script or notebook.
+
+  feats = features(model, {'params': params}, images, layer='fc7')
+
+`images` are what `model.apply` takes (float NHWC, normalized as in
+training: `steps.normalize`). The layers are the table's: conv1..conv5, fc6,
+fc7. Each is taken after its nonlinearity (ReLU or the model's activation),
+as Caffe's in-place ReLU leaves its blobs:
+* conv1..conv5: the activation's output before the local response
+  normalization and the max-pooling that follow conv1, conv2 and conv5,
+  [batch, height, width, maps], the two towers' maps side by side (tower 1
+  first);
+* fc6, fc7: [batch, neurons], in evaluation mode (dropout off). fc7 is the
+  last hidden layer, whose Euclidean distances the paper's Figure 4 uses.
+
+The forward pass is the model's own: the layers before `layer` run through
+`models.conv_layer` and flax's `Dense`, on the same parameters, and stop
+there, so a conv1 read does not compute the rest of the net.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from alexnet_jax import models
+from alexnet_jax import ops
+
+CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+FC_LAYERS = ('fc6', 'fc7')
+LAYERS = CONV_LAYERS + FC_LAYERS
+
+
+def check_layer(layer: str) -> str:
+  if layer not in LAYERS:
+    raise ValueError(f'layer={layer!r}; expected one of {LAYERS}.')
+  return layer
+
+
+def features(model: models.AlexNet, variables, images: jax.Array,
+             layer: str = 'fc7') -> jax.Array:
+  """`layer`'s activations (float32) for `images`; see the module docstring.
+  Jit it (`jax.jit(features, static_argnums=(0, 3))`) for speed."""
+  check_layer(layer)
+  model._check(images)  # pylint: disable=protected-access
+  params = variables['params']
+  dtype = jnp.dtype(model.dtype)
+  x = images.astype(dtype)
+  for spec in models.conv_specs(model.variant):
+    if spec.name == layer:  # Stop after the activation.
+      spec = dataclasses.replace(spec, lrn=False, pool=False)
+    x = models.conv_layer(model, spec, params[spec.name], x, model.groups)
+    if spec.name == layer:
+      return x.astype(jnp.float32)
+  if model.variant == 'owt':
+    x = ops.adaptive_avg_pool(x, models.OWT_POOL_OUTPUT)
+  x = x.reshape((x.shape[0], -1))  # (H, W, C) order, as the model flattens.
+  for name in FC_LAYERS:  # Dropout is off in evaluation: not applied.
+    kernel = params[name]['kernel']
+    dense = nn.Dense(kernel.shape[-1], dtype=dtype, param_dtype=jnp.float32)
+    x = models.ACTIVATIONS[model.activation](
+        dense.apply({'params': params[name]}, x))
+    if name == layer:
+      return x.astype(jnp.float32)
+  raise AssertionError('unreachable')
