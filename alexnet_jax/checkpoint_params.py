@@ -56,16 +56,27 @@ def find_checkpoints(path: str) -> list[tuple[str, int | None]]:
 
 def restore_orbax_params(path: str) -> tuple[dict, int | None]:
   """The params (as NumPy arrays) and step of the checkpoint at `path`: of
-  the newest one that can be read, if `path` is a workdir."""
-  candidates = find_checkpoints(path)
-  for i, (step_dir, step) in enumerate(candidates):
+  the newest one that can be read, if `path` is a workdir. A checkpoint that
+  disappears while it is read (a training run beside this one deleted it)
+  is not corrupt: the list is read again."""
+  tried = set()
+  while True:
+    candidates = [c for c in find_checkpoints(path) if c[0] not in tried]
+    if not candidates:
+      raise CheckpointNotFoundError(f'No checkpoint left in {path!r}: the '
+                                    f'ones listed were deleted while read.')
+    step_dir, step = candidates[0]
+    tried.add(step_dir)
     try:
       return _restore_params(step_dir), step
     except CheckpointUnreadableError as e:
-      if i + 1 == len(candidates):
+      if not os.path.isdir(step_dir):
+        logging.info('%s went while it was read; reading the list again.',
+                     step_dir)
+        continue
+      if len(candidates) == 1:
         raise
       logging.warning('%s; trying the next older checkpoint.', e)
-  raise AssertionError('unreachable')
 
 
 def _restore_params(step_dir: str) -> dict:

@@ -5,16 +5,24 @@ so a run killed mid-save never leaves a checkpoint that would be loaded.
 
 A checkpoint whose structure or shapes (orbax's metadata) differ from the
 config's state is a mismatch: an error, nothing is touched. One whose metadata
-fits but whose arrays cannot be read is corrupt: it is moved aside to
+fits but whose arrays fail to read with an error that proves corruption (data
+lost, truncated or missing in a finished checkpoint; undecodable metadata) is
+corrupt: it is moved aside to
 `<checkpoints>.unreadable/<step>` (kept on disk, out of orbax's reach, so
 `max_to_keep` never deletes a good checkpoint in its favour and the step can
-be saved again) and the next older checkpoint is tried.
+be saved again) and the next older checkpoint is tried. Any other error (an
+I/O error, memory) is raised as it is: the checkpoint may be sound.
+
+Each checkpoint carries what identifies its run (`save`'s `identity`: the
+config's identity fields, the class list, the images seen) in orbax's step
+metadata, read back by `carried`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import logging as logging_lib
 import os
 import re
@@ -81,6 +89,16 @@ def _without_orbax_thread_errors() -> Iterator[None]:
     yield
   finally:
     handler.removeFilter(quiet)
+
+
+# tensorstore's status codes for a finished checkpoint's data that are gone or
+# garbled; orbax raises them as ValueError. Metadata that is not JSON too.
+_CORRUPTION = re.compile(r'^(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND):')
+
+
+def proves_corruption(error: Exception) -> bool:
+  return isinstance(error, (json.JSONDecodeError, UnicodeDecodeError)) or (
+      isinstance(error, ValueError) and bool(_CORRUPTION.match(str(error))))
 
 
 class _DropUnretrieved(logging_lib.Filter):
@@ -178,7 +196,8 @@ class Checkpointer:
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any,
-           metrics: dict[str, float] | None = None) -> None:
+           metrics: dict[str, float] | None = None,
+           identity: dict[str, Any] | None = None) -> None:
     if step in self._manager.all_steps():
       return
     # Saved from host memory: with several processes each holds the whole
@@ -186,7 +205,7 @@ class Checkpointer:
     host_state = jax.device_get(state)
     with self._writing(f'the checkpoint of step {step}'):
       self._manager.save(step, args=ocp.args.StandardSave(host_state),
-                         metrics=metrics)
+                         metrics=metrics, custom_metadata=identity or {})
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:
@@ -204,6 +223,8 @@ class Checkpointer:
           restored = self._manager.restore(
               step, args=ocp.args.StandardRestore(target))
       except Exception as e:  # pylint: disable=broad-except
+        if not proves_corruption(e):
+          raise
         reason = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
         where = self._set_aside(step)
         logging.warning('The checkpoint at step %d cannot be read (%s); moved '
@@ -218,8 +239,18 @@ class Checkpointer:
       return restored
     raise UnreadableCheckpointError(
         f'No checkpoint in {self.directory} could be read (steps {skipped}, '
-        f'moved to {self._aside_dir}). Use a new --workdir, or restore them '
-        f'from a backup.')
+        f'moved to {self._aside_dir}). Use a new --workdir, restore them '
+        f'from a backup, or pass --config.start_over=True to train anew there '
+        f'(the old records are kept aside).')
+
+  def carried(self, step: int) -> dict[str, Any] | None:
+    """The identity the checkpoint of `step` carries (None: a checkpoint
+    from before they carried one, or unreadable metadata)."""
+    try:
+      metadata = self._manager.metadata(step)
+    except Exception:  # pylint: disable=broad-except
+      return None  # Unreadable: the restore fails and says so.
+    return dict(getattr(metadata, 'custom_metadata', None) or {}) or None
 
   @property
   def _aside_dir(self) -> str:

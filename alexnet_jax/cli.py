@@ -99,7 +99,7 @@ _USER_ERRORS = {
                                   'UnreadableCheckpointError',
                                   'CheckpointWriteError'),
     'alexnet_jax.convert': ('ConversionError',),
-    'alexnet_jax.workdir': ('WorkdirBusyError', 'ConfigChangedError'),
+    'alexnet_jax.workdir': ('WorkdirBusyError', 'RecordsError'),
     'alexnet_jax.train': ('NonFiniteLossError',),
     'experiments.run_loading': ('RunError',),
 }

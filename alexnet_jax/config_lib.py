@@ -5,6 +5,8 @@ Every message names the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import tempfile
 from typing import Any, Iterable
@@ -123,7 +125,7 @@ def _check_model(config) -> None:
   _int_at_least(config, m + 'num_classes', 2)
   # Optional (the model's default), or None (the variant's).
   optional = {'initialization': lambda f: _one_of(config, f, models.INITS),
-              'lrn_depth': lambda f: _int_at_least(config, f, 1),
+              'lrn_depth': lambda f: _odd_channels(config, f),
               'lrn_bias': lambda f: _number_in(config, f, 0.0, 1e6),
               'lrn_alpha': lambda f: _number_in(config, f, 0.0, 1e6),
               'lrn_beta': lambda f: _number_in(config, f, 0.0, 1e6),
@@ -132,6 +134,13 @@ def _check_model(config) -> None:
   for field, check in optional.items():
     if config.model.get(field) is not None:
       check(m + field)
+
+
+def _odd_channels(config, field: str) -> None:
+  _int_at_least(config, field, 1)
+  if _get(config, field) % 2 == 0:  # The window is centred on a channel.
+    _fail(field, _get(config, field),
+          'expected an odd number of channels (the paper: 5)')
 
 
 def _check_optimizer(config) -> None:
@@ -185,9 +194,9 @@ def _check_loop(config) -> None:
   _int_at_least(config, 'profile_steps', 0)
   _one_of(config, 'nonfinite', NONFINITE)
   _int_at_least(config, 'max_consecutive_skips', 1)
-  if not isinstance(_get(config, 'allow_config_change'), bool):
-    _fail('allow_config_change', _get(config, 'allow_config_change'),
-          'expected True or False')
+  _bool(config, 'allow_config_change')
+  if 'start_over' in config:
+    _bool(config, 'start_over')
 
 
 def validate_data(config) -> None:
@@ -282,6 +291,47 @@ def _check_parallelism(config) -> None:
           f'it gives fc6/fc7 {fc} neurons, which parallelism={mode!r} splits '
           f'over {size} devices: expected a width whose fc6/fc7 neurons are a '
           f'multiple of {size}{hint}')
+
+
+# What the code does for an optional field a config leaves out (the model's
+# fields: models.AlexNet's defaults), recorded so that config.json says it.
+_WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
+                'normalization.mean_image': False, 'start_over': False,
+                'final_ten_crop': False, 'hybrid_fc_batch': 'global',
+                'augment.lighting_from_data': False}
+
+
+def resolve(config):
+  """A copy of a training config with every value the run will use: the
+  variant's fields where None, and the optional fields it lacks."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for field, value in _WHEN_ABSENT.items():
+      section, _, leaf = field.rpartition('.')
+      node = config.get(section) if section else config
+      if node is not None and leaf not in node:
+        node[leaf] = value
+    if 'model' not in config:
+      return config
+    model = config.model
+    for f in dataclasses.fields(models.AlexNet):
+      if f.name in models.MODEL_FIELDS and f.name not in model:
+        model[f.name] = f.default  # groups and lrn: resolved below.
+    if model.get('variant') in models.VARIANTS:  # The fields left None.
+      given = {k: model.get(k) for k in models.VARIANT_DEFAULTS[model.variant]}
+      for field, value in models.resolve_variant_defaults(
+          model.variant, **given).items():
+        model[field] = value
+  return config
+
+
+def total_steps(config, steps_per_epoch: int, step_offset: int = 0) -> int:
+  """The run's last step: num_train_steps, else num_epochs of
+  `steps_per_epoch` less `step_offset` (the steps a run resumed with another
+  batch size counts more than its images: alexnet_jax.train)."""
+  if config.num_train_steps > 0:
+    return int(config.num_train_steps)
+  return int(math.ceil(config.num_epochs * steps_per_epoch)) - step_offset
 
 
 def validate_against_data(config, data) -> None:

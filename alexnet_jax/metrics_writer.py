@@ -12,6 +12,8 @@ from typing import Mapping
 
 from absl import logging
 
+from alexnet_jax import config_fields
+
 
 class MetricsWriter:
   """One JSON object per logged step, and the same scalars for TensorBoard.
@@ -96,15 +98,8 @@ def tensorboard_tag(name: str) -> str | None:
 
 def flat_hparams(config) -> dict[str, bool | int | float | str]:
   """The config's leaves by dotted name; sequences and None as text."""
-  flat = {}
-  for key, value in config.items():
-    if hasattr(value, 'items'):
-      flat.update({f'{key}.{k}': v for k, v in flat_hparams(value).items()})
-    elif isinstance(value, (bool, int, float, str)):
-      flat[key] = value
-    else:
-      flat[key] = str(value)
-  return flat
+  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+          for k, v in config_fields.flatten(config).items()}
 
 
 def _parse(path: str) -> tuple[list[dict], int | None]:

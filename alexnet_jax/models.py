@@ -104,13 +104,16 @@ VARIANT_DEFAULTS = {
 DROPOUT_ON_FC_INPUTS = ('owt',)
 
 
-def resolve_variant_defaults(variant: str, **given) -> dict[str, Any]:
-  """Every field of VARIANT_DEFAULTS[variant]: the value given (not None),
-  else the variant's."""
+def resolve_variant_defaults(variant: str, groups: int | None = None,
+                             lrn: bool | None = None,
+                             **others) -> dict[str, Any]:
+  """groups, lrn and the other fields named (of VARIANT_DEFAULTS[variant]):
+  the value given (not None), else the variant's."""
   if variant not in VARIANTS:
     raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
-  return {k: v if given.get(k) is None else given[k]
-          for k, v in VARIANT_DEFAULTS[variant].items()}
+  given = {'groups': groups, 'lrn': lrn, **others}
+  return {k: VARIANT_DEFAULTS[variant][k] if v is None else v
+          for k, v in given.items()}
 
 
 def conv_specs(variant: str) -> Sequence[ConvSpec]:

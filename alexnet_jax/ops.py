@@ -211,7 +211,8 @@ def lrn(x: Array, *, depth: int = 5, bias: float = 2.0, alpha: float = 1e-4,
 
   b[c] = a[c] / (bias + alpha * sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)}
   a[c']^2) ** beta. Unlike Caffe and PyTorch, alpha is not divided by depth
-  (models.py divides it where `lrn_convention='cuda_convnet'`).
+  (models.py divides it where `lrn_convention='cuda_convnet'`). `depth` is
+  odd (the window is centred on the channel).
   `groups`: the channels are cut into this many equal blocks and each is
   normalized on its own (the window stops at a block's edge), as the paper's
   two GPUs each normalized their own maps (cuda-convnet's rnorm1a/rnorm1b).
@@ -224,6 +225,9 @@ def lrn(x: Array, *, depth: int = 5, bias: float = 2.0, alpha: float = 1e-4,
   if groups < 1 or channels % groups:
     raise ValueError(f'lrn: {channels} channels are not divisible by '
                      f'groups={groups}.')
+  if depth < 1 or depth % 2 == 0:  # An even window has no centre channel.
+    raise ValueError(f'lrn: depth={depth}; expected an odd number >= 1 (the '
+                     f'window spans depth//2 channels on each side).')
   # Every impl sums over the last axis only: (..., C) -> (..., groups, C/groups)
   # keeps each window inside its block.
   y = _lrn(x.reshape(x.shape[:-1] + (groups, channels // groups)), depth,

@@ -76,14 +76,20 @@ def create_schedule(opt_config, steps_per_epoch: int,
   return lambda step: schedule(step) * jnp.minimum(1.0, step / warmup)
 
 
-def create_optimizer(opt_config, steps_per_epoch: int,
-                     total_steps: int) -> optax.GradientTransformation:
+def create_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
+                     step_offset: int = 0) -> optax.GradientTransformation:
+  """`step_offset`: added to the step the schedule reads (a run resumed with
+  another batch size: alexnet_jax.train), `total_steps` counting it."""
   if (opt_config.schedule in ('constant', 'plateau')
       and not opt_config.warmup_epochs):
     # A plain number is stored in the state and kept until set_learning_rate.
     schedule = float(opt_config.learning_rate)
   else:
-    schedule = create_schedule(opt_config, steps_per_epoch, total_steps)
+    schedule = create_schedule(opt_config, steps_per_epoch,
+                               total_steps + step_offset)
+    if step_offset:
+      base = schedule
+      schedule = lambda step: base(step + step_offset)
   return optax.inject_hyperparams(
       _momentum_sgd, static_args=('rule', 'decay_biases'))(
           learning_rate=schedule, momentum=opt_config.momentum,

@@ -37,13 +37,19 @@ class Progress:
   the ETA. The training rate
   is smoothed over windows by an exponential moving average (weight
   `smoothing` on the newest window), so one slow window (a checkpoint, a
-  busy host) moves the ETA only a little.
+  busy host) moves the ETA only a little. A log step with no timed step
+  before it (the first step after a start or resume, `start_step` + 1) gets
+  the rate of the real time since this object was made, the first step's
+  compilation included: slower than the steps to come, never 0; the ETA
+  uses it until a window has been timed.
   """
 
   def __init__(self, total_steps: int, eval_every_steps: int,
                elapsed_before: float = 0.0, smoothing: float = 0.3,
-               clock: Callable[[], float] | None = None):
+               clock: Callable[[], float] | None = None, start_step: int = 0):
     self.total_steps = total_steps
+    self.start_step = start_step
+    self._first_rate: float | None = None  # Compilation included.
     self.eval_every_steps = eval_every_steps
     self.smoothing = smoothing
     self._clock = clock or time.perf_counter
@@ -72,6 +78,11 @@ class Progress:
     rate = 0.0
     if step > start_step and seconds > 0:
       rate = (step - start_step) / seconds
+    elif step > self.start_step and self._clock() > self._started:
+      rate = (step - self.start_step) / (self._clock() - self._started)
+      self._first_rate = rate
+      self.start_window(step)
+      return rate
     if rate:
       self.steps_per_sec = rate if self.steps_per_sec is None else (
           self.smoothing * rate + (1 - self.smoothing) * self.steps_per_sec)
@@ -101,9 +112,10 @@ class Progress:
 
   def eta(self, step: int) -> float | None:
     """Seconds to the end of training (None before a rate is known)."""
-    if not self.steps_per_sec:
+    rate = self.steps_per_sec or self._first_rate
+    if not rate:
       return None
-    seconds = (self.total_steps - step) / self.steps_per_sec
+    seconds = (self.total_steps - step) / rate
     # Until the first evaluation has been timed, its cost is unknown (0).
     return seconds + self.remaining_evals(step) * (self.eval_seconds or 0.0)
 

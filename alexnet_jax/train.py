@@ -7,6 +7,11 @@ split once; a non-finite loss stops the run or skips the step (by
 config.nonfinite) without copying the state; SIGTERM saves a checkpoint and
 stops. config.parallelism 'towers' and 'hybrid' take alexnet_jax.parallelism's
 sharded steps instead of the pmapped ones.
+
+Each checkpoint carries the run's identity (alexnet_jax.workdir.run_identity)
+and the images seen: a resume that changes the identity is refused unless
+config.allow_config_change, and one with another batch size goes on in images
+seen (data order, schedule and epochs read the step plus an offset).
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ class _Run:
   progress: progress_lib.Progress
   p_eval: Callable
   plateau: optim.Plateau
+  step_offset: int  # _step_offset's: data order, schedule, epochs.
+  identity: dict[str, Any]  # What each checkpoint carries of the run.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -68,6 +75,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run, so a second run on the same workdir is refused.
   """
   config_lib.validate(config)
+  config = config_lib.resolve(config)  # Recorded as the run uses it.
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
   lock = (workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0
@@ -79,30 +87,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                     max_to_keep=config.keep_checkpoints)
+  latest = ckpt.latest_step()
+  # Refused before anything is built or written: records no checkpoint
+  # continues, a corrupt metrics file, a resume of another experiment.
+  workdir_lib.check_records(workdir, latest is not None, config.start_over,
+                            move=jax.process_index() == 0)
+  if latest:
+    workdir_lib.check_resume(workdir, config, latest, ckpt.carried(latest),
+                             log_changes=False)
   # The best evaluation's state, apart: resuming always reads `ckpt`.
   best = (checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints_best'), max_to_keep=1,
       best_metric='eval_top1') if config.get('keep_best_checkpoint') else None)
-  if ckpt.latest_step():  # Refuse a changed resume before building anything.
-    workdir_lib.check_resume(workdir, config, ckpt.latest_step(),
-                             log_changes=False)
   config, data = _config_and_data(config)
-  total_steps = (config.num_train_steps if config.num_train_steps > 0
-                 else int(math.ceil(config.num_epochs * data.steps_per_epoch)))
-
+  spe = data.steps_per_epoch
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, data.steps_per_epoch,
-                              total_steps)
-  state = steps.create_train_state(config, model, tx)
+  state = steps.create_train_state(config, model, optim.create_optimizer(
+      config.optimizer, spe, config_lib.total_steps(config, spe)))
+  state = _restore(ckpt, state, config, workdir)
+  start_step = int(state.step)
+  carried = ckpt.carried(start_step) if start_step else None
+  offset = _step_offset(config, workdir, start_step, carried)
+  total_steps = config_lib.total_steps(config, spe, offset)
+  tx = optim.create_optimizer(config.optimizer, spe, total_steps, offset)
   logging.info('AlexNet %s: %s parameters; %d steps of %d images '
                '(%d steps per epoch) on %d devices.', config.model.variant,
                f'{models.count_params(state.params):,}', total_steps,
-               config.batch_size, data.steps_per_epoch, jax.device_count())
-  state = placement.replicate(ckpt.restore_latest(state))
-  start_step = int(state.step)
+               config.batch_size, spe, jax.device_count())
+  state = placement.replicate(state)
   if start_step:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
-  writer = _start_records(config, workdir, data, start_step)
+  writer = _start_records(config, workdir, data, start_step, carried)
 
   p_train, p_eval, put = _make_steps(model, tx, config, total_steps)
   run = _Run(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
@@ -110,11 +125,14 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
              plateau=optim.Plateau.from_config(config.optimizer),
              progress=progress_lib.Progress(
                  total_steps, config.eval_every_steps,
-                 progress_lib.resumed_elapsed(workdir, start_step)))
+                 progress_lib.resumed_elapsed(workdir, start_step),
+                 start_step=start_step),
+             step_offset=offset,
+             identity=workdir_lib.run_identity(config, data.class_names))
   trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
                                  config.profile_steps)
-  batches = placement.prefetch_to_device(data.train_batches(start_step),
-                                         put=put)
+  batches = placement.prefetch_to_device(
+      data.train_batches(start_step + offset), put=put)
   last_logged, step = _train_loop(run, state, p_train, batches, start_step,
                                   trace)
   trace.close()
@@ -129,6 +147,42 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   return last_logged
 
 
+def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
+  """The newest readable checkpoint, or `state` (config.start_over where
+  none can be read: the old records set aside first)."""
+  try:
+    return ckpt.restore_latest(state)
+  except checkpointing.UnreadableCheckpointError:
+    if not config.start_over:
+      raise
+  workdir_lib.check_records(workdir, False, True,
+                            move=jax.process_index() == 0)
+  return state
+
+
+def _step_offset(config, workdir: str, start_step: int,
+                 carried: dict[str, Any] | None) -> int:
+  """The steps of config.batch_size the images seen before `start_step`
+  make, less `start_step`: 0 unless a resume changed the batch size. The
+  data order, the schedule and the epochs read the step plus this offset,
+  so they go on in images seen."""
+  if not start_step:
+    return 0
+  seen = (carried or {}).get('images_seen')
+  if seen is None:  # A checkpoint from before they counted: its record's.
+    path = workdir_lib.record_path(workdir, 'config', start_step - 1)
+    batch = (workdir_lib.read_config(path).get('batch_size')
+             if path else None) or config.batch_size
+    seen = start_step * batch
+  batches, rest = divmod(int(seen), config.batch_size)
+  if rest:
+    raise config_lib.ConfigError(
+        f'config.batch_size={config.batch_size} is invalid: the run resumed '
+        f'at step {start_step} has seen {seen} images, not a whole number of '
+        f'such batches; choose a divisor of {seen}.')
+  return batches - start_step
+
+
 def _config_and_data(config):
   """The dataset, and the config with the training split's measured mean in
   place of the configured one where config.normalization.mean_from_data
@@ -141,13 +195,15 @@ def _config_and_data(config):
   return config, data
 
 
-def _start_records(config, workdir: str, data,
-                   start_step: int) -> metrics_writer.MetricsWriter:
+def _start_records(config, workdir: str, data, start_step: int,
+                   carried: dict[str, Any] | None
+                   ) -> metrics_writer.MetricsWriter:
   """Writes the config, class names, mean image and provenance (process 0);
   returns the metrics writer."""
   is_writer = jax.process_index() == 0
   if is_writer:
-    workdir_lib.record_config(workdir, config, data.class_names, start_step)
+    workdir_lib.record_config(workdir, config, data.class_names, start_step,
+                              carried)
     if getattr(data, 'mean_image', None) is not None:  # For predict.
       np.save(os.path.join(workdir, workdir_lib.MEAN_IMAGE_FILE),
               data.mean_image)
@@ -219,13 +275,16 @@ def _sync_step(run: _Run, state, step: int, summary: dict[str, float],
       eval_metrics.update(_evaluate_ten_crops(run, state, step))
     row = {'step': step, **row, **eval_metrics}
   if row:
-    row.update(epoch=step / run.data.steps_per_epoch,
+    row.update(epoch=(step + run.step_offset) / run.data.steps_per_epoch,
                elapsed_s=run.progress.elapsed())
     run.writer.write(step, row)
+  identity = {**run.identity, 'images_seen':
+              (step + run.step_offset) * run.config.batch_size}
   if save:
-    run.ckpt.save(step, state)
+    run.ckpt.save(step, state, identity=identity)
   if eval_now and run.best is not None:
-    run.best.save(step, state, {'eval_top1': eval_metrics['eval_top1']})
+    run.best.save(step, state, {'eval_top1': eval_metrics['eval_top1']},
+                  identity=identity)
   return state, row
 
 

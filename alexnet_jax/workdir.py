@@ -4,11 +4,15 @@
   `fcntl.flock` for the run's lifetime; the kernel releases it when the
   process dies (even by SIGKILL), so a crashed run never blocks the next. The
   file names the holder (host, pid, start time) for the error message.
-* `record_config`: the first run writes `config.json`; a resume compares its
-  config with the newest record and refuses a change to the data, the model or
-  the batch size (naming the fields) unless `config.allow_config_change`; any
-  accepted change is written to `config.<step>.json` (the step it applies
-  from), so `config.json` always stays what the first steps used.
+* `check_records`: a workdir holding a run's records (metrics, checkpoints
+  set aside) but no checkpoint is refused, so that a relaunch never replaces
+  them; `config.start_over` moves them to `old_records.<time>/` instead.
+* `record_config`: the first run writes `config.json`; a resume compares the
+  run's identity (alexnet_jax.config_fields) with the one its checkpoint
+  carries, or else with the newest record, and refuses a change (naming the
+  fields) unless `config.allow_config_change`; any accepted change is written
+  to `config.<step>.json` (the step it applies from), so `config.json` always
+  stays what the first steps used.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from typing import Any, Iterable
 
 from absl import logging
 
+from alexnet_jax import config_fields
+from alexnet_jax import metrics_writer
+
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
@@ -31,28 +38,19 @@ CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
 MEAN_IMAGE_FILE = 'mean_image.npy'
 _STEP_RECORD = re.compile(r'^(config|class_names)\.(\d+)\.(json|txt)$')
 
-# Fields whose change on resume makes the run no longer one experiment (the
-# data it sees, the function it learns, the steps per epoch): refused unless
-# allow_config_change. The execution choices (config.execution, and the
-# model.*_impl fields of records written before that section existed) change
-# neither the function nor the parameters and are free.
-_GUARDED = ('dataset', 'dataset_dir', 'train_split', 'eval_split',
-            'validation_fraction', 'image_size', 'resize_size', 'resize_mode',
-            'augment.', 'fake_data.', 'model.', 'batch_size', 'seed',
-            'ten_crop')
-_FREE = ('allow_config_change',)
-# Fields added after runs were first recorded, with the value the code before
-# them had: a record without one describes a run made that way.
-_ADDED_FIELDS = {('model', 'lrn_across_towers'): True}
-_SCHEDULE = ('num_train_steps', 'num_epochs')
+OLD_RECORDS = 'old_records.'  # + the UTC time a start over set them aside.
 
 
 class WorkdirBusyError(RuntimeError):
   """Another run holds the workdir."""
 
 
-class ConfigChangedError(ValueError):
-  """A resume whose config differs from the recorded run's."""
+class RecordsError(ValueError):
+  """The workdir's records forbid this launch as it is."""
+
+
+class ConfigChangedError(RecordsError):
+  """A resume that changes the recorded run's identity."""
 
 
 class WorkdirLock:
@@ -96,16 +94,6 @@ def _read(fd: int) -> str:
   return os.read(fd, 1000).decode(errors='replace').strip()
 
 
-def _flatten(tree: dict[str, Any], prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      flat.update(_flatten(value, f'{prefix}{key}.'))
-    else:
-      flat[prefix + key] = list(value) if isinstance(value, tuple) else value
-  return flat
-
-
 def _records(workdir: str, kind: str) -> list[tuple[int, str]]:
   """(step, path) of the records of `kind` ('config' or 'class_names'),
   oldest first; the undated file counts as step 0."""
@@ -126,41 +114,99 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
+
+
+def _set_absent(record: dict[str, Any], field: str, value: Any) -> None:
+  *parents, leaf = field.split('.')
+  for part in parents:
+    record = record.get(part)
+    if not isinstance(record, dict):
+      return  # A record without the section: nothing to complete.
+  record.setdefault(leaf, value)
+
+
 def read_config(path: str) -> dict[str, Any]:
   """A config record as a dict, with the fields added since it was written
   set to what the code that wrote it did."""
   with open(path) as f:
     record = json.load(f)
-  for (section, field), before in _ADDED_FIELDS.items():
-    if isinstance(record.get(section), dict):
-      record[section].setdefault(field, before)
+  for field, value in config_fields.with_older_values({}).items():
+    _set_absent(record, field, value)
   return record
 
 
-def config_changes(old: dict[str, Any], new: dict[str, Any]
-                   ) -> list[tuple[str, Any, Any]]:
-  """(dotted field, old, new) for every field that differs."""
-  a, b = _flatten(old), _flatten(new)
-  return [(k, a.get(k, '<absent>'), b.get(k, '<absent>'))
-          for k in sorted(set(a) | set(b))
-          if a.get(k, '<absent>') != b.get(k, '<absent>')
-          and not k.startswith(_FREE)]
+def resolved_flat(record: dict[str, Any]) -> dict[str, Any]:
+  """A record's fields by dotted name, groups and lrn resolved (records
+  before config.json held resolved values kept None for the variant's)."""
+  flat = config_fields.flatten(record)
+  if flat.get('model.groups') is None or flat.get('model.lrn') is None:
+    from alexnet_jax import models  # pylint: disable=g-import-not-at-top
+    if flat.get('model.variant') in models.VARIANTS:
+      flat.update({f'model.{k}': v for k, v in models.resolve_variant_defaults(
+          flat['model.variant'], flat.get('model.groups'),
+          flat.get('model.lrn')).items()})
+  return flat
 
 
-def is_execution_field(field: str) -> bool:
-  """Whether dotted `field` is an execution choice: config.execution's, or
-  where records from before that section kept them."""
-  return (field.startswith('execution.') or field == 'xla_cpu_conv_library'
-          or (field.startswith('model.') and field.endswith('_impl')))
+def run_identity(config, class_names: Iterable[str]) -> dict[str, Any]:
+  """What a checkpoint carries of its run: the identity fields of the
+  (resolved) config, the class list, and a digest of both."""
+  fields = config_fields.identity_of(
+      config_fields.flatten(config_fields.as_record(config)))
+  classes = list(class_names)
+  return {'fields': fields, 'classes': classes,
+          'digest': config_fields.digest(fields, classes)}
 
 
-def _is_guarded(field: str) -> bool:
-  return any(field == g or (g.endswith('.') and field.startswith(g))
-             for g in _GUARDED) and not is_execution_field(field)
+def _results(workdir: str) -> list[str]:
+  """The records of a run's results in `workdir` (a metrics file with rows,
+  checkpoints set aside, configs of resumes); a corrupt metrics file is
+  refused here, before anything is written."""
+  found = []
+  if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    try:
+      rows = metrics_writer.read_metrics(workdir)
+    except ValueError as e:
+      raise RecordsError(
+          f'{e}. Repair or remove that line (the rows are the run\'s '
+          f'record), then launch again.') from None
+    if rows:
+      found.append('metrics.jsonl')
+  aside = os.path.join(workdir, 'checkpoints.unreadable')
+  if os.path.isdir(aside) and os.listdir(aside):
+    found.append('checkpoints.unreadable')
+  found += [os.path.basename(p) for s, p in _records(workdir, 'config') if s]
+  return found
 
 
-def _describe(changes: Iterable[tuple[str, Any, Any]]) -> str:
-  return ', '.join(f'{k} {a!r} -> {b!r}' for k, a, b in changes)
+def check_records(workdir: str, has_checkpoint: bool,
+                  start_over: bool = False, move: bool = True) -> None:
+  """Refuses a launch on a workdir whose records no checkpoint continues
+  (a fresh start would replace them), or with `start_over` moves them to
+  old_records.<time>/ (where `move`: one process does); refuses a corrupt
+  metrics file on any launch."""
+  results = _results(workdir)
+  if has_checkpoint or not results:
+    return
+  if not start_over:
+    raise RecordsError(
+        f'{workdir} holds the records of a run ({", ".join(results)}) but no '
+        f'checkpoint that can be read, so it cannot resume; a fresh start '
+        f'would replace them. Use a new --workdir, restore the checkpoints '
+        f'from a backup, or pass --config.start_over=True to train anew '
+        f'there (the old records are moved to {OLD_RECORDS}<time>/).')
+  if not move:
+    return
+  stamp = datetime.datetime.now(datetime.timezone.utc).strftime(
+      '%Y%m%dT%H%M%S.%fZ')
+  aside = os.path.join(workdir, OLD_RECORDS + stamp)
+  os.makedirs(aside)
+  for name in sorted(os.listdir(workdir)):
+    if name not in (LOCK_FILE, 'checkpoints') and not name.startswith(
+        (OLD_RECORDS, '.write_test')):
+      os.replace(os.path.join(workdir, name), os.path.join(aside, name))
+  logging.warning('start_over: the records of the earlier run are kept in %s.',
+                  aside)
 
 
 def _write(path: str, text: str) -> None:
@@ -170,26 +216,29 @@ def _write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def record_config(workdir: str, config, class_names: list[str],
-                  step: int) -> None:
+def record_config(workdir: str, config, class_names: list[str], step: int,
+                  carried: dict[str, Any] | None = None) -> None:
   """Writes the run's config and class names, refusing a changed resume.
 
   `step`: the step training starts from (0 for a new run, whose records
-  replace those of a run that saved no checkpoint).
+  replace those of a run that left no results: `check_records`).
+  `carried`: the identity the checkpoint of `step` carries.
   """
   text = config.to_json_best_effort(indent=2, sort_keys=True)
   names = ''.join(f'{name}\n' for name in class_names)
-  last = record_path(workdir, 'config')
-  if step == 0 or last is None:
+  if step == 0:
     for _, path in _records(workdir, 'config') + _records(workdir,
                                                           'class_names'):
       os.remove(path)  # No checkpoint survives from the steps they describe.
     _write(os.path.join(workdir, CONFIG_FILE), text)
     _write(os.path.join(workdir, CLASS_NAMES_FILE), names)
     return
-  check_resume(workdir, config, step)
-  with open(last) as f:
-    changed = json.load(f) != json.loads(text)
+  check_resume(workdir, config, step, carried, class_names)
+  last = record_path(workdir, 'config')
+  changed = True
+  if last is not None:
+    with open(last) as f:
+      changed = json.load(f) != json.loads(text)
   if changed:
     _write(os.path.join(workdir, f'config.{step}.json'), text)
   names_path = record_path(workdir, 'class_names')
@@ -198,32 +247,62 @@ def record_config(workdir: str, config, class_names: list[str],
     _write(os.path.join(workdir, f'class_names.{step}.txt'), names)
 
 
-def check_resume(workdir: str, config, step: int,
-                 log_changes: bool = True) -> None:
-  """Raises ConfigChangedError if `config` changes a guarded field of the
-  newest config record (unless config.allow_config_change); logs the
-  changes it accepts if `log_changes`."""
+def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
+  """(flat config record or None, recorded identity fields or None,
+  recorded classes or None, where they were read)."""
   path = record_path(workdir, 'config')
-  if path is None:
+  old = None
+  if path is not None:
+    try:
+      old = resolved_flat(read_config(path))
+    except (OSError, ValueError) as e:
+      raise ConfigChangedError(f'Cannot read {path} to check the resumed '
+                               f'config against it: {e}') from None
+  if carried and carried.get('fields') is not None:
+    fields = config_fields.with_older_values(carried['fields'])
+    return old, fields, carried.get('classes'), f'the checkpoint of step {step}'
+  if old is None:
+    return None, None, None, ''
+  names = record_path(workdir, 'class_names')
+  classes = open(names).read().splitlines() if names else None
+  return old, config_fields.identity_of(old), classes, os.path.basename(path)
+
+
+def check_resume(workdir: str, config, step: int,
+                 carried: dict[str, Any] | None = None,
+                 class_names: list[str] | None = None,
+                 log_changes: bool = True) -> None:
+  """Raises ConfigChangedError if `config` (resolved) or `class_names`
+  change the run's identity, as the checkpoint of `step` carries it
+  (`carried`) or else as the newest config record says, unless
+  config.allow_config_change; logs every change it accepts if
+  `log_changes`."""
+  old, fields, classes, where = _recorded(workdir, step, carried)
+  if fields is None:
     return
-  try:
-    old = read_config(path)
-  except (OSError, ValueError) as e:
-    raise ConfigChangedError(f'Cannot read {path} to check the resumed '
-                             f'config against it: {e}') from None
-  new = json.loads(config.to_json_best_effort())
-  changes = config_changes(old, new)
-  guarded = [c for c in changes if _is_guarded(c[0])]
-  if guarded and not config.get('allow_config_change', False):
+  new = resolved_flat(config_fields.as_record(config))
+  found = config_fields.changes(fields, config_fields.identity_of(new))
+  if class_names is not None and classes is not None and (
+      list(classes) != list(class_names)):
+    found.append(('classes', list(classes), list(class_names)))
+  if found and not config.get('allow_config_change', False):
     raise ConfigChangedError(
-        f'{workdir} holds a run (resumed here at step {step}) whose data, '
-        f'model or batch differ from this config: {_describe(guarded)} (as '
-        f'recorded in {os.path.basename(path)}). Use a new --workdir, the '
-        f'recorded values, or --config.allow_config_change=True to continue '
-        f'with the change (recorded in config.{step}.json).')
-  if changes and log_changes:
-    logging.warning('Resuming at step %d with a changed config: %s%s. Recorded '
-                    'in config.%d.json.', step, _describe(changes),
-                    ' (the run length, so the learning-rate schedule, '
-                    'changes)' if any(k in _SCHEDULE for k, _, _ in changes)
-                    else '', step)
+        f'{workdir} holds a run (resumed here at step {step}) of another '
+        f'experiment: {config_fields.describe(found)} (as recorded in '
+        f'{where}). Use a new --workdir, the recorded values, or '
+        f'--config.allow_config_change=True to continue with the change '
+        f'(recorded in config.{step}.json).')
+  if not log_changes:
+    return
+  logged = dict((k, (a, b)) for k, a, b in
+                (config_fields.changes(old, new) if old else []))
+  logged.update((k, (a, b)) for k, a, b in found)
+  if logged:
+    described = config_fields.describe(
+        [(k, a, b) for k, (a, b) in sorted(logged.items())])
+    logging.warning(
+        'Resuming at step %d with a changed config: %s%s. Recorded in '
+        'config.%d.json.', step, described,
+        ' (the run length changes; the schedule and epochs go on in images '
+        'seen)' if any(k in config_fields.SCHEDULE or k == 'batch_size'
+                       for k in logged) else '', step)

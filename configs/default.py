@@ -149,7 +149,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # in workdir/profile (TensorBoard's profile tab, Perfetto).
   config.profile_steps = 0
   config.max_consecutive_skips = 10  # nonfinite='skip': stop (diverged) after this many skipped steps in a row.
-  config.allow_config_change = False  # Resume even if the data, model or batch size differ from the recorded run.
+  # Resume even if the run's identity (data, model, optimizer, seed, batch: alexnet_jax/config_fields.py) changes.
+  config.allow_config_change = False
+  # Where no checkpoint can be read but records remain: train anew, keeping the old records in old_records.<time>/.
+  config.start_over = False
   return config
 
 

@@ -11,96 +11,138 @@
 # %% [markdown]
 # # alexnet_jax quickstart
 #
-# Build AlexNet (Krizhevsky, Sutskever and Hinton, 2012), train it for a few
-# steps on images of the embedded `alexnet_shapes` dataset, and classify an
-# image. The network here is shrunk (5% of the paper's width, 67x67 crops)
-# so that the notebook runs in seconds on a laptop CPU; `configs/default.py`
-# is the full default job, and `alexnet-train --config=configs/default.py
-# --workdir=DIR` trains it from the command line.
+# A trained AlexNet (Krizhevsky, Sutskever and Hinton, 2012) opened up: its
+# training curves, its first layer's kernels, and its predictions on a few
+# images. The run is the README Quickstart's default job,
+#
+#     python -m alexnet_jax.main --config=configs/default.py --workdir=/tmp/alexnet_default
+#
+# a two-tower, quarter-width AlexNet trained on the embedded `alexnet_shapes`
+# dataset (ten geometric shapes on cluttered backgrounds). Without that run,
+# the notebook trains the same job for a few hundred steps into a workdir of
+# its own (a minute or two on a laptop CPU, generating the dataset included).
 
 # %%
-import jax
-import numpy as np
+import glob
+import os
+import tempfile
 
-from alexnet_jax import models
-from alexnet_jax import optim
-from alexnet_jax import placement
+from IPython.display import Image
+import matplotlib.pyplot as plt
+
+from alexnet_jax import checkpoint_params
+from alexnet_jax import cli
+from alexnet_jax import metrics_writer
 from alexnet_jax import predict
-from alexnet_jax import steps
-from alexnet_jax.datasets import shapes
+from alexnet_jax import startup
+from alexnet_jax import train
 from configs import default
+from experiments import figure3
+from experiments import run_loading
 
-print('JAX', jax.__version__, 'on', jax.devices())
-
-# %% [markdown]
-# ## The model
-#
-# A config is an `ml_collections.ConfigDict`; every field of
-# `configs/default.py` can be changed, here or as `--config.FIELD=VALUE` on
-# the command line.
-
-# %%
-config = default.get_config()
-config.model.width = 0.05  # Of the paper's channels (default job: 0.25).
-config.image_size = 67  # The smallest input the paper's topology admits.
-config.resize_size = 72
-config.batch_size = 16
-config.optimizer.warmup_epochs = 0.0
-
-model = models.model_from_config(config)
-steps_per_epoch, total_steps = 10, 10
-tx = optim.create_optimizer(config.optimizer, steps_per_epoch, total_steps)
-state = steps.create_train_state(config, model, tx)
-print(f'{models.count_params(state.params):,} parameters in',
-      list(state.params))
+# The README Quickstart's run, and where to train briefly if it is missing.
+WORKDIR = os.environ.get('ALEXNET_WORKDIR', '/tmp/alexnet_default')
+BRIEF_WORKDIR = os.environ.get('ALEXNET_BRIEF_WORKDIR',
+                               '/tmp/alexnet_quickstart')
 
 # %% [markdown]
-# ## Data: the embedded shapes dataset
+# ## The run
 #
-# Example `i` of a split is rendered from a fixed seed (no download); the
-# training job reads the same images through TensorFlow Datasets.
-# `predict.preprocess` resizes and centre-crops as evaluation does.
+# A workdir holds `config.json`, `metrics.jsonl` and the checkpoints.
+# `train.train_and_evaluate` is what the command line runs; XLA reads its
+# options when JAX starts, so `startup.set_xla_flags` comes first.
 
 # %%
-def shapes_batch(start, size):
-  examples = [shapes.render_example(shapes.TRAIN_SEED, i)
-              for i in range(start, start + size)]
-  images = np.concatenate([predict.preprocess(image, config)
-                           for image, _ in examples])
-  labels = np.array([label for _, label in examples], np.int32)
-  return images, labels
+def has_checkpoint(workdir):
+  try:
+    return bool(checkpoint_params.find_checkpoints(workdir))
+  except checkpoint_params.CheckpointNotFoundError:
+    return False
 
-images, labels = shapes_batch(0, config.batch_size)
-print(images.shape, images.dtype, [shapes.CLASS_NAMES[l] for l in labels[:5]])
+
+if has_checkpoint(WORKDIR):
+  run_dir = WORKDIR
+  startup.set_xla_flags(predict.load_config(run_dir))
+else:
+  run_dir = BRIEF_WORKDIR
+  config = default.get_config()
+  config.num_train_steps = 500  # Of the full job's 3,744 (24 epochs).
+  config.log_every_steps = 25
+  config.eval_every_steps = config.checkpoint_every_steps = 100
+  startup.set_xla_flags(config)
+  cli.quiet_console()  # TensorFlow's start-up notices.
+  train.train_and_evaluate(config, run_dir)
+
+config, variables, step, class_names = run_loading.load_run(run_dir)
+print(f'{run_dir}: step {step}, {config.model.variant} '
+      f'AlexNet, width {config.model.width}, {config.image_size}x'
+      f'{config.image_size} crops, classes: {", ".join(class_names)}')
 
 # %% [markdown]
-# ## Training steps
+# ## Training curves
 #
-# `make_pmapped_steps` gives the training loop's own step: the batch is split
-# over the local devices (leading axis), gradients are averaged across them.
+# `metrics.jsonl` has one JSON row per logged step: the training loss and
+# accuracy averaged since the previous log, and the evaluation on the
+# validation split (`eval_*`) where one ran.
 
 # %%
-p_train, _ = steps.make_pmapped_steps(model, tx, config,
-                                       total_steps=total_steps)
-state = placement.replicate(state)
-n = jax.local_device_count()
-for step in range(4):
-  images, labels = shapes_batch(step * config.batch_size, config.batch_size)
-  batch = {'image': images.reshape((n, -1) + images.shape[1:]),
-           'label': labels.reshape(n, -1)}
-  state, metrics = p_train(state, batch)
-  print(f'step {step + 1}: loss {float(metrics["step_loss"][0]):.4f}')
+rows = metrics_writer.read_metrics(run_dir)
+train_rows = [r for r in rows if 'train_loss' in r]
+eval_rows = [r for r in rows if 'eval_top1' in r]
+
+fig, (loss_ax, top1_ax) = plt.subplots(1, 2, figsize=(10, 3.5),
+                                       layout='constrained')
+loss_ax.plot([r['step'] for r in train_rows],
+             [r['train_loss'] for r in train_rows])
+loss_ax.set(xlabel='step', ylabel='training loss', title='Training loss')
+top1_ax.plot([r['step'] for r in eval_rows],
+             [100 * r['eval_top1'] for r in eval_rows], 'o-')
+top1_ax.set(xlabel='step', ylabel='top-1 accuracy (%)', ylim=(0, 100),
+            title='Validation top-1 accuracy')
+plt.show()
+print(f'last evaluation, step {eval_rows[-1]["step"]}: top-1 '
+      f'{eval_rows[-1]["eval_top1"]:.3f}, top-5 {eval_rows[-1]["eval_top5"]:.3f}')
 
 # %% [markdown]
-# ## Classify an image
+# ## conv1's kernels (the paper's Figure 3)
 #
-# `predict.Predictor` is what `alexnet-predict` uses; after four steps the
-# probabilities are still close to uniform (1/10).
+# Each kernel is scaled to the full display range on its own, one block per
+# tower (the paper's two GPUs), as `alexnet-figure3` draws them. Above each
+# kernel: its colour score (the share of its energy off the grey axis; 2/3
+# for random weights) and its smoothness (about 0 for noise). In the paper,
+# tower 1 learned largely colour-agnostic kernels and tower 2 colour-specific
+# ones; `experiments/figure3.py` tests whether two towers differ more than
+# chance.
 
 # %%
-image, label = shapes.render_example(shapes.VALIDATION_SEED, 3)
-predictor = predict.Predictor(config, jax.device_get(state.params))
-probs = predictor(predict.preprocess(image, config))
-print('true class:', shapes.CLASS_NAMES[label])
-print(predict.format_predictions('validation example 3',
-                                 predict.top_k(probs, 3), shapes.CLASS_NAMES))
+with tempfile.TemporaryDirectory() as out:
+  result = figure3.run_figure3(run_dir, out)
+  kernels = Image(filename=result['paths']['png'])  # Read in now.
+for tower in result['towers']:
+  print(f'tower {tower["tower"]}: colour score {tower["colour"]:.2f}, '
+        f'smoothness {tower["smoothness"]:.2f}')
+kernels
+
+# %% [markdown]
+# ## Classify images
+#
+# `predict.Predictor` is what `alexnet-predict` runs: the evaluation
+# preprocessing (resize, centre crop) in NumPy, then the softmax. The model
+# knows only the ten shape classes it was trained on, so every image gets
+# one of those names, whatever it shows.
+
+# %%
+predictor = predict.Predictor(config, variables['params'])
+mean_image = predict.load_mean_image(run_dir, config)  # None for this job.
+paths = sorted(glob.glob('images/*.jpg'))
+fig, axes = plt.subplots(1, len(paths), figsize=(3 * len(paths), 3.2),
+                         layout='constrained')
+for path, ax in zip(paths, axes):
+  image = predict.load_image(path)
+  probs = predictor(predict.preprocess(image, config, mean_image=mean_image))
+  best = predict.top_k(probs, 3)
+  print(predict.format_predictions(path, best, class_names))
+  ax.imshow(predict.preprocess(image, config)[0])  # The crop the net sees.
+  ax.set_title(f'{class_names[best[0][0]]} ({best[0][1]:.2f})')
+  ax.set_axis_off()
+plt.show()

@@ -25,17 +25,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
 
+from alexnet_jax import config_fields
 from alexnet_jax import preemption
 from alexnet_jax import workdir as workdir_lib
 
 
 RUN_RECORD = 'run.json'
-# Fields that may differ between the sessions of one run without making it a
-# different experiment (durations, cadences, where the data lives).
-SESSION_FIELDS = frozenset({
-    'num_train_steps', 'num_epochs', 'log_every_steps', 'eval_every_steps',
-    'checkpoint_every_steps', 'keep_checkpoints', 'data_dir', 'manual_dir',
-    'eval_batch_size'})
 _NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
 
 
@@ -193,43 +188,28 @@ def read_rows(directory: str) -> list[dict[str, Any]]:
   return [by_step[s] for s in sorted(by_step)]
 
 
-def _config_json(config) -> dict[str, Any]:
-  return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def _flatten(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
-  flat = {}
-  for key, value in tree.items():
-    name = prefix + key
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, name + '.'))
-    else:
-      flat[name] = value
-  return flat
-
-
 def check_same_experiment(run: Run) -> None:
-  """Fails if `run.workdir` holds a run of a different config."""
-  path = os.path.join(run.workdir, 'config.json')
+  """Fails if `run.workdir` holds a run of another experiment: one whose
+  identity fields (alexnet_jax.config_fields) differ."""
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  path = os.path.join(run.workdir, workdir_lib.CONFIG_FILE)
   if not os.path.exists(path):
     return
-  with open(path) as f:
-    saved = _flatten(json.load(f))
-  wanted = _flatten(_config_json(run.config))
-  differ = sorted(k for k in set(saved) | set(wanted)
-                  if k not in SESSION_FIELDS
-                  and not workdir_lib.is_execution_field(k)
-                  and saved.get(k) != wanted.get(k))
+  saved = config_fields.identity_of(
+      workdir_lib.resolved_flat(workdir_lib.read_config(path)))
+  wanted = config_fields.identity_of(config_fields.flatten(
+      config_fields.as_record(config_lib.resolve(run.config))))
+  differ = config_fields.changes(saved, wanted)
   if differ:
-    changes = ', '.join(f'{k}: {saved.get(k)!r} -> {wanted.get(k)!r}'
-                        for k in differ[:6])
     raise ValueError(
-        f'{run.workdir} holds a run of another config ({changes}). Use a new '
-        f'--workdir, or delete that directory to retrain it.')
+        f'{run.workdir} holds a run of another config '
+        f'({config_fields.describe(differ[:6])}). Use a new --workdir, or '
+        f'delete that directory to retrain it.')
 
 
 def total_steps(config, record: Mapping[str, Any]) -> int:
   """The run's last step, as `train.train_and_evaluate` computes it."""
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
   if (record.get('num_epochs') == config.num_epochs and
@@ -237,8 +217,8 @@ def total_steps(config, record: Mapping[str, Any]) -> int:
       record.get('total_steps')):
     return int(record['total_steps'])
   from alexnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  data = data_lib.create_data(config)
-  return int(math.ceil(config.num_epochs * data.steps_per_epoch))
+  return config_lib.total_steps(
+      config, data_lib.create_data(config).steps_per_epoch)
 
 
 def last_step(rows: Sequence[Mapping[str, Any]]) -> int:

@@ -48,6 +48,17 @@ def tiny_config(**overrides):
   return config
 
 
+def corrupt_checkpoint(step_dir):
+  """Overwrites the array data of an orbax step directory with garbage."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  data = [os.path.join(d, f) for d, _, files in os.walk(step_dir)
+          for f in files if os.sep + 'd' + os.sep in os.path.join(d, f)]
+  assert data
+  for path in data:
+    with open(path, 'wb') as f:
+      f.write(np.random.default_rng(0).bytes(2000))
+
+
 @pytest.fixture
 def tiny():
   return tiny_config

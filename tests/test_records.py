@@ -18,6 +18,7 @@ from alexnet_jax import metrics_writer
 from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
 from conftest import ROOT
+from conftest import corrupt_checkpoint
 from conftest import tiny_config
 
 
@@ -166,20 +167,10 @@ def test_changed_model_resume_is_refused_in_one_line(trained, tmp_path):
 # Leftovers of a crash: a torn metrics line, a corrupt newest checkpoint.
 
 
-def _corrupt(step_dir):
-  """Overwrites the array data of an orbax step directory with garbage."""
-  data = [os.path.join(d, f) for d, _, files in os.walk(step_dir)
-          for f in files if os.sep + 'd' + os.sep in os.path.join(d, f)]
-  assert data
-  for path in data:
-    with open(path, 'wb') as f:
-      f.write(np.random.default_rng(0).bytes(2000))
-
-
 def test_resume_after_a_torn_metrics_line_and_a_corrupt_checkpoint(
     trained, tmp_path, caplog):
   workdir = _copy(trained, tmp_path)
-  _corrupt(workdir / 'checkpoints' / '4')
+  corrupt_checkpoint(workdir / 'checkpoints' / '4')
   with open(workdir / 'metrics.jsonl', 'a') as f:
     f.write('{"step": 6, "train_lo')  # A crash mid-write.
   with caplog.at_level(logging.WARNING):
@@ -199,7 +190,7 @@ def test_resume_after_a_torn_metrics_line_and_a_corrupt_checkpoint(
 
 def test_predict_on_a_corrupt_checkpoint_is_one_line(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
-  _corrupt(workdir / 'checkpoints' / '4')
+  corrupt_checkpoint(workdir / 'checkpoints' / '4')
   image = tmp_path / 'x.png'
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(image)

@@ -112,7 +112,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
   # Pixels divided by 1e-38 overflow float32: the loss is NaN from step 1.
   config = tiny(dataset='fake', num_train_steps=3)
   train.train_and_evaluate(config, str(tmp_path))  # A good checkpoint at 3.
-  config = tiny(dataset='fake', num_train_steps=6,
+  config = tiny(dataset='fake', num_train_steps=6, allow_config_change=True,
                 **{'normalization.std': (1e-38, 1e-38, 1e-38)})
   with pytest.raises(train.NonFiniteLossError, match=r'at step 4\b.*step 3'):
     train.train_and_evaluate(config, str(tmp_path))
