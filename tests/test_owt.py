@@ -9,6 +9,7 @@ from conftest import tiny_config
 from test_parallelism import _run
 
 
+@pytest.mark.slow  # A process with 8 simulated devices, about 45 s.
 def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
   _run("""
       config = config_for('hybrid', hybrid_fc_batch='per_worker')

@@ -114,6 +114,7 @@ def test_tflearn_initializers():
     assert not np.any(np.asarray(layer['bias']))
 
 
+@pytest.mark.slow  # The training command, about 20 s.
 def test_flowers17_tflearn_config_trains_on_a_flowers_folder(tmp_path):
   root = tmp_path / 'flowers'
   write_flowers_folder(str(root), per_class=10, corrupt=False)
