@@ -148,7 +148,7 @@ def quiet_failed_reads() -> Iterator[None]:
     except Exception:
       failed = True
       _ignore_closed_loop_callbacks()  # Late ones come through this hook.
-      time.sleep(0.3)  # The abandoned reads finish meanwhile.
+      _until_quiet(capture.fileno())  # The abandoned reads finish meanwhile.
       raise
     finally:
       gc.collect()  # Abandoned futures report when collected: now.
@@ -162,6 +162,21 @@ def quiet_failed_reads() -> Iterator[None]:
         lines = [l for l in lines if not _ABANDONED.search(l)]
       sys.stderr.write(''.join(lines))
       sys.stderr.flush()
+
+
+def _until_quiet(fd: int, still: float = 0.5, most: float = 10.0) -> None:
+  """Waits until nothing has been written to `fd` for `still` seconds (at
+  most `most`): the abandoned reads print as they end, later on a loaded
+  machine."""
+  start, size, since = time.monotonic(), -1, time.monotonic()
+  while time.monotonic() - start < most:
+    gc.collect()  # Abandoned futures report when collected.
+    now = os.fstat(fd).st_size
+    if now != size:
+      size, since = now, time.monotonic()
+    elif time.monotonic() - since >= still:
+      return
+    time.sleep(0.1)
 
 
 class Checkpointer:
@@ -247,7 +262,8 @@ class Checkpointer:
     """The identity the checkpoint of `step` carries (None: a checkpoint
     from before they carried one, or unreadable metadata)."""
     try:
-      metadata = self._manager.metadata(step)
+      with quiet_failed_reads():
+        metadata = self._manager.metadata(step)
     except Exception:  # pylint: disable=broad-except
       return None  # Unreadable: the restore fails and says so.
     return dict(getattr(metadata, 'custom_metadata', None) or {}) or None

@@ -118,8 +118,7 @@ def _reporting_user_errors(main):
     try:
       return main(argv)
     except preemption.Stopped as e:
-      print(e, file=sys.stderr)
-      sys.exit(preemption.EXIT_STOPPED)
+      _exit_with(preemption.EXIT_STOPPED, str(e))
     except Exception as e:  # pylint: disable=broad-except
       if not isinstance(e, user_errors()):
         raise
@@ -203,7 +202,18 @@ def _load_error(argv: Sequence[str], name: str) -> str | None:
 
 def _fail(argv: Sequence[str], message: str) -> None:
   del argv
-  sys.exit('error: ' + ' '.join(message.split()))
+  _exit_with(1, 'error: ' + ' '.join(message.split()))
+
+
+def _exit_with(status: int, line: str) -> None:
+  """Prints `line` as the command's last words and exits with `status`.
+  Threads that libraries leave behind (orbax's reads of a checkpoint that
+  failed) can print tracebacks at exit, below the cause; they are not let
+  through."""
+  print(line, file=sys.stderr, flush=True)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  os.dup2(devnull, 2)
+  sys.exit(status)
 
 
 def _config_file_error(argv: Sequence[str], name: str) -> str | None:

@@ -17,7 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_each_case_reports_the_pipeline_beside_the_decode_ceiling(tmp_path):
   folder, output = tmp_path / 'imagenet_like', tmp_path / 'out.json'
-  # The config's case reads the same generated folder as the second case.
+  # The config's case reads the same generated folder as the second case,
+  # which the benchmark writes beside --output by default (not in a fixed
+  # folder of /tmp that another user may own).
   command = [
       sys.executable, '-m', 'experiments.input_benchmark',
       '--config=configs/default.py', f'--output={output}',
@@ -25,13 +27,16 @@ def test_each_case_reports_the_pipeline_beside_the_decode_ceiling(tmp_path):
       f'--config.data_dir={tmp_path / "tfds"}', '--config.cache=False',
       '--config.batch_size=4', '--config.image_size=67',
       '--config.resize_size=76', '--config.validation_fraction=0.25',
-      '--imagenet_like=24', f'--imagenet_like_dir={folder}',
+      '--imagenet_like=24',
       '--crops_per_call=1', '--warmup=1', '--batches=2', '--repeats=3',
       '--drain=1']
   out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                        timeout=300, check=False,
                        env=dict(os.environ, JAX_PLATFORMS='cpu'))
   assert out.returncode == 0, out.stderr[-3000:]
+  assert len(os.listdir(folder)) >= 24
+  # TFDS's INFO lines stay off the console, as in training.
+  assert 'dataset_info.py' not in out.stderr, out.stderr[-3000:]
   result = json.loads(output.read_text())
   assert set(result['cases']) == {'config', 'imagenet_like',
                                   'imagenet_like_prepared'}
