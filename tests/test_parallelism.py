@@ -184,6 +184,13 @@ def test_modes_that_do_not_fit_name_the_field(monkeypatch):
                      match=r'config.model.width=0.05.*205 neurons'):
     config_lib.validate(_config('hybrid'))
   config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  # Two processes of one device each: a tower pair would span them.
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
-  with pytest.raises(config_lib.ConfigError, match='run in one process'):
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 1)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.parallelism='towers'.*per process, got 1"):
     config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  config_lib.validate(_config('hybrid', **{'model.width': 0.0625}))
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 2)
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  config_lib.validate(_config('towers', **{'model.width': 0.0625}))
