@@ -8,6 +8,9 @@ import socket
 import subprocess
 import sys
 
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from alexnet_jax import metrics_writer
@@ -21,8 +24,7 @@ _ARGS = ['--config=configs/fake_benchmark.py', '--config.model.width=0.0625',
          '--config.image_size=67', '--config.resize_size=67',
          '--config.model.num_classes=10', '--config.batch_size=8',
          '--config.eval_batch_size=8', '--config.model.dropout_rate=0.0',
-         '--config.model.initialization=he',
-         '--config.optimizer.learning_rate=0.05',
+         '--config.optimizer.learning_rate=0.01',
          '--config.log_every_steps=2', '--config.checkpoint_every_steps=2',
          '--config.eval_every_steps=2', '--config.num_train_steps=4']
 
@@ -41,6 +43,13 @@ def _start(workdir, mode, devices, *extra):
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True)
+
+
+def _checkpoint(workdir, step):
+  """The arrays of a checkpoint, read by orbax alone (NumPy, as saved)."""
+  manager = ocp.CheckpointManager(
+      workdir / 'checkpoints', item_handlers=ocp.StandardCheckpointHandler())
+  return manager.restore(step)
 
 
 def _finish(procs):
@@ -82,5 +91,13 @@ def test_two_processes_resume_one_and_end_where_it_does(mode, tmp_path):
   # Every evaluation example counted once; one row per step (process 0).
   assert b[-1]['eval_examples'] == a[-1]['eval_examples'] == 8
   assert [r['step'] for r in b] == [4]
-  # Both processes saved step 4, in the format 1 x 4 reads: it resumes there.
+  # Step 4 saved once, whole: the same arrays as the 1 x 4 run's.
   assert sorted(os.listdir(moved / 'checkpoints')) == ['2', '4']
+  want, got = _checkpoint(straight, 4), _checkpoint(moved, 4)
+  assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(
+      want)
+  for w, g in zip(jax.tree_util.tree_leaves(want),
+                  jax.tree_util.tree_leaves(got)):
+    w = np.asarray(w, np.float64)  # Within 1e-4 of the leaf's largest.
+    scale = np.abs(w[np.isfinite(w)]).max(initial=0.0)
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4 * scale)
