@@ -415,6 +415,19 @@ def hlo_collectives(hlo_text: str, devices: int) -> list[Collective]:
   return out
 
 
+def bytes_sent_per_host(model: models.AlexNet, mode: str, image_size: int,
+                        global_batch: int, hosts: int) -> float:
+  """Bytes each of `hosts` hosts sends to the others in one training step,
+  where a host's devices combine their shares before the hosts exchange
+  theirs (hierarchical collectives) and each holds whole tower pairs. Then
+  a host acts as one device of data parallelism ('data', and 'towers', whose
+  pairs exchange activations within the host and all-reduce every gradient
+  across the hosts) or of the hybrid (activations gathered over all hosts)."""
+  host_mode = 'data' if mode == 'towers' else mode
+  return bytes_sent_per_device(step_collectives(
+      model, host_mode, image_size, global_batch, hosts))
+
+
 def bytes_sent_per_device(collectives, min_bytes: int = 0) -> float:
   """Bytes each device sends in `collectives` (those of at least
   `min_bytes`)."""
