@@ -67,7 +67,7 @@ def help_text(module_name: str, flag_modules: Sequence[str]) -> str:
     shown.append(paragraph.rstrip())
     if 'python -m' in paragraph:
       break
-  own = '\n'.join(flags.FLAGS.module_help(m) for m in flag_modules).rstrip()
+  own = '\n'.join(filter(None, map(flags.FLAGS.module_help, flag_modules)))
   return '\n\n'.join(shown) + f'\n\nflags:\n{own}\n'
 
 

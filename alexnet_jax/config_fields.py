@@ -59,6 +59,7 @@ FIELDS: dict[str, Role] = {
     'augment.random_crop': IDENTITY,
     'augment.flip': IDENTITY,
     'augment.lighting_std': IDENTITY,
+    'augment.lighting_from_data': identity(before=False),
     'normalization.mean': IDENTITY,
     'normalization.std': IDENTITY,
     'normalization.mean_from_data': IDENTITY,
@@ -79,6 +80,7 @@ FIELDS: dict[str, Role] = {
     'model.lrn_bias': IDENTITY,
     'model.lrn_alpha': IDENTITY,
     'model.lrn_beta': IDENTITY,
+    'model.lrn_convention': identity(before='paper'),
     # The optimizer and its schedule (in epochs: free of the run's length).
     'optimizer.rule': IDENTITY,
     'optimizer.learning_rate': IDENTITY,
@@ -95,6 +97,8 @@ FIELDS: dict[str, Role] = {
     # The randomness and the global batch.
     'seed': IDENTITY,
     'batch_size': IDENTITY,
+    # 'hybrid' only: one update per step, or fc6-fc8 per worker (owt.py).
+    'hybrid_fc_batch': identity(before='global'),
     # How it runs: the same function and parameters either way (a step split
     # another way over the devices: docs/parallelism.md).
     'parallelism': FREE,
@@ -116,6 +120,7 @@ FIELDS: dict[str, Role] = {
     'checkpoint_every_steps': FREE,
     'keep_checkpoints': FREE,
     'keep_best_checkpoint': FREE,
+    'final_ten_crop': FREE,  # A ten-crop evaluation also logged at the end.
     'profile_steps': FREE,
     'data_dir': FREE,
     'manual_dir': FREE,

@@ -19,6 +19,8 @@ from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
 PARALLELISM = ('data', 'towers', 'hybrid')
+# 'hybrid': fc6-fc8 updated once on the whole batch, or per worker in turn.
+HYBRID_FC_BATCHES = ('global', 'per_worker')
 RESIZE_MODES = ('crop', 'squash')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 IMAGE_FOLDER = 'image_folder'  # config.dataset of a folder of images.
@@ -89,13 +91,13 @@ def validate(config) -> None:
   _check_loop(config)
   _check_execution(config)
   _check_parallelism(config)
-  smallest = models.min_image_size(config.model.variant,
-                                   config.model.overlap_pool)
   size = _get(config, 'image_size')
-  if not _is_int(size) or size < smallest:
-    _fail('image_size', size,
-          f'model.variant={config.model.variant!r} with overlap_pool='
-          f'{config.model.overlap_pool} needs at least {smallest}')
+  if not _is_int(size):
+    _fail('image_size', size, 'expected an integer')
+  error = models.image_size_error(size, config.model.variant,
+                                  config.model.overlap_pool)
+  if error:
+    _fail('image_size', size, f'model.{error}')
   validate_data(config)
   for field in ('normalization.mean', 'normalization.std'):
     value = _get(config, field)
@@ -120,11 +122,24 @@ def _check_model(config) -> None:
   _one_of(config, m + 'activation', models.ACTIVATIONS)
   _number_in(config, m + 'width', 0.0, 64.0, low_open=True)
   _one_of(config, m + 'dtype', models.DTYPES)
-  _one_of(config, m + 'initialization', models.INITS)
   _int_at_least(config, m + 'num_classes', 2)
-  _int_at_least(config, m + 'lrn_depth', 1)
-  if config.model.lrn_depth % 2 == 0:  # The window is centred on a channel.
-    _fail(m + 'lrn_depth', config.model.lrn_depth,
+  # Optional (the model's default), or None (the variant's).
+  optional = {'initialization': lambda f: _one_of(config, f, models.INITS),
+              'lrn_depth': lambda f: _odd_channels(config, f),
+              'lrn_bias': lambda f: _number_in(config, f, 0.0, 1e6),
+              'lrn_alpha': lambda f: _number_in(config, f, 0.0, 1e6),
+              'lrn_beta': lambda f: _number_in(config, f, 0.0, 1e6),
+              'lrn_convention': lambda f: _one_of(
+                  config, f, models.LRN_CONVENTIONS)}
+  for field, check in optional.items():
+    if config.model.get(field) is not None:
+      check(m + field)
+
+
+def _odd_channels(config, field: str) -> None:
+  _int_at_least(config, field, 1)
+  if _get(config, field) % 2 == 0:  # The window is centred on a channel.
+    _fail(field, _get(config, field),
           'expected an odd number of channels (the paper: 5)')
 
 
@@ -173,8 +188,9 @@ def _check_loop(config) -> None:
   _int_at_least(config, 'eval_every_steps', 0)
   _int_at_least(config, 'checkpoint_every_steps', 0)
   _int_at_least(config, 'keep_checkpoints', 1)
-  if 'keep_best_checkpoint' in config:
-    _bool(config, 'keep_best_checkpoint')
+  for field in ('keep_best_checkpoint', 'final_ten_crop'):
+    if field in config:  # Optional: off.
+      _bool(config, field)
   _int_at_least(config, 'profile_steps', 0)
   _one_of(config, 'nonfinite', NONFINITE)
   _int_at_least(config, 'max_consecutive_skips', 1)
@@ -201,6 +217,8 @@ def validate_data(config) -> None:
                 'normalization.mean_from_data'):
     if not isinstance(_get(config, field), bool):
       _fail(field, _get(config, field), 'expected True or False')
+  if 'lighting_from_data' in config.augment:  # Optional: ImageNet's.
+    _bool(config, 'augment.lighting_from_data')
   if 'mean_image' in config.normalization:
     _bool(config, 'normalization.mean_image')
     if config.normalization.mean_image and config.normalization.mean_from_data:
@@ -235,6 +253,12 @@ def _check_parallelism(config) -> None:
     return  # Configs that predate the field: data parallelism.
   _one_of(config, 'parallelism', PARALLELISM)
   mode = config.parallelism
+  if config.get('hybrid_fc_batch', 'global') != 'global':  # Optional.
+    _one_of(config, 'hybrid_fc_batch', HYBRID_FC_BATCHES)
+    if mode != 'hybrid':
+      _fail('hybrid_fc_batch', config.hybrid_fc_batch,
+            f"the per-worker updates split the batch over the devices of "
+            f"parallelism='hybrid', not {mode!r}")
   if mode == 'data':
     return
   devices = jax.device_count()
@@ -250,7 +274,8 @@ def _check_parallelism(config) -> None:
           f'{jax.local_device_count()} ({jax.process_count()} processes)')
   if mode == 'towers':
     resolved = models.resolve_variant_defaults(
-        config.model.variant, config.model.groups, config.model.lrn)
+        config.model.variant, groups=config.model.groups,
+        lrn=config.model.lrn)
     if resolved['groups'] != 2:
       _fail('model.groups', config.model.groups,
             "parallelism='towers' puts each of the two towers on its own "
@@ -274,12 +299,14 @@ def _check_parallelism(config) -> None:
 # What the code does for an optional field a config leaves out (the model's
 # fields: models.AlexNet's defaults), recorded so that config.json says it.
 _WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
-                'normalization.mean_image': False, 'start_over': False}
+                'normalization.mean_image': False, 'start_over': False,
+                'final_ten_crop': False, 'hybrid_fc_batch': 'global',
+                'augment.lighting_from_data': False}
 
 
 def resolve(config):
   """A copy of a training config with every value the run will use: the
-  variant's groups and lrn where None, and the optional fields it lacks."""
+  variant's fields where None, and the optional fields it lacks."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for field, value in _WHEN_ABSENT.items():
@@ -293,10 +320,11 @@ def resolve(config):
     for f in dataclasses.fields(models.AlexNet):
       if f.name in models.MODEL_FIELDS and f.name not in model:
         model[f.name] = f.default  # groups and lrn: resolved below.
-    if model.get('variant') in models.VARIANTS:
-      resolved = models.resolve_variant_defaults(
-          model.variant, model.get('groups'), model.get('lrn'))
-      model.groups, model.lrn = resolved['groups'], resolved['lrn']
+    if model.get('variant') in models.VARIANTS:  # The fields left None.
+      given = {k: model.get(k) for k in models.VARIANT_DEFAULTS[model.variant]}
+      for field, value in models.resolve_variant_defaults(
+          model.variant, **given).items():
+        model[field] = value
   return config
 
 

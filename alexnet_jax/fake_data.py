@@ -57,10 +57,18 @@ class FakeData:
     while True:
       yield self._train
 
-  def eval_batches(self) -> Iterator[dict]:
+  def eval_batches(self, ten_crop: bool | None = None) -> Iterator[dict]:
+    """The eval batch `eval_steps` times; `ten_crop=True` repeats each image
+    as its ten crops (config.ten_crop is not read: as before, fake data
+    evaluates single images unless asked)."""
     if self._eval is None:
       self._eval = self._make(self.eval_per_device, seed=1)
       self._eval['mask'] = np.ones((self.local_devices, self.eval_per_device),
                                    np.float32)
+    batch = self._eval
+    if ten_crop:
+      images = batch['image'][:, :, None]
+      batch = dict(batch, image=jnp.broadcast_to(
+          images, images.shape[:2] + (10,) + images.shape[3:]))
     for _ in range(self.eval_steps):
-      yield self._eval
+      yield batch

@@ -10,9 +10,13 @@ window crosses the towers).
 
 Every architectural choice the paper's ablations touch is a field: `groups`,
 `lrn`, `overlap_pool`, `dropout_rate`, `activation`; `variant='owt'` gives
-torchvision's single-tower "one weird trick" network (its `groups` and `lrn`
-default to torchvision's, 1 and False, as the paper variant's default to 2 and
-True); `width` scales every layer for small CPU configurations.
+torchvision's single-tower "one weird trick" network, `variant='tflearn'`
+tflearn's AlexNet example ('SAME' padding, LRN after the pooling, also after
+pool5). The fields a variant fixes default to None, which takes the
+variant's value (`VARIANT_DEFAULTS`); `width` scales every layer for small
+CPU configurations. `lrn_convention` says whether `lrn_alpha` is the paper's
+printed alpha ('paper') or, as in cuda-convnet and Caffe, alpha divided by
+the window ('cuda_convnet').
 
 How the operations execute (the same function and parameters either way) is
 the one field `execution` (`ops.Execution`); alexnet_jax/ops.py holds the
@@ -32,9 +36,10 @@ from alexnet_jax import ops
 
 Array = jax.Array
 
-VARIANTS = ('paper', 'owt')
+VARIANTS = ('paper', 'owt', 'tflearn')
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
-INITS = ('paper', 'he')
+INITS = ('paper', 'he', 'tflearn')
+LRN_CONVENTIONS = ('paper', 'cuda_convnet')
 DTYPES = ('float32', 'bfloat16')
 
 
@@ -45,11 +50,13 @@ class ConvSpec:
   features: int
   kernel: int
   stride: int
-  padding: int
+  padding: int | str  # Zeros on each side, or 'SAME' (TensorFlow's).
   grouped: bool  # True: each tower reads only its own maps.
   bias_one: bool  # Paper init: bias 1 (else 0).
   lrn: bool  # LRN after the activation (where the model has LRN).
   pool: bool  # Max-pooling last.
+  pool_first: bool = False  # tflearn: the pooling before the LRN.
+  pool_padding: str = 'VALID'  # Or 'SAME' (tflearn).
 
 
 # The paper's layer table (docs/paper.md); conv3 reads both towers.
@@ -67,23 +74,44 @@ _OWT_CONVS = tuple(
     dataclasses.replace(spec, features=maps,
                         padding=2 if spec.name == 'conv1' else spec.padding)
     for spec, maps in zip(_PAPER_CONVS, (64, 192, 384, 256, 256)))
+# tflearn's AlexNet example: 'SAME' convolutions and pooling, LRN
+# (TensorFlow's) after pool1, pool2 and pool5. One tower by default; like
+# 'owt', groups=2 splits conv2, conv4 and conv5 as the paper does.
+_TFLEARN_CONVS = tuple(
+    dataclasses.replace(spec, padding='SAME', lrn=spec.pool, pool_first=True,
+                        pool_padding='SAME')
+    for spec in _PAPER_CONVS)
 FC_FEATURES = 4096  # fc6 and fc7 neurons at width 1.
 OWT_POOL_OUTPUT = 6  # torchvision's AdaptiveAvgPool2d((6, 6)).
-DEFAULT_IMAGE_SIZE = {'paper': 227, 'owt': 224}
+DEFAULT_IMAGE_SIZE = {'paper': 227, 'owt': 224, 'tflearn': 227}
 # What a variant means for the fields left None: the paper's two towers with
-# LRN; torchvision's single tower without LRN.
+# its LRN; torchvision's single tower without LRN; tflearn's single tower with
+# TensorFlow's default LRN (depth_radius 5: an 11-channel window, bias 1,
+# alpha 1e-4 not divided) and its initializers.
+_PAPER_LRN = {'lrn_depth': 5, 'lrn_bias': 2.0, 'lrn_alpha': 1e-4,
+              'lrn_beta': 0.75}
 VARIANT_DEFAULTS = {
-    'paper': {'groups': 2, 'lrn': True},
-    'owt': {'groups': 1, 'lrn': False},
+    'paper': {'groups': 2, 'lrn': True, 'initialization': 'paper',
+              **_PAPER_LRN},
+    'owt': {'groups': 1, 'lrn': False, 'initialization': 'paper',
+            **_PAPER_LRN},
+    'tflearn': {'groups': 1, 'lrn': True, 'initialization': 'tflearn',
+                'lrn_depth': 11, 'lrn_bias': 1.0, 'lrn_alpha': 1e-4,
+                'lrn_beta': 0.75},
 }
+# torchvision drops the inputs of fc6 and fc7; the paper and tflearn their
+# outputs.
+DROPOUT_ON_FC_INPUTS = ('owt',)
 
 
 def resolve_variant_defaults(variant: str, groups: int | None = None,
-                             lrn: bool | None = None) -> dict[str, Any]:
-  """{'groups': ..., 'lrn': ...}: the values given, else the variant's."""
+                             lrn: bool | None = None,
+                             **others) -> dict[str, Any]:
+  """groups, lrn and the other fields named (of VARIANT_DEFAULTS[variant]):
+  the value given (not None), else the variant's."""
   if variant not in VARIANTS:
     raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
-  given = {'groups': groups, 'lrn': lrn}
+  given = {'groups': groups, 'lrn': lrn, **others}
   return {k: VARIANT_DEFAULTS[variant][k] if v is None else v
           for k, v in given.items()}
 
@@ -91,7 +119,8 @@ def resolve_variant_defaults(variant: str, groups: int | None = None,
 def conv_specs(variant: str) -> Sequence[ConvSpec]:
   if variant not in VARIANTS:
     raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
-  return _PAPER_CONVS if variant == 'paper' else _OWT_CONVS
+  return {'paper': _PAPER_CONVS, 'owt': _OWT_CONVS,
+          'tflearn': _TFLEARN_CONVS}[variant]
 
 
 def scaled_width(channels: int, width: float, groups: int) -> int:
@@ -111,9 +140,13 @@ def layer_sizes(image_size: int, variant: str = 'paper',
   window, stride = pool_window(overlap_pool)
   sizes, size = [], image_size
   for spec in conv_specs(variant):
-    if size > 0:
+    if size > 0 and spec.padding == 'SAME':
+      size = -(-size // spec.stride)
+    elif size > 0:
       size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-    if size > 0 and spec.pool:
+    if size > 0 and spec.pool and spec.pool_padding == 'SAME':
+      size = -(-size // stride)
+    elif size > 0 and spec.pool:
       size = (size - window) // stride + 1 if size >= window else 0
     size = max(size, 0)
     sizes.append(size)
@@ -132,6 +165,29 @@ def min_image_size(variant: str = 'paper', overlap_pool: bool = True) -> int:
     if feature_map_size(size, variant, overlap_pool) >= 1:
       return size
   raise AssertionError('unreachable')
+
+
+def image_size_error(image_size: int, variant: str = 'paper',
+                     overlap_pool: bool = True) -> str | None:
+  """Why `variant` cannot take `image_size` x `image_size` inputs, or None.
+
+  The paper variant refuses sizes its conv1 (11x11, stride 4, no padding)
+  does not tile: at the paper's printed 224 a VALID convolution would drop a
+  column and build a smaller network (pool5 5x5, fc6 6,400 x 4,096, 49.4 M
+  parameters) without a word. Caffe crops 227; cuda-convnet took 224 and let
+  conv1's windows run 3 pixels past the edge (docs/paper.md).
+  """
+  smallest = min_image_size(variant, overlap_pool)
+  if image_size < smallest:
+    return (f'variant={variant!r} with overlap_pool={overlap_pool} needs at '
+            f'least {smallest}')
+  conv1 = conv_specs(variant)[0]
+  if variant == 'paper' and (image_size - conv1.kernel) % conv1.stride:
+    below = image_size - (image_size - conv1.kernel) % conv1.stride
+    return (f"variant='paper' needs a size conv1 (11x11, stride 4) tiles, "
+            f'11 + 4k: 227 is the paper\'s (Caffe\'s) crop; nearest '
+            f'{below} or {below + conv1.stride}')
+  return None
 
 
 class ConvParams(nn.Module):
@@ -169,14 +225,30 @@ def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
                groups=towers if spec.grouped else 1,
                execution=model.execution, first_layer=spec.name == 'conv1')
   x = ACTIVATIONS[model.activation](x)
+  pool = lambda x: ops.max_pool(x, *pool_window(model.overlap_pool),
+                                model.execution, spec.pool_padding)
+  if spec.pool and spec.pool_first:
+    x = pool(x)
   if spec.lrn and model.lrn:
     x = ops.lrn(x, depth=model.lrn_depth, bias=model.lrn_bias,
-                alpha=model.lrn_alpha, beta=model.lrn_beta,
+                alpha=lrn_scale(model), beta=model.lrn_beta,
                 groups=1 if model.lrn_across_towers else towers,
                 execution=model.execution)
-  if spec.pool:
-    x = ops.max_pool(x, *pool_window(model.overlap_pool), model.execution)
+  if spec.pool and not spec.pool_first:
+    x = pool(x)
   return x
+
+
+def lrn_scale(model: AlexNet) -> float:
+  """The factor on the window's sum of squares: `lrn_alpha` as printed in
+  the paper, or divided by the window as cuda-convnet's layer.py and Caffe
+  do ('cuda_convnet')."""
+  if model.lrn_convention not in LRN_CONVENTIONS:
+    raise ValueError(f'model.lrn_convention={model.lrn_convention!r}; '
+                     f'expected one of {LRN_CONVENTIONS}.')
+  if model.lrn_convention == 'cuda_convnet':
+    return model.lrn_alpha / model.lrn_depth
+  return model.lrn_alpha
 
 
 class AlexNet(nn.Module):
@@ -186,8 +258,9 @@ class AlexNet(nn.Module):
   `dropout_rate > 0`, pass `rngs={'dropout': key}`.
   """
   num_classes: int = 1000
-  variant: str = 'paper'  # 'paper' (two towers, 227 input) or 'owt' (224).
-  # groups and lrn: None takes the variant's value (VARIANT_DEFAULTS).
+  # 'paper' (two towers, 227 input), 'owt' (224) or 'tflearn' (227).
+  variant: str = 'paper'
+  # Fields defaulting to None take the variant's value (VARIANT_DEFAULTS).
   groups: int | None = None  # 2: two towers (conv2, conv4, conv5); 1: none.
   lrn: bool | None = None  # Local response normalization after conv1, conv2.
   # With groups=2, LRN normalizes each tower's maps on their own, as the
@@ -198,23 +271,37 @@ class AlexNet(nn.Module):
   activation: str = 'relu'  # 'relu' or 'tanh'.
   width: float = 1.0  # Multiplier on every layer's width.
   dtype: Any = 'float32'  # Compute dtype; parameters stay float32.
-  initialization: str = 'paper'  # 'paper': N(0, 0.01), biases 1/0; 'he'.
+  # 'paper': N(0, 0.01), biases 1/0; 'he'; 'tflearn': uniform_scaling convs,
+  # truncated_normal(0.02) dense layers, biases 0.
+  initialization: str | None = None
   # LRN constants (paper: k=2, n=5, alpha=1e-4, beta=0.75).
-  lrn_depth: int = 5
-  lrn_bias: float = 2.0
-  lrn_alpha: float = 1e-4
-  lrn_beta: float = 0.75
+  lrn_depth: int | None = None  # n: channels in the window.
+  lrn_bias: float | None = None  # k
+  lrn_alpha: float | None = None
+  lrn_beta: float | None = None
+  # 'paper': alpha multiplies the window's sum, as printed; 'cuda_convnet':
+  # alpha / lrn_depth does, as the authors' code and Caffe compute it.
+  lrn_convention: str = 'paper'
   execution: ops.Execution = ops.Execution()  # How the operations run.
 
   def __post_init__(self):
-    # Resolved once, here, so `model.groups` and `model.lrn` read as built.
+    # Resolved once, here, so the variant's fields read as built.
     if self.variant in VARIANTS:
+      given = {k: getattr(self, k) for k in VARIANT_DEFAULTS[self.variant]}
       for field, value in resolve_variant_defaults(
-          self.variant, self.groups, self.lrn).items():
+          self.variant, **given).items():
         object.__setattr__(self, field, value)
     super().__post_init__()
 
-  def _inits(self, bias_one: bool, output_layer: bool = False):
+  def _inits(self, bias_one: bool, output_layer: bool = False,
+             dense: bool = False):
+    if self.initialization == 'tflearn':
+      # tflearn's conv_2d: uniform_scaling, U(+-sqrt(3 / fan_in)); its
+      # fully_connected: truncated_normal, stddev 0.02 (cut at 2 std, as
+      # TensorFlow's); biases zeros.
+      kernel = (nn.initializers.truncated_normal(0.02) if dense else
+                nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform'))
+      return kernel, nn.initializers.zeros
     if self.initialization == 'paper':
       return (nn.initializers.normal(0.01),
               nn.initializers.ones if bias_one else nn.initializers.zeros)
@@ -236,12 +323,11 @@ class AlexNet(nn.Module):
           f'{tuple(ACTIVATIONS)}.')
     if self.groups not in (1, 2):
       raise ValueError(f'model.groups={self.groups}; expected 1 or 2.')
-    smallest = min_image_size(self.variant, self.overlap_pool)
-    if min(x.shape[1:3]) < smallest:
-      raise ValueError(
-          f'Input images of {x.shape[1]}x{x.shape[2]} are too small for '
-          f'variant={self.variant!r} with overlap_pool={self.overlap_pool}: '
-          f'the minimum is {smallest}x{smallest}.')
+    for size in sorted(set(x.shape[1:3])):
+      error = image_size_error(size, self.variant, self.overlap_pool)
+      if error:
+        raise ValueError(f'Input images of {x.shape[1]}x{x.shape[2]}: '
+                         f'{error}.')
 
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
@@ -262,16 +348,17 @@ class AlexNet(nn.Module):
 
     dropout = nn.Dropout(rate=self.dropout_rate, deterministic=not train)
     fc = scaled_width(FC_FEATURES, self.width, 1)
+    on_inputs = self.variant in DROPOUT_ON_FC_INPUTS
     for name in ('fc6', 'fc7'):
-      kernel_init, bias_init = self._inits(True)
-      if self.variant == 'owt':  # torchvision drops the inputs of fc6, fc7.
+      kernel_init, bias_init = self._inits(True, dense=True)
+      if on_inputs:
         x = dropout(x)
       x = nn.Dense(fc, dtype=dtype, param_dtype=jnp.float32,
                    kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
       x = ACTIVATIONS[self.activation](x)
-      if self.variant == 'paper':  # The paper drops the outputs of fc6, fc7.
+      if not on_inputs:
         x = dropout(x)
-    kernel_init, bias_init = self._inits(False, output_layer=True)
+    kernel_init, bias_init = self._inits(False, output_layer=True, dense=True)
     x = nn.Dense(self.num_classes, dtype=dtype, param_dtype=jnp.float32,
                  kernel_init=kernel_init, bias_init=bias_init, name='fc8')(x)
     return x.astype(jnp.float32)

@@ -57,27 +57,36 @@ CHOICES = {'conv1_impl': CONV1_IMPLS, 'lrn_impl': LRN_IMPLS,
 # --- Convolution -------------------------------------------------------------
 
 
-def conv(x: Array, kernel: Array, bias: Array, *, stride: int, padding: int,
-         groups: int, execution: Execution,
+def same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
+  """TensorFlow's 'SAME' padding of one axis: ceil(size / stride) outputs,
+  the odd pixel of padding at the end."""
+  total = max((-(-size // stride) - 1) * stride + window - size, 0)
+  return total // 2, total - total // 2
+
+
+def conv(x: Array, kernel: Array, bias: Array, *, stride: int,
+         padding: int | str, groups: int, execution: Execution,
          first_layer: bool = False) -> Array:
   """A (possibly grouped) 2-D convolution of NHWC `x`, plus `bias`.
 
   `kernel` has `nn.Conv(feature_group_count=groups)`'s layout (kh, kw,
   in_channels // groups, features): output channel o reads input group
-  o // (features / groups), as in PyTorch. `first_layer`: the network's
-  conv1, which `execution.conv1_impl` chooses for.
+  o // (features / groups), as in PyTorch. `padding`: zeros on every side,
+  or 'SAME' (TensorFlow's). `first_layer`: the network's conv1, which
+  `execution.conv1_impl` chooses for.
   """
   in_channels, features = x.shape[-1], kernel.shape[-1]
   if in_channels != kernel.shape[2] * groups or features % groups:
     raise ValueError(
         f'conv: {in_channels} input and {features} output channels must both '
         f'be divisible by groups={groups} (kernel {kernel.shape}).')
+  pads = tuple(same_pads(n, kernel.shape[0], stride) if padding == 'SAME'
+               else (padding, padding) for n in x.shape[1:3])
   direct = functools.partial(
       lax.conv_general_dilated, window_strides=(stride, stride),
-      padding=((padding, padding),) * 2,
-      dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+      padding=pads, dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   if first_layer and execution.conv1_impl == 'space_to_depth':
-    y = space_to_depth_conv(x, kernel, stride, padding)
+    y = space_to_depth_conv(x, kernel, stride, pads)
   elif groups == 1:
     y = direct(x, kernel)
   elif execution.conv_impl == 'xla':
@@ -90,7 +99,7 @@ def conv(x: Array, kernel: Array, bias: Array, *, stride: int, padding: int,
 
 
 def space_to_depth_conv(x: Array, kernel: Array, stride: int,
-                        padding: int) -> Array:
+                        padding: int | tuple[tuple[int, int], ...]) -> Array:
   """A strided `conv(x, kernel)` as a stride-1 convolution on blocks.
 
   The input is cut into `stride` x `stride` blocks stacked on the channels
@@ -107,14 +116,16 @@ def space_to_depth_conv(x: Array, kernel: Array, stride: int,
                      f'channels, got {c} (grouped kernels are not '
                      f'supported).')
   s = stride
+  (top, bottom), (left, right) = (
+      ((padding, padding),) * 2 if isinstance(padding, int) else padding)
   blocks = -(-k // s)  # Kernel extent in blocks.
-  out_h = (h + 2 * padding - k) // s + 1
-  out_w = (w + 2 * padding - k) // s + 1
+  out_h = (h + top + bottom - k) // s + 1
+  out_w = (w + left + right - k) // s + 1
   need_h, need_w = s * (out_h + blocks - 1), s * (out_w + blocks - 1)
   # Pads (or crops rows no output reads) to whole blocks.
   x = lax.pad(x, jnp.zeros((), x.dtype),
-              ((0, 0, 0), (padding, need_h - h - padding, 0),
-               (padding, need_w - w - padding, 0), (0, 0, 0)))
+              ((0, 0, 0), (top, need_h - h - top, 0),
+               (left, need_w - w - left, 0), (0, 0, 0)))
   x = x.reshape(n, need_h // s, s, need_w // s, s, c)
   x = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, need_h // s, need_w // s,
                                             s * s * c)
@@ -199,8 +210,9 @@ def lrn(x: Array, *, depth: int = 5, bias: float = 2.0, alpha: float = 1e-4,
   """The paper's local response normalization over the channels of NHWC `x`.
 
   b[c] = a[c] / (bias + alpha * sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)}
-  a[c']^2) ** beta. Unlike Caffe and PyTorch, alpha is not divided by depth.
-  `depth` is odd (the window is centred on the channel).
+  a[c']^2) ** beta. Unlike Caffe and PyTorch, alpha is not divided by depth
+  (models.py divides it where `lrn_convention='cuda_convnet'`). `depth` is
+  odd (the window is centred on the channel).
   `groups`: the channels are cut into this many equal blocks and each is
   normalized on its own (the window stops at a block's edge), as the paper's
   two GPUs each normalized their own maps (cuda-convnet's rnorm1a/rnorm1b).
@@ -293,8 +305,10 @@ _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
 
 
 def max_pool(x: Array, window: int, stride: int,
-             execution: Execution = Execution()) -> Array:
-  """VALID max-pooling of NHWC `x` (window x window, stride x stride).
+             execution: Execution = Execution(),
+             padding: str = 'VALID') -> Array:
+  """Max-pooling of NHWC `x` (window x window, stride x stride), 'VALID' or
+  'SAME' (TensorFlow's: the borders padded with -inf, so they never win).
 
   'reduce_window' is `nn.max_pool` (XLA's reduce_window; its gradient is a
   select_and_scatter). 'slices' takes the maximum of the window's
@@ -306,6 +320,9 @@ def max_pool(x: Array, window: int, stride: int,
   each consumer, such as the transposes of the next convolution's weight
   gradient on the CPU.
   """
+  if padding == 'SAME':
+    pads = [same_pads(n, window, stride) for n in x.shape[1:3]]
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
   if execution.pool_impl == 'reduce_window':
     return nn.max_pool(x, (window, window), strides=(stride, stride),
                        padding='VALID')

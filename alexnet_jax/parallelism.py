@@ -40,6 +40,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from alexnet_jax import config_lib
 from alexnet_jax import models
 from alexnet_jax import ops
+from alexnet_jax import owt
 from alexnet_jax import steps
 
 DATA, MODEL = 'data', 'model'
@@ -157,10 +158,11 @@ def local_forward(model: models.AlexNet, params, x, *, mode: str,
   for j, name in enumerate(('fc6', 'fc7')):
     if j:  # fc7 reads all of fc6's neurons.
       x = lax.all_gather(x, MODEL, axis=1, tiled=True)
-    if drop and model.variant == 'owt':  # torchvision drops the inputs.
+    on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS  # torchvision.
+    if drop and on_inputs:
       x = _dropout(x, model.dropout_rate, jax.random.fold_in(group_key, j))
     x = act(_dense(x, params[name], dtype) + params[name]['bias'].astype(dtype))
-    if drop and model.variant == 'paper':  # The paper drops the outputs.
+    if drop and not on_inputs:  # The paper and tflearn drop the outputs.
       x = _dropout(x, model.dropout_rate, jax.random.fold_in(device_key, j))
   # fc8: each device's share of fc7's neurons times its rows of the kernel.
   x = lax.psum(_dense(x, params['fc8'], dtype), MODEL)
@@ -276,13 +278,21 @@ def make_sharded_steps(model, tx, config, total_steps: int | None = None,
   logits = logits_fn(model, mesh, specs, mode)
   replicated = NamedSharding(mesh, P())
 
+  per_worker = config.get('hybrid_fc_batch', 'global') == 'per_worker'
+
   def train_step(state, batch):
     images = steps.training_images(batch, config)
     key = jax.random.fold_in(jax.random.key(config.seed), state.step)
-    loss, top1, g = grads(state.params, images, batch['label'], key)
+    updated = None  # owt.py: the fc layers updated per worker, in turn.
+    if per_worker:
+      loss, top1, g, updated = owt.per_worker_update(
+          state, images, batch['label'], key, model=model, tx=tx,
+          workers=mesh.shape[MODEL])
+    else:
+      loss, top1, g = grads(state.params, images, batch['label'], key)
     state, metrics = steps.apply_gradients(
         state, g, {'loss': loss, 'top1': top1}, tx=tx, config=config,
-        total_steps=total_steps)
+        total_steps=total_steps, updated=updated)
     return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
 
   def eval_step(params, batch):

@@ -124,10 +124,12 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
 
 def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
                     tx: optax.GradientTransformation, config,
-                    total_steps: int | None = None
+                    total_steps: int | None = None, updated=None
                     ) -> tuple[TrainState, dict[str, jax.Array]]:
   """The update from the batch's mean gradients, loss and top-1 (every
-  parallelism mode's step ends here).
+  parallelism mode's step ends here). `updated`: (params, optimizer state)
+  already computed by a step that updates layers in turn (alexnet_jax.owt);
+  `grads` then only serve the finite check and the logged norm.
 
   `param_norm` and `update_norm` (a pass over all parameters each) are
   computed only for steps the loop logs (multiples of log_every_steps, and
@@ -148,6 +150,10 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
   # old and new state would keep both alive and make XLA copy the largest
   # arrays (fc6's parameters and momentum) every step.
   def apply_update(grads, params, opt_state):
+    if updated is not None:
+      new_params, new_opt_state = updated
+      return new_params, new_opt_state, norm_if_logged(
+          jax.tree_util.tree_map(jnp.subtract, new_params, params))
     # The schedule reads the global step, not the count of applied updates,
     # so skipped steps do not make it lag.
     opt_state = optim.at_step(opt_state, state.step)

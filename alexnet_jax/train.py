@@ -273,6 +273,8 @@ def _sync_step(run: _Run, state, step: int, summary: dict[str, float],
   row = {'step': step, **_log_training(run, step, summary)} if log_now else {}
   if eval_now:
     state, eval_metrics = _evaluate(run, state, step)
+    if step == run.total_steps and run.config.get('final_ten_crop', False):
+      eval_metrics.update(_evaluate_ten_crops(run, state, step))
     row = {'step': step, **row, **eval_metrics}
   if row:
     row.update(epoch=(step + run.step_offset) / run.data.steps_per_epoch,
@@ -320,6 +322,18 @@ def _evaluate(run: _Run, state, step: int):
         plateau=new_plateau,
         opt_state=optim.set_learning_rate(state.opt_state, lr)))
   return state, metrics
+
+
+def _evaluate_ten_crops(run: _Run, state, step: int) -> dict[str, float]:
+  """The paper's test-time averaging over ten crops (config.final_ten_crop),
+  logged as eval10_* beside the periodic evaluations' eval_*."""
+  with run.progress.timing_eval():
+    metrics = steps.evaluate(run.p_eval, state.params,
+                             run.data.eval_batches(ten_crop=True))
+  logging.info('ten-crop eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f',
+               step, metrics['eval_loss'], metrics['eval_top1'],
+               metrics['eval_top5'])
+  return {'eval10_' + k[len('eval_'):]: v for k, v in metrics.items()}
 
 
 class _PendingMetrics:

@@ -13,12 +13,18 @@ with split folders, root/<split>/<class>/<image>, is read as it is split.
 Images that cannot be decoded are skipped and counted in the log
 (`bad_images='error'` stops with their names instead).
 
-The paper's recipe at full size: the two-tower network, shorter side resized
-to 256, random 227 crops, flips, PCA lighting noise, the mean RGB of the
-training images subtracted per channel (measured once and cached; the paper
-subtracted a per-pixel mean image), momentum SGD, and
-10-crop evaluation. From scratch on ~1,100 images this overfits; it is the
-faithful pipeline on a small real dataset, not a tuned recipe. At full width
+The paper's full-size network and its data pipeline, adapted to a small
+dataset (not the paper's recipe): the two-tower network, N(0, 0.01)
+initialization, shorter side resized to 256, random 227 crops, flips, PCA
+lighting noise with ImageNet's eigenvectors and eigenvalues (not measured on
+these flowers; --config.augment.lighting_from_data=True measures them on the
+training split), the mean RGB of the training images subtracted per channel
+(measured once and cached; the paper subtracted a per-pixel mean image),
+the paper's momentum update with weight decay 5e-4, but a cosine learning-rate
+schedule over 60 epochs (the paper: divided by 10 on plateaus, about 90
+epochs), and 10-crop evaluation. From scratch on ~1,100 images this overfits;
+it is not a tuned recipe. configs/flowers17_tflearn.py is tflearn's example
+on the same folder. At full width
 a 2-core CPU trains about 30 images/s (docs/performance.md), some 40 s an epoch;
 --config.model.width=0.25 is several times faster.
 """

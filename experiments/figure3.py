@@ -60,7 +60,6 @@ from experiments import run_loading
 CHANCE = 2.0 / 3.0  # The expected score of a kernel of i.i.d. weights.
 PERMUTATIONS = 10_000
 
-flags.adopt_module_key_flags(figure_flags)
 
 
 def colour_scores(kernel: np.ndarray, std=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -198,14 +197,14 @@ def _report(result: dict) -> None:
 
 
 main = figure_flags.main_of(lambda: run_figure3(
-    figure_flags.RUN.value, figure_flags.WORKDIR.value,
-    figure_flags.STEP.value), _report)
+    *figure_flags.values()), _report)
 
 
 def run():
   """Console-script entry point (`alexnet-figure3`)."""
   from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.run_console_script(main, __name__)
+  figure_flags.define()
+  cli.run_console_script(main, __name__, figure_flags.__name__)
 
 
 if __name__ == '__main__':

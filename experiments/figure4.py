@@ -47,7 +47,6 @@ _QUERIES = flags.DEFINE_integer(
 _LAYER = flags.DEFINE_string(
     'layer', 'fc7', 'The layer whose activations are compared (conv1..fc7; '
     'the paper: fc7, the last hidden layer).')
-flags.adopt_module_key_flags(figure_flags)
 
 
 def squared_distances(queries, points):
@@ -284,15 +283,15 @@ def _report(result: dict) -> None:
 
 
 main = figure_flags.main_of(lambda: run_figure4(
-        figure_flags.RUN.value, figure_flags.WORKDIR.value,
-        figure_flags.STEP.value, _EXAMPLES.value, _QUERIES.value,
-        _LAYER.value), _report)
+    *figure_flags.values(), _EXAMPLES.value, _QUERIES.value, _LAYER.value),
+                            _report)
 
 
 def run():
   """Console-script entry point (`alexnet-figure4`)."""
   from alexnet_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.run_console_script(main, __name__)
+  figure_flags.define()
+  cli.run_console_script(main, __name__, figure_flags.__name__)
 
 
 if __name__ == '__main__':

@@ -10,12 +10,20 @@ from absl import app
 from absl import flags
 
 
-RUN = flags.DEFINE_string('run', None, 'The workdir of a training run.')
-WORKDIR = flags.DEFINE_string('workdir', None,
-                              'Where to write the figure and its JSON.')
-STEP = flags.DEFINE_integer('step', None,
-                            'The checkpoint to read (default: the newest).')
-flags.mark_flags_as_required(['run', 'workdir'])
+def define() -> None:
+  """--run, --workdir and --step, defined when the command runs: absl allows
+  one --workdir per process, and tools import every experiment together."""
+  flags.DEFINE_string('run', None, 'The workdir of a training run.')
+  flags.DEFINE_string('workdir', None,
+                      'Where to write the figure and its JSON.')
+  flags.DEFINE_integer('step', None,
+                       'The checkpoint to read (default: the newest).')
+  flags.mark_flags_as_required(['run', 'workdir'])
+
+
+def values() -> tuple[str, str, int | None]:
+  """(run, workdir, step) as the command line gave them."""
+  return flags.FLAGS.run, flags.FLAGS.workdir, flags.FLAGS.step
 
 
 def main_of(produce: Callable[[], dict[str, Any]],

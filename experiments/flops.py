@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from alexnet_jax import models
+from alexnet_jax import ops
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,18 +20,22 @@ class LayerCost:
 
 
 def _conv_taps(size: int, kernel: int, stride: int,
-               padding: int) -> tuple[int, int]:
+               padding: int | str) -> tuple[int, int]:
   """(output side, kernel taps per row of outputs that land on the input)."""
-  out = (size + 2 * padding - kernel) // stride + 1
+  before, after = (ops.same_pads(size, kernel, stride) if padding == 'SAME'
+                   else (padding, padding))
+  out = (size + before + after - kernel) // stride + 1
   valid = 0
   for o in range(out):
-    start = o * stride - padding
+    start = o * stride - before
     valid += min(kernel, size - start) - max(0, -start)
   return out, valid
 
 
-def _pool_size(size: int, overlap: bool) -> int:
+def _pool_size(size: int, overlap: bool, padding: str = 'VALID') -> int:
   window, stride = models.pool_window(overlap)
+  if padding == 'SAME':
+    return -(-size // stride)
   return (size - window) // stride + 1
 
 
@@ -59,7 +64,7 @@ def layer_costs(variant: str = 'paper', image_size: int = 227,
         valid_macs=valid * valid * in_per_group * features))
     size, channels = out, features
     if spec.pool:
-      size = _pool_size(size, overlap_pool)
+      size = _pool_size(size, overlap_pool, spec.pool_padding)
   if variant == 'owt':
     size = models.OWT_POOL_OUTPUT
   fc = models.scaled_width(models.FC_FEATURES, width, 1)

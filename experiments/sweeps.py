@@ -21,6 +21,12 @@ reports that thing is worth on ImageNet (docs/paper.md):
   tanh         ReLU (-> tanh): six times faster to 25% CIFAR-10 training error
                (Figure 1)
   no_lighting  PCA lighting noise: over 1 point of top-1 (section 4.1)
+
+and one that sets the paper's text beside the authors' code:
+
+  lrn_cuda_convnet  LRN's alpha divided by the window (n = 5), as cuda-convnet
+               and Caffe compute it, instead of the printed formula (a term 5x
+               weaker); the paper reports no comparison
 """
 
 import dataclasses
@@ -36,6 +42,7 @@ def sweep() -> dict[str, dict[str, Any]]:
       'one_tower': {'model.groups': 1},
       'tanh': {'model.activation': 'tanh'},
       'no_lighting': {'augment.lighting_std': 0.0},
+      'lrn_cuda_convnet': {'model.lrn_convention': 'cuda_convnet'},
   }
 
 
@@ -66,4 +73,8 @@ PAPER_EFFECTS = {
     'no_lighting': PaperEffect(
         None, None, 'PCA lighting noise lowers top-1 error by over 1 point '
         '(section 4.1).'),
+    'lrn_cuda_convnet': PaperEffect(
+        None, None, 'The paper prints alpha = 1e-4 on the unnormalized sum; '
+        "cuda-convnet's layer.py and Caffe divide it by n = 5 (no comparison "
+        'is reported).'),
 }

@@ -98,3 +98,50 @@ def test_a_run_keeps_its_mean_image_for_predict(tmp_path, capsys):
   os.remove(os.path.join(workdir, 'mean_image.npy'))
   with pytest.raises(SystemExit, match='mean_image.npy'):
     predict.main(['--workdir', workdir, next(iter(images))])
+
+
+def _correlated_folder(root):
+  """PNGs at the resize size whose RGB values are correlated (distinct
+  eigenvalues); returns the training split's pixels, [0, 1]."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(7)
+  train_pixels = []
+  for split, n in (('train', 3), ('validation', 1)):
+    for c in 'ab':
+      for i in range(n):
+        base = rng.uniform(0, 1, (72, 72, 1))
+        rgb = base * np.array([200.0, 150.0, 60.0]) + rng.uniform(
+            0, 50, (72, 72, 3)) * np.array([1.0, 0.5, 0.2])
+        pixels = rgb.astype(np.uint8)
+        path = os.path.join(root, split, c, f'{i}.png')
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(pixels).save(path)
+        if split == 'train':
+          train_pixels.append(pixels.reshape(-1, 3) / 255.0)
+  return np.concatenate(train_pixels)
+
+
+def test_pca_lighting_measured_on_the_training_split(tmp_path):
+  root = str(tmp_path / 'data')
+  pixels = _correlated_folder(root)
+  config = _config(root, tmp_path)
+  config.normalization.mean_image = False
+  config.augment.lighting_from_data = True
+  eigval, eigvec = input_pipeline.TFDSData(config).lighting
+  # NumPy's eigen-decomposition of the 3x3 covariance of the train pixels.
+  want_val, want_vec = np.linalg.eigh(np.cov(pixels.T, bias=True))
+  np.testing.assert_allclose(eigval, want_val[::-1], rtol=1e-4)
+  for k in range(3):  # Each eigenvector, up to its sign.
+    assert abs(float(eigvec[:, k] @ want_vec[:, 2 - k])) == pytest.approx(
+        1.0, abs=1e-4)
+  # The paper's noise, I + [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with
+  # a ~ N(0, std^2): its covariance is std^2 P diag(l^2) P^T.
+  pre = input_pipeline.preprocess_from_config(config)
+  lights = input_pipeline.draw_augmentation(pre, 200_000, 0, 0,
+                                            (eigval, eigvec)).lights / 255.0
+  want = (config.augment.lighting_std ** 2 * eigvec @ np.diag(eigval ** 2)
+          @ eigvec.T)
+  np.testing.assert_allclose(np.cov(lights.T), want, atol=0.02 * want.max())
+  # A second read is the cached measurement.
+  again = input_pipeline.TFDSData(config).lighting
+  np.testing.assert_array_equal(again[0], eigval)

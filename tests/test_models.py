@@ -98,7 +98,7 @@ def test_minimum_input_size_and_error():
   assert models.feature_map_size(227) == 6
   assert models.feature_map_size(224, 'owt') == 6
   net = models.AlexNet(width=0.05, num_classes=3)
-  with pytest.raises(ValueError, match='minimum is 67x67'):
+  with pytest.raises(ValueError, match='needs at least 67'):
     net.init(jax.random.key(0), jnp.zeros((1, 66, 66, 3)))
   # The smallest admissible size works and gives logits.
   v = net.init(jax.random.key(0), jnp.zeros((1, 67, 67, 3)))

@@ -64,10 +64,13 @@ class Augmentation:
 
 
 def draw_augmentation(preprocess: Preprocess, num_positions: int, epoch: int,
-                      seed: int) -> Augmentation:
+                      seed: int, lighting: tuple[np.ndarray, np.ndarray] = (
+                          LIGHTING_EIGVAL, LIGHTING_EIGVEC)) -> Augmentation:
   """The choices for global positions [0, num_positions) of `epoch`: a
   function of (seed, epoch, position) alone. Every draw is made whatever the
-  switches say, so turning one off leaves the others unchanged."""
+  switches say, so turning one off leaves the others unchanged. `lighting`:
+  (eigenvalues, eigenvectors as columns) of the RGB covariance, [0, 1]
+  scale; ImageNet's unless the training split's were measured."""
   pre, n = preprocess, num_positions
   rng = np.random.default_rng([seed, epoch, AUGMENTATION_STREAM])
   room = pre.resize_size - pre.image_size
@@ -79,5 +82,6 @@ def draw_augmentation(preprocess: Preprocess, num_positions: int, epoch: int,
   if not pre.flip:
     flips[:] = False
   # The paper: I + [p1, p2, p3] [a1 l1, a2 l2, a3 l3]^T, for pixels in [0, 1].
-  lights = 255.0 * (alphas * LIGHTING_EIGVAL) @ LIGHTING_EIGVEC.T
+  eigval, eigvec = lighting
+  lights = 255.0 * (alphas * eigval) @ eigvec.T
   return Augmentation(offsets, flips, lights.astype(np.float32))

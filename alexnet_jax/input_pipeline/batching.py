@@ -26,6 +26,8 @@ from alexnet_jax import config_lib
 from alexnet_jax.input_pipeline import means
 from alexnet_jax.input_pipeline.augmentation import Augmentation
 from alexnet_jax.input_pipeline.augmentation import draw_augmentation
+from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVAL
+from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVEC
 from alexnet_jax.input_pipeline.augmentation import epoch_order
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
@@ -109,6 +111,14 @@ class TFDSData:
                                     self.preprocess, self.options.cache_dir(),
                                     self.train_table)
     self.mean_image = mean_image if self.options.mean_image else None
+    # PCA lighting's (eigenvalues, eigenvectors): ImageNet's, or measured.
+    self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)
+    if config.augment.get('lighting_from_data', False):
+      self.lighting = means.rgb_principal_components(
+          self.source, config.train_split, self.preprocess,
+          self.options.cache_dir())
+      logging.info('PCA lighting of the %r split: eigenvalues %s',
+                   config.train_split, self.lighting[0])
 
   def _init_eval(self) -> None:
     """This process's eval shard, and the eval steps every process takes."""
@@ -146,7 +156,7 @@ class TFDSData:
   @functools.lru_cache(maxsize=2)
   def _augmentation(self, epoch: int) -> Augmentation:
     return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
-                             self.config.seed)
+                             self.config.seed, self.lighting)
 
   def train_dataset(self, epoch: int, skip_examples: int = 0,
                     epochs: int = 1):
@@ -275,14 +285,15 @@ class TFDSData:
   # Evaluation.
   # -------------------------------------------------------------------------
 
-  def eval_dataset(self):
-    """The tf.data pipeline of this process's evaluation batches (unpadded)."""
+  def eval_dataset(self, ten_crop: bool | None = None):
+    """The tf.data pipeline of this process's evaluation batches (unpadded);
+    `ten_crop`: None, config.ten_crop's choice."""
     tf, pre, cfg = self.tf, self.preprocess, self.config
     if self._eval_base is None:
       self._eval_base = (self._squares(self._eval_shard) if cfg.cache else
                          self.source.records(self._eval_shard))
     read, cached = self.source.read, cfg.cache
-    ten = self.options.ten_crop
+    ten = self.options.ten_crop if ten_crop is None else ten_crop
 
     def example(record):
       square = (record['image'] if cached else
@@ -304,20 +315,23 @@ class TFDSData:
                    'label': r['label']},
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
 
-  def eval_batches(self) -> Iterator[dict[str, np.ndarray]]:
+  def eval_batches(self, ten_crop: bool | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
     """Every example of this process's eval shard once, padded and masked.
 
     Every process yields `self.eval_steps` batches (padding with fully masked
-    batches), so collective eval steps stay in lockstep. With ten_crop the
-    images are [devices, per_device, 10, H, W, 3].
+    batches), so collective eval steps stay in lockstep. With ten crops
+    (`ten_crop`, None: config.ten_crop) the images are
+    [devices, per_device, 10, H, W, 3].
     """
+    ten_crop = self.options.ten_crop if ten_crop is None else ten_crop
     size = self.config.image_size
     count = 0
-    for batch in numpy_batches(self.eval_dataset(), self.source.name,
+    for batch in numpy_batches(self.eval_dataset(ten_crop), self.source.name,
                                'evaluation'):
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
-    crops = (NUM_TEN_CROPS,) if self.options.ten_crop else ()
+    crops = (NUM_TEN_CROPS,) if ten_crop else ()
     dtype = np.uint8 if self.mean_image is None else np.float32
     empty = np.zeros((0,) + crops + (size, size, 3), dtype)
     for _ in range(self.eval_steps - count):

@@ -257,8 +257,8 @@ def list_image_folder(root: str, validation_fraction: float
 
   root/<split>/<class>/<image> gives the split folders' names; root/<class>/
   <image> gives 'train' and 'validation', each file's side decided by
-  `in_validation` (stratified in spirit: each class holds out about
-  `validation_fraction` of its files, and a class may hold out none).
+  `in_validation` (a hash of its name, not a stratified draw: each class
+  holds out about `validation_fraction` of its files, and may hold out none).
   """
   top = _subdirs(root)
   if not top:

@@ -1,0 +1,113 @@
+"""Krizhevsky (2014)'s "one weird trick" update, as published.
+
+`config.hybrid_fc_batch='per_worker'` (with parallelism='hybrid'): of a step's
+batch of K shares (one per worker, K the devices), the convolutional layers
+take one update with the gradient of the whole batch, while the fully
+connected layers are updated K times in turn, each on one worker's share
+("(128K, 128)" in that paper's Table 1). Each share's gradient with respect
+to its pool5 features is taken at the fully connected parameters of its
+turn, and the convolutional gradient gathers them all. With one worker this
+is the ordinary step; 'global' (the default) is the exact one-device step
+at any K ("(128K, 128K)"). docs/parallelism.md sets both beside the paper.
+
+The step is written on global arrays: placed with the hybrid mode's
+shardings, XLA splits it over the devices.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from alexnet_jax import models
+from alexnet_jax import ops
+from alexnet_jax import optim
+from alexnet_jax import steps
+
+FC_LAYERS = ('fc6', 'fc7', 'fc8')
+CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+
+
+def conv_features(model: models.AlexNet, params, images) -> jax.Array:
+  """The model's layers up to pool5, flattened (as AlexNet.__call__)."""
+  x = images.astype(jnp.dtype(model.dtype))
+  for spec in models.conv_specs(model.variant):
+    x = models.conv_layer(model, spec, params[spec.name], x,
+                          towers=model.groups)
+  if model.variant == 'owt':
+    x = ops.adaptive_avg_pool(x, models.OWT_POOL_OUTPUT)
+  return x.reshape((x.shape[0], -1))
+
+
+def fc_logits(model: models.AlexNet, params, x, key) -> jax.Array:
+  """fc6-fc8 on pool5 features `x`, dropout drawn from `key`."""
+  dtype = jnp.dtype(model.dtype)
+  rate = model.dropout_rate
+  on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS
+
+  def drop(x, j):
+    keep = jax.random.bernoulli(jax.random.fold_in(key, j), 1.0 - rate,
+                                x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0) if rate else x
+
+  dense = lambda x, p: (jnp.dot(x.astype(dtype), p['kernel'].astype(dtype))
+                        + p['bias'].astype(dtype))
+  for j, name in enumerate(FC_LAYERS[:2]):
+    x = drop(x, j) if on_inputs else x
+    x = models.ACTIVATIONS[model.activation](dense(x, params[name]))
+    x = x if on_inputs else drop(x, j)
+  return dense(x, params['fc8']).astype(jnp.float32)
+
+
+def _take(old, new, layers):
+  """`new`'s leaves of `layers` and those of no layer (the optimizer's
+  counters and hyperparameters); `old`'s elsewhere."""
+  def pick(path, o, n):
+    keys = {getattr(k, 'key', None) for k in path}
+    mine = keys & set(layers) or not keys & set(FC_LAYERS + CONV_LAYERS)
+    return n if mine else o
+  return jax.tree_util.tree_map_with_path(pick, old, new)
+
+
+def _update(tx, step, params, opt_state, grads, layers):
+  """One optimizer update of `layers` only (the chain is elementwise, so the
+  other layers' results are simply not kept)."""
+  updates, new_state = tx.update(grads, optim.at_step(opt_state, step),
+                                 params)
+  return (_take(params, optax.apply_updates(params, updates), layers),
+          _take(opt_state, new_state, layers))
+
+
+def per_worker_update(state, images, labels, key, *, model, tx, workers: int):
+  """(mean loss, mean top-1, mean gradients, (params, optimizer state)) of
+  one step: K = `workers` updates of fc6-fc8, then one of conv1-conv5."""
+  params = state.params
+  convs = {k: v for k, v in params.items() if k not in FC_LAYERS}
+  feats, conv_vjp = jax.vjp(lambda p: conv_features(model, p, images), convs)
+  share = feats.shape[0] // workers
+  zeros = lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree)
+  current, opt_state = params, state.opt_state
+  fc_grads, feat_grads, losses, top1s = [], [], [], []
+  for k in range(workers):
+    rows = slice(k * share, (k + 1) * share)
+
+    def loss_fn(fc, x, k=k, rows=rows):
+      logits = fc_logits(model, fc, x, jax.random.fold_in(key, k))
+      return jnp.mean(steps.cross_entropy(logits, labels[rows])), logits
+
+    fc = {name: current[name] for name in FC_LAYERS}
+    (loss, logits), (g_fc, g_feat) = jax.value_and_grad(
+        loss_fn, argnums=(0, 1), has_aux=True)(fc, feats[rows])
+    current, opt_state = _update(tx, state.step, current, opt_state,
+                                 {**zeros(convs), **g_fc}, FC_LAYERS)
+    fc_grads.append(g_fc)
+    feat_grads.append(g_feat / workers)
+    losses.append(loss)
+    top1s.append(jnp.mean(steps.topk_correct(logits, labels[rows], 1)))
+  (g_conv,) = conv_vjp(jnp.concatenate(feat_grads))
+  current, opt_state = _update(tx, state.step, current, opt_state,
+                               {**g_conv, **zeros(fc_grads[0])}, CONV_LAYERS)
+  mean_fc = jax.tree_util.tree_map(lambda *g: sum(g) / workers, *fc_grads)
+  return (sum(losses) / workers, sum(top1s) / workers, {**g_conv, **mean_fc},
+          (current, opt_state))
