@@ -37,7 +37,7 @@ def _free_port():
 
 def _start(workdir, mode, devices, *extra):
   cmd = [sys.executable, '-m', 'alexnet_jax.main', f'--workdir={workdir}',
-         *_ARGS, f'--config.parallelism={mode}', *extra]
+         *_ARGS, *mode, *extra]
   env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2',
              JAX_DISABLE_MOST_OPTIMIZATIONS='1',  # Compiles faster.
              XLA_FLAGS=f'--xla_force_host_platform_device_count={devices}')
@@ -67,7 +67,10 @@ def _finish(procs):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('mode', ['towers', 'hybrid'])
+@pytest.mark.parametrize('mode', [
+    ['--config.parallelism=towers'], ['--config.parallelism=hybrid'],
+    ['--config.parallelism=hybrid', '--config.hybrid_fc_batch=per_worker']],
+                         ids=['towers', 'hybrid', 'hybrid_per_worker'])
 def test_two_processes_resume_one_and_end_where_it_does(mode, tmp_path):
   # 1 process x 4 devices for 4 steps; its checkpoint at step 2 resumed by
   # 2 processes x 2 devices (the same global devices and batches) for steps
