@@ -22,7 +22,8 @@ The sharded forward pass runs the model's own layers (`models.conv_layer`
 over the rows of `models.conv_specs`) on the device's slices of those
 parameters inside `jax.shard_map`; gradients come from JAX's
 differentiation of the collectives, and the update is the data mode's
-(`steps.apply_gradients`).
+(`steps.apply_gradients`). The mesh spans every process's devices: each
+process puts its slice of the global batch on its own devices (`batch_put`).
 """
 
 from __future__ import annotations
