@@ -179,6 +179,18 @@ def _until_quiet(fd: int, still: float = 0.5, most: float = 10.0) -> None:
     time.sleep(0.1)
 
 
+def host_copy(tree: Any) -> Any:
+  """`tree` as NumPy arrays, whole on every process: an array sharded over
+  several processes' devices (towers, hybrid) is gathered first, so the
+  checkpoint is the same whatever the run's mode and processes."""
+  def fetch(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return multihost_utils.process_allgather(x, tiled=True)
+    return jax.device_get(x)
+  return jax.tree_util.tree_map(fetch, tree)
+
+
 class Checkpointer:
   """Saves every `save` call; keeps the newest `max_to_keep`.
 
@@ -216,8 +228,8 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     # Saved from host memory: with several processes each holds the whole
-    # (replicated) state and only the primary process writes it.
-    host_state = jax.device_get(state)
+    # state and only the primary process writes it.
+    host_state = host_copy(state)
     with self._writing(f'the checkpoint of step {step}'):
       self._manager.save(step, args=ocp.args.StandardSave(host_state),
                          metrics=metrics, custom_metadata=identity or {})

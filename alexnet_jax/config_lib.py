@@ -261,14 +261,17 @@ def _check_parallelism(config) -> None:
             f"parallelism='hybrid', not {mode!r}")
   if mode == 'data':
     return
-  if jax.process_count() > 1:
-    _fail('parallelism', mode, f'the sharded modes run in one process, this '
-          f'run has {jax.process_count()}; use parallelism=\'data\'')
   devices = jax.device_count()
   size = model_axis_size(mode, devices)
   if devices % size:
     _fail('parallelism', mode, f'one tower per device needs an even device '
           f'count, got {devices}')
+  if (mode == 'towers' and jax.process_count() > 1 and
+      jax.local_device_count() % 2):
+    # Both towers of a group read the group's images: one process's share.
+    _fail('parallelism', mode, f'each process must hold whole pairs of '
+          f'towers: expected an even count of devices per process, got '
+          f'{jax.local_device_count()} ({jax.process_count()} processes)')
   if mode == 'towers':
     resolved = models.resolve_variant_defaults(
         config.model.variant, groups=config.model.groups,

@@ -22,7 +22,8 @@ The sharded forward pass runs the model's own layers (`models.conv_layer`
 over the rows of `models.conv_specs`) on the device's slices of those
 parameters inside `jax.shard_map`; gradients come from JAX's
 differentiation of the collectives, and the update is the data mode's
-(`steps.apply_gradients`).
+(`steps.apply_gradients`). The mesh spans every process's devices: each
+process puts its slice of the global batch on its own devices (`batch_put`).
 """
 
 from __future__ import annotations
@@ -49,8 +50,10 @@ CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
 def make_mesh(mode: str, devices=None) -> Mesh:
   """('data', 'model') of len(devices)/m x m: m = 2 ('towers'), all
-  ('hybrid') or 1 ('data')."""
-  devices = list(jax.devices() if devices is None else devices)
+  ('hybrid') or 1 ('data'). Devices in process order, so each process's
+  devices hold its contiguous share of the global batch."""
+  devices = sorted(jax.devices() if devices is None else devices,
+                   key=lambda d: (d.process_index, d.id))
   m = config_lib.model_axis_size(mode, len(devices))
   if len(devices) % m:
     raise ValueError(f'parallelism={mode!r} needs a multiple of {m} devices, '
@@ -75,7 +78,8 @@ def param_specs(params, mode: str):
 
 
 def batch_axes(mode: str) -> tuple[str, ...]:
-  """Mesh axes the images' batch dimension is split over."""
+  """Mesh axes a batch's first dimension (images, labels, masks) is split
+  over."""
   return (DATA,) if mode == 'towers' else (DATA, MODEL)
 
 
@@ -92,6 +96,24 @@ def state_shardings(state, mesh: Mesh, mode: str):
         return NamedSharding(mesh, specs[keys[-2]][keys[-1]])
     return NamedSharding(mesh, P())
   return jax.tree_util.tree_map_with_path(sharding, state)
+
+
+def place(tree, shardings):
+  """`tree` as global arrays with `shardings` (arrays already there are kept).
+  With several processes, a leaf on this process's devices or on the host
+  (every process holds the same value: created from the seed or restored)
+  becomes a global array from its value."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def put(x, sharding):
+    if isinstance(x, jax.Array) and (x.sharding == sharding or
+                                     not x.is_fully_addressable):
+      return jax.device_put(x, sharding)
+    value = np.asarray(jax.device_get(x))
+    return jax.make_array_from_callback(value.shape, sharding,
+                                        lambda index: value[index])
+  return jax.tree_util.tree_map(put, tree, shardings)
 
 
 # --- The forward pass on one device -----------------------------------------
@@ -156,6 +178,9 @@ def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
   """(params, images, labels, dropout key) -> (mean loss, mean top-1,
   gradients), as global arrays; gradients sharded like the parameters."""
   def local(params, images, labels, key):
+    if mode == 'hybrid':  # The group's logits are on every device: its labels.
+      labels = lax.all_gather(labels, MODEL, tiled=True, to='invarying')
+
     def loss_fn(p):
       logits = local_forward(model, p, images, mode=mode, train_mode=True,
                              key=key)
@@ -165,7 +190,8 @@ def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
     top1 = lax.pmean(jnp.mean(steps.topk_correct(logits, labels, 1)), DATA)
     return loss, top1, grads
   return jax.shard_map(local, mesh=mesh,
-                       in_specs=(specs, P(batch_axes(mode)), P(DATA), P()),
+                       in_specs=(specs, P(batch_axes(mode)),
+                                 P(batch_axes(mode)), P()),
                        out_specs=(P(), P(), specs))
 
 
@@ -187,12 +213,15 @@ class Placed:
     self.shardings = shardings
     self.put = put
 
+  def place_tree(self, tree):
+    return place(tree, self.shardings)
+
   def place(self, tree, batch):
     if not all(isinstance(v, jax.Array) and isinstance(
         v.sharding, NamedSharding) and v.sharding.mesh.axis_names == (
             DATA, MODEL) for v in batch.values()):
       batch = self.put(batch)
-    return jax.device_put(tree, self.shardings), batch
+    return place(tree, self.shardings), batch
 
   def lower(self, tree, batch):
     return self.jitted.lower(*self.place(tree, batch))
@@ -202,10 +231,13 @@ class Placed:
 
 
 def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
-  """Host (or per-device) batches [devices, per device, ...] -> global arrays:
-  images split over `batch_axes(mode)`, labels and masks over 'data' (the
-  towers of a group read the same images, sent there from the host)."""
+  """This process's share of a global batch, [local devices, per device,
+  ...] on the host or its devices, -> global arrays split over
+  `batch_axes(mode)` (the towers of a group read the same images, sent there
+  from the host). The processes' shares, in process order, make the global
+  batch, as the devices of `make_mesh` are ordered."""
   last = [None, None]
+  sharding = NamedSharding(mesh, P(batch_axes(mode)))
 
   def put(batch):
     if batch is last[0]:  # Fake data repeats one batch.
@@ -213,10 +245,8 @@ def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
     out = {}
     for k, v in batch.items():
       v = np.asarray(v)
-      v = v.reshape((-1,) + v.shape[2:])
-      spec = (P(batch_axes(mode)) if k in ('image', 'flip', 'light') else
-              P(DATA))
-      out[k] = jax.device_put(v, NamedSharding(mesh, spec))
+      out[k] = jax.make_array_from_process_local_data(
+          sharding, v.reshape((-1,) + v.shape[2:]))
     last[:] = [batch, out]
     return out
   return put
@@ -341,6 +371,8 @@ def step_collectives(model: models.AlexNet, mode: str, image_size: int,
       out.append(Collective('reduce-scatter', n, act, m, what + ' gradient'))
     out.append(Collective('all-reduce', group_batch * classes, act, m,
                           'fc8 partial sums'))
+    if mode == 'hybrid':  # Each device reads its own images' labels.
+      out.append(Collective('all-gather', group_batch, 4, m, 'labels'))
   for layer, leaves in params.items():  # Gradient all-reduces.
     for leaf, shape in leaves.items():
       split = m if MODEL in specs[layer][leaf] else 1
@@ -392,6 +424,19 @@ def hlo_collectives(hlo_text: str, devices: int) -> list[Collective]:
         elements *= group
       out.append(Collective(kind, elements, _ITEMSIZE[dtype], group))
   return out
+
+
+def bytes_sent_per_host(model: models.AlexNet, mode: str, image_size: int,
+                        global_batch: int, hosts: int) -> float:
+  """Bytes each of `hosts` hosts sends to the others in one training step,
+  where a host's devices combine their shares before the hosts exchange
+  theirs (hierarchical collectives) and each holds whole tower pairs. Then
+  a host acts as one device of data parallelism ('data', and 'towers', whose
+  pairs exchange activations within the host and all-reduce every gradient
+  across the hosts) or of the hybrid (activations gathered over all hosts)."""
+  host_mode = 'data' if mode == 'towers' else mode
+  return bytes_sent_per_device(step_collectives(
+      model, host_mode, image_size, global_batch, hosts))
 
 
 def bytes_sent_per_device(collectives, min_bytes: int = 0) -> float:

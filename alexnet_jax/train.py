@@ -62,6 +62,7 @@ class _Run:
   writer: metrics_writer.MetricsWriter
   progress: progress_lib.Progress
   p_eval: Callable
+  place: Callable  # Where the steps want the state (after a host update).
   plateau: optim.Plateau
   step_offset: int  # _step_offset's: data order, schedule, epochs.
   identity: dict[str, Any]  # What each checkpoint carries of the run.
@@ -122,6 +123,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   p_train, p_eval, put = _make_steps(model, tx, config, total_steps)
   run = _Run(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
              best=best, writer=writer, p_eval=p_eval,
+             place=placement.replicate if put is None else p_train.place_tree,
              plateau=optim.Plateau.from_config(config.optimizer),
              progress=progress_lib.Progress(
                  total_steps, config.eval_every_steps,
@@ -316,7 +318,7 @@ def _evaluate(run: _Run, state, step: int):
     new_plateau, lr = run.plateau.update(
         state.plateau, 1.0 - metrics['eval_top1'],
         float(optim.current_learning_rate(state.opt_state)))
-    state = placement.replicate(state.replace(
+    state = run.place(state.replace(
         plateau=new_plateau,
         opt_state=optim.set_learning_rate(state.opt_state, lr)))
   return state, metrics

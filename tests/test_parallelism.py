@@ -184,6 +184,33 @@ def test_modes_that_do_not_fit_name_the_field(monkeypatch):
                      match=r'config.model.width=0.05.*205 neurons'):
     config_lib.validate(_config('hybrid'))
   config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  # Two processes of one device each: a tower pair would span them.
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
-  with pytest.raises(config_lib.ConfigError, match='run in one process'):
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 1)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config.parallelism='towers'.*per process, got 1"):
     config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  config_lib.validate(_config('hybrid', **{'model.width': 0.0625}))
+  monkeypatch.setattr(jax, 'local_device_count', lambda: 2)
+  monkeypatch.setattr(jax, 'device_count', lambda: 4)
+  config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+
+
+def test_bytes_each_host_sends_by_hand():
+  # The paper net at 227x227 on 2 hosts, 256 images a step, float32. Data and
+  # towers: each host all-reduces the whole gradient with the other (a ring
+  # of 2 sends half the array twice): all 60,965,224 parameters' 4 bytes.
+  from alexnet_jax import models, parallelism  # pylint: disable=g-import-not-at-top
+  model = models.AlexNet(num_classes=1000)
+  for mode in ('data', 'towers'):
+    assert parallelism.bytes_sent_per_host(model, mode, 227, 256, 2) == (
+        60_965_224 * 4)
+  # Hybrid: half of pool5 (256 x 6x6x256) and of fc6's output (256 x 4096)
+  # out, half of their gradients back; the 1000 logits' partial sums
+  # all-reduced; the convolutions' 2,334,080 parameters' gradients (conv1
+  # 96x11x11x3+96, conv2 256x5x5x48+256, conv3 384x3x3x256+384, conv4 and
+  # conv5 384 and 256 x3x3x192 plus biases); half of the 256 labels.
+  want = (256 * 6 * 6 * 256 * 4 + 256 * 4096 * 4 + 256 * 1000 * 4
+          + (34_944 + 307_456 + 885_120 + 663_936 + 442_624) * 4 + 128 * 4)
+  assert parallelism.bytes_sent_per_host(model, 'hybrid', 227, 256, 2) == want
+  assert parallelism.bytes_sent_per_host(model, 'hybrid', 227, 256, 1) == 0

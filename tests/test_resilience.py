@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from alexnet_jax import metrics_writer
 from alexnet_jax import preemption
 from conftest import ROOT
@@ -96,12 +98,17 @@ def _free_port():
     return s.getsockname()[1]
 
 
+# Width 0.0625: fc6/fc7 of 256 neurons, split over the hybrid's 4 devices.
+@pytest.mark.slow
+@pytest.mark.parametrize('mode', [
+    [], ['--config.parallelism=hybrid', '--config.model.width=0.0625']],
+                         ids=['data', 'hybrid'])
 def test_sigterm_to_one_of_two_processes_stops_both_at_the_same_step(
-    tmp_path):
+    tmp_path, mode):
   port = _free_port()
   procs = [_main(tmp_path, '--config.num_train_steps=100000',
                  '--config.checkpoint_every_steps=0',
-                 '--config.model.dropout_rate=0.0',
+                 '--config.model.dropout_rate=0.0', *mode,
                  f'--coordinator_address=127.0.0.1:{port}',
                  '--num_processes=2', f'--process_id={i}', devices=2)
            for i in range(2)]
