@@ -55,6 +55,7 @@ from alexnet_jax import models
 from alexnet_jax import placement
 from alexnet_jax import predict
 from alexnet_jax import steps
+from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
 
 TORCH_SUFFIXES = ('.pth', '.pt')
@@ -157,7 +158,7 @@ def evaluate_checkpoint(config, workdir: str,
   its mean image, if it subtracted one, is used as it was. The records go to
   `output_dir(workdir, step)` (logged).
   """
-  config_lib.validate(config)
+  train.validate(config)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
   model = models.model_from_config(config)
@@ -178,8 +179,10 @@ def evaluate_checkpoint(config, workdir: str,
     os.makedirs(out_dir, exist_ok=True)
     workdir_lib.record_config(out_dir, config, data.class_names, step=0)
 
-  metrics = steps.evaluate(steps.make_eval_step(model, config),
-                           placement.replicate(params), data.eval_batches())
+  eval_step = steps.make_eval_step(
+      model, steps.Normalization.from_config(config.normalization))
+  metrics = steps.evaluate_batches(eval_step, placement.replicate(params),
+                                   data.eval_batches())
   expected = getattr(data, 'num_eval_examples', None)
   if expected is not None and metrics['eval_examples'] != expected:
     raise RuntimeError(f'Evaluated {metrics["eval_examples"]} examples, but '

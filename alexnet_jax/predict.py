@@ -230,11 +230,11 @@ class Predictor:
     self.config = config
     model = models.model_from_config(config)
     evaluate.check_params_fit(params, model, config.image_size)
-    mean, std = steps.channel_mean(config), config.normalization.std
+    normalize = steps.Normalization.from_config(config.normalization)
 
     @jax.jit
     def probs(params, crops):
-      images = steps.normalize(crops, mean, std)
+      images = normalize(crops)
       logits = model.apply({'params': params}, images, train=False)
       return jax.nn.softmax(logits).mean(axis=0)
 

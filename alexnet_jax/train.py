@@ -61,7 +61,7 @@ class _Run:
   best: checkpointing.Checkpointer | None  # The best evaluation's state.
   writer: metrics_writer.MetricsWriter
   progress: progress_lib.Progress
-  p_eval: Callable
+  eval_step: Callable  # Compiled: (params, batch) -> sums.
   place: Callable  # Where the steps want the state (after a host update).
   plateau: optim.Plateau
   step_offset: int  # _step_offset's: data order, schedule, epochs.
@@ -75,14 +75,59 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns the last logged metrics. Process 0 holds `workdir`'s lock for the
   run, so a second run on the same workdir is refused.
   """
-  config_lib.validate(config)
-  config = config_lib.resolve(config)  # Recorded as the run uses it.
+  validate(config)
+  config = resolve(config)  # Recorded as the run uses it.
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
   lock = (workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0
           else contextlib.nullcontext())
   with lock:
     return _train_and_evaluate(config, workdir)
+
+
+def validate(config) -> None:
+  """Every field of a training config (config_lib's, and the model's and
+  optimizer's sections by their modules); raises config_lib.ConfigError
+  naming the first invalid one."""
+  models.check_config(config.model)
+  optim.check_config(config.optimizer)
+  config_lib.validate(config)
+  error = models.image_size_error(config.image_size, config.model.variant,
+                                  config.model.overlap_pool)
+  if error:
+    config_lib.Fields(config).fail('image_size', config.image_size,
+                                   f'model.{error}')
+  mode = config.get('parallelism', 'data')
+  if mode != 'data':
+    from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
+    parallelism.check_model(mode, models.model_from_config(config),
+                            jax.device_count())
+
+
+# What the code does for an optional field a config leaves out, recorded so
+# that config.json says it.
+_WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
+                'normalization.mean_image': False, 'start_over': False,
+                'final_ten_crop': False, 'hybrid_fc_batch': 'global',
+                'augment.lighting_from_data': False}
+
+
+def resolve(config):
+  """A copy of a training config with every value the run will use: the
+  optional fields it lacks, and config.model as models.AlexNet takes it (its
+  defaults, and the variant's values for fields left None)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for field, value in _WHEN_ABSENT.items():
+      section, _, leaf = field.rpartition('.')
+      node = config.get(section) if section else config
+      if node is not None and leaf not in node:
+        node[leaf] = value
+    if 'model' in config:
+      model = models.model_from_config(config)
+      for name in models.MODEL_FIELDS:
+        config.model[name] = getattr(model, name)
+  return config
 
 
 def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -103,14 +148,19 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   config, data = _config_and_data(config)
   spe = data.steps_per_epoch
   model = models.model_from_config(config)
-  state = steps.create_train_state(config, model, optim.create_optimizer(
-      config.optimizer, spe, config_lib.total_steps(config, spe)))
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, config.image_size, config.seed)
   state = _restore(ckpt, state, config, workdir)
   start_step = int(state.step)
   carried = ckpt.carried(start_step) if start_step else None
   offset = _step_offset(config, workdir, start_step, carried)
   total_steps = config_lib.total_steps(config, spe, offset)
-  tx = optim.create_optimizer(config.optimizer, spe, total_steps, offset)
+  options = steps.TrainOptions(
+      seed=config.seed, log_every_steps=config.log_every_steps,
+      total_steps=total_steps,
+      normalization=steps.Normalization.from_config(config.normalization),
+      learning_rate=optim.create_schedule(config.optimizer, spe, total_steps,
+                                          offset))
   logging.info('AlexNet %s: %s parameters; %d steps of %d images '
                '(%d steps per epoch) on %d devices.', config.model.variant,
                f'{models.count_params(state.params):,}', total_steps,
@@ -120,10 +170,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
   writer = _start_records(config, workdir, data, start_step, carried)
 
-  p_train, p_eval, put = _make_steps(model, tx, config, total_steps)
+  train_step, eval_step, put = _make_steps(model, tx, options, config)
   run = _Run(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
-             best=best, writer=writer, p_eval=p_eval,
-             place=placement.replicate if put is None else p_train.place_tree,
+             best=best, writer=writer, eval_step=eval_step,
+             place=(placement.replicate if put is None else
+                    train_step.place_tree),
              plateau=optim.Plateau.from_config(config.optimizer),
              progress=progress_lib.Progress(
                  total_steps, config.eval_every_steps,
@@ -135,8 +186,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                                  config.profile_steps)
   batches = placement.prefetch_to_device(
       data.train_batches(start_step + offset), put=put)
-  last_logged, step = _train_loop(run, state, p_train, batches, start_step,
-                                  trace)
+  last_logged, step = _train_loop(run, state, train_step, batches,
+                                  start_step, trace)
   trace.close()
   ckpt.close()
   if best is not None:
@@ -217,18 +268,17 @@ def _start_records(config, workdir: str, data, start_step: int,
   return writer
 
 
-def _make_steps(model, tx, config, total_steps: int):
+def _make_steps(model, tx, options: steps.TrainOptions, config):
   """(train step, eval step, batch put or None) for config.parallelism."""
-  if config.get('parallelism', 'data') == 'data':
-    p_train, p_eval = make_pmapped_steps(model, tx, config,
-                                         total_steps=total_steps)
-    return p_train, p_eval, None
+  if config.parallelism == 'data':
+    return (*make_pmapped_steps(model, tx, options), None)
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
-  return parallelism.make_sharded_steps(model, tx, config,
-                                        total_steps=total_steps)
+  return parallelism.make_sharded_steps(
+      model, tx, options, config.parallelism, config.image_size,
+      per_worker_fc=config.hybrid_fc_batch == 'per_worker')
 
 
-def _train_loop(run: _Run, state, p_train, batches, start_step: int,
+def _train_loop(run: _Run, state, train_step, batches, start_step: int,
                 trace: progress_lib.StepTrace) -> tuple[dict[str, float], int]:
   """Steps to run.total_steps (or SIGTERM); the device is synchronised only
   where the loop logs, evaluates or checkpoints. Returns the last logged
@@ -240,7 +290,7 @@ def _train_loop(run: _Run, state, p_train, batches, start_step: int,
   with preemption.SigtermFlag() as sigterm:
     step = start_step
     while step < run.total_steps:
-      state, metrics = p_train(state, next(batches))
+      state, metrics = train_step(state, next(batches))
       step += 1
       pending.add(step, metrics)
       if not run.progress.timing:  # Exclude the first step's compilation.
@@ -272,9 +322,9 @@ def _sync_step(run: _Run, state, step: int, summary: dict[str, float],
   written to the metrics ({} if none)."""
   row = {'step': step, **_log_training(run, step, summary)} if log_now else {}
   if eval_now:
-    state, eval_metrics = _evaluate(run, state, step)
-    if step == run.total_steps and run.config.get('final_ten_crop', False):
-      eval_metrics.update(_evaluate_ten_crops(run, state, step))
+    state, eval_metrics = _eval_and_plateau(run, state, step)
+    if step == run.total_steps and run.config.final_ten_crop:
+      eval_metrics.update(_ten_crop_eval(run, state, step))
     row = {'step': step, **row, **eval_metrics}
   if row:
     row.update(epoch=(step + run.step_offset) / run.data.steps_per_epoch,
@@ -305,31 +355,27 @@ def _log_training(run: _Run, step: int, summary: dict[str, float]
   return summary
 
 
-def _evaluate(run: _Run, state, step: int):
+def _eval_and_plateau(run: _Run, state, step: int):
   """The eval split's metrics; the plateau rule's learning rate follows them."""
   with run.progress.timing_eval():  # Not training time; for the ETA.
-    metrics = steps.evaluate(run.p_eval, state.params,
-                             run.data.eval_batches())
+    metrics = steps.evaluate_batches(run.eval_step, state.params,
+                                     run.data.eval_batches())
   logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
                '(%d examples)', step, metrics['eval_loss'],
                metrics['eval_top1'], metrics['eval_top5'],
                metrics['eval_examples'])
   if run.config.optimizer.schedule == 'plateau':
-    new_plateau, lr = run.plateau.update(
-        state.plateau, 1.0 - metrics['eval_top1'],
-        float(optim.current_learning_rate(state.opt_state)))
-    state = run.place(state.replace(
-        plateau=new_plateau,
-        opt_state=optim.set_learning_rate(state.opt_state, lr)))
+    plateau = run.plateau.update(state.plateau, 1.0 - metrics['eval_top1'])
+    state = run.place(state.replace(plateau=plateau))
   return state, metrics
 
 
-def _evaluate_ten_crops(run: _Run, state, step: int) -> dict[str, float]:
+def _ten_crop_eval(run: _Run, state, step: int) -> dict[str, float]:
   """The paper's test-time averaging over ten crops (config.final_ten_crop),
   logged as eval10_* beside the periodic evaluations' eval_*."""
   with run.progress.timing_eval():
-    metrics = steps.evaluate(run.p_eval, state.params,
-                             run.data.eval_batches(ten_crop=True))
+    metrics = steps.evaluate_batches(run.eval_step, state.params,
+                                     run.data.eval_batches(ten_crop=True))
   logging.info('ten-crop eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f',
                step, metrics['eval_loss'], metrics['eval_top1'],
                metrics['eval_top5'])

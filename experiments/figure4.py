@@ -229,17 +229,17 @@ def run_figure4(run_dir: str, workdir: str, step: int | None = None,
     raise run_loading.RunError(f'{run_dir} trained on random images '
                                "(dataset='fake'): there are none to show.")
   model = models.model_from_config(config)
-  mean, std = steps.channel_mean(config), config.normalization.std
+  normalize = steps.Normalization.from_config(config.normalization)
 
   def embed(params, images):
-    x = steps.normalize(images, mean, std)
+    x = normalize(images)
     f = features.features(model, {'params': params}, x, layer)
     return f.reshape((f.shape[0], -1))
 
   @jax.jit
   def classify(params, images):
-    probs = jax.nn.softmax(model.apply({'params': params}, steps.normalize(
-        images, mean, std), train=False))
+    probs = jax.nn.softmax(model.apply({'params': params}, normalize(images),
+                                       train=False))
     return probs, embed(params, images)
 
   @jax.jit

@@ -2,9 +2,10 @@
 the PyTorch reference, the matmul ceiling, and round-robin timed windows.
 
 A variant is a name and the config fields it changes, in dotted form
-(`VARIANTS`). The config is a tree of namespaces holding the fields the
-training step reads, so no ml_collections (nor TensorFlow) is needed: the
-harness runs on a machine with JAX, Flax and optax alone.
+(`VARIANTS`), applied to a ConfigDict of the model's, the execution's and the
+parallelism's fields; the step's options are the harness's own. No
+TensorFlow is needed: the harness runs with JAX, Flax, optax and
+ml_collections.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from alexnet_jax import models
@@ -61,27 +62,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
 IMAGENET_MEAN = (123.68, 116.78, 103.94)  # configs/default.py's, 0-255.
 
 
-def _namespace(tree: Mapping[str, Any]) -> types.SimpleNamespace:
-  return types.SimpleNamespace(**{
-      k: _namespace(v) if isinstance(v, Mapping) else v
-      for k, v in tree.items()})
+OPTIMIZER = ml_collections.ConfigDict({
+    'rule': 'paper', 'learning_rate': 0.01, 'momentum': 0.9,
+    'weight_decay': 5e-4, 'schedule': 'constant', 'warmup_epochs': 0.0})
+# The training step's options: a constant learning rate, norms every 100.
+OPTIONS = steps.TrainOptions(
+    seed=0, normalization=steps.Normalization(IMAGENET_MEAN, (1.0, 1.0, 1.0)),
+    learning_rate=optim.create_schedule(OPTIMIZER, 1, 1), log_every_steps=100)
 
 
 def base_config(image_size: int, width: float, num_classes: int,
-                dtype: str) -> types.SimpleNamespace:
-  """The fields of a training config that the step and the model read."""
+                dtype: str) -> ml_collections.ConfigDict:
+  """The fields of a training config that the model and the mode read."""
   model = {f.name: f.default for f in dataclasses.fields(models.AlexNet)
            if f.name in models.MODEL_FIELDS}
   model.update(num_classes=num_classes, width=width, dtype=dtype)
   execution = dict(dataclasses.asdict(ops.Execution()),
                    xla_cpu_conv_library='eigen')  # configs/default.py's.
-  return _namespace({
+  return ml_collections.ConfigDict({
       'model': model, 'execution': execution, 'parallelism': 'data',
-      'seed': 0, 'image_size': image_size, 'log_every_steps': 100,
-      'normalization': {'mean': IMAGENET_MEAN, 'std': (1.0, 1.0, 1.0)},
-      'optimizer': {'rule': 'paper', 'learning_rate': 0.01, 'momentum': 0.9,
-                    'weight_decay': 5e-4, 'schedule': 'constant',
-                    'warmup_epochs': 0.0}})
+      'image_size': image_size})
 
 
 def variant_overrides(variant: str) -> dict[str, Any]:
@@ -104,13 +104,6 @@ def variant_config(spec: Mapping[str, Any]):
   if not config.image_size:  # 227 for the paper's net, 224 for owt.
     config.image_size = models.DEFAULT_IMAGE_SIZE[config.model.variant]
   return config
-
-
-def build_model(config) -> models.AlexNet:
-  execution = {f.name: getattr(config.execution, f.name)
-               for f in dataclasses.fields(ops.Execution)}
-  return models.AlexNet(**vars(config.model),
-                        execution=ops.Execution(**execution))
 
 
 def random_batch(devices: Sequence[jax.Device], per_device: int, size: int,
@@ -143,20 +136,21 @@ class JaxRow:
   def __init__(self, spec: Mapping[str, Any]):
     config = variant_config(spec)
     devices = local_devices(spec['devices'])
-    self.model = model = build_model(config)
-    tx = optim.create_optimizer(config.optimizer, steps_per_epoch=1,
-                                total_steps=1)
+    self.model = model = models.model_from_config(config)
+    tx = optim.create_optimizer(OPTIMIZER)
     self.batch_size = n_batch = spec['batch_per_device']
     self.name, self.dtype = spec['variant'], spec['dtype']
-    state = steps.create_train_state(config, model, tx)
+    state = steps.create_train_state(model, tx, config.image_size,
+                                     OPTIONS.seed)
     batch = random_batch(devices, n_batch, config.image_size,
                          config.model.num_classes)
     if config.parallelism == 'data':
-      step, _ = steps.make_pmapped_steps(model, tx, config, devices=devices)
+      step, _ = steps.make_pmapped_steps(model, tx, OPTIONS, devices=devices)
       state = placement.replicate(state, devices)
     else:
-      step, _, put = parallelism.make_sharded_steps(model, tx, config,
-                                                    devices=devices)
+      step, _, put = parallelism.make_sharded_steps(
+          model, tx, OPTIONS, config.parallelism, config.image_size,
+          devices=devices)
       batch, state = put(batch), jax.device_put(state, step.shardings)
     options = startup.compiler_options(config)
     start = time.perf_counter()

@@ -89,11 +89,11 @@ def test_every_variant_names_config_fields_that_exist():
   config = harness.variant_config(
       dict(SPEC, variant='flax_baseline+lrn_matmul+s2d', image_size=0))
   assert config.image_size == 227
-  assert vars(config.execution) == {  # Later names win.
+  assert config.execution.to_dict() == {  # Later names win.
       'conv_impl': 'xla', 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
       'conv1_impl': 'space_to_depth', 'xla_cpu_conv_library': 'eigen'}
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
-  model = harness.build_model(owt)  # groups and lrn: the variant's own.
+  model = models.model_from_config(owt)  # groups, lrn: the variant's own.
   assert (model.variant, model.groups, model.lrn, owt.image_size) == (
       'owt', 1, False, 224)
   with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
