@@ -155,12 +155,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   carried = ckpt.carried(start_step) if start_step else None
   offset = _step_offset(config, workdir, start_step, carried)
   total_steps = config_lib.total_steps(config, spe, offset)
-  options = steps.TrainOptions(
-      seed=config.seed, log_every_steps=config.log_every_steps,
-      total_steps=total_steps,
-      normalization=steps.Normalization.from_config(config.normalization),
-      learning_rate=optim.create_schedule(config.optimizer, spe, total_steps,
-                                          offset))
+  options = step_options(config, spe, total_steps, offset)
   logging.info('AlexNet %s: %s parameters; %d steps of %d images '
                '(%d steps per epoch) on %d devices.', config.model.variant,
                f'{models.count_params(state.params):,}', total_steps,
@@ -170,7 +165,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
   writer = _start_records(config, workdir, data, start_step, carried)
 
-  train_step, eval_step, put = _make_steps(model, tx, options, config)
+  train_step, eval_step, put = make_steps(model, tx, options, config)
   run = _Run(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
              best=best, writer=writer, eval_step=eval_step,
              place=(placement.replicate if put is None else
@@ -198,6 +193,17 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
         f'SIGTERM: stopped at step {step} of {total_steps} with its '
         f'checkpoint saved; run the same command again to resume.')
   return last_logged
+
+
+def step_options(config, steps_per_epoch: int, total_steps: int,
+                 step_offset: int = 0) -> steps.TrainOptions:
+  """What the training step reads of `config`, as plain values."""
+  return steps.TrainOptions(
+      seed=config.seed, log_every_steps=config.log_every_steps,
+      total_steps=total_steps,
+      normalization=steps.Normalization.from_config(config.normalization),
+      learning_rate=optim.create_schedule(config.optimizer, steps_per_epoch,
+                                          total_steps, step_offset))
 
 
 def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
@@ -268,14 +274,15 @@ def _start_records(config, workdir: str, data, start_step: int,
   return writer
 
 
-def _make_steps(model, tx, options: steps.TrainOptions, config):
+def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
   """(train step, eval step, batch put or None) for config.parallelism."""
-  if config.parallelism == 'data':
-    return (*make_pmapped_steps(model, tx, options), None)
+  mode = config.get('parallelism', 'data')
+  if mode == 'data':
+    return (*make_pmapped_steps(model, tx, options, devices), None)
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
   return parallelism.make_sharded_steps(
-      model, tx, options, config.parallelism, config.image_size,
-      per_worker_fc=config.hybrid_fc_batch == 'per_worker')
+      model, tx, options, mode, config.image_size, devices=devices,
+      per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker')
 
 
 def _train_loop(run: _Run, state, train_step, batches, start_step: int,

@@ -41,7 +41,7 @@ def test_config_refuses_an_unknown_convention():
   config = tiny_config(**{'model.lrn_convention': 'caffe'})
   with pytest.raises(config_lib.ConfigError,
                      match=r"config\.model\.lrn_convention='caffe'"):
-    config_lib.validate(config)
+    train.validate(config)
 
 
 def test_paper_variant_at_224_is_refused_naming_227():

@@ -153,7 +153,8 @@ def test_flip_and_lighting_are_applied_in_float_on_the_accelerator():
   std = np.array(config.normalization.std)
   batch = {'image': images, 'flip': flips,
            'light': offsets.astype(np.float32)}
-  got = np.asarray(steps.training_images(batch, config))
+  got = np.asarray(steps.training_images(
+      batch, steps.Normalization.from_config(config.normalization)))
   lit = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
   lit = lit + offsets[:, None, None, :]
   np.testing.assert_allclose(got, (lit - mean) / std, atol=1e-4)
@@ -456,8 +457,9 @@ def test_training_batches_match_a_straightforward_reference(tmp_path):
     np.testing.assert_array_equal(batch['flip'][0], flips[positions])
     np.testing.assert_allclose(batch['light'][0], lights[positions],
                                rtol=1e-5)
-    got = steps.training_images(jax.tree_util.tree_map(lambda a: a[0], batch),
-                                config)
+    got = steps.training_images(
+        jax.tree_util.tree_map(lambda a: a[0], batch),
+        steps.Normalization.from_config(config.normalization))
     np.testing.assert_allclose(np.asarray(got), np.stack(want_lit),
                                atol=1e-4)
 

@@ -61,7 +61,8 @@ def test_crops_lose_the_mean_image_at_their_own_place(tmp_path):
     np.testing.assert_allclose(restored, images[source][y:y + s, x:x + s],
                                atol=1e-3)
   # The accelerator subtracts no channel mean on top.
-  assert steps.channel_mean(config) == (0.0, 0.0, 0.0)
+  assert steps.Normalization.from_config(config.normalization).mean == (
+      0.0, 0.0, 0.0)
   # Evaluation: the centre crop less the mean image's centre.
   m = (72 - s) // 2
   evals = next(data.eval_batches())

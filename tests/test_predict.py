@@ -37,8 +37,8 @@ def _write_workdir(workdir: str, config) -> dict:
   probabilities that are not all 0 or 1.
   """
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, 10, 100)
-  state = steps.create_train_state(config, model, tx)
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, config.image_size, config.seed)
   params = jax.tree_util.tree_map(lambda x: x * 1.1, state.params)
   params['fc8']['kernel'] = params['fc8']['kernel'] * 0.02
   state = state.replace(step=state.step + STEP, params=params)
