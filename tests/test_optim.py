@@ -179,3 +179,16 @@ def test_decay_biases_is_validated():
   with pytest.raises(config_lib.ConfigError,
                      match=r"config\.optimizer\.decay_biases='no'"):
     train.validate(config)
+
+
+def test_set_learning_rate_works_for_any_injected_optax_rule():
+  # The step's way of setting the rate (hyperparams, as optax documents)
+  # gives another optax rule the update of that rule built at that rate.
+  params = {'w': jnp.array([1.0, -2.0, 3.0])}
+  grads = {'w': jnp.array([0.5, 0.25, -1.0])}
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=1.0)
+  state = optim.set_learning_rate(tx.init(params), 0.001)
+  got, _ = tx.update(grads, state, params)
+  want, _ = optax.adam(0.001).update(grads, optax.adam(0.001).init(params))
+  np.testing.assert_allclose(got['w'], want['w'], rtol=1e-4)
+  assert not np.allclose(got['w'], tx.update(grads, tx.init(params))[0]['w'])

@@ -165,6 +165,7 @@ def _config(mode, **overrides):
 
 def test_modes_that_do_not_fit_name_the_field(monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   with pytest.raises(config_lib.ConfigError, match='config.parallelism'):
     train.validate(_config('pipeline'))
   monkeypatch.setattr(jax, 'device_count', lambda: 3)
