@@ -116,7 +116,8 @@ def _check_loop(config) -> None:
   c = Fields(config)
   dataset = c.get('dataset')
   if not isinstance(dataset, str) or not dataset:
-    c.fail('dataset', dataset, "expected a TFDS name, 'alexnet_shapes' or 'fake'")
+    c.fail('dataset', dataset,
+           "expected a TFDS name, 'alexnet_shapes' or 'fake'")
   c.int_at_least('batch_size', 1)
   c.int_at_least('eval_batch_size', 1)
   devices = jax.device_count()
