@@ -55,7 +55,6 @@ from alexnet_jax import models
 from alexnet_jax import placement
 from alexnet_jax import predict
 from alexnet_jax import steps
-from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
 
 TORCH_SUFFIXES = ('.pth', '.pt')
@@ -158,7 +157,8 @@ def evaluate_checkpoint(config, workdir: str,
   its mean image, if it subtracted one, is used as it was. The records go to
   `output_dir(workdir, step)` (logged).
   """
-  train.validate(config)
+  config_lib.validate(config)
+  models.check_config(config.model, config.image_size)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
   model = models.model_from_config(config)

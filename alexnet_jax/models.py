@@ -391,8 +391,9 @@ def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
 
 
-def check_config(model_config) -> None:
-  """config.model's fields (config_lib.ConfigError names the first bad one)."""
+def check_config(model_config, image_size: int) -> None:
+  """config.model's fields, and config.image_size against them
+  (config_lib.ConfigError names the first bad one)."""
   c = config_lib.Fields(model_config, 'model')
   c.one_of('variant', VARIANTS)
   c.one_of('groups', (None, 1, 2))  # None: the variant's (VARIANT_DEFAULTS).
@@ -422,3 +423,7 @@ def check_config(model_config) -> None:
   for field, check in optional.items():
     if model_config.get(field) is not None:
       check(field)
+  error = image_size_error(image_size, model_config.variant,
+                           model_config.overlap_pool)
+  if error:
+    config_lib.Fields(None).fail('image_size', image_size, f'model.{error}')

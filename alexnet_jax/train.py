@@ -89,14 +89,9 @@ def validate(config) -> None:
   """Every field of a training config (config_lib's, and the model's and
   optimizer's sections by their modules); raises config_lib.ConfigError
   naming the first invalid one."""
-  models.check_config(config.model)
-  optim.check_config(config.optimizer)
   config_lib.validate(config)
-  error = models.image_size_error(config.image_size, config.model.variant,
-                                  config.model.overlap_pool)
-  if error:
-    config_lib.Fields(config).fail('image_size', config.image_size,
-                                   f'model.{error}')
+  models.check_config(config.model, config.image_size)
+  optim.check_config(config.optimizer)
   mode = config.get('parallelism', 'data')
   if mode != 'data':
     from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
