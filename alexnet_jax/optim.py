@@ -10,12 +10,10 @@ which is `chain(add_decayed_weights(wd), scale_by_learning_rate(lr), trace(m))`.
 `optax.sgd` scales after the trace instead (`rule='sgd'`); the two differ only
 when the learning rate changes.
 
-The rule is wrapped in `optax.inject_hyperparams` with a number for the
-learning rate; the training step sets it (`set_learning_rate`, an edit of
-`opt_state.hyperparams` as optax documents) to the schedule's value at the
-global step times the plateau rule's scale before every update, so skipped
-steps do not make the schedule lag and any optax rule taking a
-`learning_rate` plugs in the same way.
+The rule is wrapped in `optax.inject_hyperparams`; before each update the
+step sets its learning rate (`set_learning_rate`, optax's documented edit of
+`hyperparams`) to the schedule at the global step times the plateau rule's
+scale, so skipped steps do not make the schedule lag.
 """
 
 from __future__ import annotations

@@ -217,13 +217,6 @@ def _add_to_window(state: TrainState, step_metrics, finite,
       + jnp.where(finite, new, 0.0), state.train_window, step)
 
 
-def eval_step(params, batch: dict[str, jax.Array], *, model,
-              normalization: Normalization) -> dict[str, jax.Array]:
-  """Masked sums of loss and top-1/top-5 hits over all devices."""
-  apply = lambda images: model.apply({'params': params}, images, train=False)
-  return lax.psum(eval_sums(apply, batch, normalization), axis_name='batch')
-
-
 def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
               normalization: Normalization) -> dict[str, jax.Array]:
   """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
@@ -259,9 +252,15 @@ def make_pmapped_steps(model, tx, options: TrainOptions, devices=None
 
 def make_eval_step(model, normalization: Normalization,
                    devices=None) -> Callable:
-  return jax.pmap(
-      functools.partial(eval_step, model=model, normalization=normalization),
-      axis_name='batch', in_axes=(None, 0), out_axes=0, devices=devices)
+  """(params, batch) -> masked sums of loss and top-1/top-5 hits over all
+  devices, pmapped over `devices`."""
+
+  def eval_step(params, batch):
+    apply = lambda x: model.apply({'params': params}, x, train=False)
+    return lax.psum(eval_sums(apply, batch, normalization), axis_name='batch')
+
+  return jax.pmap(eval_step, axis_name='batch', in_axes=(None, 0),
+                  out_axes=0, devices=devices)
 
 
 def evaluate_batches(eval_step_fn, params, batches: Iterator[dict]
@@ -277,7 +276,5 @@ def evaluate_batches(eval_step_fn, params, batches: Iterator[dict]
     raise ValueError('The evaluation split yielded no batches.')
   totals = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], totals))
   count = float(totals['count'])
-  return {'eval_loss': float(totals['loss']) / count,
-          'eval_top1': float(totals['top1']) / count,
-          'eval_top5': float(totals['top5']) / count,
-          'eval_examples': int(count)}
+  return {**{f'eval_{k}': float(totals[k]) / count
+             for k in ('loss', 'top1', 'top5')}, 'eval_examples': int(count)}

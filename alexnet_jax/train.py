@@ -148,7 +148,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   state = _restore(ckpt, state, config, workdir)
   start_step = int(state.step)
   carried = ckpt.carried(start_step) if start_step else None
-  offset = _step_offset(config, workdir, start_step, carried)
+  offset = _step_offset(config, start_step, carried)
   total_steps = config_lib.total_steps(config, spe, offset)
   options = step_options(config, spe, total_steps, offset)
   logging.info('AlexNet %s: %s parameters; %d steps of %d images '
@@ -214,7 +214,7 @@ def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
   return state
 
 
-def _step_offset(config, workdir: str, start_step: int,
+def _step_offset(config, start_step: int,
                  carried: dict[str, Any] | None) -> int:
   """The steps of config.batch_size the images seen before `start_step`
   make, less `start_step`: 0 unless a resume changed the batch size. The
@@ -222,12 +222,8 @@ def _step_offset(config, workdir: str, start_step: int,
   so they go on in images seen."""
   if not start_step:
     return 0
-  seen = (carried or {}).get('images_seen')
-  if seen is None:  # A checkpoint from before they counted: its record's.
-    path = workdir_lib.record_path(workdir, 'config', start_step - 1)
-    batch = (workdir_lib.read_config(path).get('batch_size')
-             if path else None) or config.batch_size
-    seen = start_step * batch
+  # Every checkpoint that resumes counts them; else the same batch size.
+  seen = (carried or {}).get('images_seen', start_step * config.batch_size)
   batches, rest = divmod(int(seen), config.batch_size)
   if rest:
     raise config_lib.ConfigError(
@@ -324,9 +320,12 @@ def _sync_step(run: _Run, state, step: int, summary: dict[str, float],
   written to the metrics ({} if none)."""
   row = {'step': step, **_log_training(run, step, summary)} if log_now else {}
   if eval_now:
-    state, eval_metrics = _eval_and_plateau(run, state, step)
+    eval_metrics = _evaluate_split(run, state.params, step)
+    if run.config.optimizer.schedule == 'plateau':  # The rate follows it.
+      state = run.place(state.replace(plateau=run.plateau.update(
+          state.plateau, 1.0 - eval_metrics['eval_top1'])))
     if step == run.total_steps and run.config.final_ten_crop:
-      eval_metrics.update(_ten_crop_eval(run, state, step))
+      eval_metrics.update(_evaluate_split(run, state.params, step, True))
     row = {'step': step, **row, **eval_metrics}
   if row:
     row.update(epoch=(step + run.step_offset) / run.data.steps_per_epoch,
@@ -357,31 +356,19 @@ def _log_training(run: _Run, step: int, summary: dict[str, float]
   return summary
 
 
-def _eval_and_plateau(run: _Run, state, step: int):
-  """The eval split's metrics; the plateau rule's learning rate follows them."""
+def _evaluate_split(run: _Run, params, step: int, ten_crop: bool = False
+                    ) -> dict[str, float]:
+  """The eval split's metrics (eval_*); with `ten_crop`, the paper's
+  test-time averaging over ten crops (config.final_ten_crop) as eval10_*."""
   with run.progress.timing_eval():  # Not training time; for the ETA.
-    metrics = steps.evaluate_batches(run.eval_step, state.params,
-                                     run.data.eval_batches())
-  logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
-               '(%d examples)', step, metrics['eval_loss'],
-               metrics['eval_top1'], metrics['eval_top5'],
-               metrics['eval_examples'])
-  if run.config.optimizer.schedule == 'plateau':
-    plateau = run.plateau.update(state.plateau, 1.0 - metrics['eval_top1'])
-    state = run.place(state.replace(plateau=plateau))
-  return state, metrics
-
-
-def _ten_crop_eval(run: _Run, state, step: int) -> dict[str, float]:
-  """The paper's test-time averaging over ten crops (config.final_ten_crop),
-  logged as eval10_* beside the periodic evaluations' eval_*."""
-  with run.progress.timing_eval():
-    metrics = steps.evaluate_batches(run.eval_step, state.params,
-                                     run.data.eval_batches(ten_crop=True))
-  logging.info('ten-crop eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f',
-               step, metrics['eval_loss'], metrics['eval_top1'],
-               metrics['eval_top5'])
-  return {'eval10_' + k[len('eval_'):]: v for k, v in metrics.items()}
+    metrics = steps.evaluate_batches(run.eval_step, params,
+                                     run.data.eval_batches(ten_crop or None))
+  logging.info('%s at step %d: loss %.4f, top-1 %.4f, top-5 %.4f (%d '
+               'examples)', 'ten-crop eval' if ten_crop else 'eval', step,
+               metrics['eval_loss'], metrics['eval_top1'],
+               metrics['eval_top5'], metrics['eval_examples'])
+  prefix = 'eval10_' if ten_crop else 'eval_'
+  return {prefix + k[len('eval_'):]: v for k, v in metrics.items()}
 
 
 class _PendingMetrics:
