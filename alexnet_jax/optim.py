@@ -54,13 +54,13 @@ def momentum_sgd(learning_rate, momentum: float, weight_decay: float,
 
 
 def create_optimizer(opt_config) -> optax.GradientTransformation:
-  """config.optimizer's rule, its learning rate a hyperparameter that the
-  step sets (`set_learning_rate`) before each update."""
+  """config.optimizer's rule (or a dict of its fields), its learning rate a
+  hyperparameter that the step sets (`set_learning_rate`) before each update."""
   return optax.inject_hyperparams(
       momentum_sgd, static_args=('rule', 'decay_biases'))(
-          learning_rate=float(opt_config.learning_rate),
-          momentum=opt_config.momentum, weight_decay=opt_config.weight_decay,
-          rule=opt_config.rule,
+          learning_rate=float(opt_config['learning_rate']),
+          momentum=opt_config['momentum'],
+          weight_decay=opt_config['weight_decay'], rule=opt_config['rule'],
           # Configs without the field decay biases, as the paper does.
           decay_biases=bool(opt_config.get('decay_biases', True)))
 

@@ -56,9 +56,9 @@ def set_field(config, field: str, value: Any, where: str) -> None:
                        + (f'; the fields there are {known}' if known else '')
                        + '.')
     if i < len(parts) - 1:
-      node = getattr(node, part)
+      node = node[part]
   try:
-    setattr(node, parts[-1], value)
+    node[parts[-1]] = value
   except (TypeError, ValueError) as e:
     raise ValueError(
         f'{where}: cannot set config.{field}={value!r}: {e}') from None

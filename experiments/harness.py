@@ -2,10 +2,10 @@
 the PyTorch reference, the matmul ceiling, and round-robin timed windows.
 
 A variant is a name and the config fields it changes, in dotted form
-(`VARIANTS`), applied to a ConfigDict of the model's, the execution's and the
-parallelism's fields; the step's options are the harness's own. No
-TensorFlow is needed: the harness runs with JAX, Flax, optax and
-ml_collections.
+(`VARIANTS`), applied to nested dicts of the model's, the execution's and
+the parallelism's fields; the training step's options are the harness's own
+(`OPTIONS`). No ml_collections (nor TensorFlow) is needed: the harness runs
+on a machine with JAX, Flax and optax alone.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from alexnet_jax import models
@@ -62,26 +61,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
 IMAGENET_MEAN = (123.68, 116.78, 103.94)  # configs/default.py's, 0-255.
 
 
-OPTIMIZER = ml_collections.ConfigDict({
-    'rule': 'paper', 'learning_rate': 0.01, 'momentum': 0.9,
-    'weight_decay': 5e-4, 'schedule': 'constant', 'warmup_epochs': 0.0})
-# The training step's options: a constant learning rate, norms every 100.
+# The training step's options: the paper's rule at a constant rate 0.01.
 OPTIONS = steps.TrainOptions(
     seed=0, normalization=steps.Normalization(IMAGENET_MEAN, (1.0, 1.0, 1.0)),
-    learning_rate=optim.create_schedule(OPTIMIZER, 1, 1), log_every_steps=100)
+    learning_rate=lambda step: 0.01, log_every_steps=100)
 
 
 def base_config(image_size: int, width: float, num_classes: int,
-                dtype: str) -> ml_collections.ConfigDict:
+                dtype: str) -> dict[str, Any]:
   """The fields of a training config that the model and the mode read."""
   model = {f.name: f.default for f in dataclasses.fields(models.AlexNet)
            if f.name in models.MODEL_FIELDS}
   model.update(num_classes=num_classes, width=width, dtype=dtype)
   execution = dict(dataclasses.asdict(ops.Execution()),
                    xla_cpu_conv_library='eigen')  # configs/default.py's.
-  return ml_collections.ConfigDict({
-      'model': model, 'execution': execution, 'parallelism': 'data',
-      'image_size': image_size})
+  return {'model': model, 'execution': execution, 'parallelism': 'data',
+          'image_size': image_size}
 
 
 def variant_overrides(variant: str) -> dict[str, Any]:
@@ -101,9 +96,17 @@ def variant_config(spec: Mapping[str, Any]):
                        spec['num_classes'], spec['dtype'])
   config = common.with_overrides(config, variant_overrides(spec['variant']),
                                 f'variant {spec["variant"]!r}')
-  if not config.image_size:  # 227 for the paper's net, 224 for owt.
-    config.image_size = models.DEFAULT_IMAGE_SIZE[config.model.variant]
+  if not config['image_size']:  # 227 for the paper's net, 224 for owt.
+    config['image_size'] = models.DEFAULT_IMAGE_SIZE[
+        config['model']['variant']]
   return config
+
+
+def build_model(config) -> models.AlexNet:
+  execution = {f.name: config['execution'][f.name]
+               for f in dataclasses.fields(ops.Execution)}
+  return models.AlexNet(**config['model'],
+                        execution=ops.Execution(**execution))
 
 
 def random_batch(devices: Sequence[jax.Device], per_device: int, size: int,
@@ -136,40 +139,42 @@ class JaxRow:
   def __init__(self, spec: Mapping[str, Any]):
     config = variant_config(spec)
     devices = local_devices(spec['devices'])
-    self.model = model = models.model_from_config(config)
-    tx = optim.create_optimizer(OPTIMIZER)
+    self.model = model = build_model(config)
+    tx = optim.create_optimizer({'rule': 'paper', 'learning_rate': 0.01,
+                                 'momentum': 0.9, 'weight_decay': 5e-4})
+    size, mode = config['image_size'], config['parallelism']
     self.batch_size = n_batch = spec['batch_per_device']
     self.name, self.dtype = spec['variant'], spec['dtype']
-    state = steps.create_train_state(model, tx, config.image_size,
-                                     OPTIONS.seed)
-    batch = random_batch(devices, n_batch, config.image_size,
-                         config.model.num_classes)
-    if config.parallelism == 'data':
+    state = steps.create_train_state(model, tx, size, OPTIONS.seed)
+    batch = random_batch(devices, n_batch, size, model.num_classes)
+    if mode == 'data':
       step, _ = steps.make_pmapped_steps(model, tx, OPTIONS, devices=devices)
       state = placement.replicate(state, devices)
     else:
       step, _, put = parallelism.make_sharded_steps(
-          model, tx, OPTIONS, config.parallelism, config.image_size,
-          devices=devices)
+          model, tx, OPTIONS, mode, size, devices=devices)
       batch, state = put(batch), jax.device_put(state, step.shardings)
-    options = startup.compiler_options(config)
+    # The training loop's XLA options (startup.compiler_options's).
+    library = config['execution']['xla_cpu_conv_library']
+    options = (dict(startup.XLA_CPU_CONV_LIBRARIES[library])
+               if jax.default_backend() == 'cpu' else {})
     start = time.perf_counter()
     self.step = step.lower(state, batch).compile(options or None)
     self.state, self.batch, self.metrics = state, batch, None
     self.run(1)  # The first call: loads and places everything.
     self.info = dict(
         spec, framework='jax', devices=len(devices),
-        global_batch=len(devices) * n_batch, image_size=config.image_size,
+        global_batch=len(devices) * n_batch, image_size=size,
         overrides=variant_overrides(spec['variant']), xla_options=options,
-        parallelism=config.parallelism,
+        parallelism=mode,
         params=models.count_params(state.params),
         compile_s=time.perf_counter() - start,
         xla_memory_bytes=_memory_bytes(self.step),
         train_gflop_per_image=flops_lib.model_flops_of(
-            model, config.image_size) / 1e9)
-    if config.parallelism != 'data':
-      self.info.update(communication(model, config, len(devices), n_batch,
-                                     self.step.as_text()))
+            model, size) / 1e9)
+    if mode != 'data':
+      self.info.update(communication(model, mode, size, len(devices),
+                                     n_batch, self.step.as_text()))
 
   def run(self, steps: int) -> float:
     start = time.perf_counter()
@@ -197,13 +202,12 @@ def _memory_bytes(compiled) -> int | None:
              - m.alias_size_in_bytes + m.temp_size_in_bytes)
 
 
-def communication(model, config, n: int, per_device: int,
+def communication(model, mode: str, size: int, n: int, per_device: int,
                   hlo_text: str) -> dict[str, Any]:
   """Bytes each device sends per training step: from the layer shapes, and
   from the compiled step's collectives (scalars and one-device groups, which
   move nothing that matters, left out)."""
-  want = parallelism.step_collectives(model, config.parallelism,
-                                      config.image_size, n * per_device, n)
+  want = parallelism.step_collectives(model, mode, size, n * per_device, n)
   hlo = [c for c in parallelism.hlo_collectives(hlo_text, n)
          if c.elements > 1 and c.group > 1]
   return {'bytes_sent_per_device': parallelism.bytes_sent_per_device(want),

@@ -84,17 +84,17 @@ def test_every_variant_names_config_fields_that_exist():
     for dotted, value in harness.VARIANTS[name].items():
       node = config
       for part in dotted.split('.'):
-        node = getattr(node, part)
+        node = node[part]
       assert node == value, (name, dotted)
   config = harness.variant_config(
       dict(SPEC, variant='flax_baseline+lrn_matmul+s2d', image_size=0))
-  assert config.image_size == 227
-  assert config.execution.to_dict() == {  # Later names win.
+  assert config['image_size'] == 227
+  assert config['execution'] == {  # Later names win.
       'conv_impl': 'xla', 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
       'conv1_impl': 'space_to_depth', 'xla_cpu_conv_library': 'eigen'}
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
-  model = models.model_from_config(owt)  # groups, lrn: the variant's own.
-  assert (model.variant, model.groups, model.lrn, owt.image_size) == (
+  model = harness.build_model(owt)  # groups and lrn: the variant's own.
+  assert (model.variant, model.groups, model.lrn, owt['image_size']) == (
       'owt', 1, False, 224)
   with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
                      r"does not exist; the fields there are \['conv1_impl'"):
