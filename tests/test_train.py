@@ -74,15 +74,15 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny,
   make_steps = steps.make_pmapped_steps
 
   def timed_steps(*args, **kwargs):
-    p_train, p_eval = make_steps(*args, **kwargs)
+    train_step, eval_step = make_steps(*args, **kwargs)
 
     def step(*a):
       clock.now += 1.0
-      return p_train(*a)
+      return train_step(*a)
 
     def evaluate(*a):
       clock.now += 100.0
-      return p_eval(*a)
+      return eval_step(*a)
 
     return step, evaluate
 
