@@ -32,6 +32,7 @@ from ml_collections import config_flags
 
 from alexnet_jax import cli
 from alexnet_jax.input_pipeline import prepare as prepare_lib
+from alexnet_jax.input_pipeline.options import DataOptions
 
 config_flags.DEFINE_config_file('config', None, 'A training config file.',
                                 lock_config=False)
@@ -53,9 +54,10 @@ flags.mark_flags_as_required(['config', 'output_dir'])
 
 def main(argv):
   del argv
-  prepare_lib.prepare(flags.FLAGS.config, os.path.abspath(_OUTPUT_DIR.value),
-          _SPLITS.value, _EXAMPLES_PER_SHARD.value, _CENTRAL_SQUARE.value,
-          _JPEG_QUALITY.value)
+  prepare_lib.prepare(
+      DataOptions.from_config(flags.FLAGS.config),
+      os.path.abspath(_OUTPUT_DIR.value), _SPLITS.value,
+      _EXAMPLES_PER_SHARD.value, _CENTRAL_SQUARE.value, _JPEG_QUALITY.value)
 
 
 def run():

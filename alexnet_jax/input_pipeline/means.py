@@ -19,7 +19,6 @@ import numpy as np
 from alexnet_jax.input_pipeline import cache
 from alexnet_jax.input_pipeline.options import import_tensorflow
 from alexnet_jax.input_pipeline.options import numpy_batches
-from alexnet_jax.input_pipeline.options import tf_data_options
 from alexnet_jax.input_pipeline.preprocess import Preprocess
 
 
@@ -114,8 +113,8 @@ def mean_image(source, split: str, preprocess: Preprocess, cache_dir: str,
       num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   start = time.perf_counter()
   total, count = np.zeros(size, np.float64), 0
-  for squares in numpy_batches(ds.batch(64).with_options(tf_data_options()),
-                               source.name, 'the mean image computation'):
+  for squares in numpy_batches(ds.batch(64), source.name,
+                               'the mean image computation'):
     total += squares.sum(axis=0)
     count += len(squares)
   mean = (total / count).astype(np.float32)

@@ -1,11 +1,16 @@
-"""TFDS datasets as sources: a TFDS name (prepared on first use, as
-array_record for random access; `imagenet2012` from the tar files in
-`config.manual_dir`), the embedded `alexnet_shapes` set (generated locally),
-or 'tfds_directory': the TFDS dataset written in `config.dataset_dir` (e.g. by
-`alexnet_jax.prepare_dataset`: images resized once to 256).
+"""The dataset as a source of records: a TFDS name (prepared on first use, as
+array_record for random access; `imagenet2012` from the tars in
+`manual_dir`), the embedded `alexnet_shapes`, a TFDS dataset written in
+`dataset_dir` ('tfds_directory', e.g. by `alexnet_jax.prepare_dataset`), or an
+image folder (`image_folder.FolderSource`).
 
-The records' images stay encoded (`tfds.decode.SkipDecoding`): the pipeline
-decodes only each training crop's window.
+A source has `name`, `num_classes`, `class_names`, `jpeg_only`, and
+shards(split, count, drop_remainder) (one per process), num_examples(shard),
+size(split), records(shard) (tf.data of {'image', 'label'}: `read(record)` is
+the encoded bytes), table(split) (random access, `tables`),
+image_shapes(split) ((h, w) per record, or None where unknown) and
+identity(split) (for cache keys). Images stay encoded
+(`tfds.decode.SkipDecoding`): the pipeline decodes only each crop's window.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from absl import logging
 import numpy as np
 
 from alexnet_jax import config_lib
+from alexnet_jax.input_pipeline.image_folder import FolderSource
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
@@ -36,11 +42,20 @@ MANUAL_FILES = {
 MEMORY_TABLE_LIMIT = 4 * 2**30
 
 
-def get_builder(config, options: DataOptions):
-  """The TFDS builder for `config.dataset`, prepared if it is not yet."""
+def make_source(options: DataOptions, builder=None):
+  """The source of `options.dataset`, or of `builder` when one is given."""
+  if builder is not None:
+    return TFDSSource(builder)
+  if options.dataset == IMAGE_FOLDER:
+    return FolderSource(options)
+  return TFDSSource(get_builder(options))
+
+
+def get_builder(options: DataOptions):
+  """The TFDS builder of `options.dataset`, prepared if it is not yet."""
   tfds = import_tfds()
   import_tensorflow()  # Off the accelerator before TFDS uses it.
-  name = config.dataset
+  name = options.dataset
   if name in EMBEDDED_DATASETS:
     from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
     return shapes.build(options.data_dir)
@@ -126,8 +141,6 @@ class TFDSSource:
     self.image_shape = shape if None not in shape else None
 
   def image_shapes(self, split: str) -> np.ndarray | None:
-    """int32 [n, 2]: (height, width) of each image of `split` when every
-    image has the same (else None: not known without decoding)."""
     if self.image_shape is None:
       return None
     return np.tile(np.array(self.image_shape, np.int32), (self.size(split), 1))
@@ -150,8 +163,8 @@ class TFDSSource:
         read_config=tfds.ReadConfig(try_autocache=False))
 
   def _array_record(self) -> bool:
-    """Whether the records are in the array_record format (random access,
-    read through tfds.data_source; TFDS's as_dataset does not read it)."""
+    """Whether the records are array_record (random access, through
+    tfds.data_source; as_dataset does not read it)."""
     tfds = import_tfds()
     return (getattr(self.builder.info, 'file_format', None) ==
             tfds.core.FileFormat.ARRAY_RECORD)
