@@ -6,28 +6,18 @@ r"""Weight interchange with PyTorch, and `.npz` files of converted parameters.
       --output=alexnet.pth
 
 --input: a .pth state_dict, an .npz of params, or an orbax checkpoint (a
-workdir: its newest step); --output: .npz or .pth. torch is imported only to
-read or write a .pth file.
-
-Two PyTorch layouts, each our model's variant of that name (with its default
-groups and lrn), both with `features` and `classifier` like torchvision's
-`AlexNet`; fc6..fc8 = `classifier.1/4/6`:
+workdir: its newest step); --output: .npz or .pth. torch is imported only for
+.pth files. Two PyTorch layouts, our variants of those names, both with
+torchvision's `features` and `classifier` (fc6..fc8 = `classifier.1/4/6`):
 * 'owt': torchvision's AlexNet; conv1..conv5 = `features.0/3/6/8/10`.
-* 'paper': conv2, conv4 and conv5 grouped (`nn.Conv2d(groups=2)`) and, after
-  the ReLU of conv1 and conv2, `torch_lrn(groups)`: `nn.LocalResponseNorm(5,
-  alpha=5e-4, beta=0.75, k=2.0)` on each tower's half of the channels, as the
-  paper's two GPUs normalized their own maps (PyTorch divides alpha by n: our
-  alpha=1e-4). It has no parameters; a model with lrn_across_towers=True
-  matches `torch_lrn(1)`. conv1..conv5 = `features.0/4/8/10/12`.
+* 'paper': conv2, conv4, conv5 grouped (`nn.Conv2d(groups=2)`), and after the
+  ReLU of conv1 and conv2 `torch_lrn(groups)` (LRN on each tower's channels,
+  as the paper's two GPUs did); conv1..conv5 = `features.0/4/8/10/12`.
 
-What changes between the frameworks:
-* Convolutions: PyTorch OIHW (out, in/groups, kh, kw) <-> Flax HWIO. Both give
-  the first out/groups output channels the first in/groups input channels (as
-  XLA's `feature_group_count` and `ops.conv` with conv_impl='split' do): a transpose.
-* Dense layers: PyTorch (out, in) <-> Flax (in, out).
-* fc6's input rows: PyTorch flattens pool5 as (C, H, W), our NHWC model as
-  (H, W, C). The map size is read from the weights (fc6 inputs / conv5
-  channels, a square), so any image size works.
+Convolutions are OIHW in PyTorch, HWIO in Flax (grouped ones alike: the first
+out/groups outputs see the first in/groups inputs), dense layers (out, in)
+against (in, out), and fc6's rows flatten pool5 as (C, H, W) against our
+(H, W, C); the pool5 size is read from the weights, so any image size works.
 """
 
 from __future__ import annotations

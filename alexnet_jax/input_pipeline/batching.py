@@ -94,8 +94,7 @@ class InputPipeline:
       logging.info('Mean RGB of the %r split: %s', split,
                    self.normalization_mean)
     if opts.mean_image and mean_image is None:
-      mean_image = means.mean_image(self.source, split, pre, cache_dir,
-                                    self.train_table)
+      mean_image = means.mean_image(self.source, split, pre, cache_dir)
     self.mean_image = mean_image if opts.mean_image else None
     self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)  # ImageNet's.
     if opts.lighting_from_data:
@@ -107,7 +106,7 @@ class InputPipeline:
   def _init_eval(self) -> None:
     """This process's eval shard, and the eval steps every process takes."""
     split = self.options.eval_split
-    shards = self.source.shards(split, jax.process_count(), False)
+    shards = self.source.shards(split, jax.process_count())
     self._eval_shard = shards[jax.process_index()]
     sizes = [self.source.num_examples(s) for s in shards]
     self.num_eval_examples = sum(sizes)

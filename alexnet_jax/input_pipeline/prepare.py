@@ -62,7 +62,7 @@ def write_split(source, split: str, name: str, output_dir: str, preprocess,
   """Writes the shards of one split not yet written; returns its SplitInfo."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
   tfds = import_tfds()
-  shard = source.shards(split, 1, False)[0]
+  shard = source.shards(split, 1)[0]
   total = source.num_examples(shard)
   count = max(1, math.ceil(total / examples_per_shard))
   features = _features(source.class_names,

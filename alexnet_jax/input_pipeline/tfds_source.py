@@ -5,7 +5,7 @@ array_record for random access; `imagenet2012` from the tars in
 image folder (`image_folder.FolderSource`).
 
 A source has `name`, `num_classes`, `class_names`, `jpeg_only`, and
-shards(split, count, drop_remainder) (one per process), num_examples(shard),
+shards(split, count) (one per process), num_examples(shard),
 size(split), records(shard) (tf.data of {'image', 'label'}: `read(record)` is
 the encoded bytes), table(split) (random access, `tables`),
 image_shapes(split) ((h, w) per record, or None where unknown) and
@@ -145,7 +145,7 @@ class TFDSSource:
       return None
     return np.tile(np.array(self.image_shape, np.int32), (self.size(split), 1))
 
-  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+  def shards(self, split: str, count: int) -> list:
     tfds = import_tfds()
     known = list(self.builder.info.splits.keys())
     parts = [p.split('[')[0] for p in split.split('+')]
@@ -153,7 +153,7 @@ class TFDSSource:
       raise config_lib.ConfigError(
           f'split {split!r} is not a split of {self.name!r}; its splits are '
           f'{known} (set config.train_split / config.eval_split).')
-    return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)
+    return tfds.even_splits(split, n=count)
 
   def _as_dataset(self, shard):
     tfds = import_tfds()
@@ -185,7 +185,7 @@ class TFDSSource:
     return count
 
   def size(self, split: str) -> int:
-    self.shards(split, 1, False)  # Checks the split's name.
+    self.shards(split, 1)  # Checks the split's name.
     return self.num_examples(split)
 
   def records(self, shard):
@@ -204,7 +204,7 @@ class TFDSSource:
     """Random access to `split`: record by record for the array_record
     format; otherwise (tfrecord, read only in sequence) the encoded images
     are loaded into memory once."""
-    self.shards(split, 1, False)  # Checks the split's name.
+    self.shards(split, 1)  # Checks the split's name.
     if self._array_record():
       return self._data_source(split)
     try:
