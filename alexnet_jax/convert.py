@@ -291,7 +291,8 @@ def _torch():
 
 def torch_lrn(groups: int = 2):
   """The PyTorch module of the 'paper' layout's LRN: `nn.LocalResponseNorm`
-  (PyTorch's alpha is ours times n) on each of `groups` blocks of channels."""
+  (PyTorch's alpha is ours times n: 5e-4 for our 1e-4) on each of `groups`
+  blocks of channels; lrn_across_towers=True matches `torch_lrn(1)`."""
   torch = _torch()
 
   class TowerLocalResponseNorm(torch.nn.Module):
