@@ -32,8 +32,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from alexnet_jax import input_pipeline
 from alexnet_jax import workdir as workdir_lib
-from alexnet_jax.input_pipeline.preprocess import Preprocess
+from alexnet_jax.input_pipeline import Preprocess
 
 
 class PredictError(Exception):
@@ -156,21 +157,16 @@ def class_names(config, workdir: str | None = None,
     return _read_names(saved, num_classes, 'the class names file')
   names = None
   try:
-    if config.dataset == 'fake':
-      names = None
-    elif config.dataset == 'alexnet_shapes':
+    if config.dataset == 'alexnet_shapes':
       from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
       names = list(shapes.CLASS_NAMES)
-    else:
-      from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-      if config.dataset == input_pipeline.IMAGE_FOLDER:
-        names = input_pipeline.list_image_folder(
-            config.dataset_dir, config.get('validation_fraction', 0.2))[1]
-      else:  # The builder's metadata only: nothing is downloaded or prepared.
-        tfds = input_pipeline.import_tfds()
-        kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
-        info = tfds.builder(config.dataset, **kwargs).info
-        names = list(info.features['label'].names)
+    elif config.dataset == input_pipeline.IMAGE_FOLDER:
+      names = input_pipeline.list_image_folder(
+          config.dataset_dir, config.get('validation_fraction', 0.2))[1]
+    elif config.dataset != 'fake':  # The builder's metadata only.
+      kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
+      info = input_pipeline.import_tfds().builder(config.dataset, **kwargs).info
+      names = list(info.features['label'].names)
   except Exception as e:  # pylint: disable=broad-except
     print(f'predict: no class names for dataset {config.dataset!r} '
           f'({type(e).__name__}: {e}); printing class indices. Pass '
@@ -195,7 +191,6 @@ class Predictor:
     from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
     from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
-    self.config = config
     model = models.model_from_config(config)
     evaluate.check_params_fit(params, model, config.image_size)
     mean, std = steps.channel_mean(config), config.normalization.std

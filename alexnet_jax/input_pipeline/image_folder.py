@@ -58,8 +58,6 @@ class FolderSource:
     self.jpeg_only = not not_jpeg
     if self.bad_images:
       self._drop_bad_images(options.bad_images)
-    shapes = set(map(tuple, self._shapes.values()))
-    self.image_shape = shapes.pop() if len(shapes) == 1 else None  # (h, w)
     counts = {s: len(f) for s, f in self.split_files.items()}
     logging.info('Image folder %s: %d classes, images per split %s (%d '
                  'unreadable skipped).', self.root, self.num_classes, counts,

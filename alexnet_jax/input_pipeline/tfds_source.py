@@ -86,9 +86,8 @@ def get_builder(options: DataOptions):
 def _prepare(builder, options: DataOptions) -> None:
   """Prepares a TFDS dataset, checking its manual files first."""
   tfds = import_tfds()
-  manual_dir = options.manual_dir or os.path.join(
-      os.fspath(builder.data_dir_root), 'downloads', 'manual')
-  manual_dir = os.path.expanduser(manual_dir)
+  manual_dir = os.path.expanduser(options.manual_dir or os.path.join(
+      os.fspath(builder.data_dir_root), 'downloads', 'manual'))
   _check_manual_files(builder, manual_dir)
   logging.info('Preparing TFDS dataset %r in %s (once).', builder.name,
                builder.data_dir_root)
@@ -177,8 +176,7 @@ class TFDSSource:
   def num_examples(self, shard) -> int:
     if self._array_record():
       return self._data_source(shard).size
-    # The dataset's own cardinality: TFDS sets it from the split's metadata
-    # (and tfds.testing.mock_data from its num_examples).
+    # TFDS sets the cardinality from the split's metadata (mock_data too).
     count = int(self._as_dataset(shard).cardinality())
     if count < 0:
       count = self.builder.info.splits[shard].num_examples
@@ -201,9 +199,8 @@ class TFDSSource:
     return record['image']
 
   def table(self, split: str):
-    """Random access to `split`: record by record for the array_record
-    format; otherwise (tfrecord, read only in sequence) the encoded images
-    are loaded into memory once."""
+    """Random access to `split`: array_record's, or (tfrecord, read only in
+    sequence) the encoded images loaded into memory once."""
     self.shards(split, 1)  # Checks the split's name.
     if self._array_record():
       return self._data_source(split)
