@@ -36,11 +36,9 @@ from alexnet_jax.input_pipeline.image_folder import scan_images
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
-from alexnet_jax.input_pipeline.options import import_tensorflow
 from alexnet_jax.input_pipeline.options import import_tfds
 from alexnet_jax.input_pipeline.options import TFDS_DIRECTORY
 from alexnet_jax.input_pipeline.preprocess import Preprocess
-from alexnet_jax.input_pipeline.preprocess import resize_uint8
 from alexnet_jax.input_pipeline.tables import DataSourceTable
 
 

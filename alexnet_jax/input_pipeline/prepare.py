@@ -57,7 +57,7 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
 
 
 def write_split(source, split: str, name: str, output_dir: str, preprocess,
-                examples_per_shard: int, central_square: bool,
+                features, examples_per_shard: int, central_square: bool,
                 quality: int):
   """Writes the shards of one split not yet written; returns its SplitInfo."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
@@ -65,8 +65,6 @@ def write_split(source, split: str, name: str, output_dir: str, preprocess,
   shard = source.shards(split, 1)[0]
   total = source.num_examples(shard)
   count = max(1, math.ceil(total / examples_per_shard))
-  features = _features(source.class_names,
-                       preprocess.resize_size if central_square else None)
   serializer = tfds.core.example_serializer.ExampleSerializer(
       features.get_serialized_info())
   lengths = [min(examples_per_shard, total - i * examples_per_shard)
@@ -120,19 +118,16 @@ def prepare(options: DataOptions, output_dir: str, splits=None,
         f'--jpeg_quality={jpeg_quality} is invalid: expected 1 to 100.')
   source = make_source(options)
   preprocess = options.preprocess
-  if splits:
-    names = {s: s for s in splits}
-  else:
-    names = {options.train_split: 'train', options.eval_split: 'validation'}
+  names = ({s: s for s in splits} if splits else
+           {options.train_split: 'train', options.eval_split: 'validation'})
+  features = _features(source.class_names,
+                       preprocess.resize_size if central_square else None)
   os.makedirs(output_dir, exist_ok=True)
-  infos = [write_split(source, split, name, output_dir, preprocess,
+  infos = [write_split(source, split, name, output_dir, preprocess, features,
                        examples_per_shard, central_square, jpeg_quality)
            for split, name in names.items()]
   tfds.folder_dataset.write_metadata(
-      data_dir=output_dir, features=_features(
-          source.class_names,
-          preprocess.resize_size if central_square else None),
-      split_infos=infos, check_data=False,
+      data_dir=output_dir, features=features, split_infos=infos, check_data=False,
       description=(f'{source.name} resized to {preprocess.resize_size} '
                    f'({preprocess.resize_mode}; central square: '
                    f'{central_square}; JPEG quality {jpeg_quality}) by '
