@@ -18,8 +18,8 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from alexnet_jax import config_lib
 from alexnet_jax.input_pipeline import cache
+from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
@@ -114,7 +114,7 @@ class FolderSource:
     files = []
     for part in split.split('+'):
       if part not in self.split_files:
-        raise config_lib.ConfigError(
+        raise ConfigError(
             f'split {part!r} (from {split!r}) is not a split of the image '
             f'folder {self.root}; its splits are {sorted(self.split_files)} '
             f'(set config.train_split / config.eval_split).')
@@ -195,7 +195,7 @@ def _class_images(root: str, relpath: str) -> list[str]:
   if not files:
     link = (f' (a link to {os.path.realpath(path)})'
             if os.path.islink(path) else '')
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r}: the class folder {path}{link} holds no '
         f'images {IMAGE_EXTENSIONS}; remove it or add its images.')
   return files
@@ -227,7 +227,7 @@ def list_image_folder(root: str, validation_fraction: float
   its split folders, or 'train' and 'validation' (`in_validation`)."""
   top = _subdirs(root)
   if not top:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r} holds no folders: expected class '
         f'folders root/<class>/<image> or split folders root/<split>/<class>/'
         f'<image> (images: {IMAGE_EXTENSIONS}).')
@@ -245,11 +245,11 @@ def list_image_folder(root: str, validation_fraction: float
   for s in splits:
     splits[s].sort()
   if not any(splits.values()):
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r} holds no images with the extensions '
         f'{IMAGE_EXTENSIONS} in root/<class>/ or root/<split>/<class>/.')
   if len(classes) < 2:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r} holds {len(classes)} class folder(s): '
         f'{classes}; a classifier needs at least 2.')
   return splits, classes

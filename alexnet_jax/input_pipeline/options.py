@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 from alexnet_jax import config_lib
 
+ConfigError = config_lib.ConfigError  # A config field's bad value.
 IMAGE_FOLDER = config_lib.IMAGE_FOLDER
 TFDS_DIRECTORY = 'tfds_directory'  # A TFDS dataset in config.dataset_dir.
 CACHE_SUBDIR = 'alexnet_jax_cache'  # Under the TFDS data dir.
@@ -21,9 +22,9 @@ class DataError(RuntimeError):
   """The data cannot be read: missing files, corrupt images, failed reads."""
 
 
-def invalid(field: str, value: Any, allowed: str) -> config_lib.ConfigError:
+def invalid(field: str, value: Any, allowed: str) -> ConfigError:
   """The error for a config field, worded as config_lib words its own."""
-  return config_lib.ConfigError(
+  return ConfigError(
       f'config.{field}={value!r} is invalid: {allowed}.')
 
 

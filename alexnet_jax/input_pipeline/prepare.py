@@ -10,7 +10,7 @@ import time
 
 from absl import logging
 
-from alexnet_jax.config_lib import ConfigError
+from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import import_tensorflow
 from alexnet_jax.input_pipeline.options import import_tfds

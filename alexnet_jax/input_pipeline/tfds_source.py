@@ -21,8 +21,8 @@ import os
 from absl import logging
 import numpy as np
 
-from alexnet_jax import config_lib
 from alexnet_jax.input_pipeline.image_folder import FolderSource
+from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
@@ -72,7 +72,7 @@ def get_builder(options: DataOptions):
   except Exception as e:  # TFDS raises its own DatasetNotFoundError.
     if 'not found' in str(e).lower():
       close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
-      raise config_lib.ConfigError(
+      raise ConfigError(
           f'config.dataset={name!r} is not a TFDS dataset; close matches: '
           f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
     raise
@@ -149,7 +149,7 @@ class TFDSSource:
     known = list(self.builder.info.splits.keys())
     parts = [p.split('[')[0] for p in split.split('+')]
     if known and any(p not in known for p in parts):
-      raise config_lib.ConfigError(
+      raise ConfigError(
           f'split {split!r} is not a split of {self.name!r}; its splits are '
           f'{known} (set config.train_split / config.eval_split).')
     return tfds.even_splits(split, n=count)
