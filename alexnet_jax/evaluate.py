@@ -49,7 +49,7 @@ from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
-from alexnet_jax import data as data_lib
+from alexnet_jax import input_pipeline
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import placement
@@ -171,7 +171,7 @@ def evaluate_checkpoint(config, workdir: str,
       mean_image = predict.load_mean_image(run_dir, config)
     except predict.PredictError as e:
       raise config_lib.ConfigError(str(e)) from None
-  data = data_lib.create_data(config, mean_image=mean_image)
+  data = input_pipeline.create_data(config, mean_image=mean_image)
   config_lib.validate_against_data(config, data)
   is_writer = jax.process_index() == 0
   out_dir = output_dir(workdir, step)

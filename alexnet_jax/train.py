@@ -39,7 +39,7 @@ from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 # pylint: disable=g-importing-member
 # Called by name from here, so that tests can replace them in this module.
-from alexnet_jax.data import create_data
+from alexnet_jax.input_pipeline import create_data
 from alexnet_jax.steps import make_pmapped_steps
 # pylint: enable=g-importing-member
 

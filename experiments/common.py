@@ -210,9 +210,9 @@ def total_steps(config, record: Mapping[str, Any]) -> int:
       record.get('batch_size') == config.batch_size and
       record.get('total_steps')):
     return int(record['total_steps'])
-  from alexnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   return config_lib.total_steps(
-      config, data_lib.create_data(config).steps_per_epoch)
+      config, input_pipeline.create_data(config).steps_per_epoch)
 
 
 def last_step(rows: Sequence[Mapping[str, Any]]) -> int:

@@ -103,13 +103,13 @@ def eval_style_batches(config, split: str) -> Iterator[dict]:
   """Every example of `split` once, as evaluation reads it (centre crops, no
   augmentation, not cached), in full batches of config.eval_batch_size:
   {'image', 'label', 'mask', 'index'} (index: position in the split)."""
-  from alexnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.eval_split, config.ten_crop, config.cache = split, False, False
   config.normalization.mean_from_data = False  # The recorded mean is used.
   flat = lambda x: x.reshape((-1,) + x.shape[2:])  # Drop the device axis.
   position = 0
-  for batch in data_lib.create_data(config).eval_batches():
+  for batch in input_pipeline.create_data(config).eval_batches():
     batch = {k: flat(v) for k, v in batch.items()}
     batch['index'] = position + np.arange(len(batch['label']))
     position += int(batch['mask'].sum())

@@ -22,7 +22,8 @@ import jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_disable_most_optimizations', True)
 from jax.sharding import NamedSharding
 from conftest import tiny_config
-from alexnet_jax import fake_data, models, optim, parallelism as par
+from alexnet_jax import models, optim, parallelism as par
+from alexnet_jax.input_pipeline import fake_data
 from alexnet_jax import placement, steps, train
 assert jax.device_count() == 8
 
