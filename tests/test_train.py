@@ -255,34 +255,28 @@ def test_xla_flags_by_config(tiny, monkeypatch):
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   eigen = _with_conv_library(tiny(), 'eigen')
   default = _with_conv_library(tiny(), 'xla_default')
-  monkeypatch.setattr(startup, '_backend_started', lambda: False)
+  monkeypatch.setattr(startup, '_settled', None)  # A new process.
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
   startup.set_xla_flags(eigen)
   assert os.environ['XLA_FLAGS'] == (
       '--xla_force_host_platform_device_count=2 ' + _EIGEN_FLAG)
   startup.set_xla_flags(eigen)  # Set once, not twice.
   assert os.environ['XLA_FLAGS'].count('ynn') == 1
+  # XLA has read them (or may have): another library is refused, not ignored.
+  with pytest.raises(RuntimeError, match='xla_cpu_conv_library'):
+    startup.set_xla_flags(default)
+  assert os.environ['XLA_FLAGS'].count('ynn') == 1
+  monkeypatch.setattr(startup, '_settled', None)  # A new process.
   startup.set_xla_flags(default)
   assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=2'
   with pytest.raises(config_lib.ConfigError,
                      match=r"execution\.xla_cpu_conv_library='mkl'"):
     startup.set_xla_flags(_with_conv_library(tiny(), 'mkl'))
-  # Once JAX has started its backend, a change is refused, not ignored.
-  monkeypatch.setattr(startup, '_backend_started', lambda: True)
-  startup.set_xla_flags(default)  # No change: fine.
-  with pytest.raises(RuntimeError, match='xla_cpu_conv_library'):
-    startup.set_xla_flags(eigen)
   assert startup.compiler_options(eigen, backend='cpu') == {
       _EIGEN_FLAG[2:].split('=')[0]: _EIGEN_FLAG.split('=')[1]}
   assert startup.compiler_options(eigen, backend='gpu') == {}
   assert (tuple(startup.XLA_CPU_CONV_LIBRARIES) ==
           config_lib.XLA_CPU_CONV_LIBRARIES)
-
-
-def test_backend_started_is_jax_own_state():
-  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
-  jax.devices()
-  assert startup._backend_started()  # pylint: disable=protected-access
 
 
 def test_eigen_and_default_convolutions_train_alike(tiny):
