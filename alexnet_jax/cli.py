@@ -102,6 +102,7 @@ _USER_ERRORS = {
     'alexnet_jax.workdir': ('WorkdirBusyError', 'RecordsError'),
     'alexnet_jax.train': ('NonFiniteLossError',),
     'experiments.run_loading': ('RunError',),
+    'alexnet_jax.experiments.run_loading': ('RunError',),
 }
 
 
