@@ -3,6 +3,7 @@ only `alexnet_jax` into site-packages, configs/ and experiments/ inside it,
 and the console scripts run from any directory."""
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -31,7 +32,15 @@ def test_a_non_editable_install_runs_its_console_scripts_anywhere(tmp_path):
   (site / 'deps.pth').write_text(os.path.dirname(os.path.dirname(
       jax.__file__)) + '\n')
   python = str(venv / 'bin' / 'python')
-  _run(python, '-m', 'pip', 'install', '-q', '--no-deps', ROOT, cwd=tmp_path)
+  # A copy of what the package is built from: the build leaves build/ there.
+  source = tmp_path / 'source'
+  for name in ('alexnet_jax', 'configs', 'experiments'):
+    shutil.copytree(os.path.join(ROOT, name), source / name,
+                    ignore=shutil.ignore_patterns('__pycache__'))
+  for name in ('pyproject.toml', 'README.md', 'LICENSE'):
+    shutil.copy(os.path.join(ROOT, name), source / name)
+  _run(python, '-m', 'pip', 'install', '-q', '--no-deps', str(source),
+       cwd=tmp_path)
   installed = {n for n in os.listdir(site) if not n.endswith(
       ('.pth', '-info', '__pycache__')) and not n.startswith('_')}
   assert {'alexnet_jax', 'configs', 'experiments'} & installed == {

@@ -19,6 +19,7 @@ from alexnet_jax import train
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device_on_the_same_global_batch():
   # Runs in a subprocess: the simulated device count is fixed at JAX start.
   script = textwrap.dedent('''
@@ -107,6 +108,7 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny,
   assert os.listdir(tmp_path / 'tensorboard')
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
     tmp_path, tiny):
   # Pixels divided by 1e-38 overflow float32: the loss is NaN from step 1.
@@ -119,6 +121,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
 
 
+@pytest.mark.slow
 def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=2, nonfinite='skip',
                 **{'normalization.std': (1e-38, 1e-38, 1e-38)})
@@ -166,6 +169,7 @@ def test_topk_counts_ties_against_the_model():
                                   err_msg=f'k={k}')
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=4, log_every_steps=2,
                 eval_every_steps=2)
@@ -279,6 +283,7 @@ def test_xla_flags_by_config(tiny, monkeypatch):
           config_lib.XLA_CPU_CONV_LIBRARIES)
 
 
+@pytest.mark.slow
 def test_eigen_and_default_convolutions_train_alike(tiny):
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   results = []
@@ -309,6 +314,7 @@ def _computations_with_convolutions(hlo_text: str) -> set[str]:
   return names
 
 
+@pytest.mark.slow
 def test_eigen_flag_takes_convolutions_out_of_ynnpack_fusions(tiny, tmp_path):
   step, state, batches = _tiny_steps(tiny())
   default = _computations_with_convolutions(
@@ -374,6 +380,7 @@ def _restored_state(config, workdir):
   return jax.device_get(state)
 
 
+@pytest.mark.slow
 def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
   # Logs every 3 steps, evaluates every 2. The plateau rule (patience 1, and
   # min_delta 1.0 so no evaluation after the first improves) divides the rate
@@ -404,6 +411,7 @@ def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
     assert int(state.plateau['drops']) == 2
 
 
+@pytest.mark.slow
 def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
   # jax.vmap with axis_name='batch' stands in for the devices: lax.axis_index
   # gives each lane its index, as pmap does. fc7's update (its gradient,
