@@ -4,6 +4,7 @@ exercises every module: the training command's and prepare_dataset's
 `main`, the command-line helpers, and the per-worker ("one weird trick")
 step on one worker."""
 
+import importlib
 import sys
 
 from absl import app
@@ -21,16 +22,31 @@ from alexnet_jax import steps
 from conftest import tiny_config
 
 
+# The flags the command modules define (absl's flags are process-wide).
+_COMMAND_FLAGS = ('config', 'workdir', 'coordinator_address', 'num_processes',
+                  'process_id', 'output_dir', 'splits', 'examples_per_shard',
+                  'central_square', 'jpeg_quality')
+
+
 @pytest.fixture
-def command(request, monkeypatch):
-  """Imports the command module `request.param` (its flags join absl's
-  global ones) and takes its flags away again after the test."""
-  before = set(flags.FLAGS)
-  module = __import__(request.param, fromlist=['main'])
-  yield module
-  for name in set(flags.FLAGS) - before:
+def command(request):
+  """Imports the command module `request.param` for the test: flags of the
+  commands' names that modules imported before defined (experiments'
+  `config`, `workdir`) are set aside meanwhile, and its own taken away
+  after."""
+  aside = {name: flags.FLAGS[name] for name in list(flags.FLAGS)
+           if name in _COMMAND_FLAGS or name.startswith('config.')}
+  for name in aside:
     delattr(flags.FLAGS, name)
-  sys.modules.pop(request.param)
+  before = set(flags.FLAGS)
+  try:
+    yield importlib.import_module(request.param)
+  finally:
+    for name in set(flags.FLAGS) - before:
+      delattr(flags.FLAGS, name)
+    for name, flag in aside.items():
+      flags.FLAGS[name] = flag
+    sys.modules.pop(request.param, None)
 
 
 @pytest.mark.parametrize('command', ['alexnet_jax.main'], indirect=True)
