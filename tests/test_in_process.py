@@ -4,6 +4,7 @@ exercises every module: the training command's and prepare_dataset's
 `main`, the command-line helpers, and the per-worker ("one weird trick")
 step on one worker."""
 
+import functools
 import importlib
 import sys
 
@@ -97,15 +98,16 @@ def test_one_worker_per_worker_step_is_the_ordinary_step():
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(4, 67, 67, 3)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 10, size=4))
-  loss, _, grads, (params, _) = owt.per_worker_update(
-      state, images, labels, jax.random.key(0), model=model, tx=tx,
-      workers=1)
+  step = jax.jit(functools.partial(owt.per_worker_update, model=model,
+                                   tx=tx, workers=1))
+  loss, _, grads, (params, _) = step(state, images, labels, jax.random.key(0))
 
   def plain_loss(p):  # The network's own forward pass.
     logits = model.apply({'params': p}, images)
     return jnp.mean(steps.cross_entropy(logits, labels))
 
-  want_loss, want_grads = jax.value_and_grad(plain_loss)(state.params)
+  want_loss, want_grads = jax.jit(jax.value_and_grad(plain_loss))(
+      state.params)
   updates, _ = tx.update(want_grads, state.opt_state, state.params)
   want_params = jax.tree_util.tree_map(jnp.add, state.params, updates)
   np.testing.assert_allclose(loss, want_loss, rtol=1e-5)

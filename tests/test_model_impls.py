@@ -300,6 +300,7 @@ def test_torch_reference_parameter_counts(kwargs, size, expected):
   assert torch_reference.count_params(net) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ['paper', 'owt'])
 def test_torch_reference_computes_the_jax_function(variant):
   torch = _torch()
