@@ -72,22 +72,28 @@ def proves_corruption(error: Exception) -> bool:
       isinstance(error, ValueError) and bool(_CORRUPTION.match(str(error))))
 
 
-class _OrbaxThreadErrors(logging_lib.Filter):
-  """Orbax's background threads log a failed save with its traceback; the
-  save reports it once, as one line (CheckpointWriteError)."""
+class _OrbaxNoise(logging_lib.Filter):
+  """Drops the tracebacks the caller reports in one line: orbax's background
+  threads' failed saves (CheckpointWriteError), and asyncio's report of the
+  reads a failed restore abandoned (the corruption it names)."""
 
   def filter(self, record):
+    message = record.getMessage()
+    if 'exception was never retrieved' in message:
+      error = record.exc_info[1] if record.exc_info else None
+      return not (isinstance(error, Exception) and proves_corruption(error))
     return not (f'{os.sep}orbax{os.sep}' in record.pathname and
-                'raised an exception' in record.getMessage())
+                'raised an exception' in message)
 
 
 def quiet_orbax() -> None:
   """Keeps orbax's tracebacks of failed reads and writes off the console
   (once per process); the caller reports each failure in one line."""
   absl_logger = logging_lib.getLogger('absl')
-  if any(isinstance(f, _OrbaxThreadErrors) for f in absl_logger.filters):
+  if any(isinstance(f, _OrbaxNoise) for f in absl_logger.filters):
     return
-  absl_logger.addFilter(_OrbaxThreadErrors())
+  for name in ('absl', 'asyncio'):
+    logging_lib.getLogger(name).addFilter(_OrbaxNoise())
   shown = sys.unraisablehook
 
   def hook(unraisable):

@@ -83,12 +83,14 @@ def test_a_failed_restore_leaves_no_traceback_on_the_console(tmp_path):
 
 def test_orbax_noise_is_dropped_and_nothing_else(monkeypatch):
   absl_logger = logging.getLogger('absl')
-  monkeypatch.setattr(absl_logger, 'filters', [])
+  asyncio_logger = logging.getLogger('asyncio')
+  for logger in (absl_logger, asyncio_logger):
+    monkeypatch.setattr(logger, 'filters', [])
   shown = []
   monkeypatch.setattr(sys, 'unraisablehook', shown.append)
   checkpointing.quiet_orbax()
   checkpointing.quiet_orbax()  # Once: one filter, one hook.
-  assert len(absl_logger.filters) == 1
+  assert len(absl_logger.filters) == len(asyncio_logger.filters) == 1
 
   def unraisable(error):
     return types.SimpleNamespace(exc_type=type(error), exc_value=error,
@@ -99,11 +101,18 @@ def test_orbax_noise_is_dropped_and_nothing_else(monkeypatch):
   sys.unraisablehook(unraisable(RuntimeError('something else')))
   assert [str(u.exc_value) for u in shown] == ['something else']
 
-  def record(path, message):
-    return logging.LogRecord('absl', logging.ERROR, path, 1, message, (), None)
+  def record(path, message, error=None):
+    return logging.LogRecord('absl', logging.ERROR, path, 1, message, (),
+                             error and (type(error), error, None))
 
   thread_error = 'Thread.run() raised an exception: disk full'
   assert not absl_logger.filter(record('/x/orbax/checkpoint/f.py',
                                        thread_error))
   assert absl_logger.filter(record('/x/orbax/checkpoint/f.py', 'other'))
   assert absl_logger.filter(record('/x/alexnet_jax/train.py', thread_error))
+  # asyncio's report of a read abandoned after a corrupt one, and no other.
+  unretrieved = 'Task exception was never retrieved'
+  assert not asyncio_logger.filter(record(
+      '/x/asyncio/base_events.py', unretrieved, ValueError('DATA_LOSS: x')))
+  assert asyncio_logger.filter(record(
+      '/x/asyncio/base_events.py', unretrieved, ValueError('other')))
