@@ -82,20 +82,20 @@ def restore_orbax_params(path: str) -> tuple[dict, int | None]:
 def _restore_params(step_dir: str) -> dict:
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   item_dir = epath.Path(step_dir) / _ITEM
+  checkpointing.quiet_orbax()
   handler = ocp.PyTreeCheckpointHandler()
   try:
-    with checkpointing.quiet_failed_reads():
-      tree = handler.metadata(item_dir).tree
-      if 'params' not in tree:
-        raise CheckpointNotFoundError(
-            f'The checkpoint {step_dir!r} has no params (it holds '
-            f'{sorted(tree)}).')
-      item = {'params': jax.tree_util.tree_map(
-          lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree['params'])}
-      restore_args = jax.tree_util.tree_map(
-          lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
-      restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
-          item=item, restore_args=restore_args, partial_restore=True))
+    tree = handler.metadata(item_dir).tree
+    if 'params' not in tree:
+      raise CheckpointNotFoundError(
+          f'The checkpoint {step_dir!r} has no params (it holds '
+          f'{sorted(tree)}).')
+    item = {'params': jax.tree_util.tree_map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), tree['params'])}
+    restore_args = jax.tree_util.tree_map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), item)
+    restored = handler.restore(item_dir, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=restore_args, partial_restore=True))
   except CheckpointNotFoundError:
     raise
   except Exception as e:  # pylint: disable=broad-except

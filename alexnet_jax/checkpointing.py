@@ -7,10 +7,10 @@ A checkpoint whose structure or shapes (orbax's metadata) differ from the
 config's state is a mismatch: an error, nothing is touched. One whose metadata
 fits but whose arrays fail to read with an error that proves corruption (data
 lost, truncated or missing in a finished checkpoint; undecodable metadata) is
-corrupt: it is moved aside to
-`<checkpoints>.unreadable/<step>` (kept on disk, out of orbax's reach, so
-`max_to_keep` never deletes a good checkpoint in its favour and the step can
-be saved again) and the next older checkpoint is tried. Any other error (an
+corrupt: it is moved aside to `<checkpoints>.unreadable/<step>` (kept on
+disk, out of orbax's reach, so `max_to_keep` never deletes a good checkpoint
+in its favour and the step can be saved again) and the next older checkpoint
+is tried. Any other error (an
 I/O error, memory) is raised as it is: the checkpoint may be sound.
 
 Each checkpoint carries what identifies its run (`save`'s `identity`: the
@@ -21,15 +21,12 @@ metadata, read back by `carried`.
 from __future__ import annotations
 
 import contextlib
-import gc
 import json
 import logging as logging_lib
 import os
 import re
 import shutil
 import sys
-import tempfile
-import time
 from typing import Any, Iterator
 
 from absl import logging
@@ -45,19 +42,12 @@ class UnreadableCheckpointError(ValueError):
   """No checkpoint of the workdir could be read (all corrupt)."""
 
 
-def _entry(key) -> str:
-  for attr in ('key', 'name', 'idx'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
 def _shapes(tree) -> dict[str, tuple]:
   """Leaf shapes by path ('params/conv1/bias'), for a state or for orbax's
   metadata of one (dicts and lists where the state has dataclasses)."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {'/'.join(_entry(k) for k in path): tuple(getattr(leaf, 'shape', ()))
-          for path, leaf in flat}
+  return {jax.tree_util.keystr(path, simple=True, separator='/'):
+          tuple(getattr(leaf, 'shape', ())) for path, leaf in flat}
 
 
 class CheckpointWriteError(OSError):
@@ -72,25 +62,6 @@ def _cause(error: Exception) -> str:
   return match.group(0).strip() if match else text[:300]
 
 
-class _DropOrbaxThreadErrors(logging_lib.Filter):
-  """Orbax's background threads log their failure with its traceback; the
-  save reports it once, as one line."""
-
-  def filter(self, record):
-    return 'raised an exception' not in record.getMessage()
-
-
-@contextlib.contextmanager
-def _without_orbax_thread_errors() -> Iterator[None]:
-  quiet = _DropOrbaxThreadErrors()
-  handler = logging.get_absl_handler()
-  handler.addFilter(quiet)
-  try:
-    yield
-  finally:
-    handler.removeFilter(quiet)
-
-
 # tensorstore's status codes for a finished checkpoint's data that are gone or
 # garbled; orbax raises them as ValueError. Metadata that is not JSON too.
 _CORRUPTION = re.compile(r'^(DATA_LOSS|OUT_OF_RANGE|NOT_FOUND):')
@@ -101,82 +72,38 @@ def proves_corruption(error: Exception) -> bool:
       isinstance(error, ValueError) and bool(_CORRUPTION.match(str(error))))
 
 
-class _DropUnretrieved(logging_lib.Filter):
+class _OrbaxNoise(logging_lib.Filter):
+  """Drops the tracebacks the caller reports in one line: orbax's background
+  threads' failed saves (CheckpointWriteError), and asyncio's report of the
+  reads a failed restore abandoned (the corruption it names)."""
+
   def filter(self, record):
-    return 'exception was never retrieved' not in record.getMessage()
+    message = record.getMessage()
+    if 'exception was never retrieved' in message:
+      error = record.exc_info[1] if record.exc_info else None
+      return not (isinstance(error, Exception) and proves_corruption(error))
+    return not (f'{os.sep}orbax{os.sep}' in record.pathname and
+                'raised an exception' in message)
 
 
-# Console lines of the reads orbax abandons after a failed restore.
-_ABANDONED = re.compile(
-    r'Traceback \(most recent call last\)|asyncio|Event loop is closed|'
-    r'_check_closed|call_soon_threadsafe|^\s*[~^]+\s*$|^\s*$')
-
-
-def _ignore_closed_loop_callbacks() -> None:
-  """Drops 'Event loop is closed' from sys.unraisablehook (once)."""
-  previous = sys.unraisablehook
-  if getattr(previous, 'ignores_closed_loop', False):
+def quiet_orbax() -> None:
+  """Keeps orbax's tracebacks of failed reads and writes off the console
+  (once per process); the caller reports each failure in one line."""
+  absl_logger = logging_lib.getLogger('absl')
+  if any(isinstance(f, _OrbaxNoise) for f in absl_logger.filters):
     return
+  for name in ('absl', 'asyncio'):
+    logging_lib.getLogger(name).addFilter(_OrbaxNoise())
+  shown = sys.unraisablehook
 
   def hook(unraisable):
+    # A restore that fails closes orbax's event loop while tensorstore's
+    # other reads go on; each then reports this error from a C++ thread.
     if not (isinstance(unraisable.exc_value, RuntimeError) and
             str(unraisable.exc_value) == 'Event loop is closed'):
-      previous(unraisable)
+      shown(unraisable)
 
-  hook.ignores_closed_loop = True
   sys.unraisablehook = hook
-
-
-@contextlib.contextmanager
-def quiet_failed_reads() -> Iterator[None]:
-  """Keeps the reads orbax abandons after a failed restore off the console:
-  each prints a traceback (asyncio's 'exception was never retrieved', or
-  'Event loop is closed' from C++ threads calling back into orbax's closed
-  event loop, past Python's hooks); the caller reports the failure once.
-  Standard error is captured while the restore runs and given back, less
-  those lines if it failed."""
-  asyncio_log = logging_lib.getLogger('asyncio')
-  quiet = _DropUnretrieved()
-  asyncio_log.addFilter(quiet)
-  sys.stderr.flush()
-  saved = os.dup(2)
-  failed = False
-  with tempfile.TemporaryFile() as capture:
-    os.dup2(capture.fileno(), 2)
-    try:
-      yield
-    except Exception:
-      failed = True
-      _ignore_closed_loop_callbacks()  # Late ones come through this hook.
-      _until_quiet(capture.fileno())  # The abandoned reads finish meanwhile.
-      raise
-    finally:
-      gc.collect()  # Abandoned futures report when collected: now.
-      sys.stderr.flush()
-      os.dup2(saved, 2)
-      os.close(saved)
-      asyncio_log.removeFilter(quiet)
-      capture.seek(0)
-      lines = capture.read().decode(errors='replace').splitlines(True)
-      if failed:
-        lines = [l for l in lines if not _ABANDONED.search(l)]
-      sys.stderr.write(''.join(lines))
-      sys.stderr.flush()
-
-
-def _until_quiet(fd: int, still: float = 0.5, most: float = 10.0) -> None:
-  """Waits until nothing has been written to `fd` for `still` seconds (at
-  most `most`): the abandoned reads print as they end, later on a loaded
-  machine."""
-  start, size, since = time.monotonic(), -1, time.monotonic()
-  while time.monotonic() - start < most:
-    gc.collect()  # Abandoned futures report when collected.
-    now = os.fstat(fd).st_size
-    if now != size:
-      size, since = now, time.monotonic()
-    elif time.monotonic() - since >= still:
-      return
-    time.sleep(0.1)
 
 
 def host_copy(tree: Any) -> Any:
@@ -204,8 +131,9 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 3,
                best_metric: str | None = None,
                asynchronous: bool | None = None):
+    quiet_orbax()
     self.directory = os.path.abspath(directory)
-    self.best_metric = best_metric
+    self._aside_dir = self.directory + '.unreadable'
     if asynchronous is None:
       asynchronous = jax.default_backend() != 'cpu'
     best = {}
@@ -246,17 +174,15 @@ class Checkpointer:
     for step in steps:
       self._check_fits(step, target)
       try:
-        with quiet_failed_reads():
-          restored = self._manager.restore(
-              step, args=ocp.args.StandardRestore(target))
+        restored = self._manager.restore(
+            step, args=ocp.args.StandardRestore(target))
       except Exception as e:  # pylint: disable=broad-except
         if not proves_corruption(e):
           raise
-        reason = f'{type(e).__name__}: {str(e).splitlines()[0][:200]}'
-        where = self._set_aside(step)
-        logging.warning('The checkpoint at step %d cannot be read (%s); moved '
-                        'it to %s and trying the next older one.', step,
-                        reason, where)
+        logging.warning('The checkpoint at step %d cannot be read (%s: %s); '
+                        'moved it to %s and trying the next older one.', step,
+                        type(e).__name__, str(e).splitlines()[0][:200],
+                        self._set_aside(step))
         skipped.append(step)
         continue
       if skipped:
@@ -274,22 +200,16 @@ class Checkpointer:
     """The identity the checkpoint of `step` carries (None: a checkpoint
     from before they carried one, or unreadable metadata)."""
     try:
-      with quiet_failed_reads():
-        metadata = self._manager.metadata(step)
+      metadata = self._manager.metadata(step)
     except Exception:  # pylint: disable=broad-except
       return None  # Unreadable: the restore fails and says so.
     return dict(getattr(metadata, 'custom_metadata', None) or {}) or None
-
-  @property
-  def _aside_dir(self) -> str:
-    return self.directory + '.unreadable'
 
   def _check_fits(self, step: int, target: Any) -> None:
     """Raises IncompatibleCheckpointError if orbax's metadata of `step` has
     other arrays or shapes than `target`."""
     try:
-      with quiet_failed_reads():
-        metadata = self._manager.item_metadata(step).tree
+      metadata = self._manager.item_metadata(step).tree
     except Exception:  # pylint: disable=broad-except
       return  # Unreadable metadata: the restore fails and says so.
     wanted, got = _shapes(target), _shapes(metadata)
@@ -327,11 +247,9 @@ class Checkpointer:
 
   @contextlib.contextmanager
   def _writing(self, what: str) -> Iterator[None]:
-    """Raises a failed write (of this save or of a background one) as one
-    CheckpointWriteError naming its cause, without orbax's tracebacks."""
+    """A failed write (this save's or a background one's) as one line."""
     try:
-      with quiet_failed_reads(), _without_orbax_thread_errors():
-        yield
+      yield
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointWriteError(f'Cannot write {what} to {self.directory}: '
                                  f'{_cause(e)}') from e

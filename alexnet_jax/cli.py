@@ -102,6 +102,7 @@ _USER_ERRORS = {
     'alexnet_jax.workdir': ('WorkdirBusyError', 'RecordsError'),
     'alexnet_jax.train': ('NonFiniteLossError',),
     'experiments.run_loading': ('RunError',),
+    'alexnet_jax.experiments.run_loading': ('RunError',),
 }
 
 
@@ -206,13 +207,8 @@ def _fail(argv: Sequence[str], message: str) -> None:
 
 
 def _exit_with(status: int, line: str) -> None:
-  """Prints `line` as the command's last words and exits with `status`.
-  Threads that libraries leave behind (orbax's reads of a checkpoint that
-  failed) can print tracebacks at exit, below the cause; they are not let
-  through."""
+  """Prints `line` as the command's last words and exits with `status`."""
   print(line, file=sys.stderr, flush=True)
-  devnull = os.open(os.devnull, os.O_WRONLY)
-  os.dup2(devnull, 2)
   sys.exit(status)
 
 

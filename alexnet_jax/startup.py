@@ -3,7 +3,8 @@
 
 XLA reads XLA_FLAGS once, when JAX starts its first backend (the first
 computation, or `jax.devices()`), so every command that trains or evaluates
-calls `set_xla_flags(config)` before that; importing JAX is fine.
+calls `set_xla_flags(config)` before that (cli.parse_flags does, before the
+command's code runs); importing JAX is fine.
 """
 
 from __future__ import annotations
@@ -47,28 +48,28 @@ def compiler_options(config, backend: str | None = None) -> dict[str, str]:
   return _conv_options(config) if backend == 'cpu' else {}
 
 
-def _backend_started() -> bool:
-  from jax._src import xla_bridge  # pylint: disable=g-import-not-at-top
-  return xla_bridge.backends_are_initialized()
+# The options this process has put into XLA_FLAGS (None: none yet). JAX has
+# no public way to tell whether its backend has started (and read them).
+_settled: dict[str, str] | None = None
 
 
 def set_xla_flags(config) -> None:
   """Puts config.execution's XLA options into XLA_FLAGS (replacing any value
-  of the same options there). Raises if JAX has started a backend already and
-  the flags would change, since XLA would not read them."""
-  current = os.environ.get('XLA_FLAGS', '').split()
-  kept = [f for f in current
-          if f.split('=', 1)[0].lstrip('-') not in _OPTION_NAMES]
-  wanted = kept + [f'--{k}={v}' for k, v in _conv_options(config).items()]
-  if wanted == current:
-    return
-  if _backend_started():
+  of the same options there). XLA reads them once, so they are settled once
+  per process: a later call asking for other options raises."""
+  global _settled
+  options = _conv_options(config)
+  if _settled is not None and options != _settled:
     raise RuntimeError(
         f'config.execution.xla_cpu_conv_library='
-        f'{config.execution.xla_cpu_conv_library!r} needs XLA_FLAGS '
-        f'{" ".join(wanted)!r}, but JAX has started its backend already: call '
-        f'startup.set_xla_flags(config) before the first JAX computation.')
-  os.environ['XLA_FLAGS'] = ' '.join(wanted)
+        f'{config.execution.xla_cpu_conv_library!r} needs other XLA options '
+        f'than this process set already ({_settled}), and XLA reads them only '
+        f'when JAX starts: run it in a new process.')
+  _settled = options
+  kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
+          if f.split('=', 1)[0].lstrip('-') not in _OPTION_NAMES]
+  os.environ['XLA_FLAGS'] = ' '.join(
+      kept + [f'--{k}={v}' for k, v in options.items()])
 
 
 class _QuietLibraries(logging_lib.Filter):

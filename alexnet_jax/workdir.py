@@ -114,8 +114,6 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
-
-
 def _set_absent(record: dict[str, Any], field: str, value: Any) -> None:
   *parents, leaf = field.split('.')
   for part in parents:

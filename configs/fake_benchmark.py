@@ -9,7 +9,7 @@ images/s lands in workdir/metrics.jsonl.
 
 import ml_collections
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

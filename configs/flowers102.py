@@ -21,7 +21,7 @@ heavily; this config is not a tuned recipe.
 
 import ml_collections
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

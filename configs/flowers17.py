@@ -32,7 +32,7 @@ a 2-core CPU trains about 30 images/s (docs/performance.md), some 40 s an epoch;
 import ml_collections
 from ml_collections import config_dict
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -31,7 +31,7 @@ this project's per-file hash split, not tflearn's random last 10%.
 import ml_collections
 from ml_collections import config_dict
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -19,7 +19,7 @@ crop offset, so expect a few tenths of a point of difference.
 import ml_collections
 from ml_collections import config_dict
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -27,7 +27,7 @@ runs gave the paper's figures) and Caffe divide alpha by the window, a term
 
 import ml_collections
 
-from configs import default
+from alexnet_jax.configs import default
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

@@ -30,11 +30,11 @@ from typing import Any, Callable, Mapping, Sequence
 from absl import app
 from absl import flags
 
-from experiments import common
-from experiments import plots
-from experiments import run_flags
-from experiments import sweeps
-from experiments import summaries
+from . import common
+from . import plots
+from . import run_flags
+from . import sweeps
+from . import summaries
 
 DEFAULT_SWEEP = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                              'sweeps.py')

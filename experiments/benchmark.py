@@ -53,9 +53,9 @@ import jax
 
 from alexnet_jax import cli
 from alexnet_jax import models
-from experiments import bench_report
-from experiments import common
-from experiments import harness
+from . import bench_report
+from . import common
+from . import harness
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _OUTPUT = flags.DEFINE_string('output', None, 'Where to write the JSON report; '
@@ -198,7 +198,7 @@ def run_isolated(spec: dict, scratch: str) -> dict[str, Any]:
   """One JAX row in a fresh Python process."""
   out = os.path.join(scratch, 'row.json')
   t = _timing()
-  cmd = [sys.executable, '-m', 'experiments.benchmark', f'--output={out}',
+  cmd = [sys.executable, '-m', f'{__package__}.benchmark', f'--output={out}',
          f'--row={json.dumps(spec)}', f'--warmup={t["warmup"]}',
          f'--windows={t["windows"]}', f'--steps_per_window={t["steps"]}']
   if _PROFILE_DIR.value:

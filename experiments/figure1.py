@@ -26,9 +26,9 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from experiments import common
-from experiments import run_flags
-from experiments import summaries
+from . import common
+from . import run_flags
+from . import summaries
 
 PAPER_RATIO = 6.0
 PAPER_THRESHOLD = 0.25

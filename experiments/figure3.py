@@ -53,9 +53,9 @@ import os
 from absl import flags
 import numpy as np
 
-from experiments import common
-from experiments import figure_flags
-from experiments import run_loading
+from . import common
+from . import figure_flags
+from . import run_loading
 
 CHANCE = 2.0 / 3.0  # The expected score of a kernel of i.i.d. weights.
 PERMUTATIONS = 10_000

@@ -32,9 +32,9 @@ from typing import Callable, Iterable, Iterator
 from absl import flags
 import numpy as np
 
-from experiments import common
-from experiments import figure_flags
-from experiments import run_loading
+from . import common
+from . import figure_flags
+from . import run_loading
 
 NEIGHBOURS = 6
 TOP = 5

@@ -9,12 +9,10 @@
 #   OUT=/tmp/gpu_check bash experiments/gpu_check.sh --tiny
 #
 # Needs jax, flax, optax, orbax-checkpoint and (for the reference rows) torch;
-# no TensorFlow and no ml_collections (the benchmark imports neither; wheels
-# carried in .whl/ are installed into /tmp/site if ml_collections is missing,
-# for anyone who adds a training-loop stage).
+# no TensorFlow and no ml_collections (the benchmark imports neither).
 # Each stage has a soft time budget (benchmark --budget_s: later variants are
-# skipped, the JSON is written anyway) and a hard `timeout`; the whole script is
-# sized to end within 9 minutes on an H200.
+# skipped, the JSON is written anyway) and a hard `timeout`, so a slow stage
+# cannot hold up the ones after it.
 set -uo pipefail
 
 TINY=0

@@ -31,8 +31,8 @@ from alexnet_jax import parallelism
 from alexnet_jax import placement
 from alexnet_jax import startup
 from alexnet_jax import steps
-from experiments import common
-from experiments import flops as flops_lib
+from . import common
+from . import flops as flops_lib
 
 # Every variant: name -> config overrides (dotted field -> value), on top of
 # the training config's defaults (the model's own fields, ops.Execution's).
@@ -221,7 +221,7 @@ class TorchRow:
   def __init__(self, spec: Mapping[str, Any], compile: bool,
                device: str, channels_last: bool):
     # pylint: disable-next=g-import-not-at-top
-    from experiments import torch_reference
+    from . import torch_reference
     self.name = 'torch compile' if compile else 'torch eager'
     self.dtype, self.batch_size = spec['dtype'], spec['batch_per_device']
     self.step = torch_reference.TrainStep(
@@ -254,7 +254,7 @@ def torch_in_child(spec: Mapping[str, Any], compile: bool, device: str,
   """The reference timed in a child process (its own CUDA context and
   threads); None when it fails or runs out of time."""
   out = os.path.join(scratch, f'torch_{spec["dtype"]}_{int(compile)}.json')
-  cmd = [sys.executable, '-m', 'experiments.torch_reference',
+  cmd = [sys.executable, '-m', f'{__package__}.torch_reference',
          f'--device={device}', f'--batch_size={spec["batch_per_device"]}',
          f'--dtype={spec["dtype"]}', f'--steps={timing["steps"]}',
          f'--windows={timing["windows"]}', f'--warmup={timing["warmup"]}',

@@ -103,7 +103,7 @@ def run_loop(args, workdir: str, env: dict[str, str]) -> dict:
 
 def run_torch(args, fmt: str, env: dict[str, str]) -> dict:
   with tempfile.NamedTemporaryFile(suffix='.json') as out:
-    cmd = [sys.executable, '-m', 'experiments.torch_reference',
+    cmd = [sys.executable, '-m', f'{__package__}.torch_reference',
            '--device=cpu', f'--batch_size={args.batch_size}',
            f'--image_size={args.image_size}', f'--width={args.width}',
            f'--steps={args.log_every}',

@@ -6,9 +6,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from experiments import common
-from experiments import sweeps
-from experiments import summaries
+from . import common
+from . import sweeps
+from . import summaries
 
 
 def _figure(width: float, height: float, columns: int = 1,

@@ -11,8 +11,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from alexnet_jax import models
-from experiments import common
-from experiments import flops as flops_lib
+from . import common
+from . import flops as flops_lib
 
 # The paper's training budget (docs/paper.md): ILSVRC-2012, about 90 epochs.
 PAPER_TRAIN_IMAGES = 1_281_167

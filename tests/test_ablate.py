@@ -70,6 +70,7 @@ def _read_csv(path):
     return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_tiny_ablation_interrupt_resume_skip_and_outputs(tmp_path):
   base = _tiny_base()
   variants = {'baseline': {}, 'no_overlap': {'model.overlap_pool': False}}

@@ -101,6 +101,7 @@ def test_every_variant_names_config_fields_that_exist():
     common.with_overrides(config, {'execution.lrm': 'shift'}, "variant 'x'")
 
 
+@pytest.mark.slow
 def test_bad_flags_fail_in_one_line_before_compiling(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark',
@@ -138,6 +139,7 @@ TINY_PAPER_PARAMS = (
     + 205 * 10 + 10)  # fc8
 
 
+@pytest.mark.slow
 def test_cli_on_cpu_without_tensorflow(tmp_path):
   output = tmp_path / 'bench' / 'cpu.json'
   proc = subprocess.run(
@@ -185,6 +187,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
   assert proc.stdout.strip().endswith(table.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_isolated_rows_run_in_their_own_process(tmp_path):
   output = tmp_path / 'iso.json'
   proc = subprocess.run(
@@ -208,6 +211,7 @@ def test_isolated_rows_run_in_their_own_process(tmp_path):
   assert glob.glob(f'{tmp_path}/profile/**/*.xplane.pb', recursive=True)
 
 
+@pytest.mark.slow
 def test_loop_against_torch_alternates_and_reports_medians(tmp_path):
   pytest.importorskip('torch')
   output = tmp_path / 'loop_vs_torch.json'

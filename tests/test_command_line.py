@@ -19,6 +19,8 @@ from conftest import ROOT
 from test_convert import _model
 from test_convert import _random_params
 
+pytestmark = pytest.mark.slow  # Each test starts commands.
+
 
 def _env(**extra):
   env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}

@@ -79,6 +79,7 @@ def test_num_classes_must_match_the_dataset():
   config_lib.validate_against_data(tiny_config(), _Data())
 
 
+@pytest.mark.slow
 def test_cli_rejects_unknown_keys_and_bad_values(tmp_path):
   base = [sys.executable, '-m', 'alexnet_jax.main',
           '--config=configs/default.py', f'--workdir={tmp_path}']

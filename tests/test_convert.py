@@ -131,6 +131,7 @@ def _assert_logits_close(ours, theirs):
   np.testing.assert_array_equal(ours.argmax(-1), theirs.argmax(-1))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant,size', [('owt', 224), ('paper', 227)])
 def test_full_width_torch_to_flax_logits_agree(variant, size):
   """The real layouts (61M/62M params, 1000 classes), a batch of 2 images.
@@ -310,6 +311,7 @@ def test_npz_and_pth_files_round_trip(tmp_path):
     convert.load_npz(str(tmp_path / 'partial.npz'))
 
 
+@pytest.mark.slow
 def test_cli_and_imports_need_no_torch(tmp_path):
   """With torch unimportable: convert, evaluate and predict import, and the
   command line converts .npz files."""

@@ -107,6 +107,7 @@ def test_array_record_reads_the_records_that_tfrecord_holds(shapes_dir,
   assert sum(int(b['mask'].sum()) for b in evaluation) == 16
 
 
+@pytest.mark.slow
 def test_resumed_training_on_the_embedded_dataset_ends_like_a_straight_run(
     shapes_dir, tmp_path):
   def run(workdir, steps):
@@ -149,6 +150,7 @@ def _finish(proc):
   return err
 
 
+@pytest.mark.slow
 def test_checkpoint_of_one_process_resumes_on_two_at_the_same_data(
     shapes_dir, tmp_path):
   # 1 process x 4 devices for 4 steps, against its checkpoint at step 2

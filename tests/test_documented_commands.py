@@ -63,6 +63,7 @@ COMMANDS: dict[str, Doc] = {
                       'the part after it runs'),
     'python3 -m venv .venv && . .venv/bin/activate && pip install -e '
     "'.[test]' && python -m pytest -q": Doc('suite'),
+    'python -m pytest -q -m "not slow"': Doc('suite'),
     'python -m alexnet_jax.predict --workdir=/tmp/alexnet_default '
     'examples/images/star.jpg examples/images/circle.jpg '
     'examples/images/arrow.jpg': Doc('run', needs=QUICKSTART),

@@ -48,6 +48,7 @@ def test_accelerator_extras_name_jax_own_extras():
     assert any(r.startswith(name) for r in test), name
 
 
+@pytest.mark.slow
 def test_tensorboard_is_a_dependency_and_its_command_runs():
   assert any(r.startswith('tensorboard>') for r in _pyproject()['dependencies'])
   out = subprocess.run([sys.executable, '-m', 'tensorboard.main', '--help'],
@@ -75,6 +76,7 @@ SCRIPT_FLAGS = {
 }
 
 
+@pytest.mark.slow
 def test_every_console_script_shows_its_own_flags():
   scripts = _pyproject()['scripts']
   assert set(scripts) == set(SCRIPT_FLAGS)
@@ -144,6 +146,7 @@ def resumed_run(tmp_path_factory):
   return workdir, time.monotonic() - start
 
 
+@pytest.mark.slow
 def test_each_start_appends_a_provenance_line(resumed_run):
   workdir, _ = resumed_run
   lines = provenance.read(workdir)
@@ -239,6 +242,7 @@ NOISE = ('oneDNN', 'TF_ENABLE_ONEDNN_OPTS', 'Logging before InitGoogle',
          'before absl::InitializeLog', "Unable to initialize backend 'tpu'")
 
 
+@pytest.mark.slow
 def test_training_command_prints_no_start_up_notices(tmp_path):
   # As alexnet-train runs it; TensorFlow is imported when the data are
   # created, as a real dataset's input pipeline imports it.

@@ -12,6 +12,8 @@ import pytest
 
 from test_image_folder import write_image
 
+pytestmark = pytest.mark.slow  # Each test starts commands.
+
 pytest.importorskip('tensorflow')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--config.model.width=0.05', '--config.image_size=67',

@@ -27,6 +27,7 @@ def _logits(size=67, **fields):
   return np.asarray(model.apply({'params': params}, images))
 
 
+@pytest.mark.slow
 def test_cuda_convnet_convention_divides_alpha_by_the_window():
   # cuda-convnet's layer.py: scale /= size for cross-map normalization, so
   # alpha 1e-4 over n = 5 channels is 2e-5 on each square.
@@ -60,6 +61,7 @@ def test_paper_variant_at_224_is_refused_naming_227():
     assert params['params']['fc6']['kernel'].shape[0] == inputs
 
 
+@pytest.mark.slow
 def test_training_command_refuses_224_in_one_line(tmp_path):
   out = subprocess.run(
       [sys.executable, '-m', 'alexnet_jax.main', '--config=configs/default.py',
@@ -74,6 +76,7 @@ def test_training_command_refuses_224_in_one_line(tmp_path):
   assert not os.listdir(tmp_path)  # Refused before anything was written.
 
 
+@pytest.mark.slow
 def test_final_ten_crop_evaluation_is_logged_beside_the_centre_crop(
     tmp_path):
   from test_image_folder import folder_config  # pylint: disable=g-import-not-at-top

@@ -132,6 +132,7 @@ def test_a_record_older_than_a_field_reads_as_the_code_before_it(tmp_path):
   assert read['optimizer']['decay_biases'] is True
 
 
+@pytest.mark.slow
 def test_restating_the_variants_defaults_resumes(run):
   out = _main(run, *_flags(**{'model.groups': 2, 'model.lrn': True,
                               'model.lrn_across_towers': False}))
@@ -140,6 +141,7 @@ def test_restating_the_variants_defaults_resumes(run):
                  for n in os.listdir(run))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('field,value', [
     ('normalization.std', '(1.0,1.0,1.0)'),
     ('seed', 3),
@@ -180,6 +182,7 @@ def _folder(root, classes):
           root / c / f'{i}.png')
 
 
+@pytest.mark.slow
 def test_a_renamed_class_folder_is_refused_naming_the_classes(tmp_path):
   images, workdir = tmp_path / 'images', tmp_path / 'run'
   _folder(images, ['class0', 'class1'])
@@ -195,6 +198,7 @@ def test_a_renamed_class_folder_is_refused_naming_the_classes(tmp_path):
   assert not os.path.exists(workdir / 'class_names.1.txt')
 
 
+@pytest.mark.slow
 def test_allowed_change_continues_in_images_seen(tmp_path, caplog,
                                                  monkeypatch):
   base = {'fake_data.num_train_examples': 64, 'num_train_steps': -1,
@@ -235,6 +239,7 @@ def test_allowed_change_continues_in_images_seen(tmp_path, caplog,
 # Records are never replaced by a fresh start.
 
 
+@pytest.mark.slow
 def test_unreadable_checkpoints_refuse_every_relaunch(run):
   for step in os.listdir(run / 'checkpoints'):
     corrupt_checkpoint(run / 'checkpoints' / step)

@@ -200,6 +200,7 @@ def test_folder_errors_name_the_field(tmp_path):
     input_pipeline.create_data(config)
 
 
+@pytest.mark.slow
 def test_flowers17_config_trains_on_a_folder_with_a_corrupt_image(tmp_path):
   from configs import flowers17  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'flowers17'

@@ -10,6 +10,8 @@ import sys
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # Each test starts commands.
+
 pytest.importorskip('tensorflow')
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

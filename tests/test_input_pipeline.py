@@ -38,6 +38,7 @@ def _manual_dir(path, files=('ILSVRC2012_img_train.tar',
   return str(path)
 
 
+@pytest.mark.slow
 def test_imagenet2012_trains_one_step_under_mock_data(tmp_path):
   config = tiny_config(dataset='imagenet2012', num_train_steps=1, cache=False,
                        **{'model.num_classes': 1000})
@@ -50,6 +51,7 @@ def test_imagenet2012_trains_one_step_under_mock_data(tmp_path):
   assert last['eval_examples'] == 10 and np.isfinite(last['eval_loss'])
 
 
+@pytest.mark.slow
 def test_oxford_flowers102_trains_one_step_under_mock_data(tmp_path):
   config = tiny_config(dataset='oxford_flowers102', num_train_steps=1,
                        train_split='train+validation', eval_split='test',

@@ -85,6 +85,7 @@ def test_mean_image_and_mean_from_data_are_exclusive(tmp_path):
     config_lib.validate(config)
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_mean_image_for_predict(tmp_path, capsys):
   root = str(tmp_path / 'data')
   images = _folder(root)

@@ -226,6 +226,7 @@ def test_max_pool_impls_equal_with_ties(dtype, shape, window, stride):
 # --- The whole net -----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_every_implementation_computes_the_same_net():
   # (The owt layout differs in conv1's padding, covered by the
   # space-to-depth test above, and in pooling sizes, by the pooling tests.)
@@ -266,6 +267,7 @@ def test_every_implementation_computes_the_same_net():
     _assert_trees_close(grads, want_grads, 1e-4)
 
 
+@pytest.mark.slow
 def test_bfloat16_implementations_agree_loosely():
   base = dict(width=0.1, num_classes=7, dtype='bfloat16')
   x = jax.random.normal(jax.random.key(0), (2, 67, 67, 3)) * 60
@@ -298,6 +300,7 @@ def test_torch_reference_parameter_counts(kwargs, size, expected):
   assert torch_reference.count_params(net) == expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('variant', ['paper', 'owt'])
 def test_torch_reference_computes_the_jax_function(variant):
   torch = _torch()
@@ -349,11 +352,13 @@ def test_torch_reference_trains():
 # --- The benchmark scripts ---------------------------------------------------
 
 
+@pytest.mark.slow
 def test_gpu_check_script_is_valid_bash():
   subprocess.run(['bash', '-n', os.path.join(ROOT, 'experiments',
                                              'gpu_check.sh')], check=True)
 
 
+@pytest.mark.slow
 def test_benchmarks_import_without_tensorflow_or_ml_collections():
   # A GPU machine may have neither; the benchmark must still import.
   code = (

@@ -92,6 +92,7 @@ def test_paper_initialization():
   assert abs(w.std() - 0.01) < 0.001 and abs(w.mean()) < 0.001
 
 
+@pytest.mark.slow
 def test_minimum_input_size_and_error():
   assert models.min_image_size('paper', True) == 67
   assert models.min_image_size('paper', False) == 39

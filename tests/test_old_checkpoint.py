@@ -94,6 +94,7 @@ def _model(old_config) -> models.AlexNet:
   return models.AlexNet(**arch, lrn_across_towers=True)
 
 
+@pytest.mark.slow
 def test_evaluate_gives_the_old_runs_eval_loss(runs):
   _, tmp = _output(runs, 'evaluate')
   with open(os.path.join(FIXTURE, 'metrics.jsonl')) as f:
@@ -115,11 +116,13 @@ def _predicted(runs) -> tuple[np.ndarray, np.ndarray]:
   return np.array([float(p) for _, p in ranked]), np.sort(old)[::-1]
 
 
+@pytest.mark.slow
 def test_predict_reads_the_old_workdir(runs):
   got, old = _predicted(runs)
   np.testing.assert_allclose(got, old, atol=0.01)  # See the next test.
 
 
+@pytest.mark.slow
 def test_predict_gives_the_old_probabilities(runs):
   # The old config.json has no model.lrn_across_towers: its run normalised
   # across the towers, and predict must too.
@@ -146,6 +149,7 @@ def test_checkpoint_holds_the_parameter_tree_of_todays_model(old_config):
   assert len(shapes(stored)) == 16  # conv1..conv5, fc6..fc8: kernel, bias.
 
 
+@pytest.mark.slow
 def test_converted_weights_give_the_old_logits(runs, old_config):
   torch = pytest.importorskip('torch')
   from experiments import torch_reference  # pylint: disable=g-import-not-at-top

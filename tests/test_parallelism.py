@@ -46,6 +46,7 @@ def _run(script: str) -> str:
   return out.stdout
 
 
+@pytest.mark.slow
 def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
   """Logits and gradients against the one-device model; 3 training steps in
   each mode, resuming across modes; the collectives of each compiled step

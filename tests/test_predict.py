@@ -136,6 +136,7 @@ def test_predict_prints_top5(trained, tmp_path, capsys):
     np.testing.assert_allclose(probs, np.sort(want)[::-1][:5], atol=6e-5)
 
 
+@pytest.mark.slow
 def test_predict_ten_crop_and_checkpoint_flag(trained, tmp_path, capsys):
   workdir, config, params = trained
   path = _image_file(tmp_path / 'a.jpg')
@@ -206,6 +207,7 @@ def test_predict_errors_are_messages(trained, tmp_path):
     predict.main(['--checkpoint', str(tmp_path), good])
 
 
+@pytest.mark.slow
 def test_predict_cli_error_has_no_traceback(trained, tmp_path):
   workdir, _, _ = trained
   bad = tmp_path / 'bad.png'
@@ -269,6 +271,7 @@ def _fake_eval_config(checkpoint: str | None):
   return config
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
   """`python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py` with
   the overrides its docstring gives for the paper's net, on fake data."""
@@ -343,6 +346,7 @@ def test_evaluate_errors_and_params_files(trained, tmp_path):
     evaluate.evaluate_checkpoint(wider, str(tmp_path / 'd'))
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_do_not_import_the_trainer():
   script = ('import sys; from alexnet_jax import evaluate, predict, steps; '
             'print(sorted(m for m in sys.modules if m in '

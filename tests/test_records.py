@@ -66,6 +66,7 @@ def _run(module, *args, devices=1, timeout=300):
 # Evaluation pointed at a training workdir.
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_training_workdir_leaves_every_file_as_it_was(
     trained, tmp_path):
   workdir = _copy(trained, tmp_path)
@@ -145,6 +146,7 @@ def test_allowed_config_change_keeps_the_first_config_record(
              for r in caplog.records)
 
 
+@pytest.mark.slow
 def test_changed_model_resume_is_refused_in_one_line(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   # The trained workdir's config (tiny_config, fake data) but a wider net.
@@ -188,6 +190,7 @@ def test_resume_after_a_torn_metrics_line_and_a_corrupt_checkpoint(
   assert [r['step'] for r in rows] == [2, 4]
 
 
+@pytest.mark.slow
 def test_predict_on_a_corrupt_checkpoint_is_one_line(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   corrupt_checkpoint(workdir / 'checkpoints' / '4')
@@ -206,6 +209,7 @@ def test_predict_on_a_corrupt_checkpoint_is_one_line(trained, tmp_path):
 # Two runs in one workdir.
 
 
+@pytest.mark.slow
 def test_second_run_on_a_workdir_in_use_is_refused(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   before = _digests(workdir)
@@ -263,6 +267,7 @@ def test_max_consecutive_skips_is_validated():
 # One-line errors from every command line that takes --config.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('module,args,expected', [
     ('alexnet_jax.main', ['--config.model.lrm=False'],
      "--config.model.lrm: config.model has no field 'lrm'; did you mean lrn?"),
@@ -286,6 +291,7 @@ class Pickled:
   """A Python object in a .pth: torch.load(weights_only=True) refuses it."""
 
 
+@pytest.mark.slow
 def test_convert_refuses_a_pickled_object_in_one_line(tmp_path):
   torch = pytest.importorskip('torch')
   path = str(tmp_path / 'model.pth')

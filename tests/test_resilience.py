@@ -14,6 +14,8 @@ from alexnet_jax import metrics_writer
 from alexnet_jax import preemption
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # Each test starts commands.
+
 # A tiny paper net on device-generated data, dropout on (its keys must resume).
 _ARGS = ['--config=configs/fake_benchmark.py', '--config.model.width=0.05',
          '--config.image_size=67', '--config.model.num_classes=10',
@@ -99,7 +101,6 @@ def _free_port():
 
 
 # Width 0.0625: fc6/fc7 of 256 neurons, split over the hybrid's 4 devices.
-@pytest.mark.slow
 @pytest.mark.parametrize('mode', [
     [], ['--config.parallelism=hybrid', '--config.model.width=0.0625']],
                          ids=['data', 'hybrid'])

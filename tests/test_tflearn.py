@@ -63,6 +63,7 @@ def _tensorflow_logits(params, images, alpha):
 # 227: TensorFlow's SAME padding is 4/4 in conv1; 102: 4/5 in conv1, 0/1 in
 # pool1 (the odd pixel at the end). alpha 0.01 makes the LRN change the
 # logits by far more than the tolerance (checked below).
+@pytest.mark.slow
 @pytest.mark.parametrize('size,alpha', [(227, 1e-4), (102, 1e-2)])
 def test_logits_equal_tensorflow_ops(size, alpha):
   model = models.AlexNet(num_classes=7, variant='tflearn', width=0.25,
@@ -93,6 +94,7 @@ def test_tflearn_defaults_are_tensorflows_lrn_and_initializers():
   assert models.AlexNet(variant='tflearn', lrn_depth=5).lrn_depth == 5
 
 
+@pytest.mark.slow
 def test_tflearn_initializers():
   """uniform_scaling: U(-sqrt(3 / fan_in), +sqrt(3 / fan_in)), so std
   sqrt(1 / fan_in); truncated_normal(0.02) cut at 2 std: std 0.02 x 0.8796
@@ -141,6 +143,7 @@ def test_flowers17_tflearn_config_trains_on_a_flowers_folder(tmp_path):
   assert 0 < final['eval_examples'] < 30  # The held-out tenth.
 
 
+@pytest.mark.slow
 def test_execution_choices_compute_the_same_tflearn_net():
   """conv1 by space_to_depth and pooling by reduce_window, with the
   asymmetric 'SAME' padding of 102x102 inputs (4/5 in conv1, 0/1 in pool1)."""

@@ -19,6 +19,7 @@ from alexnet_jax import train
 from conftest import ROOT
 
 
+@pytest.mark.slow
 def test_eight_devices_match_one_device_on_the_same_global_batch():
   # Runs in a subprocess: the simulated device count is fixed at JAX start.
   script = textwrap.dedent('''
@@ -110,6 +111,7 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny,
   assert os.listdir(tmp_path / 'tensorboard')
 
 
+@pytest.mark.slow
 def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
     tmp_path, tiny):
   # Pixels divided by 1e-38 overflow float32: the loss is NaN from step 1.
@@ -122,6 +124,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
   assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3']
 
 
+@pytest.mark.slow
 def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=2, nonfinite='skip',
                 **{'normalization.std': (1e-38, 1e-38, 1e-38)})
@@ -170,6 +173,7 @@ def test_topk_counts_ties_against_the_model():
                                   err_msg=f'k={k}')
 
 
+@pytest.mark.slow
 def test_same_config_and_seed_give_identical_metrics(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=4, log_every_steps=2,
                 eval_every_steps=2)
@@ -261,23 +265,23 @@ def test_xla_flags_by_config(tiny, monkeypatch):
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   eigen = _with_conv_library(tiny(), 'eigen')
   default = _with_conv_library(tiny(), 'xla_default')
-  monkeypatch.setattr(startup, '_backend_started', lambda: False)
+  monkeypatch.setattr(startup, '_settled', None)  # A new process.
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
   startup.set_xla_flags(eigen)
   assert os.environ['XLA_FLAGS'] == (
       '--xla_force_host_platform_device_count=2 ' + _EIGEN_FLAG)
   startup.set_xla_flags(eigen)  # Set once, not twice.
   assert os.environ['XLA_FLAGS'].count('ynn') == 1
+  # XLA has read them (or may have): another library is refused, not ignored.
+  with pytest.raises(RuntimeError, match='xla_cpu_conv_library'):
+    startup.set_xla_flags(default)
+  assert os.environ['XLA_FLAGS'].count('ynn') == 1
+  monkeypatch.setattr(startup, '_settled', None)  # A new process.
   startup.set_xla_flags(default)
   assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=2'
   with pytest.raises(config_lib.ConfigError,
                      match=r"execution\.xla_cpu_conv_library='mkl'"):
     startup.set_xla_flags(_with_conv_library(tiny(), 'mkl'))
-  # Once JAX has started its backend, a change is refused, not ignored.
-  monkeypatch.setattr(startup, '_backend_started', lambda: True)
-  startup.set_xla_flags(default)  # No change: fine.
-  with pytest.raises(RuntimeError, match='xla_cpu_conv_library'):
-    startup.set_xla_flags(eigen)
   assert startup.compiler_options(eigen, backend='cpu') == {
       _EIGEN_FLAG[2:].split('=')[0]: _EIGEN_FLAG.split('=')[1]}
   assert startup.compiler_options(eigen, backend='gpu') == {}
@@ -285,12 +289,7 @@ def test_xla_flags_by_config(tiny, monkeypatch):
           config_lib.XLA_CPU_CONV_LIBRARIES)
 
 
-def test_backend_started_is_jax_own_state():
-  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
-  jax.devices()
-  assert startup._backend_started()  # pylint: disable=protected-access
-
-
+@pytest.mark.slow
 def test_eigen_and_default_convolutions_train_alike(tiny):
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   results = []
@@ -321,6 +320,7 @@ def _computations_with_convolutions(hlo_text: str) -> set[str]:
   return names
 
 
+@pytest.mark.slow
 def test_eigen_flag_takes_convolutions_out_of_ynnpack_fusions(tiny, tmp_path):
   step, state, batches = _tiny_steps(tiny())
   default = _computations_with_convolutions(
@@ -387,6 +387,7 @@ def _restored_state(config, workdir):
   return jax.device_get(state)
 
 
+@pytest.mark.slow
 def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
   # Logs every 3 steps, evaluates every 2. The plateau rule (patience 1, and
   # min_delta 1.0 so no evaluation after the first improves) divides the rate
@@ -416,6 +417,7 @@ def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
     assert int(state.plateau['drops']) == 2
 
 
+@pytest.mark.slow
 def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
   # jax.vmap with axis_name='batch' stands in for the devices: lax.axis_index
   # gives each lane its index, as pmap does. fc7's update (its gradient,
