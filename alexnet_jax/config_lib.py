@@ -14,7 +14,6 @@ from typing import Any, Iterable
 import jax
 
 from alexnet_jax import models
-from alexnet_jax import ops
 from alexnet_jax import optim
 
 NONFINITE = ('stop', 'skip')
@@ -227,18 +226,15 @@ def validate_data(config) -> None:
 
 
 def _check_execution(config) -> None:
-  """config.execution: how the model and the steps run (ops.Execution's
-  fields, and XLA:CPU's convolution library)."""
-  e = 'execution.'
-  for field, choices in ops.CHOICES.items():
-    _one_of(config, e + field, choices)
-  _one_of(config, e + 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
-  unknown = sorted(set(_get(config, 'execution')) - set(ops.CHOICES) -
-                   {'xla_cpu_conv_library'})
+  """config.execution: how the steps run (XLA:CPU's convolution library).
+  The operations have one form each (alexnet_jax/ops.py); the fields older
+  configs had for others are refused here, and ignored in records."""
+  _one_of(config, 'execution.xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
+  unknown = sorted(set(_get(config, 'execution')) - {'xla_cpu_conv_library'})
   if unknown:
-    _fail(e + unknown[0], config.execution[unknown[0]],
-          f'unknown field; config.execution takes {tuple(ops.CHOICES)} and '
-          f"'xla_cpu_conv_library'")
+    _fail('execution.' + unknown[0], config.execution[unknown[0]],
+          "unknown field; config.execution takes 'xla_cpu_conv_library' "
+          '(other forms of the operations: experiments/op_variants.py)')
 
 
 def model_axis_size(mode: str, devices: int) -> int:
@@ -272,25 +268,27 @@ def _check_parallelism(config) -> None:
     _fail('parallelism', mode, f'each process must hold whole pairs of '
           f'towers: expected an even count of devices per process, got '
           f'{jax.local_device_count()} ({jax.process_count()} processes)')
-  if mode == 'towers':
-    resolved = models.resolve_variant_defaults(
-        config.model.variant, groups=config.model.groups,
-        lrn=config.model.lrn)
-    if resolved['groups'] != 2:
-      _fail('model.groups', config.model.groups,
-            "parallelism='towers' puts each of the two towers on its own "
-            f'device: expected 2 (variant {config.model.variant!r} has '
-            f"{resolved['groups']})")
-    if resolved['lrn'] and config.model.get('lrn_across_towers', False):
-      _fail('model.lrn_across_towers', True,
-            "parallelism='towers' normalizes each tower's maps on its own "
-            'device: expected False')
-  fc = models.scaled_width(models.FC_FEATURES, config.model.width, 1)
+  check_model_split(models.model_from_config(config), mode, size)
+
+
+def check_model_split(model, mode: str, size: int) -> None:
+  """`model` (a models.AlexNet) split by parallelism=`mode` over `size`
+  devices per replica: 'towers' needs its two towers, each normalizing its
+  own maps; both modes split fc6/fc7's neurons evenly."""
+  if mode == 'towers' and model.groups != 2:
+    _fail('model.groups', model.groups,
+          "parallelism='towers' puts each of the two towers on its own "
+          f'device: expected 2 (variant {model.variant!r})')
+  if mode == 'towers' and model.lrn and model.lrn_across_towers:
+    _fail('model.lrn_across_towers', True,
+          "parallelism='towers' normalizes each tower's maps on its own "
+          'device: expected False')
+  fc = models.scaled_width(models.FC_FEATURES, model.width, 1)
   if fc % size:
     fits = [w for w in (0.05, 0.0625, 0.1, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
             if models.scaled_width(models.FC_FEATURES, w, 1) % size == 0]
     hint = (f' (e.g. width {" or ".join(map(str, fits[:3]))})' if fits else '')
-    _fail('model.width', config.model.width,
+    _fail('model.width', model.width,
           f'it gives fc6/fc7 {fc} neurons, which parallelism={mode!r} splits '
           f'over {size} devices: expected a width whose fc6/fc7 neurons are a '
           f'multiple of {size}{hint}')

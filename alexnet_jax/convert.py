@@ -23,7 +23,7 @@ groups and lrn), both with `features` and `classifier` like torchvision's
 What changes between the frameworks:
 * Convolutions: PyTorch OIHW (out, in/groups, kh, kw) <-> Flax HWIO. Both give
   the first out/groups output channels the first in/groups input channels (as
-  XLA's `feature_group_count` and `ops.conv` with conv_impl='split' do): a transpose.
+  XLA's `feature_group_count` and `ops.conv` do): a transpose.
 * Dense layers: PyTorch (out, in) <-> Flax (in, out).
 * fc6's input rows: PyTorch flattens pool5 as (C, H, W), our NHWC model as
   (H, W, C). The map size is read from the weights (fc6 inputs / conv5
