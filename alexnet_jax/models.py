@@ -18,11 +18,9 @@ CPU configurations. `lrn_convention` says whether `lrn_alpha` is the paper's
 printed alpha ('paper') or, as in cuda-convnet and Caffe, alpha divided by
 the window ('cuda_convnet').
 
-The forward pass is written once, as functions of (model, parameters,
-images): `features` (conv1-pool5) and `head` (fc6-fc8). `AlexNet.__call__`
-runs them on the parameters it creates; the parallel modes
-(alexnet_jax/parallelism.py, owt.py) run them on their shares, passing in
-their collectives and dropout keys. alexnet_jax/ops.py holds the operations.
+The forward pass is `features` (conv1-pool5) and `head` (fc6-fc8), functions
+of (model, parameters, images) that `AlexNet.__call__` and the parallel modes
+(parallelism.py, owt.py: with their collectives and dropout keys) all run.
 """
 
 from __future__ import annotations
@@ -145,15 +143,14 @@ def layer_sizes(image_size: int, variant: str = 'paper',
   window, stride = pool_window(overlap_pool)
   sizes, size = [], image_size
   for spec in conv_specs(variant):
-    if size > 0 and spec.padding == 'SAME':
+    if spec.padding == 'SAME':
       size = -(-size // spec.stride)
-    elif size > 0:
+    else:
       size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-    if size > 0 and spec.pool and spec.pool_padding == 'SAME':
-      size = -(-size // stride)
-    elif size > 0 and spec.pool:
-      size = (size - window) // stride + 1 if size >= window else 0
-    size = max(size, 0)
+    if spec.pool:
+      size = (-(-size // stride) if spec.pool_padding == 'SAME' else
+              (size - window) // stride + 1)
+    size = max(size, 0)  # No layer's padding makes a map out of nothing.
     sizes.append(size)
   return sizes
 
@@ -229,15 +226,14 @@ def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
   if spec.pool and spec.pool_first:
     x = pool(x)
   if spec.lrn and model.lrn:
+    # The factor on the window's sum: alpha as the paper prints it, or
+    # divided by the window as cuda-convnet's layer.py and Caffe do.
+    per = model.lrn_depth if model.lrn_convention == 'cuda_convnet' else 1
     x = ops.lrn(x, depth=model.lrn_depth, bias=model.lrn_bias,
-                alpha=lrn_scale(model), beta=model.lrn_beta,
+                alpha=model.lrn_alpha / per, beta=model.lrn_beta,
                 groups=1 if model.lrn_across_towers else towers)
   if spec.pool and not spec.pool_first:
     x = pool(x)
-  return x
-
-
-def _same(x):
   return x
 
 
@@ -263,8 +259,8 @@ def features(model: AlexNet, params, x: Array, towers: int | None = None,
 
 def head(model: AlexNet, params, x: Array,
          dropout: Callable[[Array, int], Array] | None = None,
-         gather: Callable[[Array], Array] = _same,
-         reduce: Callable[[Array], Array] = _same) -> Array:
+         gather: Callable[[Array], Array] | None = None,
+         reduce: Callable[[Array], Array] | None = None) -> Array:
   """The logits (float32) of pool5 `x`, flattened in (H, W, C) order:
   fc6, fc7 and fc8.
 
@@ -275,12 +271,12 @@ def head(model: AlexNet, params, x: Array,
   """
   dtype = jnp.dtype(model.dtype)
   dense = lambda x, p: jnp.dot(x.astype(dtype), p['kernel'].astype(dtype))
-  drop = dropout or (lambda x, j: x)
+  same = lambda x, *_: x
+  drop, gather, reduce = dropout or same, gather or same, reduce or same
   on_inputs = model.variant in DROPOUT_ON_FC_INPUTS
   x = x.reshape((x.shape[0], -1))
   for j, name in enumerate(('fc6', 'fc7')):
-    if j:
-      x = gather(x)
+    x = gather(x) if j else x
     x = drop(x, j) if on_inputs else x
     x = ACTIVATIONS[model.activation](
         dense(x, params[name]) + params[name]['bias'].astype(dtype))
@@ -297,18 +293,6 @@ def dropout(x: Array, rate: float, key: Array) -> Array:
   keep = 1.0 - rate
   mask = jax.random.bernoulli(key, keep, x.shape)
   return lax.select(mask, x / keep, jnp.zeros_like(x))
-
-
-def lrn_scale(model: AlexNet) -> float:
-  """The factor on the window's sum of squares: `lrn_alpha` as printed in
-  the paper, or divided by the window as cuda-convnet's layer.py and Caffe
-  do ('cuda_convnet')."""
-  if model.lrn_convention not in LRN_CONVENTIONS:
-    raise ValueError(f'model.lrn_convention={model.lrn_convention!r}; '
-                     f'expected one of {LRN_CONVENTIONS}.')
-  if model.lrn_convention == 'cuda_convnet':
-    return model.lrn_alpha / model.lrn_depth
-  return model.lrn_alpha
 
 
 class AlexNet(nn.Module):
@@ -354,22 +338,19 @@ class AlexNet(nn.Module):
 
   def _inits(self, bias_one: bool, output_layer: bool = False,
              dense: bool = False):
+    init = nn.initializers
     if self.initialization == 'tflearn':
       # tflearn's conv_2d: uniform_scaling, U(+-sqrt(3 / fan_in)); its
       # fully_connected: truncated_normal, stddev 0.02 (cut at 2 std, as
       # TensorFlow's); biases zeros.
-      kernel = (nn.initializers.truncated_normal(0.02) if dense else
-                nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform'))
-      return kernel, nn.initializers.zeros
+      return (init.truncated_normal(0.02) if dense else
+              init.variance_scaling(1.0, 'fan_in', 'uniform')), init.zeros
     if self.initialization == 'paper':
-      return (nn.initializers.normal(0.01),
-              nn.initializers.ones if bias_one else nn.initializers.zeros)
+      return init.normal(0.01), init.ones if bias_one else init.zeros
     if self.initialization == 'he':
       # He-normal hidden layers; the classifier keeps the paper's N(0, 0.01),
       # so initial logits are small and the first updates do not kill ReLUs.
-      if output_layer:
-        return nn.initializers.normal(0.01), nn.initializers.zeros
-      return nn.initializers.he_normal(), nn.initializers.zeros
+      return init.normal(0.01) if output_layer else init.he_normal(), init.zeros
     raise ValueError(f'model.initialization={self.initialization!r}; '
                      f'expected one of {INITS}.')
 
@@ -382,6 +363,9 @@ class AlexNet(nn.Module):
           f'{tuple(ACTIVATIONS)}.')
     if self.groups not in (1, 2):
       raise ValueError(f'model.groups={self.groups}; expected 1 or 2.')
+    if self.lrn_convention not in LRN_CONVENTIONS:
+      raise ValueError(f'model.lrn_convention={self.lrn_convention!r}; '
+                       f'expected one of {LRN_CONVENTIONS}.')
     for size in sorted(set(x.shape[1:3])):
       error = image_size_error(size, self.variant, self.overlap_pool)
       if error:

@@ -1,12 +1,7 @@
-"""AlexNet's operations: grouped convolution, LRN, max-pooling, and the
-adaptive average pooling of torchvision's variant.
-
-models.py says which operations the network applies; this module says how
-they run. Each has one form here, the fastest measured on the CPU and the
-H200 (docs/performance.md, "Defaults, and why"). The forms they were measured
-against (XLA's grouped convolution, conv1 as space-to-depth, other LRN sums,
-reduce_window pooling) live in experiments/op_variants.py, which swaps them in
-for `convolve`, `channel_window_sum` and `valid_max_pool`.
+"""AlexNet's operations, each in one form: the one measured fastest
+(docs/performance.md, "Defaults, and why"). The forms it was measured against
+live in experiments/op_variants.py, which swaps them in for `convolve`,
+`channel_window_sum` and `valid_max_pool`.
 """
 
 from __future__ import annotations
@@ -67,10 +62,9 @@ def convolve(x: Array, kernel: Array, *, stride: int,
 
 
 def channel_window_sum(v: Array, depth: int, dtype) -> Array:
-  """Over the last axis, in float32: sum_{|c' - c| <= depth//2} v[..., c'],
-  as `depth` shifted adds (elementwise, so it fuses with the ReLU and the
-  pooling around it). `v` is float32; `dtype` is the layer's compute dtype,
-  which other forms of the sum may compute in."""
+  """sum_{|c' - c| <= depth//2} v[..., c'] of float32 `v`, as `depth` shifted
+  adds (elementwise: they fuse with the ReLU and pooling around them).
+  `dtype`, the layer's, is for other forms (a matmul's operands)."""
   del dtype
   half, channels = depth // 2, v.shape[-1]
   padded = jnp.pad(v, ((0, 0),) * (v.ndim - 1) + ((half, half),))
