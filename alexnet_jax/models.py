@@ -270,7 +270,9 @@ def head(model: AlexNet, params, x: Array,
   collects fc6's for fc7 and `reduce` sums fc8's partial products.
   """
   dtype = jnp.dtype(model.dtype)
-  dense = lambda x, p: jnp.dot(x.astype(dtype), p['kernel'].astype(dtype))
+  dense = lambda x, p: lax.dot_general(  # As nn.Dense computes it.
+      x.astype(dtype), p['kernel'].astype(dtype), (((1,), (0,)), ((), ())))
+  bias = lambda p: p['bias'].astype(dtype).reshape(1, -1)
   same = lambda x, *_: x
   drop, gather, reduce = dropout or same, gather or same, reduce or same
   on_inputs = model.variant in DROPOUT_ON_FC_INPUTS
@@ -279,9 +281,9 @@ def head(model: AlexNet, params, x: Array,
     x = gather(x) if j else x
     x = drop(x, j) if on_inputs else x
     x = ACTIVATIONS[model.activation](
-        dense(x, params[name]) + params[name]['bias'].astype(dtype))
+        dense(x, params[name]) + bias(params[name]))
     x = x if on_inputs else drop(x, j)
-  x = reduce(dense(x, params['fc8'])) + params['fc8']['bias'].astype(dtype)
+  x = reduce(dense(x, params['fc8'])) + bias(params['fc8'])
   return x.astype(jnp.float32)
 
 

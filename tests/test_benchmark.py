@@ -109,6 +109,17 @@ def test_every_variant_names_config_fields_and_forms_that_exist():
     common.with_overrides(config, {'execution.lrm': 'shift'}, "variant 'x'")
 
 
+@pytest.mark.slow  # Two training steps compiled, about 30 s.
+def test_rows_compile_the_forms_their_variant_swaps_in():
+  # XLA's grouped convolution, and conv1's 67x67x3 input as 17x17 blocks of
+  # 4x4x3; then the library's forms again, in the same process.
+  marks = ('feature_group_count=2', '17,17,48')
+  swapped = harness.JaxRow(dict(SPEC, variant='conv_xla+s2d')).step.as_text()
+  default = harness.JaxRow(SPEC).step.as_text()
+  assert [m in swapped for m in marks] == [True, True]
+  assert [m in default for m in marks] == [False, False]
+
+
 def test_bad_flags_fail_in_one_line_before_compiling(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark',
