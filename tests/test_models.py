@@ -79,6 +79,27 @@ def test_lrn_other_constants():
   np.testing.assert_allclose(got, _lrn_numpy(x, 3, 1.0, 0.1, 0.5), rtol=1e-5)
 
 
+@pytest.mark.parametrize('variant, size, dropped', [
+    # The paper (section 4.2) drops the outputs of the first two fully
+    # connected layers; torchvision's classifier, Dropout before each of
+    # its first two Linear layers: pool5's 6x6 maps, then fc6's outputs.
+    ('paper', 67, ('fc', 'fc')),
+    ('owt', 99, ('pool5', 'fc')),
+])
+def test_dropout_falls_where_each_variant_puts_it(variant, size, dropped):
+  net = models.AlexNet(variant=variant, width=0.1, num_classes=7)
+  x = jnp.ones((2, size, size, 3))
+  params = net.init(jax.random.key(0), x)['params']
+  pool5 = models.features(net, params, x)
+  widths = {'pool5': int(np.prod(pool5.shape[1:])),
+            'fc': params['fc6']['kernel'].shape[1]}
+  assert widths['pool5'] != widths['fc']
+  seen = []
+  models.head(net, params, pool5,
+              dropout=lambda v, j: seen.append((j, v.shape[1])) or v)
+  assert seen == [(j, widths[name]) for j, name in enumerate(dropped)]
+
+
 def test_paper_initialization():
   net = models.AlexNet(width=0.1, num_classes=10)
   p = net.init(jax.random.key(0), jnp.zeros((1, 67, 67, 3)))['params']
