@@ -19,8 +19,8 @@ All modes hold one parameter tree of global arrays (sharded with
 `NamedSharding` as the mode needs), so checkpoints, conversion, evaluation and
 prediction do not depend on the mode, and a run may resume in another one.
 The sharded forward pass is the model's own (`models.features` and
-`models.head`) on the device's slices of those parameters inside
-`jax.shard_map`, with the mode's collectives passed in; gradients come from JAX's
+`models.head`, given the mode's collectives) on the device's slices of those
+parameters inside `jax.shard_map`; gradients come from JAX's
 differentiation of the collectives, and the update is the data mode's
 (`steps.apply_gradients`). The mesh spans every process's devices: each
 process puts its slice of the global batch on its own devices (`batch_put`).
