@@ -6,28 +6,18 @@ r"""Weight interchange with PyTorch, and `.npz` files of converted parameters.
       --output=alexnet.pth
 
 --input: a .pth state_dict, an .npz of params, or an orbax checkpoint (a
-workdir: its newest step); --output: .npz or .pth. torch is imported only to
-read or write a .pth file.
-
-Two PyTorch layouts, each our model's variant of that name (with its default
-groups and lrn), both with `features` and `classifier` like torchvision's
-`AlexNet`; fc6..fc8 = `classifier.1/4/6`:
+workdir: its newest step); --output: .npz or .pth. torch is imported only for
+.pth files. Two PyTorch layouts, our variants of those names, both with
+torchvision's `features` and `classifier` (fc6..fc8 = `classifier.1/4/6`):
 * 'owt': torchvision's AlexNet; conv1..conv5 = `features.0/3/6/8/10`.
-* 'paper': conv2, conv4 and conv5 grouped (`nn.Conv2d(groups=2)`) and, after
-  the ReLU of conv1 and conv2, `torch_lrn(groups)`: `nn.LocalResponseNorm(5,
-  alpha=5e-4, beta=0.75, k=2.0)` on each tower's half of the channels, as the
-  paper's two GPUs normalized their own maps (PyTorch divides alpha by n: our
-  alpha=1e-4). It has no parameters; a model with lrn_across_towers=True
-  matches `torch_lrn(1)`. conv1..conv5 = `features.0/4/8/10/12`.
+* 'paper': conv2, conv4, conv5 grouped (`nn.Conv2d(groups=2)`), and after the
+  ReLU of conv1 and conv2 `torch_lrn(groups)` (LRN on each tower's channels,
+  as the paper's two GPUs did); conv1..conv5 = `features.0/4/8/10/12`.
 
-What changes between the frameworks:
-* Convolutions: PyTorch OIHW (out, in/groups, kh, kw) <-> Flax HWIO. Both give
-  the first out/groups output channels the first in/groups input channels (as
-  XLA's `feature_group_count` and `ops.conv` do): a transpose.
-* Dense layers: PyTorch (out, in) <-> Flax (in, out).
-* fc6's input rows: PyTorch flattens pool5 as (C, H, W), our NHWC model as
-  (H, W, C). The map size is read from the weights (fc6 inputs / conv5
-  channels, a square), so any image size works.
+Convolutions are OIHW in PyTorch, HWIO in Flax (grouped ones alike: the first
+out/groups outputs see the first in/groups inputs), dense layers (out, in)
+against (in, out), and fc6's rows flatten pool5 as (C, H, W) against our
+(H, W, C); the pool5 size is read from the weights, so any image size works.
 """
 
 from __future__ import annotations
@@ -109,21 +99,18 @@ def _pool5_shape(fc6_inputs: int, channels: int, pool5_shape,
   return h, w
 
 
-def _check_shapes(flax: Mapping[str, Mapping[str, np.ndarray]], variant: str,
+def _check_shapes(flax: dict[str, dict[str, np.ndarray]], variant: str,
                   groups: int | None, key: Callable[[str, str], str],
-                  pool5_shape, torch_shapes: bool) -> tuple[int, int, int]:
-  """Checks that Flax-layout shapes chain; returns (C, H, W) of the pool5 map
-  flattened into fc6. Errors name `key(layer, leaf)` and show shapes as
-  PyTorch stores them if `torch_shapes`."""
+                  pool5_shape, from_torch: bool) -> None:
+  """Checks that Flax-layout shapes chain, then reorders fc6's rows from
+  PyTorch's (C, H, W) flattening of pool5 to ours (H, W, C) (`from_torch`)
+  or back. Errors name `key(layer, leaf)` and show shapes as PyTorch stores
+  them if `from_torch`."""
   groups = DEFAULT_GROUPS[variant] if groups is None else groups
   if groups not in (1, 2):
     raise ConversionError(f'groups={groups!r}; expected 1 or 2.')
-  def shape(kernel):
-    if not torch_shapes:
-      return kernel.shape
-    if kernel.ndim == 4:
-      return kernel.transpose(3, 2, 0, 1).shape
-    return kernel.T.shape
+  shape = lambda k: ((k.transpose(3, 2, 0, 1) if k.ndim == 4 else k.T).shape
+                     if from_torch else k.shape)
   for name in LAYERS:
     out, bias = flax[name]['kernel'].shape[-1], flax[name]['bias']
     if bias.shape != (out,):
@@ -155,7 +142,11 @@ def _check_shapes(flax: Mapping[str, Mapping[str, np.ndarray]], variant: str,
           f'{key(name, "kernel")}: shape {shape(kernel)} does '
           f'not fit: {name} must take {inputs} inputs.')
     inputs = kernel.shape[1]
-  return channels, h, w
+  c, out = channels, flax['fc6']['kernel'].shape[1]
+  kernel = (flax['fc6']['kernel'].reshape(c, h, w, out).transpose(1, 2, 0, 3)
+            if from_torch else
+            flax['fc6']['kernel'].reshape(h, w, c, out).transpose(2, 0, 1, 3))
+  flax['fc6']['kernel'] = kernel.reshape(-1, out)
 
 
 def _layer(name: str, weight, bias, key: Callable[[str, str], str]):
@@ -167,15 +158,6 @@ def _layer(name: str, weight, bias, key: Callable[[str, str], str]):
       raise ConversionError(f'{key(name, leaf)}: expected a {ndim}-D array, '
                             f'got shape {value.shape}.')
   return weight, bias
-
-
-def _fc6_rows(kernel: np.ndarray, c: int, h: int, w: int,
-              to_torch: bool) -> np.ndarray:
-  """fc6's (in, out) kernel, rows from (H, W, C) to (C, H, W) order or back."""
-  out = kernel.shape[1]
-  if to_torch:
-    return kernel.reshape(h, w, c, out).transpose(2, 0, 1, 3).reshape(-1, out)
-  return kernel.reshape(c, h, w, out).transpose(1, 2, 0, 3).reshape(-1, out)
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
@@ -210,10 +192,7 @@ def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
                           key)
     kernel = weight.transpose(2, 3, 1, 0) if name in CONVS else weight.T
     flax[name] = {'kernel': kernel, 'bias': bias}
-  channels, h, w = _check_shapes(flax, variant, groups, key, pool5_shape,
-                                 torch_shapes=True)
-  flax['fc6']['kernel'] = _fc6_rows(flax['fc6']['kernel'], channels, h, w,
-                                    to_torch=False)
+  _check_shapes(flax, variant, groups, key, pool5_shape, from_torch=True)
   return {name: {leaf: np.ascontiguousarray(v) for leaf, v in layer.items()}
           for name, layer in flax.items()}
 
@@ -245,10 +224,7 @@ def flax_to_torch(params: Mapping[str, Any], variant: str, *,
     kernel, bias = _layer(name, params[name]['kernel'], params[name]['bias'],
                           key)
     flax[name] = {'kernel': kernel, 'bias': bias}
-  channels, h, w = _check_shapes(flax, variant, groups, key, pool5_shape,
-                                 torch_shapes=False)
-  flax['fc6']['kernel'] = _fc6_rows(flax['fc6']['kernel'], channels, h, w,
-                                    to_torch=True)
+  _check_shapes(flax, variant, groups, key, pool5_shape, from_torch=False)
   state_dict = {}
   for name, module in TORCH_LAYOUTS[variant].items():
     kernel = flax[name]['kernel']
@@ -301,7 +277,8 @@ def _torch():
 
 def torch_lrn(groups: int = 2):
   """The PyTorch module of the 'paper' layout's LRN: `nn.LocalResponseNorm`
-  (PyTorch's alpha is ours times n) on each of `groups` blocks of channels."""
+  (PyTorch's alpha is ours times n: 5e-4 for our 1e-4) on each of `groups`
+  blocks of channels; lrn_across_towers=True matches `torch_lrn(1)`."""
   torch = _torch()
 
   class TowerLocalResponseNorm(torch.nn.Module):

@@ -49,7 +49,7 @@ from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import config_lib
 from alexnet_jax import convert
-from alexnet_jax import data as data_lib
+from alexnet_jax import input_pipeline
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import placement
@@ -158,6 +158,7 @@ def evaluate_checkpoint(config, workdir: str,
   `output_dir(workdir, step)` (logged).
   """
   config_lib.validate(config)
+  models.check_config(config.model, config.image_size)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
   model = models.model_from_config(config)
@@ -170,7 +171,7 @@ def evaluate_checkpoint(config, workdir: str,
       mean_image = predict.load_mean_image(run_dir, config)
     except predict.PredictError as e:
       raise config_lib.ConfigError(str(e)) from None
-  data = data_lib.create_data(config, mean_image=mean_image)
+  data = input_pipeline.create_data(config, mean_image=mean_image)
   config_lib.validate_against_data(config, data)
   is_writer = jax.process_index() == 0
   out_dir = output_dir(workdir, step)
@@ -178,8 +179,10 @@ def evaluate_checkpoint(config, workdir: str,
     os.makedirs(out_dir, exist_ok=True)
     workdir_lib.record_config(out_dir, config, data.class_names, step=0)
 
-  metrics = steps.evaluate(steps.make_eval_step(model, config),
-                           placement.replicate(params), data.eval_batches())
+  eval_step = steps.make_eval_step(
+      model, steps.Normalization.from_config(config.normalization))
+  metrics = steps.evaluate_batches(eval_step, placement.replicate(params),
+                                   data.eval_batches())
   expected = getattr(data, 'num_eval_examples', None)
   if expected is not None and metrics['eval_examples'] != expected:
     raise RuntimeError(f'Evaluated {metrics["eval_examples"]} examples, but '

@@ -4,8 +4,8 @@ inside, for analysis (nearest neighbours, probes) from a script or notebook.
   feats = features(model, {'params': params}, images, layer='fc7')
 
 `images` are what `model.apply` takes (float NHWC, normalized as in
-training: `steps.normalize`). The layers are the table's: conv1..conv5, fc6,
-fc7. Each is taken after its nonlinearity (ReLU or the model's activation),
+training: `steps.Normalization`). The layers are the table's: conv1..conv5,
+fc6, fc7. Each is taken after its nonlinearity (ReLU or the model's activation),
 as Caffe's in-place ReLU leaves its blobs:
 * conv1..conv5: the activation's output before the local response
   normalization and the max-pooling that follow conv1, conv2 and conv5,

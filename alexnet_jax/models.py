@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from alexnet_jax import config_fields
+from alexnet_jax import config_lib
 from alexnet_jax import ops
 
 Array = jax.Array
@@ -418,3 +419,41 @@ def model_from_config(config) -> AlexNet:
 
 def count_params(params) -> int:
   return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
+
+
+def check_config(model_config, image_size: int) -> None:
+  """config.model's fields, and config.image_size against them
+  (config_lib.ConfigError names the first bad one)."""
+  c = config_lib.Fields(model_config, 'model')
+  c.one_of('variant', VARIANTS)
+  c.one_of('groups', (None, 1, 2))  # None: the variant's (VARIANT_DEFAULTS).
+  if c.get('lrn') is not None:
+    c.boolean('lrn')
+  c.boolean('overlap_pool')
+  c.number_in('dropout_rate', 0.0, 1.0, high_open=True)
+  c.one_of('activation', ACTIVATIONS)
+  c.number_in('width', 0.0, 64.0, low_open=True)
+  c.one_of('dtype', DTYPES)
+  c.int_at_least('num_classes', 2)
+
+  def odd_channels(field):
+    c.int_at_least(field, 1)
+    if c.get(field) % 2 == 0:  # The window is centred on a channel.
+      c.fail(field, c.get(field), 'expected an odd number of channels '
+             '(the paper: 5)')
+
+  # Optional (the model's default), or None (the variant's).
+  optional = {'lrn_across_towers': c.boolean,
+              'initialization': lambda f: c.one_of(f, INITS),
+              'lrn_depth': odd_channels,
+              'lrn_bias': lambda f: c.number_in(f, 0.0, 1e6),
+              'lrn_alpha': lambda f: c.number_in(f, 0.0, 1e6),
+              'lrn_beta': lambda f: c.number_in(f, 0.0, 1e6),
+              'lrn_convention': lambda f: c.one_of(f, LRN_CONVENTIONS)}
+  for field, check in optional.items():
+    if model_config.get(field) is not None:
+      check(field)
+  error = image_size_error(image_size, model_config.variant,
+                           model_config.overlap_pool)
+  if error:
+    config_lib.Fields(None).fail('image_size', image_size, f'model.{error}')

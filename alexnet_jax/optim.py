@@ -1,4 +1,5 @@
-"""Momentum SGD with weight decay, and the learning-rate schedules.
+"""Momentum SGD with weight decay, the learning-rate schedules, the plateau
+rule, and the check of config.optimizer.
 
 The paper's update (section 5) keeps the learning rate inside the velocity:
 
@@ -9,9 +10,10 @@ which is `chain(add_decayed_weights(wd), scale_by_learning_rate(lr), trace(m))`.
 `optax.sgd` scales after the trace instead (`rule='sgd'`); the two differ only
 when the learning rate changes.
 
-The learning rate is an injected hyperparameter (`optax.inject_hyperparams`),
-so it lives in the optimizer state: it is checkpointed with it, read for
-logging, and set from the host by the paper's plateau rule.
+The rule is wrapped in `optax.inject_hyperparams`; before each update the
+step sets its learning rate (`set_learning_rate`, optax's documented edit of
+`hyperparams`) to the schedule at the global step times the plateau rule's
+scale, so skipped steps do not make the schedule lag.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from alexnet_jax import config_lib
+
 RULES = ('paper', 'sgd')
 SCHEDULES = ('constant', 'step', 'cosine', 'plateau')
 
@@ -34,9 +38,9 @@ def _is_not_bias(params):
       lambda path, _: getattr(path[-1], 'key', None) != 'bias', params)
 
 
-def _momentum_sgd(learning_rate, momentum: float, weight_decay: float,
-                  rule: str, decay_biases: bool = True
-                  ) -> optax.GradientTransformation:
+def momentum_sgd(learning_rate, momentum: float, weight_decay: float,
+                 rule: str, decay_biases: bool = True
+                 ) -> optax.GradientTransformation:
   # The paper decays every weight; Caffe's AlexNet leaves biases undecayed.
   decay = optax.add_decayed_weights(
       weight_decay, mask=None if decay_biases else _is_not_bias)
@@ -49,19 +53,43 @@ def _momentum_sgd(learning_rate, momentum: float, weight_decay: float,
   raise ValueError(f'optimizer.rule={rule!r}; expected one of {RULES}.')
 
 
-def create_schedule(opt_config, steps_per_epoch: int,
-                    total_steps: int) -> optax.Schedule:
-  """A step -> learning-rate function. 'plateau' starts constant."""
+def create_optimizer(opt_config) -> optax.GradientTransformation:
+  """config.optimizer's rule (or a dict of its fields), its learning rate a
+  hyperparameter that the step sets (`set_learning_rate`) before each update."""
+  return optax.inject_hyperparams(
+      momentum_sgd, static_args=('rule', 'decay_biases'))(
+          learning_rate=float(opt_config['learning_rate']),
+          momentum=opt_config['momentum'],
+          weight_decay=opt_config['weight_decay'], rule=opt_config['rule'],
+          # Configs without the field decay biases, as the paper does.
+          decay_biases=bool(opt_config.get('decay_biases', True)))
+
+
+def set_learning_rate(opt_state, value):
+  """`opt_state` with the learning rate of the next update set to `value`."""
+  old = opt_state.hyperparams['learning_rate']
+  return opt_state._replace(hyperparams={
+      **opt_state.hyperparams,
+      'learning_rate': jnp.asarray(value, jnp.asarray(old).dtype)})
+
+
+def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
+                    step_offset: int = 0) -> optax.Schedule:
+  """A global step -> learning-rate function ('plateau' is constant: the
+  plateau rule scales it). `step_offset`: added to the step (a run resumed
+  with another batch size: alexnet_jax.train), `total_steps` counting it."""
   lr = opt_config.learning_rate
   name = opt_config.schedule
   warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
+  total = total_steps + step_offset
   if name == 'cosine' and not warmup:
-    return optax.cosine_decay_schedule(lr, decay_steps=max(total_steps, 1))
-  if name == 'cosine':
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0 if warmup else lr, peak_value=lr,
-        warmup_steps=warmup, decay_steps=max(total_steps, warmup + 1))
-  if name in ('constant', 'plateau'):
+    schedule = optax.cosine_decay_schedule(lr, decay_steps=max(total, 1))
+  elif name == 'cosine':
+    schedule = optax.warmup_cosine_decay_schedule(
+        init_value=0.0, peak_value=lr, warmup_steps=warmup,
+        decay_steps=max(total, warmup + 1))
+    warmup = 0  # Built in.
+  elif name in ('constant', 'plateau'):
     schedule = optax.constant_schedule(lr)
   elif name == 'step':
     boundaries = {int(round(e * steps_per_epoch)): opt_config.lr_drop_factor
@@ -70,62 +98,11 @@ def create_schedule(opt_config, steps_per_epoch: int,
   else:
     raise ValueError(
         f'optimizer.schedule={name!r}; expected one of {SCHEDULES}.')
-  if not warmup:
-    return schedule
-  # Linear warmup from 0, multiplying the schedule (its steps stay absolute).
-  return lambda step: schedule(step) * jnp.minimum(1.0, step / warmup)
-
-
-def create_optimizer(opt_config, steps_per_epoch: int, total_steps: int,
-                     step_offset: int = 0) -> optax.GradientTransformation:
-  """`step_offset`: added to the step the schedule reads (a run resumed with
-  another batch size: alexnet_jax.train), `total_steps` counting it."""
-  if (opt_config.schedule in ('constant', 'plateau')
-      and not opt_config.warmup_epochs):
-    # A plain number is stored in the state and kept until set_learning_rate.
-    schedule = float(opt_config.learning_rate)
-  else:
-    schedule = create_schedule(opt_config, steps_per_epoch,
-                               total_steps + step_offset)
-    if step_offset:
-      base = schedule
-      schedule = lambda step: base(step + step_offset)
-  return optax.inject_hyperparams(
-      _momentum_sgd, static_args=('rule', 'decay_biases'))(
-          learning_rate=schedule, momentum=opt_config.momentum,
-          weight_decay=opt_config.weight_decay, rule=opt_config.rule,
-          # Configs without the field decay biases, as the paper does.
-          decay_biases=bool(getattr(opt_config, 'decay_biases', True)))
-
-
-def at_step(opt_state, step):
-  """`opt_state` with the schedules' step counters set to `step`, so the next
-  update's learning rate is schedule(step) whatever updates were skipped.
-
-  `optax.inject_hyperparams` keeps one counter per scheduled hyperparameter
-  (a `WrappedScheduleState`) besides its own `count`; all are set.
-  """
-  step = jnp.asarray(step, jnp.int32)
-  schedules = {k: s._replace(count=step)
-               for k, s in opt_state.hyperparams_states.items()}
-  return opt_state._replace(count=step, hyperparams_states=schedules)
-
-
-def current_learning_rate(opt_state) -> jnp.ndarray:
-  """The learning rate the last update used."""
-  return opt_state.hyperparams['learning_rate']
-
-
-def set_learning_rate(opt_state, value: float):
-  """Returns `opt_state` with the injected learning rate replaced.
-
-  Only meaningful with a constant schedule ('plateau'): a schedule overwrites
-  the value at the next update.
-  """
-  hyperparams = dict(opt_state.hyperparams)
-  old = hyperparams['learning_rate']
-  hyperparams['learning_rate'] = jnp.asarray(value, dtype=jnp.asarray(old).dtype)
-  return opt_state._replace(hyperparams=hyperparams)
+  if warmup:  # Linear from 0, multiplying the schedule (its steps absolute).
+    base = schedule
+    schedule = lambda step: base(step) * jnp.minimum(1.0, step / warmup)
+  return (lambda step: schedule(step + step_offset)) if step_offset else (
+      schedule)
 
 
 @dataclasses.dataclass
@@ -139,7 +116,8 @@ class Plateau:
   than min_delta add up to an improvement rather than resetting the bar. The
   rate drops after `patience` evaluations in a row without improvement
   (PyTorch's patience + 1). Its state is a dict of NumPy scalars,
-  checkpointed with the training state.
+  checkpointed with the training state; its 'lr_scale' multiplies the
+  schedule's learning rate in the step.
   """
   patience: int
   factor: float
@@ -154,27 +132,48 @@ class Plateau:
                max_drops=opt_config.plateau_max_drops)
 
   @staticmethod
-  def initial_state() -> dict[str, Any]:
-    return {'best_error': np.array(np.inf, np.float32),
-            'bad_evals': np.array(0, np.int32),
-            'drops': np.array(0, np.int32)}
+  def initial_state(best=np.inf, bad=0, drops=0, scale=1.0) -> dict[str, Any]:
+    return {'best_error': np.array(best, np.float32),
+            'bad_evals': np.array(bad, np.int32),
+            'drops': np.array(drops, np.int32),
+            'lr_scale': np.array(scale, np.float32)}
 
-  def update(self, state: dict[str, Any], error: float,
-             learning_rate: float) -> tuple[dict[str, Any], float]:
-    """Given a new validation error, returns (new state, learning rate)."""
+  def update(self, state: dict[str, Any], error: float) -> dict[str, Any]:
+    """The state after an evaluation of validation error `error`."""
     error = float(np.float32(error))  # The state stores float32 (as JAX does).
     best = float(state['best_error'])
     bad = int(state['bad_evals'])
     drops = int(state['drops'])
+    scale = float(state['lr_scale'])
     if error < best - self.min_delta:
       best, bad = error, 0
     else:
       bad += 1
     if bad >= self.patience and drops < self.max_drops:
-      learning_rate *= self.factor
+      scale *= self.factor
       drops += 1
       bad = 0
-    new_state = {'best_error': np.array(best, np.float32),
-                 'bad_evals': np.array(bad, np.int32),
-                 'drops': np.array(drops, np.int32)}
-    return new_state, learning_rate
+    return self.initial_state(best, bad, drops, scale)
+
+
+def check_config(opt_config) -> None:
+  """config.optimizer's fields (config_lib.ConfigError names the first bad
+  one)."""
+  c = config_lib.Fields(opt_config, 'optimizer')
+  c.one_of('rule', RULES)
+  c.one_of('schedule', SCHEDULES)
+  c.number_in('learning_rate', 0.0, 100.0, low_open=True)
+  c.number_in('momentum', 0.0, 1.0, high_open=True)
+  c.number_in('weight_decay', 0.0, 1.0)
+  c.boolean('decay_biases')
+  c.number_in('warmup_epochs', 0.0, 1e6)
+  c.number_in('lr_drop_factor', 0.0, 1.0, low_open=True)
+  epochs = c.get('lr_drop_epochs')
+  if not all(config_lib.is_number(e) and e > 0 for e in epochs):
+    c.fail('lr_drop_epochs', epochs, 'expected positive epoch numbers')
+  if opt_config.schedule == 'plateau' and opt_config.warmup_epochs:
+    c.fail('warmup_epochs', opt_config.warmup_epochs,
+           "warmup is not combined with schedule='plateau'; use 0")
+  c.int_at_least('plateau_patience', 1)
+  c.int_at_least('plateau_max_drops', 0)
+  c.number_in('plateau_min_delta', 0.0, 1.0)

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import optax
 
 from alexnet_jax import models
-from alexnet_jax import optim
 from alexnet_jax import steps
 
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
@@ -50,18 +49,18 @@ def _take(old, new, layers):
   return jax.tree_util.tree_map_with_path(pick, old, new)
 
 
-def _update(tx, step, params, opt_state, grads, layers):
+def _update(tx, params, opt_state, grads, layers):
   """One optimizer update of `layers` only (the chain is elementwise, so the
   other layers' results are simply not kept)."""
-  updates, new_state = tx.update(grads, optim.at_step(opt_state, step),
-                                 params)
+  updates, new_state = tx.update(grads, opt_state, params)
   return (_take(params, optax.apply_updates(params, updates), layers),
           _take(opt_state, new_state, layers))
 
 
 def per_worker_update(state, images, labels, key, *, model, tx, workers: int):
   """(mean loss, mean top-1, mean gradients, (params, optimizer state)) of
-  one step: K = `workers` updates of fc6-fc8, then one of conv1-conv5."""
+  one step: K = `workers` updates of fc6-fc8, then one of conv1-conv5, at
+  the learning rate set in `state` (steps.with_learning_rate)."""
   params = state.params
   convs = {k: v for k, v in params.items() if k not in FC_LAYERS}
   feats, conv_vjp = jax.vjp(lambda p: conv_features(model, p, images), convs)
@@ -79,14 +78,14 @@ def per_worker_update(state, images, labels, key, *, model, tx, workers: int):
     fc = {name: current[name] for name in FC_LAYERS}
     (loss, logits), (g_fc, g_feat) = jax.value_and_grad(
         loss_fn, argnums=(0, 1), has_aux=True)(fc, feats[rows])
-    current, opt_state = _update(tx, state.step, current, opt_state,
+    current, opt_state = _update(tx, current, opt_state,
                                  {**zeros(convs), **g_fc}, FC_LAYERS)
     fc_grads.append(g_fc)
     feat_grads.append(g_feat / workers)
     losses.append(loss)
     top1s.append(jnp.mean(steps.topk_correct(logits, labels[rows], 1)))
   (g_conv,) = conv_vjp(jnp.concatenate(feat_grads))
-  current, opt_state = _update(tx, state.step, current, opt_state,
+  current, opt_state = _update(tx, current, opt_state,
                                {**g_conv, **zeros(fc_grads[0])}, CONV_LAYERS)
   mean_fc = jax.tree_util.tree_map(lambda *g: sum(g) / workers, *fc_grads)
   return (sum(losses) / workers, sum(top1s) / workers, {**g_conv, **mean_fc},

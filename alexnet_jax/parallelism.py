@@ -223,49 +223,73 @@ def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
   return put
 
 
-def make_sharded_steps(model, tx, config, total_steps: int | None = None,
+def check_model(mode: str, model: models.AlexNet, devices: int) -> None:
+  """Raises config_lib.ConfigError where `mode` cannot split `model` over
+  `devices` devices."""
+  fail = config_lib.Fields(None).fail
+  if mode == 'towers' and model.groups != 2:
+    fail('model.groups', model.groups, "parallelism='towers' puts each of the "
+         'two towers on its own device: expected 2 (variant '
+         f'{model.variant!r} has {model.groups})')
+  if mode == 'towers' and model.lrn and model.lrn_across_towers:
+    fail('model.lrn_across_towers', True, "parallelism='towers' normalizes "
+         "each tower's maps on its own device: expected False")
+  size = config_lib.model_axis_size(mode, devices)
+  fc = models.scaled_width(models.FC_FEATURES, model.width, 1)
+  if fc % size:
+    fits = [w for w in (0.05, 0.0625, 0.1, 0.125, 0.25, 0.375, 0.5, 0.75, 1.0)
+            if models.scaled_width(models.FC_FEATURES, w, 1) % size == 0]
+    hint = (f' (e.g. width {" or ".join(map(str, fits[:3]))})' if fits else '')
+    fail('model.width', model.width, f'it gives fc6/fc7 {fc} neurons, which '
+         f'parallelism={mode!r} splits over {size} devices: expected a width '
+         f'whose fc6/fc7 neurons are a multiple of {size}{hint}')
+
+
+def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
+                       image_size: int, per_worker_fc: bool = False,
                        devices=None):
-  """(train step, eval step, batch put) for config.parallelism 'towers' or
-  'hybrid'; the steps have the pmapped steps' signatures, their metrics a
-  leading axis of 1 (as one device's row of the pmapped metrics)."""
-  mode = config.parallelism
+  """(train step, eval step, batch put) for parallelism `mode` 'towers' or
+  'hybrid' (`per_worker_fc`: hybrid_fc_batch='per_worker'); the steps have
+  the pmapped steps' signatures, their metrics a leading axis of 1 (as one
+  device's row of the pmapped metrics)."""
   if mode not in ('towers', 'hybrid'):
     raise ValueError(f"config.parallelism={mode!r}: the sharded steps are "
                      f"'towers' and 'hybrid'.")
   mesh = make_mesh(mode, devices)
-  config_lib.check_model_split(model, mode, mesh.shape[MODEL])
-  state_shape = jax.eval_shape(
-      lambda: steps.create_train_state(config, model, tx))
+  check_model(mode, model, mesh.size)
+  state_shape = jax.eval_shape(lambda: steps.create_train_state(
+      model, tx, image_size, options.seed))
   shardings = state_shardings(state_shape, mesh, mode)
   specs = param_specs(state_shape.params, mode)
   grads = grads_fn(model, mesh, specs, mode)
   logits = logits_fn(model, mesh, specs, mode)
   replicated = NamedSharding(mesh, P())
 
-  per_worker = config.get('hybrid_fc_batch', 'global') == 'per_worker'
-
   def train_step(state, batch):
-    images = steps.training_images(batch, config)
-    key = jax.random.fold_in(jax.random.key(config.seed), state.step)
+    images = steps.training_images(batch, options.normalization)
+    key = jax.random.fold_in(jax.random.key(options.seed), state.step)
+    state = steps.with_learning_rate(state, options)
     updated = None  # owt.py: the fc layers updated per worker, in turn.
-    if per_worker:
+    if per_worker_fc:
       loss, top1, g, updated = owt.per_worker_update(
           state, images, batch['label'], key, model=model, tx=tx,
           workers=mesh.shape[MODEL])
     else:
       loss, top1, g = grads(state.params, images, batch['label'], key)
     state, metrics = steps.apply_gradients(
-        state, g, {'loss': loss, 'top1': top1}, tx=tx, config=config,
-        total_steps=total_steps, updated=updated)
+        state, g, {'loss': loss, 'top1': top1}, tx=tx, options=options,
+        updated=updated)
     return state, jax.tree_util.tree_map(lambda x: x[None], metrics)
 
   def eval_step(params, batch):
-    sums = steps.eval_sums(lambda x: logits(params, x), batch, config)
+    sums = steps.eval_sums(lambda x: logits(params, x), batch,
+                           options.normalization)
     return jax.tree_util.tree_map(lambda x: x[None], sums)
 
   put = batch_put(mesh, mode)
-  p_train = Placed(jax.jit(train_step, out_shardings=(shardings, replicated),
-                           donate_argnums=(0,)), shardings, put)
-  p_eval = Placed(jax.jit(eval_step, out_shardings=replicated),
-                  shardings.params, batch_put(mesh, mode))
-  return p_train, p_eval, put
+  train = Placed(jax.jit(train_step, out_shardings=(shardings, replicated),
+                         donate_argnums=(0,)), shardings, put)
+  evaluate = Placed(jax.jit(eval_step, out_shardings=replicated),
+                    shardings.params, batch_put(mesh, mode))
+  return train, evaluate, put
+

@@ -8,17 +8,12 @@ The config comes from `workdir/config.json` (written by training; with only
 --checkpoint, from the workdir above the checkpoint), the params from the
 newest checkpoint (or --checkpoint; only the params are read).
 
-Images get the evaluation preprocessing of `input_pipeline`, done here with
-Pillow and NumPy (no TensorFlow): the shorter side resized to
-`config.resize_size` with antialiased bilinear filtering (or the whole image
-squashed to resize_size^2 if `config.resize_mode='squash'`), the central
-square, then the central `config.image_size` crop. The geometry is the
-pipeline's exactly and the resize agrees to +-1 level (float bilinear with the
-same antialiasing support). One difference remains for JPEGs: TensorFlow's
-`decode_image` uses libjpeg's fast integer DCT, Pillow the accurate one, so
-decoded pixels differ by a few levels (a mean of about 1). `--ten_crop`
-averages the softmax over the four corner crops, the centre crop and their
-mirror images (the paper's test-time procedure).
+Images get the evaluation preprocessing of `input_pipeline` (its geometry,
+`Preprocess`), decoded and resized with Pillow (no TensorFlow): the resize
+agrees to +-1 level (float bilinear, the same antialiasing); JPEGs differ by a
+few levels (libjpeg's fast integer DCT in TensorFlow, the accurate one in
+Pillow). `--ten_crop` averages the softmax over the four corner crops, the
+centre crop and their mirror images (the paper's test-time procedure).
 
 Class names: --class_names (a file, one a line), else `class_names.txt` in the
 workdir, else the dataset's (TFDS metadata, `datasets/shapes.py` for the
@@ -37,7 +32,9 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from alexnet_jax import input_pipeline
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.input_pipeline import Preprocess
 
 
 class PredictError(Exception):
@@ -70,9 +67,6 @@ def _workdir_of_checkpoint(checkpoint: str) -> str:
                      f'pass --workdir too.')
 
 
-# Preprocessing (input_pipeline.Preprocess, in NumPy/Pillow).
-
-
 def load_image(path: str) -> np.ndarray:
   """An image file -> uint8 [H, W, 3] RGB (alpha dropped, grey repeated)."""
   try:
@@ -95,55 +89,30 @@ def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.stack(channels, axis=-1)
 
 
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-  return np.clip(np.round(image), 0, 255).astype(np.uint8)
-
-
-def resize_to_square(image: np.ndarray, resize_size: int,
-                     resize_mode: str = 'crop') -> np.ndarray:
-  """`Preprocess.decode_and_resize`: uint8 [resize_size, resize_size, 3]."""
-  size = resize_size
-  if resize_mode == 'squash':
-    return _to_uint8(_resize(image, size, size))
-  if resize_mode != 'crop':
-    raise PredictError(f'config.resize_mode={resize_mode!r}; expected '
-                       f"'crop' or 'squash'.")
-  # The pipeline's float32 arithmetic, so the rounding up agrees.
-  shape = np.array(image.shape[:2], np.float32)
-  scale = np.float32(size) / shape.min()
-  new = np.ceil(shape * scale - np.float32(1e-3)).astype(np.int64)
-  new = np.maximum(new, size)
-  resized = _resize(image, int(new[0]), int(new[1]))
-  top, left = (new[0] - size) // 2, (new[1] - size) // 2
-  return _to_uint8(resized[top:top + size, left:left + size])
-
-
-def center_crop(image: np.ndarray, size: int) -> np.ndarray:
-  """`Preprocess.center_crop` of a square image."""
-  offset = (image.shape[0] - size) // 2
-  return image[offset:offset + size, offset:offset + size]
-
-
-def ten_crops(image: np.ndarray, size: int) -> np.ndarray:
-  """[10, size, size, 3]: four corners, centre, then the same mirrored."""
-  far = image.shape[0] - size
-  mid = far // 2
-  crops = [image[y:y + size, x:x + size]
-           for y, x in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
-  crops += [c[:, ::-1] for c in crops]
-  return np.stack(crops)
+def resize_to_square(image: np.ndarray, pre: Preprocess) -> np.ndarray:
+  """`Preprocess.decode_and_resize` of a decoded image, with Pillow."""
+  size = pre.resize_size
+  height, width = pre.resized_shapes([image.shape[:2]])[0]
+  top, left = (height - size) // 2, (width - size) // 2
+  resized = _resize(image, int(height), int(width))
+  square = resized[top:top + size, left:left + size]
+  return np.clip(np.round(square), 0, 255).astype(np.uint8)
 
 
 def preprocess(image: np.ndarray, config, ten_crop: bool = False,
                mean_image: np.ndarray | None = None) -> np.ndarray:
   """uint8 [crops, image_size, image_size, 3] for one image; float32, less
   the same crops of `mean_image`, where the run subtracted a mean image."""
-  square = resize_to_square(image, config.resize_size, config.resize_mode)
-  crops_of = ((lambda x: ten_crops(x, config.image_size)) if ten_crop else
-              (lambda x: center_crop(x, config.image_size)[None]))
+  if config.resize_mode not in ('crop', 'squash'):
+    raise PredictError(f'config.resize_mode={config.resize_mode!r}; expected '
+                       f"'crop' or 'squash'.")
+  pre = Preprocess(config.image_size, config.resize_size, config.resize_mode)
+  crops_of = pre.ten_crops if ten_crop else (
+      lambda x: pre.center_crop(x)[None])
+  crops = crops_of(resize_to_square(image, pre))
   if mean_image is None:
-    return crops_of(square)
-  return crops_of(square).astype(np.float32) - crops_of(mean_image)
+    return crops
+  return crops.astype(np.float32) - crops_of(mean_image)
 
 
 def load_mean_image(workdir: str, config) -> np.ndarray | None:
@@ -188,21 +157,16 @@ def class_names(config, workdir: str | None = None,
     return _read_names(saved, num_classes, 'the class names file')
   names = None
   try:
-    if config.dataset == 'fake':
-      names = None
-    elif config.dataset == 'alexnet_shapes':
+    if config.dataset == 'alexnet_shapes':
       from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
       names = list(shapes.CLASS_NAMES)
-    else:
-      from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-      if config.dataset == input_pipeline.IMAGE_FOLDER:
-        names = input_pipeline.list_image_folder(
-            config.dataset_dir, config.get('validation_fraction', 0.2))[1]
-      else:  # The builder's metadata only: nothing is downloaded or prepared.
-        tfds = input_pipeline.import_tfds()
-        kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
-        info = tfds.builder(config.dataset, **kwargs).info
-        names = list(info.features['label'].names)
+    elif config.dataset == input_pipeline.IMAGE_FOLDER:
+      names = input_pipeline.list_image_folder(
+          config.dataset_dir, config.get('validation_fraction', 0.2))[1]
+    elif config.dataset != 'fake':  # The builder's metadata only.
+      kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
+      info = input_pipeline.import_tfds().builder(config.dataset, **kwargs).info
+      names = list(info.features['label'].names)
   except Exception as e:  # pylint: disable=broad-except
     print(f'predict: no class names for dataset {config.dataset!r} '
           f'({type(e).__name__}: {e}); printing class indices. Pass '
@@ -227,14 +191,13 @@ class Predictor:
     from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
     from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
-    self.config = config
     model = models.model_from_config(config)
     evaluate.check_params_fit(params, model, config.image_size)
-    mean, std = steps.channel_mean(config), config.normalization.std
+    normalize = steps.Normalization.from_config(config.normalization)
 
     @jax.jit
     def probs(params, crops):
-      images = steps.normalize(crops, mean, std)
+      images = normalize(crops)
       logits = model.apply({'params': params}, images, train=False)
       return jax.nn.softmax(logits).mean(axis=0)
 

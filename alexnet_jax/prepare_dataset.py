@@ -7,22 +7,15 @@ then train on it with the same config and
 
   --config.dataset=tfds_directory --config.dataset_dir=/data/imagenet2012_256
 
-The paper stored ImageNet with every image resized so that its shorter side
-was 256 and the central 256x256 kept; decoding those is several times cheaper
-than decoding the originals (ImageNet's average image is about 400x350) and
-leaves the training crops no resizing to do. This reads the config's dataset
-(any TFDS name, or an image folder, with its bad-image handling), resizes each
-image exactly as the input pipeline would (`config.resize_size`,
-`config.resize_mode`; antialiased), keeps the central square
-(--central_square, default) or the whole resized image, re-encodes it as JPEG
-(--jpeg_quality) and writes array_record shards (random access, which the
-pipeline's global shuffle needs) in TFDS's format with its metadata, so
-`tfds.builder_from_directory` and `tfds.data_source` read it.
-
-Resumable: shard i holds examples [i * n, (i + 1) * n) of the split in the
-source's order (--examples_per_shard=n); each shard is written under a
-temporary name and renamed when complete, and a re-run skips the shards that
-exist. The metadata is written last, once every shard is there.
+The paper stored ImageNet resized so (shorter side 256, central square);
+decoding those is several times cheaper than the originals (about 400x350)
+and leaves the crops no resizing. Each image of the config's dataset (any
+TFDS name or an image folder) is resized as the pipeline would, kept whole
+or as its central square (--central_square), re-encoded as JPEG and written
+as array_record shards (the random access the global shuffle needs) with
+TFDS's metadata. Resumable: shard i holds examples [i * n, (i + 1) * n) in
+the source's order, written under a temporary name, renamed when complete
+and skipped by a re-run; the metadata is written last.
 """
 
 import os
@@ -32,6 +25,7 @@ from ml_collections import config_flags
 
 from alexnet_jax import cli
 from alexnet_jax.input_pipeline import prepare as prepare_lib
+from alexnet_jax.input_pipeline.options import DataOptions
 
 config_flags.DEFINE_config_file('config', None, 'A training config file.',
                                 lock_config=False)
@@ -53,9 +47,10 @@ flags.mark_flags_as_required(['config', 'output_dir'])
 
 def main(argv):
   del argv
-  prepare_lib.prepare(flags.FLAGS.config, os.path.abspath(_OUTPUT_DIR.value),
-          _SPLITS.value, _EXAMPLES_PER_SHARD.value, _CENTRAL_SQUARE.value,
-          _JPEG_QUALITY.value)
+  prepare_lib.prepare(
+      DataOptions.from_config(flags.FLAGS.config),
+      os.path.abspath(_OUTPUT_DIR.value), _SPLITS.value,
+      _EXAMPLES_PER_SHARD.value, _CENTRAL_SQUARE.value, _JPEG_QUALITY.value)
 
 
 def run():

@@ -11,6 +11,7 @@ No TensorFlow here: predict and evaluate import this module too.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Iterator
 
@@ -34,12 +35,41 @@ class TrainState(struct.PyTreeNode):
   train_window: dict[str, Any]
 
 
-def create_train_state(config, model, tx: optax.GradientTransformation
-                       ) -> TrainState:
-  size = config.image_size
+@dataclasses.dataclass(frozen=True)
+class Normalization:
+  """What the accelerator does to uint8 images: (x - mean) / std per
+  channel, on the 0-255 scale."""
+  mean: tuple[float, float, float]
+  std: tuple[float, float, float]
+
+  @classmethod
+  def from_config(cls, normalization) -> 'Normalization':
+    """From config.normalization: no mean where the input pipeline has
+    subtracted the mean image already."""
+    mean_image = normalization.get('mean_image', False)
+    return cls(mean=(0.0, 0.0, 0.0) if mean_image else
+               tuple(normalization.mean), std=tuple(normalization.std))
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    return ((images.astype(jnp.float32) - jnp.asarray(self.mean, jnp.float32))
+            / jnp.asarray(self.std, jnp.float32))
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOptions:
+  """What the training step reads of the run, as plain values."""
+  seed: int  # Dropout keys: (seed, step, device).
+  normalization: Normalization
+  learning_rate: Callable[[jax.Array], jax.Array]  # Of the global step.
+  log_every_steps: int = 1
+  total_steps: int | None = None  # The last step logs its norms too.
+
+
+def create_train_state(model, tx: optax.GradientTransformation,
+                       image_size: int, seed: int) -> TrainState:
   params = jax.jit(lambda key: model.init(
-      key, jnp.zeros((1, size, size, 3), jnp.float32), train=False)['params'])(
-          jax.random.key(config.seed))
+      key, jnp.zeros((1, image_size, image_size, 3), jnp.float32),
+      train=False)['params'])(jax.random.key(seed))
   window = {k: jnp.zeros((), jnp.float32) for k in ('loss', 'top1', 'count')}
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                     opt_state=tx.init(params),
@@ -47,23 +77,8 @@ def create_train_state(config, model, tx: optax.GradientTransformation
                     train_window=window)
 
 
-def normalize(images: jax.Array, mean, std) -> jax.Array:
-  """uint8 NHWC -> float32, (x - mean) / std per channel (0-255 scale)."""
-  mean = jnp.asarray(mean, jnp.float32)
-  std = jnp.asarray(std, jnp.float32)
-  return (images.astype(jnp.float32) - mean) / std
-
-
-def channel_mean(config) -> tuple[float, float, float]:
-  """The RGB mean the accelerator subtracts: config.normalization.mean, or
-  none where the input pipeline has subtracted the mean image already."""
-  # getattr: the benchmarks' configs are plain namespaces.
-  if getattr(config.normalization, 'mean_image', False):
-    return (0.0, 0.0, 0.0)
-  return tuple(config.normalization.mean)
-
-
-def training_images(batch: dict[str, jax.Array], config) -> jax.Array:
+def training_images(batch: dict[str, jax.Array],
+                    normalization: Normalization) -> jax.Array:
   """A training batch's images, mirrored where 'flip' says and lit by
   'light' (the input pipeline's draws; fake data has neither), normalized.
   The lighting is added in float, unrounded and unclipped, as in the paper."""
@@ -74,7 +89,16 @@ def training_images(batch: dict[str, jax.Array], config) -> jax.Array:
   images = images.astype(jnp.float32)
   if 'light' in batch:
     images = images + batch['light'][:, None, None, :]
-  return normalize(images, channel_mean(config), config.normalization.std)
+  return normalization(images)
+
+
+def with_learning_rate(state: TrainState,
+                       options: TrainOptions) -> TrainState:
+  """`state` with the learning rate of its step set for the next update: the
+  schedule at the global step (skipped steps do not make it lag) times the
+  plateau rule's scale."""
+  lr = options.learning_rate(state.step) * state.plateau['lr_scale']
+  return state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -97,15 +121,14 @@ def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
-               tx: optax.GradientTransformation, config,
-               total_steps: int | None = None
+               tx: optax.GradientTransformation, options: TrainOptions
                ) -> tuple[TrainState, dict[str, jax.Array]]:
   """One SGD step on this device's shard; gradients averaged over 'batch'."""
-  images = training_images(batch, config)
+  images = training_images(batch, options.normalization)
   labels = batch['label']
   device = lax.axis_index('batch')
   dropout_key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.key(config.seed), state.step), device)
+      jax.random.fold_in(jax.random.key(options.seed), state.step), device)
 
   def loss_fn(params):
     logits = model.apply({'params': params}, images, train=True,
@@ -118,18 +141,18 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
   step_metrics = lax.pmean(
       {'loss': loss, 'top1': jnp.mean(topk_correct(logits, labels, 1))},
       axis_name='batch')
-  return apply_gradients(state, grads, step_metrics, tx=tx, config=config,
-                         total_steps=total_steps)
+  return apply_gradients(with_learning_rate(state, options), grads,
+                         step_metrics, tx=tx, options=options)
 
 
 def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
-                    tx: optax.GradientTransformation, config,
-                    total_steps: int | None = None, updated=None
-                    ) -> tuple[TrainState, dict[str, jax.Array]]:
+                    tx: optax.GradientTransformation, options: TrainOptions,
+                    updated=None) -> tuple[TrainState, dict[str, jax.Array]]:
   """The update from the batch's mean gradients, loss and top-1 (every
-  parallelism mode's step ends here). `updated`: (params, optimizer state)
-  already computed by a step that updates layers in turn (alexnet_jax.owt);
-  `grads` then only serve the finite check and the logged norm.
+  parallelism mode's step ends here), the state's learning rate set
+  (`with_learning_rate`). `updated`: (params, optimizer state) already
+  computed by a step that updates layers in turn (alexnet_jax.owt); `grads`
+  then only serve the finite check and the logged norm.
 
   `param_norm` and `update_norm` (a pass over all parameters each) are
   computed only for steps the loop logs (multiples of log_every_steps, and
@@ -139,9 +162,8 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
   # A non-finite loss or gradient leaves the state as it was (the loop then
   # stops or skips, by config.nonfinite); the step counter still advances.
   finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(grad_norm)
-  logged = (state.step + 1) % config.log_every_steps == 0
-  if total_steps is not None:
-    logged |= state.step + 1 == total_steps
+  logged = ((state.step + 1) % options.log_every_steps == 0) | (
+      state.step + 1 == (options.total_steps or 0))
   nan = jnp.full((), jnp.nan, jnp.float32)
   norm_if_logged = lambda tree: lax.cond(logged, optax.tree.norm,
                                          lambda _: nan, tree)
@@ -154,9 +176,6 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
       new_params, new_opt_state = updated
       return new_params, new_opt_state, norm_if_logged(
           jax.tree_util.tree_map(jnp.subtract, new_params, params))
-    # The schedule reads the global step, not the count of applied updates,
-    # so skipped steps do not make it lag.
-    opt_state = optim.at_step(opt_state, state.step)
     updates, new_opt_state = tx.update(grads, opt_state, params)
     return (optax.apply_updates(params, updates), new_opt_state,
             norm_if_logged(updates))
@@ -167,7 +186,8 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
 
   new_params, new_opt_state, update_norm = lax.cond(
       finite, apply_update, keep, grads, state.params, state.opt_state)
-  window = _add_to_window(state, step_metrics, finite, config.log_every_steps)
+  window = _add_to_window(state, step_metrics, finite,
+                          options.log_every_steps)
   count = jnp.maximum(window['count'], 1.0)
   metrics = {
       'train_loss': window['loss'] / count,
@@ -176,7 +196,7 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
       'grad_norm': grad_norm,
       'param_norm': norm_if_logged(new_params),
       'update_norm': update_norm,
-      'learning_rate': optim.current_learning_rate(new_opt_state),
+      'learning_rate': state.opt_state.hyperparams['learning_rate'],
       'finite': finite.astype(jnp.float32),
       'window_count': window['count'],  # Finite steps in the window.
   }
@@ -197,19 +217,11 @@ def _add_to_window(state: TrainState, step_metrics, finite,
       + jnp.where(finite, new, 0.0), state.train_window, step)
 
 
-def eval_step(params, batch: dict[str, jax.Array], *, model,
-              config) -> dict[str, jax.Array]:
-  """Masked sums of loss and top-1/top-5 hits over all devices."""
-  apply = lambda images: model.apply({'params': params}, images, train=False)
-  return lax.psum(eval_sums(apply, batch, config), axis_name='batch')
-
-
 def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
-              config) -> dict[str, jax.Array]:
+              normalization: Normalization) -> dict[str, jax.Array]:
   """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
   normalized images to logits."""
-  images = normalize(batch['image'], channel_mean(config),
-                     config.normalization.std)
+  images = normalization(batch['image'])
   labels, mask = batch['label'], batch['mask']
   if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
     b, crops = images.shape[:2]
@@ -228,39 +240,41 @@ def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
   }
 
 
-def make_pmapped_steps(model, tx, config, devices=None,
-                       total_steps: int | None = None
+def make_pmapped_steps(model, tx, options: TrainOptions, devices=None
                        ) -> tuple[Callable, Callable]:
-  """The train and eval steps, pmapped over `devices` (default: all).
-  `total_steps`: the run's last step, whose parameter and update norms are
-  computed as on log steps."""
-  p_train = jax.pmap(
-      functools.partial(train_step, model=model, tx=tx, config=config,
-                        total_steps=total_steps),
+  """The train and eval steps, pmapped over `devices` (default: all)."""
+  train = jax.pmap(
+      functools.partial(train_step, model=model, tx=tx, options=options),
       axis_name='batch', in_axes=(None, 0), out_axes=(None, 0),
       donate_argnums=(0,), devices=devices)
-  p_eval = make_eval_step(model, config, devices)
-  return p_train, p_eval
+  return train, make_eval_step(model, options.normalization, devices)
 
 
-def make_eval_step(model, config, devices=None) -> Callable:
-  return jax.pmap(functools.partial(eval_step, model=model, config=config),
-                  axis_name='batch', in_axes=(None, 0), out_axes=0,
-                  devices=devices)
+def make_eval_step(model, normalization: Normalization,
+                   devices=None) -> Callable:
+  """(params, batch) -> masked sums of loss and top-1/top-5 hits over all
+  devices, pmapped over `devices`."""
+
+  def eval_step(params, batch):
+    apply = lambda x: model.apply({'params': params}, x, train=False)
+    return lax.psum(eval_sums(apply, batch, normalization), axis_name='batch')
+
+  return jax.pmap(eval_step, axis_name='batch', in_axes=(None, 0),
+                  out_axes=0, devices=devices)
 
 
-def evaluate(p_eval, params, batches: Iterator[dict]) -> dict[str, float]:
-  """Loss, top-1 and top-5 over every example of `batches` (padding masked)."""
+def evaluate_batches(eval_step_fn, params, batches: Iterator[dict]
+                     ) -> dict[str, float]:
+  """Loss, top-1 and top-5 over every example of `batches` (padding masked),
+  with a compiled eval step."""
   totals = None
   for batch in batches:
-    sums = p_eval(params, batch)
+    sums = eval_step_fn(params, batch)
     totals = sums if totals is None else jax.tree_util.tree_map(
         jnp.add, totals, sums)
   if totals is None:
     raise ValueError('The evaluation split yielded no batches.')
   totals = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], totals))
   count = float(totals['count'])
-  return {'eval_loss': float(totals['loss']) / count,
-          'eval_top1': float(totals['top1']) / count,
-          'eval_top5': float(totals['top5']) / count,
-          'eval_examples': int(count)}
+  return {**{f'eval_{k}': float(totals[k]) / count
+             for k in ('loss', 'top1', 'top5')}, 'eval_examples': int(count)}

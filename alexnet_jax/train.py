@@ -39,7 +39,7 @@ from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 # pylint: disable=g-importing-member
 # Called by name from here, so that tests can replace them in this module.
-from alexnet_jax.data import create_data
+from alexnet_jax.input_pipeline import create_data
 from alexnet_jax.steps import make_pmapped_steps
 # pylint: enable=g-importing-member
 
@@ -61,7 +61,7 @@ class _Run:
   best: checkpointing.Checkpointer | None  # The best evaluation's state.
   writer: metrics_writer.MetricsWriter
   progress: progress_lib.Progress
-  p_eval: Callable
+  eval_step: Callable  # Compiled: (params, batch) -> sums.
   place: Callable  # Where the steps want the state (after a host update).
   plateau: optim.Plateau
   step_offset: int  # _step_offset's: data order, schedule, epochs.
@@ -75,14 +75,54 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns the last logged metrics. Process 0 holds `workdir`'s lock for the
   run, so a second run on the same workdir is refused.
   """
-  config_lib.validate(config)
-  config = config_lib.resolve(config)  # Recorded as the run uses it.
+  validate(config)
+  config = resolve(config)  # Recorded as the run uses it.
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
   lock = (workdir_lib.WorkdirLock(workdir) if jax.process_index() == 0
           else contextlib.nullcontext())
   with lock:
     return _train_and_evaluate(config, workdir)
+
+
+def validate(config) -> None:
+  """Every field of a training config (config_lib's, and the model's and
+  optimizer's sections by their modules); raises config_lib.ConfigError
+  naming the first invalid one."""
+  config_lib.validate(config)
+  models.check_config(config.model, config.image_size)
+  optim.check_config(config.optimizer)
+  mode = config.get('parallelism', 'data')
+  if mode != 'data':
+    from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
+    parallelism.check_model(mode, models.model_from_config(config),
+                            jax.device_count())
+
+
+# What the code does for an optional field a config leaves out, recorded so
+# that config.json says it.
+_WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
+                'normalization.mean_image': False, 'start_over': False,
+                'final_ten_crop': False, 'hybrid_fc_batch': 'global',
+                'augment.lighting_from_data': False}
+
+
+def resolve(config):
+  """A copy of a training config with every value the run will use: the
+  optional fields it lacks, and config.model as models.AlexNet takes it (its
+  defaults, and the variant's values for fields left None)."""
+  config = config.copy_and_resolve_references()
+  with config.unlocked():
+    for field, value in _WHEN_ABSENT.items():
+      section, _, leaf = field.rpartition('.')
+      node = config.get(section) if section else config
+      if node is not None and leaf not in node:
+        node[leaf] = value
+    if 'model' in config:
+      model = models.model_from_config(config)
+      for name in models.MODEL_FIELDS:
+        config.model[name] = getattr(model, name)
+  return config
 
 
 def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
@@ -103,14 +143,14 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   config, data = _config_and_data(config)
   spe = data.steps_per_epoch
   model = models.model_from_config(config)
-  state = steps.create_train_state(config, model, optim.create_optimizer(
-      config.optimizer, spe, config_lib.total_steps(config, spe)))
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, config.image_size, config.seed)
   state = _restore(ckpt, state, config, workdir)
   start_step = int(state.step)
   carried = ckpt.carried(start_step) if start_step else None
-  offset = _step_offset(config, workdir, start_step, carried)
+  offset = _step_offset(config, start_step, carried)
   total_steps = config_lib.total_steps(config, spe, offset)
-  tx = optim.create_optimizer(config.optimizer, spe, total_steps, offset)
+  options = step_options(config, spe, total_steps, offset)
   logging.info('AlexNet %s: %s parameters; %d steps of %d images '
                '(%d steps per epoch) on %d devices.', config.model.variant,
                f'{models.count_params(state.params):,}', total_steps,
@@ -120,10 +160,11 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
   writer = _start_records(config, workdir, data, start_step, carried)
 
-  p_train, p_eval, put = _make_steps(model, tx, config, total_steps)
+  train_step, eval_step, put = make_steps(model, tx, options, config)
   run = _Run(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
-             best=best, writer=writer, p_eval=p_eval,
-             place=placement.replicate if put is None else p_train.place_tree,
+             best=best, writer=writer, eval_step=eval_step,
+             place=(placement.replicate if put is None else
+                    train_step.place_tree),
              plateau=optim.Plateau.from_config(config.optimizer),
              progress=progress_lib.Progress(
                  total_steps, config.eval_every_steps,
@@ -135,8 +176,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                                  config.profile_steps)
   batches = placement.prefetch_to_device(
       data.train_batches(start_step + offset), put=put)
-  last_logged, step = _train_loop(run, state, p_train, batches, start_step,
-                                  trace)
+  last_logged, step = _train_loop(run, state, train_step, batches,
+                                  start_step, trace)
   trace.close()
   ckpt.close()
   if best is not None:
@@ -147,6 +188,17 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
         f'SIGTERM: stopped at step {step} of {total_steps} with its '
         f'checkpoint saved; run the same command again to resume.')
   return last_logged
+
+
+def step_options(config, steps_per_epoch: int, total_steps: int,
+                 step_offset: int = 0) -> steps.TrainOptions:
+  """What the training step reads of `config`, as plain values."""
+  return steps.TrainOptions(
+      seed=config.seed, log_every_steps=config.log_every_steps,
+      total_steps=total_steps,
+      normalization=steps.Normalization.from_config(config.normalization),
+      learning_rate=optim.create_schedule(config.optimizer, steps_per_epoch,
+                                          total_steps, step_offset))
 
 
 def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
@@ -162,7 +214,7 @@ def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
   return state
 
 
-def _step_offset(config, workdir: str, start_step: int,
+def _step_offset(config, start_step: int,
                  carried: dict[str, Any] | None) -> int:
   """The steps of config.batch_size the images seen before `start_step`
   make, less `start_step`: 0 unless a resume changed the batch size. The
@@ -170,12 +222,8 @@ def _step_offset(config, workdir: str, start_step: int,
   so they go on in images seen."""
   if not start_step:
     return 0
-  seen = (carried or {}).get('images_seen')
-  if seen is None:  # A checkpoint from before they counted: its record's.
-    path = workdir_lib.record_path(workdir, 'config', start_step - 1)
-    batch = (workdir_lib.read_config(path).get('batch_size')
-             if path else None) or config.batch_size
-    seen = start_step * batch
+  # Every checkpoint that resumes counts them; else the same batch size.
+  seen = (carried or {}).get('images_seen', start_step * config.batch_size)
   batches, rest = divmod(int(seen), config.batch_size)
   if rest:
     raise config_lib.ConfigError(
@@ -217,18 +265,18 @@ def _start_records(config, workdir: str, data, start_step: int,
   return writer
 
 
-def _make_steps(model, tx, config, total_steps: int):
+def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
   """(train step, eval step, batch put or None) for config.parallelism."""
-  if config.get('parallelism', 'data') == 'data':
-    p_train, p_eval = make_pmapped_steps(model, tx, config,
-                                         total_steps=total_steps)
-    return p_train, p_eval, None
+  mode = config.get('parallelism', 'data')
+  if mode == 'data':
+    return (*make_pmapped_steps(model, tx, options, devices), None)
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
-  return parallelism.make_sharded_steps(model, tx, config,
-                                        total_steps=total_steps)
+  return parallelism.make_sharded_steps(
+      model, tx, options, mode, config.image_size, devices=devices,
+      per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker')
 
 
-def _train_loop(run: _Run, state, p_train, batches, start_step: int,
+def _train_loop(run: _Run, state, train_step, batches, start_step: int,
                 trace: progress_lib.StepTrace) -> tuple[dict[str, float], int]:
   """Steps to run.total_steps (or SIGTERM); the device is synchronised only
   where the loop logs, evaluates or checkpoints. Returns the last logged
@@ -240,7 +288,7 @@ def _train_loop(run: _Run, state, p_train, batches, start_step: int,
   with preemption.SigtermFlag() as sigterm:
     step = start_step
     while step < run.total_steps:
-      state, metrics = p_train(state, next(batches))
+      state, metrics = train_step(state, next(batches))
       step += 1
       pending.add(step, metrics)
       if not run.progress.timing:  # Exclude the first step's compilation.
@@ -272,9 +320,12 @@ def _sync_step(run: _Run, state, step: int, summary: dict[str, float],
   written to the metrics ({} if none)."""
   row = {'step': step, **_log_training(run, step, summary)} if log_now else {}
   if eval_now:
-    state, eval_metrics = _evaluate(run, state, step)
-    if step == run.total_steps and run.config.get('final_ten_crop', False):
-      eval_metrics.update(_evaluate_ten_crops(run, state, step))
+    eval_metrics = _evaluate_split(run, state.params, step)
+    if run.config.optimizer.schedule == 'plateau':  # The rate follows it.
+      state = run.place(state.replace(plateau=run.plateau.update(
+          state.plateau, 1.0 - eval_metrics['eval_top1'])))
+    if step == run.total_steps and run.config.final_ten_crop:
+      eval_metrics.update(_evaluate_split(run, state.params, step, True))
     row = {'step': step, **row, **eval_metrics}
   if row:
     row.update(epoch=(step + run.step_offset) / run.data.steps_per_epoch,
@@ -305,35 +356,19 @@ def _log_training(run: _Run, step: int, summary: dict[str, float]
   return summary
 
 
-def _evaluate(run: _Run, state, step: int):
-  """The eval split's metrics; the plateau rule's learning rate follows them."""
+def _evaluate_split(run: _Run, params, step: int, ten_crop: bool = False
+                    ) -> dict[str, float]:
+  """The eval split's metrics (eval_*); with `ten_crop`, the paper's
+  test-time averaging over ten crops (config.final_ten_crop) as eval10_*."""
   with run.progress.timing_eval():  # Not training time; for the ETA.
-    metrics = steps.evaluate(run.p_eval, state.params,
-                             run.data.eval_batches())
-  logging.info('eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f '
-               '(%d examples)', step, metrics['eval_loss'],
-               metrics['eval_top1'], metrics['eval_top5'],
-               metrics['eval_examples'])
-  if run.config.optimizer.schedule == 'plateau':
-    new_plateau, lr = run.plateau.update(
-        state.plateau, 1.0 - metrics['eval_top1'],
-        float(optim.current_learning_rate(state.opt_state)))
-    state = run.place(state.replace(
-        plateau=new_plateau,
-        opt_state=optim.set_learning_rate(state.opt_state, lr)))
-  return state, metrics
-
-
-def _evaluate_ten_crops(run: _Run, state, step: int) -> dict[str, float]:
-  """The paper's test-time averaging over ten crops (config.final_ten_crop),
-  logged as eval10_* beside the periodic evaluations' eval_*."""
-  with run.progress.timing_eval():
-    metrics = steps.evaluate(run.p_eval, state.params,
-                             run.data.eval_batches(ten_crop=True))
-  logging.info('ten-crop eval at step %d: loss %.4f, top-1 %.4f, top-5 %.4f',
-               step, metrics['eval_loss'], metrics['eval_top1'],
-               metrics['eval_top5'])
-  return {'eval10_' + k[len('eval_'):]: v for k, v in metrics.items()}
+    metrics = steps.evaluate_batches(run.eval_step, params,
+                                     run.data.eval_batches(ten_crop or None))
+  logging.info('%s at step %d: loss %.4f, top-1 %.4f, top-5 %.4f (%d '
+               'examples)', 'ten-crop eval' if ten_crop else 'eval', step,
+               metrics['eval_loss'], metrics['eval_top1'],
+               metrics['eval_top5'], metrics['eval_examples'])
+  prefix = 'eval10_' if ten_crop else 'eval_'
+  return {prefix + k[len('eval_'):]: v for k, v in metrics.items()}
 
 
 class _PendingMetrics:

@@ -152,12 +152,13 @@ def row_specs() -> list[dict[str, Any]]:
             'batch_per_device': batch, 'image_size': _IMAGE_SIZE.value,
             'width': _WIDTH.value, 'num_classes': _NUM_CLASSES.value}
     config = harness.variant_config(spec)
-    smallest = models.min_image_size(config.model.variant,
-                                     config.model.overlap_pool)
-    if config.image_size < smallest:
-      raise ValueError(f'--image_size={config.image_size}: variant '
+    size = config['image_size']
+    smallest = models.min_image_size(config['model']['variant'],
+                                     config['model']['overlap_pool'])
+    if size < smallest:
+      raise ValueError(f'--image_size={size}: variant '
                        f'{variant!r} needs at least {smallest}.')
-    specs.append(dict(spec, image_size=config.image_size))
+    specs.append(dict(spec, image_size=size))
   return specs
 
 

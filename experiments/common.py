@@ -20,7 +20,6 @@ import math
 import os
 import re
 import time
-import types
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from absl import logging
@@ -40,18 +39,13 @@ _NAME = re.compile(r'^[A-Za-z0-9_.+-]+$')
 
 
 def _fields(node) -> list[str] | None:
-  """The field names of a config node (ConfigDict or namespace); None for a
-  leaf value."""
-  if hasattr(node, 'keys'):
-    return sorted(node.keys())
-  if isinstance(node, types.SimpleNamespace):
-    return sorted(vars(node))
-  return None
+  """The field names of a config node; None for a leaf value."""
+  return sorted(node.keys()) if hasattr(node, 'keys') else None
 
 
 def set_field(config, field: str, value: Any, where: str) -> None:
   """`config.<field> = value` for a dotted `field`, naming `where` on error.
-  `config` is an ml_collections ConfigDict or a tree of namespaces."""
+  `config` is an ml_collections ConfigDict."""
   parts = field.split('.')
   node = config
   for i, part in enumerate(parts):
@@ -62,9 +56,9 @@ def set_field(config, field: str, value: Any, where: str) -> None:
                        + (f'; the fields there are {known}' if known else '')
                        + '.')
     if i < len(parts) - 1:
-      node = getattr(node, part)
+      node = node[part]
   try:
-    setattr(node, parts[-1], value)
+    node[parts[-1]] = value
   except (TypeError, ValueError) as e:
     raise ValueError(
         f'{where}: cannot set config.{field}={value!r}: {e}') from None
@@ -110,7 +104,7 @@ def plan_runs(base_config, workdir: str,
   `variants` maps a name to dotted-field overrides applied on top of
   `base_config`; seed k sets `config.seed = base_config.seed + k`.
   """
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   if not isinstance(seeds, int) or seeds < 1:
     raise ValueError(f'--seeds={seeds!r}: expected an integer >= 1.')
   runs = []
@@ -123,7 +117,7 @@ def plan_runs(base_config, workdir: str,
       config = copy.deepcopy(variant_config)
       config.seed = base_config.seed + k
       try:
-        config_lib.validate(config)
+        train.validate(config)
       except ValueError as e:
         raise ValueError(f'variant {name!r} of {where} (overrides '
                          f'{dict(overrides)}): {e}') from None
@@ -191,14 +185,14 @@ def read_rows(directory: str) -> list[dict[str, Any]]:
 def check_same_experiment(run: Run) -> None:
   """Fails if `run.workdir` holds a run of another experiment: one whose
   identity fields (alexnet_jax.config_fields) differ."""
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   path = os.path.join(run.workdir, workdir_lib.CONFIG_FILE)
   if not os.path.exists(path):
     return
   saved = config_fields.identity_of(
       workdir_lib.resolved_flat(workdir_lib.read_config(path)))
   wanted = config_fields.identity_of(config_fields.flatten(
-      config_fields.as_record(config_lib.resolve(run.config))))
+      config_fields.as_record(train.resolve(run.config))))
   differ = config_fields.changes(saved, wanted)
   if differ:
     raise ValueError(
@@ -216,9 +210,9 @@ def total_steps(config, record: Mapping[str, Any]) -> int:
       record.get('batch_size') == config.batch_size and
       record.get('total_steps')):
     return int(record['total_steps'])
-  from alexnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   return config_lib.total_steps(
-      config, data_lib.create_data(config).steps_per_epoch)
+      config, input_pipeline.create_data(config).steps_per_epoch)
 
 
 def last_step(rows: Sequence[Mapping[str, Any]]) -> int:

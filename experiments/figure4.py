@@ -103,13 +103,13 @@ def eval_style_batches(config, split: str) -> Iterator[dict]:
   """Every example of `split` once, as evaluation reads it (centre crops, no
   augmentation, not cached), in full batches of config.eval_batch_size:
   {'image', 'label', 'mask', 'index'} (index: position in the split)."""
-  from alexnet_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = config.copy_and_resolve_references()
   config.eval_split, config.ten_crop, config.cache = split, False, False
   config.normalization.mean_from_data = False  # The recorded mean is used.
   flat = lambda x: x.reshape((-1,) + x.shape[2:])  # Drop the device axis.
   position = 0
-  for batch in data_lib.create_data(config).eval_batches():
+  for batch in input_pipeline.create_data(config).eval_batches():
     batch = {k: flat(v) for k, v in batch.items()}
     batch['index'] = position + np.arange(len(batch['label']))
     position += int(batch['mask'].sum())
@@ -229,17 +229,17 @@ def run_figure4(run_dir: str, workdir: str, step: int | None = None,
     raise run_loading.RunError(f'{run_dir} trained on random images '
                                "(dataset='fake'): there are none to show.")
   model = models.model_from_config(config)
-  mean, std = steps.channel_mean(config), config.normalization.std
+  normalize = steps.Normalization.from_config(config.normalization)
 
   def embed(params, images):
-    x = steps.normalize(images, mean, std)
+    x = normalize(images)
     f = features.features(model, {'params': params}, x, layer)
     return f.reshape((f.shape[0], -1))
 
   @jax.jit
   def classify(params, images):
-    probs = jax.nn.softmax(model.apply({'params': params}, steps.normalize(
-        images, mean, std), train=False))
+    probs = jax.nn.softmax(model.apply({'params': params}, normalize(images),
+                                       train=False))
     return probs, embed(params, images)
 
   @jax.jit

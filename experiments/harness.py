@@ -1,10 +1,12 @@
 """The benchmark's rows: a named variant's config, its compiled training step,
 the PyTorch reference, the matmul ceiling, and round-robin timed windows.
 
-A variant is a name and the config fields it changes, in dotted form
-(`VARIANTS`). The config is a tree of namespaces holding the fields the
-training step reads, so no ml_collections (nor TensorFlow) is needed: the
-harness runs on a machine with JAX, Flax and optax alone.
+A variant is a name, the config fields it changes, in dotted form, and the
+forms of the operations it swaps in (experiments/op_variants.py) while its
+step compiles (`VARIANTS`); the fields are nested dicts of the model's, the
+execution's and the parallelism's; the training step's options are the
+harness's own (`OPTIONS`). No ml_collections (nor TensorFlow) is needed: the harness runs
+on a machine with JAX, Flax and optax alone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ import statistics
 import subprocess
 import sys
 import time
-import types
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -57,39 +58,34 @@ VARIANTS: dict[str, dict[str, Any]] = {
 IMAGENET_MEAN = (123.68, 116.78, 103.94)  # configs/default.py's, 0-255.
 
 
-def _namespace(tree: Mapping[str, Any]) -> types.SimpleNamespace:
-  return types.SimpleNamespace(**{
-      k: _namespace(v) if isinstance(v, Mapping) else v
-      for k, v in tree.items()})
+# The training step's options: the paper's rule at a constant rate 0.01.
+OPTIONS = steps.TrainOptions(
+    seed=0, normalization=steps.Normalization(IMAGENET_MEAN, (1.0, 1.0, 1.0)),
+    learning_rate=lambda step: 0.01, log_every_steps=100)
 
 
 def base_config(image_size: int, width: float, num_classes: int,
-                dtype: str) -> types.SimpleNamespace:
-  """The fields of a training config that the step and the model read."""
+                dtype: str) -> dict[str, Any]:
+  """The fields of a training config that the model and the mode read."""
   model = {f.name: f.default for f in dataclasses.fields(models.AlexNet)
            if f.name in models.MODEL_FIELDS}
   model.update(num_classes=num_classes, width=width, dtype=dtype)
   execution = {'xla_cpu_conv_library': 'eigen'}  # configs/default.py's.
-  return _namespace({
-      'model': model, 'execution': execution, 'parallelism': 'data',
-      'seed': 0, 'image_size': image_size, 'log_every_steps': 100,
-      'normalization': {'mean': IMAGENET_MEAN, 'std': (1.0, 1.0, 1.0)},
-      'optimizer': {'rule': 'paper', 'learning_rate': 0.01, 'momentum': 0.9,
-                    'weight_decay': 5e-4, 'schedule': 'constant',
-                    'warmup_epochs': 0.0}})
+  return {'model': model, 'execution': execution, 'parallelism': 'data',
+          'image_size': image_size}
 
 
 def variant_overrides(variant: str) -> dict[str, Any]:
   """The overrides of 'name' or 'name+name...' (later names win; their 'ops'
   add up, in order)."""
-  overrides, ops = {}, ()
+  overrides, forms = {}, ()
   for name in variant.split('+'):
     if name not in VARIANTS:
       raise ValueError(f'variant {variant!r}: {name!r} is not one of '
                        f'{tuple(VARIANTS)}.')
     overrides.update(VARIANTS[name])
-    ops += VARIANTS[name].get('ops', ())
-  return dict(overrides, ops=ops) if ops else overrides
+    forms += VARIANTS[name].get('ops', ())
+  return dict(overrides, ops=forms) if forms else overrides
 
 
 def variant_config(spec: Mapping[str, Any]):
@@ -100,13 +96,14 @@ def variant_config(spec: Mapping[str, Any]):
   overrides.pop('ops', None)
   config = common.with_overrides(config, overrides,
                                 f'variant {spec["variant"]!r}')
-  if not config.image_size:  # 227 for the paper's net, 224 for owt.
-    config.image_size = models.DEFAULT_IMAGE_SIZE[config.model.variant]
+  if not config['image_size']:  # 227 for the paper's net, 224 for owt.
+    config['image_size'] = models.DEFAULT_IMAGE_SIZE[
+        config['model']['variant']]
   return config
 
 
 def build_model(config) -> models.AlexNet:
-  return models.AlexNet(**vars(config.model))
+  return models.AlexNet(**config['model'])
 
 
 def random_batch(devices: Sequence[jax.Device], per_device: int, size: int,
@@ -140,21 +137,24 @@ class JaxRow:
     config = variant_config(spec)
     devices = local_devices(spec['devices'])
     self.model = model = build_model(config)
-    tx = optim.create_optimizer(config.optimizer, steps_per_epoch=1,
-                                total_steps=1)
+    tx = optim.create_optimizer({'rule': 'paper', 'learning_rate': 0.01,
+                                 'momentum': 0.9, 'weight_decay': 5e-4})
+    size, mode = config['image_size'], config['parallelism']
     self.batch_size = n_batch = spec['batch_per_device']
     self.name, self.dtype = spec['variant'], spec['dtype']
-    state = steps.create_train_state(config, model, tx)
-    batch = random_batch(devices, n_batch, config.image_size,
-                         config.model.num_classes)
-    if config.parallelism == 'data':
-      step, _ = steps.make_pmapped_steps(model, tx, config, devices=devices)
+    state = steps.create_train_state(model, tx, size, OPTIONS.seed)
+    batch = random_batch(devices, n_batch, size, model.num_classes)
+    if mode == 'data':
+      step, _ = steps.make_pmapped_steps(model, tx, OPTIONS, devices=devices)
       state = placement.replicate(state, devices)
     else:
-      step, _, put = parallelism.make_sharded_steps(model, tx, config,
-                                                    devices=devices)
+      step, _, put = parallelism.make_sharded_steps(
+          model, tx, OPTIONS, mode, size, devices=devices)
       batch, state = put(batch), jax.device_put(state, step.shardings)
-    options = startup.compiler_options(config)
+    # The training loop's XLA options (startup.compiler_options's).
+    library = config['execution']['xla_cpu_conv_library']
+    options = (dict(startup.XLA_CPU_CONV_LIBRARIES[library])
+               if jax.default_backend() == 'cpu' else {})
     start = time.perf_counter()
     with op_variants.swapped(variant_overrides(self.name).get('ops', ())):
       self.step = step.lower(state, batch).compile(options or None)
@@ -162,17 +162,17 @@ class JaxRow:
     self.run(1)  # The first call: loads and places everything.
     self.info = dict(
         spec, framework='jax', devices=len(devices),
-        global_batch=len(devices) * n_batch, image_size=config.image_size,
+        global_batch=len(devices) * n_batch, image_size=size,
         overrides=variant_overrides(spec['variant']), xla_options=options,
-        parallelism=config.parallelism,
+        parallelism=mode,
         params=models.count_params(state.params),
         compile_s=time.perf_counter() - start,
         xla_memory_bytes=_memory_bytes(self.step),
         train_gflop_per_image=flops_lib.model_flops_of(
-            model, config.image_size) / 1e9)
-    if config.parallelism != 'data':
-      self.info.update(communication(model, config, len(devices), n_batch,
-                                     self.step.as_text()))
+            model, size) / 1e9)
+    if mode != 'data':
+      self.info.update(communication(model, mode, size, len(devices),
+                                     n_batch, self.step.as_text()))
 
   def run(self, steps: int) -> float:
     start = time.perf_counter()
@@ -200,13 +200,12 @@ def _memory_bytes(compiled) -> int | None:
              - m.alias_size_in_bytes + m.temp_size_in_bytes)
 
 
-def communication(model, config, n: int, per_device: int,
+def communication(model, mode: str, size: int, n: int, per_device: int,
                   hlo_text: str) -> dict[str, Any]:
   """Bytes each device sends per training step: from the layer shapes, and
   from the compiled step's collectives (scalars and one-device groups, which
   move nothing that matters, left out)."""
-  want = collectives.step_collectives(model, config.parallelism,
-                                      config.image_size, n * per_device, n)
+  want = collectives.step_collectives(model, mode, size, n * per_device, n)
   hlo = [c for c in collectives.hlo_collectives(hlo_text, n)
          if c.elements > 1 and c.group > 1]
   return {'bytes_sent_per_device': collectives.bytes_sent_per_device(want),

@@ -5,7 +5,7 @@ r"""Throughput of the input pipeline alone, beside the JPEG-decode ceiling.
       [--config.image_size=227 --config.resize_size=256 --config.cache=False] \
       [--imagenet_like=1000] [--crops_per_call=1,16]
 
-Three cases, each timed as the training pipeline (`TFDSData.train_batches`)
+Three cases, each timed as the training pipeline (`InputPipeline.train_batches`)
 and as its ceiling, decoding the very same JPEG bytes and nothing else
 (`tf.io.decode_jpeg` of the whole image, in the same tf.data form: parallel
 map, batches) on the same cores. The ratio pipeline / ceiling says how close
@@ -23,8 +23,8 @@ the pipeline is to the limit the decoder sets.
     docs advise for ImageNet.
 
 With --crops_per_call the pipeline is also timed making that many training
-crops per tf.data call (`TFDSData.crops_per_call`; the batch's largest
-divisor up to it), as a variant beside the pipeline as it is. The ceiling
+crops per tf.data call (in place of `batching.CROPS_PER_CALL`; the batch's
+largest divisor up to it), as a variant beside the pipeline as it is. The ceiling
 reads the records in the pipeline's groups (one Python call per group for
 array_record sets).
 
@@ -156,11 +156,13 @@ def prepared_config(config):
   """`config` reading its dataset as `alexnet_jax.prepare_dataset` writes it
   (resize_size squares as array_record shards), prepared once into
   <dataset_dir>_prepared_<resize_size> (a re-run skips what exists)."""
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from alexnet_jax.input_pipeline import prepare  # pylint: disable=g-import-not-at-top
   out = config.copy_and_resolve_references()
   out.dataset = 'tfds_directory'
   out.dataset_dir = prepare.prepare(
-      config, f'{config.dataset_dir}_prepared_{config.resize_size}')
+      input_pipeline.DataOptions.from_config(config),
+      f'{config.dataset_dir}_prepared_{config.resize_size}')
   return out
 
 
@@ -172,7 +174,7 @@ def decode_only(data):
   tf = data.tf
   table = data.train_table()
   indices, _ = input_pipeline.epoch_order(
-      data.num_train_examples, data.config.batch_size, 0, data.config.seed,
+      data.num_train_examples, data.options.batch_size, 0, data.options.seed,
       jax.process_count(), jax.process_index())
 
   def decode(group):  # Read in groups, as the pipeline reads.
@@ -181,11 +183,17 @@ def decode_only(data):
     return tf.stack([tf.cast(tf.io.decode_jpeg(i, channels=3)[0, 0, 0],
                              tf.int32) for i in images])
 
-  size = data.group_size()
+  size = _group_size(data)
   ds = tf.data.Dataset.from_tensor_slices(indices.reshape(-1, size)).repeat()
   ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   ds = ds.batch(data.per_process_batch // size).prefetch(tf.data.AUTOTUNE)
   return ds.as_numpy_iterator()
+
+
+def _group_size(data) -> int:
+  """Training crops the pipeline makes per tf.data call."""
+  from alexnet_jax.input_pipeline import batching  # pylint: disable=g-import-not-at-top
+  return batching.group_size(data.per_process_batch, batching.CROPS_PER_CALL)
 
 
 def _window(make, batches: int, drain: int, per_batch: int):
@@ -209,8 +217,10 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
   """The pipeline (as it is, and at each of `crops_per_call`) and the decode
   ceiling of one config, windows alternating."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.input_pipeline import batching  # pylint: disable=g-import-not-at-top
   start = time.perf_counter()
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
+  default = batching.CROPS_PER_CALL
   batch = next(data.train_batches(0))
   setup_s = time.perf_counter() - start
   assert batch['image'].dtype == np.uint8
@@ -218,12 +228,11 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
   steps = data.steps_per_epoch
   # Each pipeline by the group size it runs at; a variant that comes to the
   # pipeline's own size is not timed twice.
-  pipelines = {'pipeline': data.group_size()}
+  pipelines = {'pipeline': _group_size(data)}
   for c in crops_per_call:
-    data.crops_per_call = c
-    if data.group_size() != pipelines['pipeline']:
-      pipelines[f'pipeline_crops_per_call_{data.group_size()}'] = (
-          data.group_size())
+    size = batching.group_size(data.per_process_batch, c)
+    if size != pipelines['pipeline']:
+      pipelines[f'pipeline_crops_per_call_{size}'] = size
   runs = {name: [] for name in [*pipelines, 'decode_only']}
   for k in range(repeats):
     # Each pipeline window starts somewhere else in the data, as a resume
@@ -231,10 +240,13 @@ def benchmark_case(config, warmup: int, batches: int, repeats: int,
     first = (k * (batches + drain)) % steps
     untimed = drain + (warmup if k == 0 else 0)
     for name, crops in pipelines.items():
-      data.crops_per_call = crops
-      runs[name].append(_window(lambda first=first: data.train_batches(first),
-                                batches, untimed, per_batch))
-    data.crops_per_call = pipelines['pipeline']
+      batching.CROPS_PER_CALL = crops  # The variant, for this window.
+      try:
+        runs[name].append(_window(
+            lambda first=first: data.train_batches(first), batches, untimed,
+            per_batch))
+      finally:
+        batching.CROPS_PER_CALL = default
     runs['decode_only'].append(_window(lambda: decode_only(data), batches,
                                        untimed, per_batch))
   cores = cores_available()

@@ -88,7 +88,7 @@ def test_every_variant_names_config_fields_and_forms_that_exist():
         continue
       node = config
       for part in dotted.split('.'):
-        node = getattr(node, part)
+        node = node[part]
       assert node == value, (name, dotted)
   assert set(op_variants.SWAPS) <= set(harness.VARIANTS)
   # Later names win; the forms add up, in order.
@@ -97,11 +97,11 @@ def test_every_variant_names_config_fields_and_forms_that_exist():
       'ops': ('conv_xla', 'lrn_banded', 'pool_reduce_window', 's2d')}
   config = harness.variant_config(
       dict(SPEC, variant='flax_baseline+lrn_matmul+s2d', image_size=0))
-  assert config.image_size == 227
-  assert vars(config.execution) == {'xla_cpu_conv_library': 'eigen'}
+  assert config['image_size'] == 227
+  assert config['execution'] == {'xla_cpu_conv_library': 'eigen'}
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
   model = harness.build_model(owt)  # groups and lrn: the variant's own.
-  assert (model.variant, model.groups, model.lrn, owt.image_size) == (
+  assert (model.variant, model.groups, model.lrn, owt['image_size']) == (
       'owt', 1, False, 224)
   with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
                      r"does not exist; the fields there are "

@@ -35,7 +35,7 @@ def test_the_best_evaluation_is_kept_apart_from_the_newest(tmp_path, tiny,
     return {'eval_loss': 1.0, 'eval_top1': next(scores), 'eval_top5': 1.0,
             'eval_examples': 8}
 
-  monkeypatch.setattr(steps, 'evaluate', fake_evaluate)
+  monkeypatch.setattr(steps, 'evaluate_batches', fake_evaluate)
   config = tiny(dataset='fake', num_train_steps=6, eval_every_steps=2,
                 checkpoint_every_steps=2, keep_checkpoints=1,
                 keep_best_checkpoint=True)

@@ -21,7 +21,7 @@ def test_every_config_file_is_valid_and_documents_its_command(path):
   module = importlib.import_module(f'configs.{name}')
   assert 'python -m' in module.__doc__, f'{name}: docstring lacks the command'
   config = module.get_config()
-  config_lib.validate(config)
+  train.validate(config)
 
 
 @pytest.mark.parametrize('field, value, message', [
@@ -46,7 +46,7 @@ def test_every_config_file_is_valid_and_documents_its_command(path):
 def test_invalid_values_name_the_field(field, value, message):
   config = tiny_config(**{field: value})
   with pytest.raises(config_lib.ConfigError, match=message):
-    config_lib.validate(config)
+    train.validate(config)
 
 
 @pytest.mark.parametrize('field, value', [('model.dropout_rate', -0.5),

@@ -331,7 +331,7 @@ def test_evaluate_a_pth_file_on_fake_data(tmp_path):
   """config.checkpoint=.pth: the eval loss is PyTorch's on the same images."""
   torch = pytest.importorskip('torch', reason=TORCH_REASON)
   from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import fake_data  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.input_pipeline import fake_data  # pylint: disable=g-import-not-at-top
   from alexnet_jax import metrics_writer  # pylint: disable=g-import-not-at-top
   from configs import imagenet_eval  # pylint: disable=g-import-not-at-top
   config = imagenet_eval.get_config()

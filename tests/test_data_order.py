@@ -66,7 +66,7 @@ def test_epoch_order_slices_one_global_order_by_process():
 def test_two_processes_read_one_process_global_batches(shapes_dir,
                                                        monkeypatch):
   config = _config(shapes_dir)
-  single = input_pipeline.TFDSData(config)
+  single = input_pipeline.create_data(config)
   want = single.train_batches(5)  # Steps 5-7 cross the end of epoch 0.
   want = [next(want) for _ in range(3)]
   assert want[0]['image'].dtype == np.uint8  # Lit on the accelerator.
@@ -74,7 +74,7 @@ def test_two_processes_read_one_process_global_batches(shapes_dir,
   got = []
   for pid in (0, 1):
     monkeypatch.setattr(jax, 'process_index', lambda p=pid: p)
-    data = input_pipeline.TFDSData(config)
+    data = input_pipeline.create_data(config)
     assert data.steps_per_epoch == single.steps_per_epoch == 6
     stream = data.train_batches(5)
     got.append([next(stream) for _ in range(3)])
@@ -95,15 +95,15 @@ def test_array_record_reads_the_records_that_tfrecord_holds(shapes_dir,
   config = _config(shapes_dir, cache=False)
   batches = []
   for b in (None, builder):
-    stream = input_pipeline.TFDSData(config, builder=b).train_batches(4)
+    stream = input_pipeline.create_data(config, builder=b).train_batches(4)
     batches.append([next(stream) for _ in range(3)])
-  assert isinstance(input_pipeline.TFDSData(config, builder).train_table(),
+  assert isinstance(input_pipeline.create_data(config, builder=builder).train_table(),
                     input_pipeline.DataSourceTable)
   for want, got in zip(*batches):
     np.testing.assert_array_equal(got['image'], want['image'])
     np.testing.assert_array_equal(got['label'], want['label'])
   # Evaluation reads array_record too, every example once.
-  evaluation = list(input_pipeline.TFDSData(config, builder).eval_batches())
+  evaluation = list(input_pipeline.create_data(config, builder=builder).eval_batches())
   assert sum(int(b['mask'].sum()) for b in evaluation) == 16
 
 

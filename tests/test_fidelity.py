@@ -13,6 +13,7 @@ import pytest
 
 from alexnet_jax import config_lib
 from alexnet_jax import models
+from alexnet_jax import train
 from conftest import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -41,7 +42,7 @@ def test_config_refuses_an_unknown_convention():
   config = tiny_config(**{'model.lrn_convention': 'caffe'})
   with pytest.raises(config_lib.ConfigError,
                      match=r"config\.model\.lrn_convention='caffe'"):
-    config_lib.validate(config)
+    train.validate(config)
 
 
 def test_paper_variant_at_224_is_refused_naming_227():
@@ -75,7 +76,6 @@ def test_training_command_refuses_224_in_one_line(tmp_path):
 
 def test_final_ten_crop_evaluation_is_logged_beside_the_centre_crop(
     tmp_path):
-  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   from test_image_folder import folder_config  # pylint: disable=g-import-not-at-top
   from test_image_folder import write_flowers_folder  # pylint: disable=g-import-not-at-top
   root = tmp_path / 'flowers'

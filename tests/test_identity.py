@@ -98,7 +98,7 @@ def test_every_config_field_has_a_declared_role():
   from alexnet_jax import config_fields  # pylint: disable=g-import-not-at-top
   fields = set()
   for config in _config_files():
-    fields |= set(config_fields.flatten(config_lib.resolve(config)))
+    fields |= set(config_fields.flatten(train.resolve(config)))
   fields |= {f'model.{f}' for f in models.MODEL_FIELDS}
   assert not config_fields.undeclared(dict.fromkeys(fields)), (
       'declare each in alexnet_jax/config_fields.FIELDS')
@@ -267,8 +267,8 @@ def test_an_error_that_proves_no_corruption_moves_no_checkpoint(
 
   monkeypatch.setattr(ckpt._manager, 'restore', fail)
   state = train.steps.create_train_state(
-      _config(), models.model_from_config(_config()),
-      train.optim.create_optimizer(_config().optimizer, 10, 2))
+      models.model_from_config(_config()),
+      train.optim.create_optimizer(_config().optimizer), 67, 0)
   with pytest.raises(MemoryError):
     ckpt.restore_latest(state)
   assert sorted(os.listdir(run / 'checkpoints')) == ['1', '2']
@@ -310,8 +310,8 @@ def test_a_corrupt_middle_metrics_line_is_refused_before_any_record(run):
 
 def test_an_even_lrn_depth_is_refused_naming_the_field():
   with pytest.raises(config_lib.ConfigError, match=r'config\.model\.lrn_depth=4'):
-    config_lib.validate(_config(**{'model.lrn_depth': 4}))
-  config_lib.validate(_config(**{'model.lrn_depth': 11}))  # TF's window.
+    train.validate(_config(**{'model.lrn_depth': 4}))
+  train.validate(_config(**{'model.lrn_depth': 11}))  # TF's window.
   from alexnet_jax import ops  # pylint: disable=g-import-not-at-top
   with pytest.raises(ValueError, match='depth=4'):
     ops.lrn(np.ones((1, 2, 2, 8), np.float32), depth=4)
@@ -335,8 +335,9 @@ def test_eval_sums_leave_out_the_masked_examples():
                      [4.0, 3.0, 0.0, 0.0, 0.0, 0.0]], np.float32)
   batch = {'image': np.zeros((2, 4, 4, 3), np.float32),
            'label': np.array([0, 0]), 'mask': np.array([1.0, 0.0])}
-  config = tiny_config()
-  sums = steps.eval_sums(lambda images: logits, batch, config)
+  sums = steps.eval_sums(lambda images: logits, batch,
+                        steps.Normalization.from_config(
+                            tiny_config().normalization))
   # Example 0 alone: -log(e^2 / (e^2 + 5)), and a top-1 hit.
   assert float(sums['loss']) == pytest.approx(-np.log(np.e**2 / (np.e**2 + 5)),
                                               rel=1e-5)

@@ -114,10 +114,10 @@ def test_split_layout_matches_tfds_image_folder(tmp_path):
       s: builder.info.splits[s].num_examples for s in ('train', 'test')}
   assert sorted(splits['test'])[0] == (os.path.join('test', 'cat', '0.jpg'), 0)
   config = folder_config(root, tmp_path, eval_split='test', batch_size=2)
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   assert data.num_train_examples == 9 and data.num_eval_examples == 4
   with pytest.raises(config_lib.ConfigError, match="'validation'.*'test'"):
-    input_pipeline.TFDSData(folder_config(root, tmp_path))
+    input_pipeline.create_data(folder_config(root, tmp_path))
 
 
 def test_corrupt_images_are_skipped_counted_and_named(tmp_path, caplog):
@@ -125,7 +125,7 @@ def test_corrupt_images_are_skipped_counted_and_named(tmp_path, caplog):
   bad = write_flowers_folder(str(root))
   config = folder_config(root, tmp_path, cache=False)
   with caplog.at_level(logging.WARNING):
-    data = input_pipeline.TFDSData(config)
+    data = input_pipeline.create_data(config)
   assert sorted(data.bad_images) == sorted(bad)
   assert 'Skipping 2 of 20 images' in caplog.text
   assert all(os.path.join(str(root), p) in caplog.text for p in bad)
@@ -140,7 +140,7 @@ def test_corrupt_images_are_skipped_counted_and_named(tmp_path, caplog):
 
   config.bad_images = 'error'
   with pytest.raises(input_pipeline.DataError) as error:
-    input_pipeline.TFDSData(config)
+    input_pipeline.create_data(config)
   message = str(error.value)
   assert '2 of 20 images' in message
   assert all(os.path.join(str(root), p) in message for p in bad)
@@ -151,15 +151,15 @@ def test_scan_is_cached_until_a_file_changes(tmp_path, monkeypatch):
   root = tmp_path / 'flowers'
   bad = write_flowers_folder(str(root))
   config = folder_config(root, tmp_path)
-  input_pipeline.TFDSData(config)
+  input_pipeline.create_data(config)
   calls = []
   real_scan = input_pipeline.scan_images
   monkeypatch.setattr(input_pipeline.image_folder, 'scan_images',
                       lambda *a: calls.append(a) or real_scan(*a))
-  assert sorted(input_pipeline.TFDSData(config).bad_images) == sorted(bad)
+  assert sorted(input_pipeline.create_data(config).bad_images) == sorted(bad)
   assert not calls  # From the cache.
   write_image(str(root / bad[0]), (30, 40), 7)  # The file is repaired.
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   assert len(calls) == 1 and list(data.bad_images) == [bad[1]]
 
 
@@ -174,30 +174,30 @@ def test_dataset_mean_of_the_training_split(tmp_path):
   config.model.num_classes = 2
   config.validation_fraction = 0.25
   config.normalization.mean_from_data = True
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   want = np.mean([colours['a'], colours['b']], axis=0)
   np.testing.assert_allclose(data.normalization_mean, want, atol=1e-3)
   config.normalization.mean_from_data = False
-  assert input_pipeline.TFDSData(config).normalization_mean == (
+  assert input_pipeline.create_data(config).normalization_mean == (
       123.68, 116.78, 103.94)
 
 
 def test_folder_errors_name_the_field(tmp_path):
   config = folder_config(tmp_path / 'missing', tmp_path)
   with pytest.raises(config_lib.ConfigError, match='config.dataset_dir'):
-    input_pipeline.TFDSData(config)
+    input_pipeline.create_data(config)
   one = tmp_path / 'one'
   write_image(str(one / 'only' / 'a.jpg'), (10, 10), 0)
   with pytest.raises(config_lib.ConfigError, match='at least 2'):
-    input_pipeline.TFDSData(folder_config(one, tmp_path))
+    input_pipeline.create_data(folder_config(one, tmp_path))
   config = folder_config(one, tmp_path)
   config.bad_images = 'ignore'
   with pytest.raises(config_lib.ConfigError, match='config.bad_images'):
-    input_pipeline.TFDSData(config)
+    input_pipeline.create_data(config)
   config = folder_config(one, tmp_path)
   config.dataset_dir = None
   with pytest.raises(config_lib.ConfigError, match='config.dataset_dir'):
-    input_pipeline.TFDSData(config)
+    input_pipeline.create_data(config)
 
 
 def test_flowers17_config_trains_on_a_folder_with_a_corrupt_image(tmp_path):

@@ -67,7 +67,7 @@ def test_imagenet2012_without_its_tar_files_says_which_go_where(tmp_path):
   config.manual_dir = _manual_dir(tmp_path / 'manual',
                                   files=('ILSVRC2012_img_val.tar',))
   with pytest.raises(input_pipeline.DataError) as error:
-    input_pipeline.TFDSData(config)
+    input_pipeline.create_data(config)
   message = str(error.value)
   assert (f'put ILSVRC2012_img_train.tar into {config.manual_dir} '
           '(config.manual_dir)') in message
@@ -77,7 +77,7 @@ def test_imagenet2012_without_its_tar_files_says_which_go_where(tmp_path):
 
 def test_unknown_dataset_suggests_close_names():
   with pytest.raises(config_lib.ConfigError, match='imagenet2012'):
-    input_pipeline.TFDSData(tiny_config(dataset='imagenet2021'))
+    input_pipeline.create_data(tiny_config(dataset='imagenet2021'))
 
 
 # ---------------------------------------------------------------------------
@@ -153,7 +153,8 @@ def test_flip_and_lighting_are_applied_in_float_on_the_accelerator():
   std = np.array(config.normalization.std)
   batch = {'image': images, 'flip': flips,
            'light': offsets.astype(np.float32)}
-  got = np.asarray(steps.training_images(batch, config))
+  got = np.asarray(steps.training_images(
+      batch, steps.Normalization.from_config(config.normalization)))
   lit = np.where(flips[:, None, None, None], images[:, :, ::-1], images)
   lit = lit + offsets[:, None, None, :]
   np.testing.assert_allclose(got, (lit - mean) / std, atol=1e-4)
@@ -330,7 +331,7 @@ def test_evaluation_counts_every_example_once(tmp_path, ten_crop):
   config = folder_config(root, tmp_path, cache=False)
   config.model.num_classes = 2
   config.ten_crop = ten_crop
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   assert data.num_eval_examples == 7 and data.eval_steps == 2
   got = collections.Counter()
   batches = list(data.eval_batches())
@@ -354,7 +355,7 @@ def test_each_process_reads_its_own_share(tmp_path, monkeypatch):
   got, train_images, steps = collections.Counter(), [], set()
   for pid in (0, 1):
     monkeypatch.setattr(jax, 'process_index', lambda pid=pid: pid)
-    data = input_pipeline.TFDSData(config)
+    data = input_pipeline.create_data(config)
     assert data.per_process_batch == 2 and data.eval_steps == 2
     assert data.num_train_examples == 18 and data.num_eval_examples == 7
     steps.add(data.steps_per_epoch)
@@ -380,14 +381,14 @@ def test_training_resumes_at_any_step_with_the_same_batches(tmp_path, cache):
   root = _split_folder(str(tmp_path / 'data'))
   config = folder_config(root, tmp_path, cache=cache)
   config.model.num_classes = 2
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   per_epoch = data.steps_per_epoch
   assert per_epoch == 4  # 18 images, batches of 4: 2 dropped each epoch.
   stream = data.train_batches(0)
   reference = [next(stream) for _ in range(2 * per_epoch + 2)]
   assert not np.array_equal(reference[0]['image'],
                             reference[per_epoch]['image'])  # New epoch.
-  fresh = input_pipeline.TFDSData(config)
+  fresh = input_pipeline.create_data(config)
   for start in (1, per_epoch - 1, per_epoch + 3):  # Across epoch ends too.
     resumed = fresh.train_batches(start)
     for want in reference[start:start + 3]:
@@ -400,10 +401,10 @@ def test_a_folder_is_jpeg_only_unless_a_file_is_not_a_jpeg(tmp_path):
   root = _split_folder(str(tmp_path / 'data'))
   config = folder_config(root, tmp_path, cache=False)
   config.model.num_classes = 2
-  assert input_pipeline.TFDSData(config).source.jpeg_only
+  assert input_pipeline.create_data(config).source.jpeg_only
   # A PNG under a .jpg name decodes, but takes the checked path.
   write_image(os.path.join(root, 'train', 'a', '9.jpg'), (70, 70), 5, 'PNG')
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   assert not data.source.jpeg_only
   batches = data.train_batches(0)
   for _ in range(data.steps_per_epoch):
@@ -420,7 +421,7 @@ def test_training_batches_match_a_straightforward_reference(tmp_path):
     write_image(os.path.join(root, 'validation', c, '0.jpg'), (72, 72), 99)
   config = folder_config(root, tmp_path, cache=False)
   config.model.num_classes = 2
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   files = sorted(os.path.join(root, 'train', c, f'{i}.jpg')
                  for c in 'ab' for i in range(5))  # The folder's order.
   n, b, size, seed = len(files), config.batch_size, config.image_size, 0
@@ -456,8 +457,9 @@ def test_training_batches_match_a_straightforward_reference(tmp_path):
     np.testing.assert_array_equal(batch['flip'][0], flips[positions])
     np.testing.assert_allclose(batch['light'][0], lights[positions],
                                rtol=1e-5)
-    got = steps.training_images(jax.tree_util.tree_map(lambda a: a[0], batch),
-                                config)
+    got = steps.training_images(
+        jax.tree_util.tree_map(lambda a: a[0], batch),
+        steps.Normalization.from_config(config.normalization))
     np.testing.assert_allclose(np.asarray(got), np.stack(want_lit),
                                atol=1e-4)
 
@@ -478,7 +480,7 @@ def test_training_crops_of_larger_images_match_resize_then_crop(tmp_path):
     write_image(os.path.join(root, 'validation', c, '0.jpg'), (72, 72), 9)
   config = folder_config(root, tmp_path, cache=False)
   config.model.num_classes = 2
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   files = sorted(os.path.join(root, 'train', c, f'{i}.jpg')
                  for c in 'ab' for i in range(2))
   size, b = config.image_size, config.batch_size
@@ -509,7 +511,7 @@ def test_cached_and_streamed_training_agree_when_no_resize_is_needed(tmp_path):
     config = folder_config(root, tmp_path, cache=cache)
     config.model.num_classes = 2
     config.validation_fraction = 0.25
-    stream = input_pipeline.TFDSData(config).train_batches(0)
+    stream = input_pipeline.create_data(config).train_batches(0)
     batches[cache] = [next(stream) for _ in range(3)]
   for a, b in zip(batches[True], batches[False]):
     np.testing.assert_array_equal(a['image'], b['image'])
@@ -519,7 +521,8 @@ def test_cached_and_streamed_training_agree_when_no_resize_is_needed(tmp_path):
 @pytest.mark.parametrize('batch,cache,png', [(3, False, True), (6, True, False),
                                              (16, False, False)])
 def test_batches_do_not_depend_on_the_crops_made_per_call(tmp_path, batch,
-                                                          cache, png):
+                                                          cache, png,
+                                                          monkeypatch):
   # Groups of 3, 6 and 8 against one crop per call: each batch the same,
   # in the same order, also at a resumed step. A PNG takes the path that
   # works each window out per image.
@@ -531,16 +534,22 @@ def test_batches_do_not_depend_on_the_crops_made_per_call(tmp_path, batch,
                   (80 + 3 * i, 100 - 2 * i), 10 * ord(c) + i, fmt=fmt)
   config = folder_config(root, tmp_path, cache=cache, batch_size=batch)
   config.model.num_classes = 2
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
+
+  batching = input_pipeline.batching
+  groups = []  # The group sizes the pipelines were built with.
+  real_group_size = batching.group_size
+  monkeypatch.setattr(batching, 'group_size', lambda *a: groups.append(
+      real_group_size(*a)) or groups[-1])
 
   def batches(crops_per_call):
-    data.crops_per_call = crops_per_call
+    monkeypatch.setattr(batching, 'CROPS_PER_CALL', crops_per_call)
     return (list(itertools.islice(data.train_batches(0), 4)) +
             list(itertools.islice(data.train_batches(3), 2)))
 
+  grouped = batches(batching.CROPS_PER_CALL)
   one = batches(1)
-  grouped = batches(input_pipeline.batching.CROPS_PER_CALL)
-  assert data.group_size() == min(batch, 8)  # 3, 6, 8.
+  assert set(groups) == {min(batch, 8), 1}  # 3, 6, 8 against 1.
   for a, b in zip(one, grouped, strict=True):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], err_msg=key)

@@ -43,7 +43,7 @@ def test_crops_lose_the_mean_image_at_their_own_place(tmp_path):
   root = str(tmp_path / 'data')
   images = _folder(root)
   config = _config(root, tmp_path)
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   train_images = [v for k, v in images.items() if '/train/' in k]
   want_mean = np.mean(np.stack(train_images).astype(np.float64), axis=0)
   np.testing.assert_allclose(data.mean_image, want_mean, atol=1e-3)
@@ -61,7 +61,8 @@ def test_crops_lose_the_mean_image_at_their_own_place(tmp_path):
     np.testing.assert_allclose(restored, images[source][y:y + s, x:x + s],
                                atol=1e-3)
   # The accelerator subtracts no channel mean on top.
-  assert steps.channel_mean(config) == (0.0, 0.0, 0.0)
+  assert steps.Normalization.from_config(config.normalization).mean == (
+      0.0, 0.0, 0.0)
   # Evaluation: the centre crop less the mean image's centre.
   m = (72 - s) // 2
   evals = next(data.eval_batches())
@@ -127,7 +128,7 @@ def test_pca_lighting_measured_on_the_training_split(tmp_path):
   config = _config(root, tmp_path)
   config.normalization.mean_image = False
   config.augment.lighting_from_data = True
-  eigval, eigvec = input_pipeline.TFDSData(config).lighting
+  eigval, eigvec = input_pipeline.create_data(config).lighting
   # NumPy's eigen-decomposition of the 3x3 covariance of the train pixels.
   want_val, want_vec = np.linalg.eigh(np.cov(pixels.T, bias=True))
   np.testing.assert_allclose(eigval, want_val[::-1], rtol=1e-4)
@@ -136,12 +137,12 @@ def test_pca_lighting_measured_on_the_training_split(tmp_path):
         1.0, abs=1e-4)
   # The paper's noise, I + [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T with
   # a ~ N(0, std^2): its covariance is std^2 P diag(l^2) P^T.
-  pre = input_pipeline.preprocess_from_config(config)
+  pre = input_pipeline.DataOptions.from_config(config).preprocess
   lights = input_pipeline.draw_augmentation(pre, 200_000, 0, 0,
                                             (eigval, eigvec)).lights / 255.0
   want = (config.augment.lighting_std ** 2 * eigvec @ np.diag(eigval ** 2)
           @ eigvec.T)
   np.testing.assert_allclose(np.cov(lights.T), want, atol=0.02 * want.max())
   # A second read is the cached measurement.
-  again = input_pipeline.TFDSData(config).lighting
+  again = input_pipeline.create_data(config).lighting
   np.testing.assert_array_equal(again[0], eigval)

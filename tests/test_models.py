@@ -157,18 +157,18 @@ def test_width_scales_every_layer():
 
 
 def test_variant_defaults_through_the_config():
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
-  config_lib.validate(config)
+  train.validate(config)
   built = lambda: models.model_from_config(config)
   assert (built().groups, built().lrn) == (2, True)  # The paper's.
   config.model.variant = 'owt'
   config.image_size, config.resize_size = 224, 256
-  config_lib.validate(config)
+  train.validate(config)
   assert (built().groups, built().lrn) == (1, False)  # torchvision's.
   config.model.groups = 2  # An explicit field still wins.
-  config_lib.validate(config)
+  train.validate(config)
   assert (built().groups, built().lrn) == (2, False)
 
 

@@ -19,15 +19,19 @@ def _opt_config(**kw):
 
 
 def _run(config, grads, w0, steps_per_epoch=3):
-  tx = optim.create_optimizer(config, steps_per_epoch, total_steps=10)
+  """The optimizer run as the training step runs it: the learning rate set
+  from the schedule at each step before the update."""
+  tx = optim.create_optimizer(config)
+  schedule = optim.create_schedule(config, steps_per_epoch, total_steps=10)
   params = {'w': jnp.asarray(w0)}
   state = tx.init(params)
   history = []
-  for g in grads:
+  for step, g in enumerate(grads):
+    state = optim.set_learning_rate(state, schedule(step))
     updates, state = tx.update({'w': jnp.asarray(g)}, state, params)
     params = optax.apply_updates(params, updates)
     history.append((np.asarray(params['w']),
-                    float(optim.current_learning_rate(state))))
+                    float(state.hyperparams['learning_rate'])))
   return history
 
 
@@ -77,11 +81,11 @@ def test_schedules():
 
 def test_plateau_divides_by_ten_when_validation_error_stops_improving():
   rule = optim.Plateau(patience=2, factor=0.1, min_delta=0.0, max_drops=2)
-  state, lr = optim.Plateau.initial_state(), 0.01
+  state = optim.Plateau.initial_state()
   lrs = []
   for error in (0.9, 0.8, 0.8, 0.81, 0.7, 0.75, 0.76, 0.77, 0.78, 0.79, 0.8):
-    state, lr = rule.update(state, error, lr)
-    lrs.append(lr)
+    state = rule.update(state, error)
+    lrs.append(0.01 * float(state['lr_scale']))
   expected = [0.01, 0.01, 0.01, 0.001, 0.001, 0.001, 1e-4, 1e-4, 1e-4, 1e-4,
               1e-4]  # Two bad evals each time; at most two drops.
   assert lrs == pytest.approx(expected)
@@ -89,7 +93,7 @@ def test_plateau_divides_by_ten_when_validation_error_stops_improving():
 
 
 def test_set_learning_rate_changes_the_next_update():
-  tx = optim.create_optimizer(_opt_config(schedule='plateau'), 10, 100)
+  tx = optim.create_optimizer(_opt_config(schedule='plateau'))
   params = {'w': jnp.ones(3)}
   state = optim.set_learning_rate(tx.init(params), 0.001)
   updates, state = tx.update({'w': jnp.ones(3)}, state, params)
@@ -102,11 +106,12 @@ def test_plateau_best_moves_only_on_a_real_improvement():
   # improvement on the best (0.9 -> 0.84 -> 0.78), so the rate never drops
   # until the error stalls. Hand-worked: (best, bad evals) after each error.
   rule = optim.Plateau(patience=2, factor=0.1, min_delta=0.05, max_drops=3)
-  state, lr = optim.Plateau.initial_state(), 0.01
+  state = optim.Plateau.initial_state()
   trace = []
   for error in (0.9, 0.87, 0.84, 0.81, 0.78, 0.78, 0.78, 0.75):
-    state, lr = rule.update(state, error, lr)
-    trace.append((float(state['best_error']), int(state['bad_evals']), lr))
+    state = rule.update(state, error)
+    trace.append((float(state['best_error']), int(state['bad_evals']),
+                  0.01 * float(state['lr_scale'])))
   expected = [(0.9, 0, 0.01), (0.9, 1, 0.01), (0.84, 0, 0.01), (0.84, 1, 0.01),
               (0.78, 0, 0.01), (0.78, 1, 0.01), (0.78, 0, 0.001),
               (0.78, 1, 0.001)]
@@ -121,7 +126,7 @@ def test_plateau_matches_torch_reduce_lr_on_plateau(min_delta):
             0.7, 0.69, 0.69, 0.695, 0.68, 0.6, 0.61, 0.62, 0.63]
   rule = optim.Plateau(patience=2, factor=0.1, min_delta=min_delta,
                        max_drops=100)
-  state, lr = optim.Plateau.initial_state(), 0.01
+  state = optim.Plateau.initial_state()
   opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
   # Our patience counts the bad evaluation that triggers the drop; PyTorch's
   # drops once its count exceeds patience.
@@ -130,10 +135,10 @@ def test_plateau_matches_torch_reduce_lr_on_plateau(min_delta):
       threshold_mode='abs', cooldown=0, eps=0.0)
   ours, theirs = [], []
   for error in errors:
-    state, lr = rule.update(state, error, lr)
+    state = rule.update(state, error)
     # float32, as the rule stores it.
     ref.step(float(np.float32(error)))
-    ours.append(lr)
+    ours.append(0.01 * float(state['lr_scale']))
     theirs.append(opt.param_groups[0]['lr'])
   assert ours == pytest.approx(theirs, rel=1e-6)
   assert len(set(theirs)) > 2  # The sequence does make PyTorch drop.
@@ -148,7 +153,7 @@ def test_decay_biases_false_leaves_biases_undecayed():
   for decay_biases in (True, False):
     cfg = _opt_config(learning_rate=lr, weight_decay=wd, schedule='constant',
                       decay_biases=decay_biases)
-    tx = optim.create_optimizer(cfg, 10, 100)
+    tx = optim.create_optimizer(cfg)
     params = {k: {n: jnp.asarray(v) for n, v in d.items()}
               for k, d in w0.items()}
     updates, _ = tx.update(
@@ -163,17 +168,9 @@ def test_decay_biases_false_leaves_biases_undecayed():
                                [-0.1 * (1.0 + bias_wd)], rtol=1e-6)
 
 
-def test_at_step_sets_the_schedule_step():
-  cfg = _opt_config(schedule='step', lr_drop_epochs=(1,))
-  tx = optim.create_optimizer(cfg, steps_per_epoch=3, total_steps=10)
-  params = {'w': jnp.ones(2)}
-  state = optim.at_step(tx.init(params), 3)  # Epoch 1: lr 0.1 -> 0.01.
-  _, state = tx.update({'w': jnp.ones(2)}, state, params)
-  assert float(optim.current_learning_rate(state)) == pytest.approx(0.01)
-
-
 def test_decay_biases_is_validated():
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   assert config.optimizer.decay_biases is True  # The paper's rule.
@@ -181,4 +178,17 @@ def test_decay_biases_is_validated():
       {**config.optimizer.to_dict(), 'decay_biases': 'no'})
   with pytest.raises(config_lib.ConfigError,
                      match=r"config\.optimizer\.decay_biases='no'"):
-    config_lib.validate(config)
+    train.validate(config)
+
+
+def test_set_learning_rate_works_for_any_injected_optax_rule():
+  # The step's way of setting the rate (hyperparams, as optax documents)
+  # gives another optax rule the update of that rule built at that rate.
+  params = {'w': jnp.array([1.0, -2.0, 3.0])}
+  grads = {'w': jnp.array([0.5, 0.25, -1.0])}
+  tx = optax.inject_hyperparams(optax.adam)(learning_rate=1.0)
+  state = optim.set_learning_rate(tx.init(params), 0.001)
+  got, _ = tx.update(grads, state, params)
+  want, _ = optax.adam(0.001).update(grads, optax.adam(0.001).init(params))
+  np.testing.assert_allclose(got['w'], want['w'], rtol=1e-4)
+  assert not np.allclose(got['w'], tx.update(grads, tx.init(params))[0]['w'])

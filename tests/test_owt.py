@@ -14,10 +14,11 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
   _run("""
       config = config_for('hybrid', hybrid_fc_batch='per_worker')
       model = models.model_from_config(config)
-      tx = optim.create_optimizer(config.optimizer, 10**6, 2)
+      tx = optim.create_optimizer(config.optimizer)
       batch = next(fake_data.FakeData(config).train_batches())
       images = steps.training_images(
-          {'image': jnp.reshape(batch['image'], (16, 67, 67, 3))}, config)
+          {'image': jnp.reshape(batch['image'], (16, 67, 67, 3))},
+          steps.Normalization.from_config(config.normalization))
       labels = jnp.reshape(batch['label'], (16,))
       lr, m, wd = 0.05, config.optimizer.momentum, config.optimizer.weight_decay
       fc = ('fc6', 'fc7', 'fc8')
@@ -25,7 +26,7 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
       def reference(workers, steps_run=2):
         # Each share's gradient at (the step's conv params, the fc params
         # of its turn); fc updated after each share, conv once on the mean.
-        p = steps.create_train_state(config, model, tx).params
+        p = steps.create_train_state(model, tx, 67, config.seed).params
         v = jax.tree_util.tree_map(jnp.zeros_like, p)
         n = 16 // workers
         for _ in range(steps_run):
@@ -54,9 +55,10 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
         return p
 
       def run(mode_config, devices, steps_run=2):
-        step, _, put = par.make_sharded_steps(model, tx, mode_config,
-                                              total_steps=2, devices=devices)
-        state = steps.create_train_state(config, model, tx)
+        step, _, put = train.make_steps(
+            model, tx, train.step_options(mode_config, 10**6, 2), mode_config,
+            devices=devices)
+        state = steps.create_train_state(model, tx, 67, config.seed)
         for _ in range(steps_run):
           state, metrics = step(state, put(batch))
           assert float(metrics['finite'][0]) == 1.0

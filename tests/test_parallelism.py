@@ -22,7 +22,8 @@ import jax, jax.numpy as jnp, numpy as np
 jax.config.update('jax_disable_most_optimizations', True)
 from jax.sharding import NamedSharding
 from conftest import tiny_config
-from alexnet_jax import fake_data, models, optim, parallelism as par
+from alexnet_jax import models, optim, parallelism as par
+from alexnet_jax.input_pipeline import fake_data
 from alexnet_jax import placement, steps, train
 from experiments import collectives as col
 assert jax.device_count() == 8
@@ -78,17 +79,16 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
         assert max(jax.tree_util.tree_leaves(worst)) < 1e-5, (mode, worst)
 
       # 3 steps in each mode: data (8), towers (4 x 2), hybrid (8).
-      tx = optim.create_optimizer(config.optimizer, 10**6, 3)
+      tx = optim.create_optimizer(config.optimizer)
       batch = next(fake_data.FakeData(config).train_batches())
       built, losses, norms, finals = {}, {}, {}, {}
       for mode in ('data', 'towers', 'hybrid'):
-        state = steps.create_train_state(config, model, tx)
+        state = steps.create_train_state(model, tx, 67, config.seed)
+        step, _, put = train.make_steps(
+            model, tx, train.step_options(config, 10**6, 3), config_for(mode))
         if mode == 'data':
-          step, _ = steps.make_pmapped_steps(model, tx, config, total_steps=3)
           state, b = placement.replicate(state), batch
         else:
-          step, _, put = par.make_sharded_steps(model, tx, config_for(mode),
-                                                total_steps=3)
           b = put(batch)
         built[mode] = (step, b)
         losses[mode] = []
@@ -116,7 +116,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       # Checkpoints: towers -> data -> towers, restored as the loop does.
       from alexnet_jax import checkpointing
       ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'ckpt'))
-      state = steps.create_train_state(config, model, tx)
+      state = steps.create_train_state(model, tx, 67, config.seed)
       for i, mode in enumerate(('towers', 'data', 'towers')):
         state = placement.replicate(ckpt.restore_latest(state))
         step, b = built[mode]
@@ -136,8 +136,8 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       # What moves: each compiled step's collectives against the layer shapes.
       for mode in ('data', 'towers', 'hybrid'):
         step, b = built[mode]
-        compiled = step.lower(steps.create_train_state(config, model, tx),
-                              b).compile()
+        compiled = step.lower(
+            steps.create_train_state(model, tx, 67, config.seed), b).compile()
         hlo = col.hlo_collectives(compiled.as_text(), 8)
         # Scalars (metrics, norms) and groups of one device move nothing.
         hlo = [c for c in hlo if c.elements > 1 and c.group > 1]
@@ -167,34 +167,35 @@ def _config(mode, **overrides):
 
 def test_modes_that_do_not_fit_name_the_field(monkeypatch):
   import jax  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import train  # pylint: disable=g-import-not-at-top
   with pytest.raises(config_lib.ConfigError, match='config.parallelism'):
-    config_lib.validate(_config('pipeline'))
+    train.validate(_config('pipeline'))
   monkeypatch.setattr(jax, 'device_count', lambda: 3)
   with pytest.raises(config_lib.ConfigError,
                      match=r"config.parallelism='towers'.*even device count"):
-    config_lib.validate(_config('towers', batch_size=12, eval_batch_size=12))
+    train.validate(_config('towers', batch_size=12, eval_batch_size=12))
   monkeypatch.setattr(jax, 'device_count', lambda: 2)
   with pytest.raises(config_lib.ConfigError, match='config.model.groups=1'):
-    config_lib.validate(_config('towers', **{'model.groups': 1}))
+    train.validate(_config('towers', **{'model.groups': 1}))
   with pytest.raises(config_lib.ConfigError,
                      match='config.model.lrn_across_towers=True'):
-    config_lib.validate(_config('towers',
-                                **{'model.lrn_across_towers': True}))
+    train.validate(_config('towers',
+                           **{'model.lrn_across_towers': True}))
   # Width 0.05: fc6/fc7 have 205 neurons, not divisible by 2.
   with pytest.raises(config_lib.ConfigError,
                      match=r'config.model.width=0.05.*205 neurons'):
-    config_lib.validate(_config('hybrid'))
-  config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+    train.validate(_config('hybrid'))
+  train.validate(_config('towers', **{'model.width': 0.0625}))
   # Two processes of one device each: a tower pair would span them.
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
   monkeypatch.setattr(jax, 'local_device_count', lambda: 1)
   with pytest.raises(config_lib.ConfigError,
                      match=r"config.parallelism='towers'.*per process, got 1"):
-    config_lib.validate(_config('towers', **{'model.width': 0.0625}))
-  config_lib.validate(_config('hybrid', **{'model.width': 0.0625}))
+    train.validate(_config('towers', **{'model.width': 0.0625}))
+  train.validate(_config('hybrid', **{'model.width': 0.0625}))
   monkeypatch.setattr(jax, 'local_device_count', lambda: 2)
   monkeypatch.setattr(jax, 'device_count', lambda: 4)
-  config_lib.validate(_config('towers', **{'model.width': 0.0625}))
+  train.validate(_config('towers', **{'model.width': 0.0625}))
 
 
 def test_bytes_each_host_sends_by_hand():

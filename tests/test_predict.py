@@ -23,6 +23,7 @@ from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.datasets import shapes
+from alexnet_jax.input_pipeline.preprocess import Preprocess
 from conftest import ROOT
 from conftest import tiny_config
 
@@ -37,8 +38,8 @@ def _write_workdir(workdir: str, config) -> dict:
   probabilities that are not all 0 or 1.
   """
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, 10, 100)
-  state = steps.create_train_state(config, model, tx)
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, config.image_size, config.seed)
   params = jax.tree_util.tree_map(lambda x: x * 1.1, state.params)
   params['fc8']['kernel'] = params['fc8']['kernel'] * 0.02
   state = state.replace(step=state.step + STEP, params=params)
@@ -159,14 +160,15 @@ def test_predict_ten_crop_and_checkpoint_flag(trained, tmp_path, capsys):
 
 def test_ten_crops_geometry():
   square = np.arange(8 * 8 * 3).reshape(8, 8, 3)
-  crops = predict.ten_crops(square, 5)
+  pre = Preprocess(image_size=5, resize_size=8, resize_mode='crop')
+  crops = pre.ten_crops(square)
   assert crops.shape == (10, 5, 5, 3)
   np.testing.assert_array_equal(crops[0], square[:5, :5])
   np.testing.assert_array_equal(crops[1], square[:5, 3:])
   np.testing.assert_array_equal(crops[2], square[3:, :5])
   np.testing.assert_array_equal(crops[3], square[3:, 3:])
   np.testing.assert_array_equal(crops[4], square[1:6, 1:6])
-  np.testing.assert_array_equal(crops[4], predict.center_crop(square, 5))
+  np.testing.assert_array_equal(crops[4], pre.center_crop(square))
   np.testing.assert_array_equal(crops[5:], crops[:5, :, ::-1])
 
 
@@ -175,10 +177,10 @@ def test_resize_to_square_geometry():
   # 112 columns are kept.
   image = np.zeros((100, 300, 3), np.uint8)
   image[:, 150:] = 255
-  square = predict.resize_to_square(image, 112)
+  square = predict.resize_to_square(image, Preprocess(100, 112, 'crop'))
   assert square.shape == (112, 112, 3)
   assert (square[:, :50] == 0).all() and (square[:, 62:] == 255).all()
-  squashed = predict.resize_to_square(image, 112, 'squash')
+  squashed = predict.resize_to_square(image, Preprocess(100, 112, 'squash'))
   assert (squashed[:, :50] == 0).all() and (squashed[:, 62:] == 255).all()
 
 
@@ -243,7 +245,7 @@ def test_center_crop_matches_input_pipeline(tmp_path, resize_mode):
                       'TensorFlow to compare against')
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   config = tiny_config(resize_mode=resize_mode)
-  pre = input_pipeline.preprocess_from_config(config)
+  pre = input_pipeline.DataOptions.from_config(config).preprocess
   for i, (size, fmt, max_diff, mean_diff) in enumerate([
       ((150, 110), 'PNG', 1, 0.01),  # Downscaled, landscape.
       ((60, 90), 'PNG', 1, 0.01),  # Upscaled, portrait.
@@ -299,7 +301,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
     assert f.read().split('\n')[:2] == ['0', '1']
   # The loss is that of the checkpoint's params on the fake eval batch (with
   # imagenet_eval's torchvision normalization).
-  from alexnet_jax import fake_data  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.input_pipeline import fake_data  # pylint: disable=g-import-not-at-top
   eval_config = _fake_eval_config(workdir)
   batch = next(fake_data.FakeData(eval_config).eval_batches())
   images = np.asarray(batch['image']).reshape((-1,) + batch['image'].shape[2:])

@@ -14,6 +14,10 @@ from conftest import tiny_config
 SIZES = [(300, 200), (120, 160), (200, 200), (90, 250), (260, 130)]  # (w, h)
 
 
+def _options(config):
+  return input_pipeline.DataOptions.from_config(config)
+
+
 def write_folder(root):
   """root/<split>/<class>/*: JPEGs and a PNG of several sizes, some smaller
   than the resize size. Returns {relative path: RGB array}."""
@@ -69,8 +73,8 @@ def read_prepared(path):
 def test_prepared_images_are_the_resized_squares_in_source_order(tmp_path):
   images = write_folder(str(tmp_path / 'src'))
   config = folder_config(tmp_path / 'src', tmp_path)
-  out = prepare.prepare(config, str(tmp_path / 'out'),
-                                examples_per_shard=3)
+  out = prepare.prepare(_options(config), str(tmp_path / 'out'),
+                        examples_per_shard=3)
   builder, splits = read_prepared(out)
   assert builder.info.features['label'].names == ['circles', 'squares']
   assert {s: len(v) for s, v in splits.items()} == {'train': 10,
@@ -104,14 +108,14 @@ def test_an_interrupted_preparation_resumes_without_rewriting(tmp_path,
   monkeypatch.setattr(prepare, '_encoded_examples',
                       dies_on_the_second_shard)
   with pytest.raises(KeyboardInterrupt):
-    prepare.prepare(config, out, examples_per_shard=4)
+    prepare.prepare(_options(config), out, examples_per_shard=4)
   first = prepare._shard_path(out, 'train', 0, 3)
   assert sorted(os.listdir(out)) == [os.path.basename(first)]
   written = os.stat(first).st_mtime_ns
   stale = prepare._shard_path(out, 'train', 1, 3) + '.tmp999'
   open(stale, 'wb').close()  # As a run killed mid-shard leaves it.
   monkeypatch.setattr(prepare, '_encoded_examples', real)
-  prepare.prepare(config, out, examples_per_shard=4)
+  prepare.prepare(_options(config), out, examples_per_shard=4)
   assert os.stat(first).st_mtime_ns == written  # Not written again.
   _, splits = read_prepared(out)
   assert [len(splits['train']), len(splits['validation'])] == [10, 4]
@@ -121,12 +125,12 @@ def test_an_interrupted_preparation_resumes_without_rewriting(tmp_path,
 def test_the_pipeline_trains_from_a_prepared_directory(tmp_path):
   write_folder(str(tmp_path / 'src'))
   config = folder_config(tmp_path / 'src', tmp_path)
-  out = prepare.prepare(config, str(tmp_path / 'out'),
-                                examples_per_shard=8)
+  out = prepare.prepare(_options(config), str(tmp_path / 'out'),
+                        examples_per_shard=8)
   config.dataset = input_pipeline.TFDS_DIRECTORY
   config.dataset_dir = out
   config.cache = False
-  data = input_pipeline.TFDSData(config)
+  data = input_pipeline.create_data(config)
   assert data.class_names == ['circles', 'squares']
   assert (data.num_train_examples, data.num_eval_examples) == (10, 4)
   assert data.source.image_shape == (config.resize_size,) * 2  # Planned.
@@ -151,4 +155,4 @@ def test_a_directory_without_a_dataset_is_refused_naming_the_field(tmp_path):
   config = tiny_config(dataset=input_pipeline.TFDS_DIRECTORY)
   config.dataset_dir = str(tmp_path)
   with pytest.raises(config_lib.ConfigError, match='dataset_dir'):
-    input_pipeline.TFDSData(config)
+    input_pipeline.create_data(config)

@@ -28,19 +28,21 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
       import jax, numpy as np
       jax.config.update('jax_disable_most_optimizations', True)
       from conftest import tiny_config
-      from alexnet_jax import models, optim, placement, steps
+      from alexnet_jax import models, optim, placement, steps, train
       config = tiny_config(**{'model.dropout_rate': 0.0, 'batch_size': 16})
       model = models.model_from_config(config)
-      tx = optim.create_optimizer(config.optimizer, 10, 10)
+      tx = optim.create_optimizer(config.optimizer)
       rng = np.random.default_rng(0)
       images = rng.integers(0, 256, (3, 16, 67, 67, 3), dtype=np.uint8)
       labels = rng.integers(0, 10, (3, 16)).astype(np.int32)
       results = []
       for n in (8, 1):
-        step, _ = steps.make_pmapped_steps(model, tx, config,
-                                           devices=jax.devices()[:n])
-        state = placement.replicate(steps.create_train_state(config, model, tx),
-                                    jax.devices()[:n])
+        step, _ = steps.make_pmapped_steps(
+            model, tx, train.step_options(config, 10, 10),
+            devices=jax.devices()[:n])
+        state = placement.replicate(
+            steps.create_train_state(model, tx, 67, config.seed),
+            jax.devices()[:n])
         for i in range(3):
           batch = {'image': images[i].reshape(n, -1, 67, 67, 3),
                    'label': labels[i].reshape(n, -1)}
@@ -53,7 +55,8 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
       jax.tree_util.tree_map(
           lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
           p8, p1)
-      moved = jax.device_get(steps.create_train_state(config, model, tx).params)
+      moved = jax.device_get(
+          steps.create_train_state(model, tx, 67, config.seed).params)
       assert not np.allclose(moved['fc8']['kernel'], p1['fc8']['kernel'])
       print('OK', l8, l1)
       ''' % os.path.join(ROOT, 'tests'))
@@ -71,15 +74,15 @@ def test_fake_data_run_writes_metrics_config_and_checkpoint(tmp_path, tiny,
   make_steps = steps.make_pmapped_steps
 
   def timed_steps(*args, **kwargs):
-    p_train, p_eval = make_steps(*args, **kwargs)
+    train_step, eval_step = make_steps(*args, **kwargs)
 
     def step(*a):
       clock.now += 1.0
-      return p_train(*a)
+      return train_step(*a)
 
     def evaluate(*a):
       clock.now += 100.0
-      return p_eval(*a)
+      return eval_step(*a)
 
     return step, evaluate
 
@@ -124,12 +127,13 @@ def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
                 **{'normalization.std': (1e-38, 1e-38, 1e-38)})
   model = models.model_from_config(config)
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
-  tx = optim.create_optimizer(config.optimizer, 10, 10)
-  initial = jax.device_get(steps.create_train_state(config, model, tx).params)
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, config.image_size, config.seed)
+  initial = jax.device_get(state.params)
   train.train_and_evaluate(config, str(tmp_path))
   from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
   ckpt = checkpointing.Checkpointer(str(tmp_path / 'checkpoints'))
-  state = ckpt.restore_latest(steps.create_train_state(config, model, tx))
+  state = ckpt.restore_latest(state)
   assert int(state.step) == 2
   jax.tree_util.tree_map(np.testing.assert_array_equal,
                          jax.device_get(state.params), initial)
@@ -190,12 +194,13 @@ def test_unknown_dataset_lists_close_matches(tmp_path, tiny):
 def _tiny_steps(config, total_steps=None):
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, 10, 10)
-  step, _ = steps.make_pmapped_steps(model, tx, config,
-                                     devices=jax.devices()[:1],
-                                     total_steps=total_steps)
-  state = placement.replicate(steps.create_train_state(config, model, tx),
-                             jax.devices()[:1])
+  tx = optim.create_optimizer(config.optimizer)
+  step, _ = steps.make_pmapped_steps(
+      model, tx, train.step_options(config, 10, total_steps or 10),
+      devices=jax.devices()[:1])
+  state = placement.replicate(
+      steps.create_train_state(model, tx, config.image_size, config.seed),
+      jax.devices()[:1])
   rng = np.random.default_rng(0)
   batches = [{'image': rng.integers(0, 256, (1, 8, 67, 67, 3), np.uint8),
               'label': rng.integers(0, 10, (1, 8)).astype(np.int32)}
@@ -227,13 +232,14 @@ def test_norms_are_computed_on_logged_steps_only(tiny):
 def test_nonfinite_step_keeps_parameters_and_momentum(tiny):
   config = tiny(**{'normalization.std': (1e-38, 1e-38, 1e-38)})
   step, state, batches = _tiny_steps(config)
-  before = jax.device_get((state.params, state.opt_state))
+  # The momentum and the update count (the learning rate is set each step).
+  kept = lambda s: (s.params, s.opt_state.inner_state, s.opt_state.count)
+  before = jax.device_get(kept(state))
   state, metrics = step(state, batches[0])
   assert float(metrics['finite'][0]) == 0.0
   assert int(state.step) == 1
   jax.tree_util.tree_map(np.testing.assert_array_equal,
-                         jax.device_get((state.params, state.opt_state)),
-                         before)
+                         jax.device_get(kept(state)), before)
 
 
 def _with_conv_library(config, library):
@@ -373,9 +379,10 @@ def _restored_state(config, workdir):
   from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, 10, 10)
+  tx = optim.create_optimizer(config.optimizer)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
-  state = ckpt.restore_latest(steps.create_train_state(config, model, tx))
+  state = ckpt.restore_latest(
+      steps.create_train_state(model, tx, config.image_size, config.seed))
   ckpt.close()
   return jax.device_get(state)
 
@@ -405,8 +412,7 @@ def test_resume_mid_window_with_plateau_matches_uninterrupted(tmp_path, tiny):
   # The cut at step 6 is in both final checkpoints, with the rule's state.
   for state in (_restored_state(config, straight),
                 _restored_state(config, resumed)):
-    assert float(state.opt_state.hyperparams['learning_rate']) == (
-        pytest.approx(1e-4))
+    assert float(state.plateau['lr_scale']) == pytest.approx(0.01)
     assert int(state.plateau['drops']) == 2
 
 
@@ -421,10 +427,11 @@ def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
   config = tiny(**{'optimizer.warmup_epochs': 0.0})  # The same rate at 5, 6.
   assert config.model.dropout_rate == 0.5
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, 10, 10)
-  state = steps.create_train_state(config, model, tx)
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, config.image_size, config.seed)
   step_fn = jax.jit(jax.vmap(
-      functools.partial(steps.train_step, model=model, tx=tx, config=config),
+      functools.partial(steps.train_step, model=model, tx=tx,
+                        options=train.step_options(config, 10, 10)),
       in_axes=(None, 0), axis_name='batch'))
   rng = np.random.default_rng(0)
   a, b = ({'image': rng.integers(0, 256, (4, 67, 67, 3), np.uint8),

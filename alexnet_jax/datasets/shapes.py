@@ -1,52 +1,20 @@
-"""Procedurally generated "shapes" image-classification dataset (`alexnet_shapes`).
+"""The embedded `alexnet_shapes` dataset: ten classes of shapes, rendered.
 
-The project's default training job has to run without network access, so
-instead of ImageNet it trains on this small embedded dataset. The images are
-rendered from fixed seeds and written to disk with TensorFlow Datasets.
+The default job trains without network access on this: 256x256 RGB images,
+each one filled shape (`CLASS_NAMES`) of a random colour, position, rotation
+and mild stretch on a cluttered background (a darker base colour with smooth
+variation, 6-13 low-contrast distractors, per-pixel noise). Every random
+quantity, the shape's area included (`AREA_FRACTION_RANGE` of the image for
+every class), is drawn independently of the label: only the outline tells the
+class, not colour or pixel statistics. The shape is always brighter than the
+background (luma at least `MIN_LUMA_DIFFERENCE` more): with a random polarity
+small probe CNNs stayed at chance for longer.
 
-Each example is a 256x256 RGB image. It holds exactly one geometric shape from
-one of ten classes (`CLASS_NAMES`: circle, square, triangle, pentagon, star,
-cross, ring, ellipse, arrow, crescent) on a cluttered background:
-
-* Background: a random, darker base colour (each channel uniform in
-  [0, `BACKGROUND_MAX`]) with smooth low-frequency colour variation (a 5x5
-  grid upsampled bilinearly), 6-13 low-contrast distractors (lines, small
-  blobs, arcs) and uniform per-pixel noise over the whole image.
-* Object: one filled shape with a random colour, a random position, a random
-  rotation and a mild random area-preserving stretch. The shape colour is at
-  least `MIN_COLOUR_DISTANCE` from the background base colour in RGB and at
-  least `MIN_LUMA_DIFFERENCE` brighter (luma), and distractor colours are kept
-  away from the shape colour, so the shape stays clearly visible.
-* Size: every class draws the shape's area from the same range,
-  `AREA_FRACTION_RANGE` of the image, so the area distributions are identical
-  across classes. The shape's extent is therefore roughly 30-75% of the image
-  side, depending on the class.
-
-Every random quantity is drawn independently of the label. Only the outline
-geometry depends on it, so the class cannot be predicted from colour or simple
-pixel statistics (per-channel mean and std) and has to be read from the
-outline.
-
-The object is always brighter than its background. When the polarity was
-random (object lighter or darker), small probe CNNs stayed at chance for
-longer. CNNs from scratch still spend their first few hundred steps near
-chance before they pick up the outlines. A small CNN with per-example layer
-normalisation, trained with Adam on 3,000 images at 64 px, reached 96%
-validation accuracy after 6 epochs.
-
-Splits: `train` (5000 examples) and `validation` (1000), class balanced
-(`label = index % 10`). Example `i` of a split is rendered from
-`np.random.default_rng([split_seed, i])`, so its content depends only on the
-split seed and its index, not on the order of generation. Images are stored as
-JPEG (quality 90).
-
-Usage::
-
-    from alexnet_jax.datasets import shapes
-    builder = shapes.build(data_dir)          # generates on first use (~20 s)
-    ds = builder.as_dataset(split='train')    # or tfds.load('alexnet_shapes', data_dir=...)
-
-`render_image` is pure NumPy/Pillow and does not touch TFDS.
+Splits: `train` (5000) and `validation` (1000), class balanced (`label = index
+% 10`); example `i` is rendered from `np.random.default_rng([split_seed, i])`,
+so it depends only on its index. Stored as JPEG (quality 90).
+`render_image` is NumPy/Pillow only; `build(data_dir)` generates the TFDS
+dataset on first use (about 20 s).
 """
 
 from __future__ import annotations
@@ -64,26 +32,15 @@ from PIL import Image, ImageDraw
 try:
     import importlib_resources  # noqa: F401
 except ImportError:
-    # TFDS 4.9.x uses the `importlib_resources` backport when it builds a
-    # dataset (`DatasetBuilder.code_path`) but declares it only for Python < 3.9
-    # (tensorflow/datasets#11212). The standard library module offers the same
-    # API (`files`, `abc.Traversable`) on Python >= 3.9.
+    # TFDS 4.9 builds datasets with this backport but does not require it on
+    # Python >= 3.9; the standard library module has the same API.
     import importlib.resources
     import importlib.resources.abc
     sys.modules['importlib_resources'] = importlib.resources
 
-CLASS_NAMES: tuple[str, ...] = (
-    'circle',
-    'square',
-    'triangle',
-    'pentagon',
-    'star',
-    'cross',
-    'ring',
-    'ellipse',
-    'arrow',
-    'crescent',
-)
+CLASS_NAMES: tuple[str, ...] = ('circle', 'square', 'triangle', 'pentagon',
+                                'star', 'cross', 'ring', 'ellipse', 'arrow',
+                                'crescent')
 NUM_CLASSES = len(CLASS_NAMES)
 
 IMAGE_SIZE = 256
@@ -91,12 +48,9 @@ IMAGE_SIZE = 256
 AREA_FRACTION_RANGE = (0.06, 0.18)
 # Background base colour: each channel uniform in [0, BACKGROUND_MAX].
 BACKGROUND_MAX = 150.0
-# Minimum Euclidean RGB distance between the shape colour and the background
-# base colour.
+# Minimum RGB distance between the shape colour and the background's base.
 MIN_COLOUR_DISTANCE = 130.0
-# The shape's luma (ITU-R 601 Y) exceeds the background base colour's luma by
-# at least this much: the outline is a strong grey-level edge with a fixed
-# polarity.
+# The shape's luma (ITU-R 601) exceeds the background's by at least this.
 MIN_LUMA_DIFFERENCE = 60.0
 # Minimum RGB distance between a distractor's colour and the shape colour.
 MIN_CLUTTER_SHAPE_DISTANCE = 90.0
@@ -112,10 +66,8 @@ TRAIN_SEED = 1_000_003
 VALIDATION_SEED = 2_000_003
 
 
-# ---------------------------------------------------------------------------
 # Shape geometry, in unit coordinates (bounding circle of radius ~1 around 0).
 # Each shape is a list of (polygon, filled) pairs; filled=False cuts a hole.
-# ---------------------------------------------------------------------------
 
 
 def _ellipse_points(rx: float = 1.0, ry: float | None = None, cx: float = 0.0,
@@ -182,11 +134,6 @@ def _unit_geometry(label: int) -> tuple[float, float]:
     radius = max(float(np.max(np.linalg.norm(p, axis=1)))
                  for p, filled in parts if filled)
     return area, radius
-
-
-# ---------------------------------------------------------------------------
-# Rendering
-# ---------------------------------------------------------------------------
 
 
 _LUMA = np.array([0.299, 0.587, 0.114])
@@ -279,11 +226,8 @@ def _render_pil(rng: np.random.Generator, label: int, size: int) -> Image.Image:
 
 def render_image(rng: np.random.Generator, label: int,
                  size: int = IMAGE_SIZE) -> np.ndarray:
-    """Renders one image of class `label`: uint8 array of shape (size, size, 3).
-
-    Pure NumPy/Pillow. The result is a function of the state of `rng` (and
-    `label`, `size`) only.
-    """
+    """uint8 [size, size, 3]: an image of class `label`, a function of the
+    state of `rng` (and `label`, `size`) only."""
     return np.asarray(_render_pil(rng, int(label), int(size)))
 
 
@@ -310,19 +254,12 @@ def _encode_jpeg(img: Image.Image) -> bytes:
     return buf.getvalue()
 
 
-# ---------------------------------------------------------------------------
-# TFDS builder
-# ---------------------------------------------------------------------------
-
-
 class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
     """Procedurally generated 10-class shapes dataset (see module docstring)."""
 
     VERSION = tfds.core.Version('1.0.0')
     RELEASE_NOTES = {'1.0.0': 'Initial release.'}
-    # Where TFDS looks for optional metadata files (README.md, CITATIONS.bib).
-    # Set explicitly so that subclasses defined elsewhere (tests, scripts run
-    # as __main__) do not make TFDS guess a directory from their module name.
+    # Where TFDS looks for metadata files: not guessed from a subclass's module.
     pkg_dir_path = epath.Path(__file__).parent
 
     # Class attributes so that tests can subclass with tiny splits.
@@ -363,10 +300,8 @@ class AlexnetShapes(tfds.core.GeneratorBasedBuilder):
 
 
 def build(data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """Returns the prepared `alexnet_shapes` builder, generating it on first use.
-
-    Needs no network: the data is rendered locally and no GCS lookup is made.
-    """
+    """The prepared `alexnet_shapes` builder, generated locally on first use
+    (no network, no GCS lookup)."""
     builder = AlexnetShapes(data_dir=data_dir)
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(try_download_gcs=False))

@@ -1,15 +1,7 @@
-"""The random side of training, in NumPy: each epoch's order of the
-records and each example's augmentation, functions of (config.seed, epoch,
-global position) alone, the same for any number of processes.
-
-Epoch `e` is one permutation of all the training records seeded by (seed, e);
-global batch `s` is its positions [s * batch_size, (s + 1) * batch_size), and
-each process reads only its contiguous slice of each global batch
-(`epoch_order`). Each example's augmentation (crop corner, flip, lighting) is
-drawn for its global position from a generator seeded by (seed, e)
-(`draw_augmentation`), for the whole epoch at once, so no random-number op
-runs per image.
-"""
+"""The random side of training, in NumPy: each epoch's order of the records
+and each example's augmentation, functions of (seed, epoch, global position)
+alone, the same for any number of processes, drawn for the whole epoch at
+once (no random-number op runs per image)."""
 
 from __future__ import annotations
 
@@ -34,14 +26,10 @@ AUGMENTATION_STREAM = 1
 def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
                 num_processes: int, process: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-  """(record indices, global positions) that `process` reads in `epoch`.
-
-  The epoch is one permutation of all records, seeded by (seed, epoch); its
-  first steps * global_batch positions form the global batches, and each
-  process takes its contiguous slice of every global batch. The examples,
-  their order and (via the position) their augmentation are thus the same
-  for any number of processes.
-  """
+  """(record indices, global positions) that `process` reads in `epoch`: the
+  epoch is one permutation of all records, seeded by (seed, epoch), global
+  batch s its positions [s * global_batch, (s + 1) * global_batch), and each
+  process reads its contiguous slice of every global batch."""
   steps = num_examples // global_batch
   per_process = global_batch // num_processes
   permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -52,12 +40,8 @@ def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-  """The random choices of an epoch's training examples, by global position.
-
-  The host only decodes each example's crop window; the flip and the
-  lighting noise are applied to the batch on the accelerator
-  (`steps.training_images`).
-  """
+  """The random choices of an epoch's training examples, by global position
+  (the flip and the lighting are applied on the accelerator)."""
   offsets: np.ndarray  # int32 [n, 2]: the crop's corner in the resized square.
   flips: np.ndarray  # bool [n]: mirror the crop left-right.
   lights: np.ndarray  # float32 [n, 3]: PCA lighting's RGB offset, 0-255 scale.
@@ -66,11 +50,10 @@ class Augmentation:
 def draw_augmentation(preprocess: Preprocess, num_positions: int, epoch: int,
                       seed: int, lighting: tuple[np.ndarray, np.ndarray] = (
                           LIGHTING_EIGVAL, LIGHTING_EIGVEC)) -> Augmentation:
-  """The choices for global positions [0, num_positions) of `epoch`: a
-  function of (seed, epoch, position) alone. Every draw is made whatever the
-  switches say, so turning one off leaves the others unchanged. `lighting`:
-  (eigenvalues, eigenvectors as columns) of the RGB covariance, [0, 1]
-  scale; ImageNet's unless the training split's were measured."""
+  """The choices for global positions [0, num_positions) of `epoch`. Every
+  draw is made whatever the switches say, so turning one off leaves the
+  others unchanged. `lighting`: (eigenvalues, eigenvectors as columns) of
+  the RGB covariance, [0, 1] scale."""
   pre, n = preprocess, num_positions
   rng = np.random.default_rng([seed, epoch, AUGMENTATION_STREAM])
   room = pre.resize_size - pre.image_size

@@ -1,15 +1,13 @@
-"""Train and eval batches of this process, as tf.data pipelines and as the
-NumPy batches the training loop takes: [local devices, per device, ...].
+"""`InputPipeline`: the train and eval batches of this process, as tf.data
+pipelines and as the NumPy batches the loop takes: [local devices, per
+device, ...].
 
-Training reads its records by index in the epoch's global order
-(`augmentation.epoch_order`), so restarting at step `s` (with any process
-count) rebuilds epoch `s // steps_per_epoch` and starts at the right position
-without reading the examples before it. A tfrecord-format TFDS split, read
-only in sequence, is loaded into memory once for this (refused above
-`tfds_source.MEMORY_TABLE_LIMIT`). With `config.cache` the resized squares
-are decoded once and kept in memory (every process holds all the training
-squares: the global shuffle may give it any of them); crops are then exact
-slices.
+Training reads records by index in the epoch's global order
+(`augmentation.epoch_order`), so a restart at step `s` (with any process
+count) starts at the right place without reading what came before. A
+tfrecord-format TFDS split, read only in sequence, is loaded into memory once
+for this. With `cache` the resized squares are decoded once and kept in
+memory (every process holds all: the global shuffle may give it any).
 """
 
 from __future__ import annotations
@@ -22,13 +20,12 @@ from absl import logging
 import jax
 import numpy as np
 
-from alexnet_jax import config_lib
 from alexnet_jax.input_pipeline import means
 from alexnet_jax.input_pipeline.augmentation import Augmentation
 from alexnet_jax.input_pipeline.augmentation import draw_augmentation
+from alexnet_jax.input_pipeline.augmentation import epoch_order
 from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVAL
 from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVEC
-from alexnet_jax.input_pipeline.augmentation import epoch_order
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import import_tensorflow
@@ -36,17 +33,15 @@ from alexnet_jax.input_pipeline.options import invalid
 from alexnet_jax.input_pipeline.options import numpy_batches
 from alexnet_jax.input_pipeline.options import tf_data_options
 from alexnet_jax.input_pipeline.preprocess import NUM_TEN_CROPS
-from alexnet_jax.input_pipeline.preprocess import preprocess_from_config
-from alexnet_jax.input_pipeline.sources import make_source
+from alexnet_jax.input_pipeline.tfds_source import make_source
 
-
-# Epochs shorter than this many batches are read by one tf.data pipeline.
+# Epochs shorter than this many batches are read by one tf.data pipeline:
+# starting a pipeline costs about as much as a few batches.
 MIN_BATCHES_PER_PIPELINE = 500
-# Training crops made per tf.data map call (at most; a divisor of the batch):
-# one Python call then reads (array_record sets) or resizes them all, where
-# a call per crop costs about as much as the read or the resize, and tf.data
-# runs an eighth of the calls. Many more per call, and the decoded windows
-# have left the CPU's caches by the time they are resized.
+# Training crops made per tf.data map call (the largest divisor of the batch
+# up to this): one Python call then reads or resizes them all, where a call
+# per crop costs about as much as the work. Many more, and the decoded
+# windows have left the CPU's caches by the time they are resized.
 CROPS_PER_CALL = 8
 
 
@@ -57,113 +52,100 @@ def group_size(batch: int, most: int) -> int:
   return max(d for d in range(1, min(batch, most) + 1) if batch % d == 0)
 
 
-class TFDSData:
-  """Train and eval batches of `config.dataset` for this process.
+class InputPipeline:
+  """Train and eval batches of `options.dataset` for this process.
 
   Attributes: num_classes, class_names, steps_per_epoch, num_train_examples
-  (all processes: the examples of one epoch), num_eval_examples, eval_steps
-  (the same on every process), normalization_mean (RGB, 0-255 scale: the
-  config's, or measured on the training split when
-  config.normalization.mean_from_data), mean_image (the paper's per-pixel
-  mean, float32 [resize_size, resize_size, 3], with
-  config.normalization.mean_image; else None: a `mean_image` given, a run's
-  own for its evaluation, is used as it is), bad_images ({path: reason}
-  skipped in an image folder).
+  (of one epoch, all processes), num_eval_examples, eval_steps (the same on
+  every process), normalization_mean (RGB, 0-255: the options', or measured
+  on the training split with mean_from_data), mean_image (float32
+  [resize_size, resize_size, 3] with options.mean_image, else None; one
+  given is used as it is), lighting (PCA eigenvalues, eigenvectors),
+  bad_images ({path: reason} skipped in an image folder).
   """
 
-  def __init__(self, config, builder=None, mean_image=None):
-    config_lib.validate_data(config)
+  def __init__(self, options: DataOptions, builder=None, mean_image=None):
     self.tf = import_tensorflow()
-    self.config = config
-    self.options = DataOptions.from_config(config)
-    self.source = make_source(config, self.options, builder)
+    self.options = opts = options
+    self.source = make_source(options, builder)
     self.num_classes = self.source.num_classes
     self.class_names = self.source.class_names
     self.bad_images = dict(getattr(self.source, 'bad_images', {}))
-    self.preprocess = preprocess_from_config(config)
+    self.preprocess = pre = options.preprocess
     self.local_devices = jax.local_device_count()
-    self.per_process_batch = config.batch_size // jax.process_count()
-    self.eval_per_process_batch = config.eval_batch_size // jax.process_count()
+    self.per_process_batch = opts.batch_size // jax.process_count()
+    self.eval_per_process_batch = opts.eval_batch_size // jax.process_count()
     # Built on first use, so evaluation alone reads no training data.
     self._train_table = self._train_squares = self._eval_base = None
-    self._tf_options = tf_data_options()
-    self.crops_per_call = CROPS_PER_CALL  # Benchmarks compare others.
 
-    self.num_train_examples = self.source.size(config.train_split)
-    self.steps_per_epoch = self.num_train_examples // config.batch_size
+    split, cache_dir = opts.train_split, opts.cache_dir()
+    self.num_train_examples = self.source.size(split)
+    self.steps_per_epoch = self.num_train_examples // opts.batch_size
     if self.steps_per_epoch < 1:
-      raise invalid(
-          'batch_size', config.batch_size,
-          f'larger than the {config.train_split!r} split of '
-          f'{self.source.name!r} ({self.num_train_examples} examples)')
+      raise invalid('batch_size', opts.batch_size,
+                    f'larger than the {split!r} split of '
+                    f'{self.source.name!r} ({self.num_train_examples} '
+                    f'examples)')
     self._init_eval()
-    if self.options.mean_from_data:
-      self.normalization_mean = means.channel_mean(
-          self.source, config.train_split, self.preprocess,
-          self.options.cache_dir())
-      logging.info('Mean RGB of the %r split: %s', config.train_split,
+    self.normalization_mean = opts.mean
+    if opts.mean_from_data:
+      self.normalization_mean = means.channel_mean(self.source, split, pre,
+                                                   cache_dir)
+      logging.info('Mean RGB of the %r split: %s', split,
                    self.normalization_mean)
-    else:
-      self.normalization_mean = tuple(
-          float(v) for v in config.normalization.mean)
-    if self.options.mean_image and mean_image is None:
-      mean_image = means.mean_image(self.source, config.train_split,
-                                    self.preprocess, self.options.cache_dir(),
-                                    self.train_table)
-    self.mean_image = mean_image if self.options.mean_image else None
-    # PCA lighting's (eigenvalues, eigenvectors): ImageNet's, or measured.
-    self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)
-    if config.augment.get('lighting_from_data', False):
-      self.lighting = means.rgb_principal_components(
-          self.source, config.train_split, self.preprocess,
-          self.options.cache_dir())
-      logging.info('PCA lighting of the %r split: eigenvalues %s',
-                   config.train_split, self.lighting[0])
+    if opts.mean_image and mean_image is None:
+      mean_image = means.mean_image(self.source, split, pre, cache_dir)
+    self.mean_image = mean_image if opts.mean_image else None
+    self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)  # ImageNet's.
+    if opts.lighting_from_data:
+      self.lighting = means.rgb_principal_components(self.source, split, pre,
+                                                     cache_dir)
+      logging.info('PCA lighting of the %r split: eigenvalues %s', split,
+                   self.lighting[0])
 
   def _init_eval(self) -> None:
     """This process's eval shard, and the eval steps every process takes."""
-    eval_split = self.config.eval_split
-    shards = self.source.shards(eval_split, jax.process_count(), False)
+    split = self.options.eval_split
+    shards = self.source.shards(split, jax.process_count())
     self._eval_shard = shards[jax.process_index()]
     sizes = [self.source.num_examples(s) for s in shards]
     self.num_eval_examples = sum(sizes)
     if not self.num_eval_examples:
-      raise invalid('eval_split', eval_split,
+      raise invalid('eval_split', split,
                     f'the split of {self.source.name!r} is empty')
     self.eval_steps = math.ceil(max(sizes) / self.eval_per_process_batch)
 
   def train_table(self):
     """Random access to the training split (`tables`), built once."""
     if self._train_table is None:
-      self._train_table = self.source.table(self.config.train_split)
+      split = self.options.train_split
+      self._train_table = self.source.table(split)
       if self._train_table.size != self.num_train_examples:
         raise DataError(
-            f'The {self.config.train_split!r} split of {self.source.name!r} '
-            f'read {self._train_table.size} records; its metadata says '
+            f'The {split!r} split of {self.source.name!r} read '
+            f'{self._train_table.size} records; its metadata says '
             f'{self.num_train_examples}.')
     return self._train_table
 
-  # -------------------------------------------------------------------------
   # Training.
-  # -------------------------------------------------------------------------
 
   @functools.lru_cache(maxsize=2)  # train_batches and train_dataset share.
   def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    return epoch_order(self.num_train_examples, self.config.batch_size, epoch,
-                       self.config.seed, jax.process_count(),
+    return epoch_order(self.num_train_examples, self.options.batch_size,
+                       epoch, self.options.seed, jax.process_count(),
                        jax.process_index())
 
   @functools.lru_cache(maxsize=2)
   def _augmentation(self, epoch: int) -> Augmentation:
     return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
-                             self.config.seed, self.lighting)
+                             self.options.seed, self.lighting)
 
   def train_dataset(self, epoch: int, skip_examples: int = 0,
                     epochs: int = 1):
-    """The tf.data pipeline of `epochs` training epochs from `epoch` (uint8
-    crops and labels, in batches of this process), starting `skip_examples`
-    (a multiple of the per-process batch) into the first."""
-    tf = self.tf
+    """tf.data of `epochs` training epochs from `epoch` (uint8 crops and
+    labels, in per-process batches), `skip_examples` (a multiple of the
+    per-process batch) into the first."""
+    tf, pre = self.tf, self.preprocess
     if skip_examples % self.per_process_batch:
       raise ValueError(
           f'skip_examples={skip_examples} is not a multiple of the '
@@ -173,14 +155,13 @@ class TFDSData:
     offsets = np.concatenate([self._augmentation(e).offsets[self._epoch(e)[1]]
                               for e in span])
     plans, crops = self._crops(indices, offsets)
-    pre, minus_mean = self.preprocess, self._minus_mean_image
-    group = self.group_size()
+    group = group_size(self.per_process_batch, CROPS_PER_CALL)
 
     def examples(index, plan, offset):  # `group` examples at a time.
       images, labels = crops(index, plan)
-      images = minus_mean(images, lambda m: tf.stack(
+      images = self._minus_mean_image(images, lambda m: tf.stack(
           [pre.crop_from_square(m, o) for o in tf.unstack(offset)]))
-      size = self.config.image_size
+      size = pre.image_size
       return tf.ensure_shape(images, (group, size, size, 3)), labels
 
     ds = tf.data.Dataset.from_tensor_slices(jax.tree_util.tree_map(
@@ -188,32 +169,26 @@ class TFDSData:
         (indices, plans, offsets)))
     ds = ds.map(examples, num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True)
-    # Batches of groups, then flattened: unbatch() would copy every crop once
-    # more.
+    # Batches of groups, then flattened (unbatch() would copy every crop).
     ds = ds.batch(self.per_process_batch // group, drop_remainder=True)
     ds = ds.map(lambda images, labels: (
         tf.reshape(images, (-1,) + tuple(images.shape[2:])),
         tf.reshape(labels, (-1,))))
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
-
-  def group_size(self) -> int:
-    """Training crops made per tf.data call: the largest divisor of the
-    per-process batch up to `crops_per_call`."""
-    return group_size(self.per_process_batch, self.crops_per_call)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(tf_data_options())
 
   def _crops(self, indices: np.ndarray, offsets: np.ndarray):
     """(per-example crop plans, fn(record indices [k], plans [k]) -> (crops
     [k, ...], labels [k])) for crops at `offsets` of the resized squares of
     records `indices`."""
     tf, pre, source = self.tf, self.preprocess, self.source
-    if self.config.cache:
+    if self.options.cache:
       squares, labels = self._cached_train_squares()
       return offsets, lambda index, offset: (
           tf.stack([pre.crop_from_square(tf.gather(squares, i), o)
                     for i, o in zip(tf.unstack(index), tf.unstack(offset))]),
           tf.gather(labels, index))
     fetch_all = self.train_table().fetch_many
-    shapes = source.image_shapes(self.config.train_split)
+    shapes = source.image_shapes(self.options.train_split)
     if source.jpeg_only and shapes is not None:
       # JPEGs of known sizes: the windows are worked out ahead.
       plans, resize = pre.plan_jpeg_crops(shapes[indices], offsets)
@@ -229,10 +204,9 @@ class TFDSData:
     return offsets, from_bytes
 
   def _cached_train_squares(self):
-    """All training images decoded and resized to the square, in memory
-    (every process holds all: the global shuffle may give it any of them)."""
+    """All training images decoded and resized to the square, in memory."""
     if self._train_squares is None:
-      tf, table, name = self.tf, self.train_table(), self.source.name
+      tf, table = self.tf, self.train_table()
 
       def square(i):
         image, label = table.fetch(i)
@@ -240,29 +214,26 @@ class TFDSData:
 
       ds = tf.data.Dataset.range(table.size).map(
           square, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-      squares, labels = zip(*numpy_batches(
-          ds.batch(256).with_options(self._tf_options), name, 'caching'))
+      squares, labels = zip(*numpy_batches(ds.batch(256), self.source.name,
+                                           'caching'))
       self._train_squares = (tf.constant(np.concatenate(squares)),
                              tf.constant(np.concatenate(labels)))
     return self._train_squares
 
   def _minus_mean_image(self, crops, crop_of):
     """`crops` less the same crops (`crop_of`) of the mean image, in float;
-    `crops` as they are without config.normalization.mean_image."""
+    `crops` as they are without one."""
     if self.mean_image is None:
       return crops
     tf = self.tf
-    mean = crop_of(tf.constant(self.mean_image))
-    return tf.cast(crops, tf.float32) - mean
+    return tf.cast(crops, tf.float32) - crop_of(tf.constant(self.mean_image))
 
   def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
     applies (`steps.training_images`)."""
     steps, b = self.steps_per_epoch, self.per_process_batch
-    # Small epochs share one pipeline: starting a pipeline costs about as
-    # much as a few batches.
-    span = -(-MIN_BATCHES_PER_PIPELINE // steps)
+    span = -(-MIN_BATCHES_PER_PIPELINE // steps)  # Epochs per pipeline.
     first, skip_batches = divmod(start_step, steps)
     while True:
       ds = self.train_dataset(first, skip_batches * b, span)
@@ -281,23 +252,24 @@ class TFDSData:
       first += span
       skip_batches = 0
 
-  # -------------------------------------------------------------------------
   # Evaluation.
-  # -------------------------------------------------------------------------
 
   def eval_dataset(self, ten_crop: bool | None = None):
-    """The tf.data pipeline of this process's evaluation batches (unpadded);
-    `ten_crop`: None, config.ten_crop's choice."""
-    tf, pre, cfg = self.tf, self.preprocess, self.config
+    """tf.data of this process's evaluation batches (unpadded); `ten_crop`
+    None: the options'."""
+    tf, pre, source = self.tf, self.preprocess, self.source
+    cached = self.options.cache
     if self._eval_base is None:
-      self._eval_base = (self._squares(self._eval_shard) if cfg.cache else
-                         self.source.records(self._eval_shard))
-    read, cached = self.source.read, cfg.cache
+      self._eval_base = source.records(self._eval_shard)
+      if cached:
+        self._eval_base = self._eval_base.map(
+            lambda r: dict(r, image=pre.decode_and_resize(source.read(r))),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     ten = self.options.ten_crop if ten_crop is None else ten_crop
 
     def example(record):
       square = (record['image'] if cached else
-                pre.decode_and_resize(read(record)))
+                pre.decode_and_resize(source.read(record)))
       crop_of = pre.ten_crops if ten else pre.center_crop
       image = self._minus_mean_image(crop_of(square), crop_of)
       return {'image': image, 'label': record['label']}
@@ -305,27 +277,16 @@ class TFDSData:
     ds = self._eval_base.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                              deterministic=True)
     ds = ds.batch(self.eval_per_process_batch)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(self._tf_options)
-
-  def _squares(self, shard):
-    """Records with the image decoded and resized to the square, cached."""
-    tf, read = self.tf, self.source.read
-    return self.source.records(shard).map(
-        lambda r: {'image': self.preprocess.decode_and_resize(read(r)),
-                   'label': r['label']},
-        num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(tf_data_options())
 
   def eval_batches(self, ten_crop: bool | None = None
                    ) -> Iterator[dict[str, np.ndarray]]:
-    """Every example of this process's eval shard once, padded and masked.
-
-    Every process yields `self.eval_steps` batches (padding with fully masked
-    batches), so collective eval steps stay in lockstep. With ten crops
-    (`ten_crop`, None: config.ten_crop) the images are
-    [devices, per_device, 10, H, W, 3].
-    """
+    """Every example of this process's eval shard once, padded and masked,
+    in `eval_steps` batches on every process (fully masked ones at the end),
+    so collective eval steps stay in lockstep. With ten crops (`ten_crop`;
+    None: the options') the images are [devices, per_device, 10, H, W, 3]."""
     ten_crop = self.options.ten_crop if ten_crop is None else ten_crop
-    size = self.config.image_size
+    size = self.preprocess.image_size
     count = 0
     for batch in numpy_batches(self.eval_dataset(ten_crop), self.source.name,
                                'evaluation'):
@@ -339,12 +300,10 @@ class TFDSData:
 
   def _pad_and_shard(self, images, labels):
     n, full = len(labels), self.eval_per_process_batch
-    mask = np.concatenate([np.ones(n, np.float32), np.zeros(full - n, np.float32)])
-    images = np.concatenate(
-        [images, np.zeros((full - n,) + images.shape[1:], images.dtype)])
-    labels = np.concatenate([labels, np.zeros(full - n, labels.dtype)])
-    out = self._shard(images, labels)
-    out['mask'] = mask.reshape(self.local_devices, -1)
+    pad = lambda x: np.concatenate(
+        [x, np.zeros((full - n,) + x.shape[1:], x.dtype)])
+    out = self._shard(pad(images), pad(labels))
+    out['mask'] = pad(np.ones(n, np.float32)).reshape(self.local_devices, -1)
     return out
 
   def _shard(self, images, labels) -> dict[str, np.ndarray]:

@@ -1,14 +1,10 @@
-"""Image folders as sources: `config.dataset_dir` holds either split
-folders, root/<split>/<class>/<image> (the layout of
-`tfds.folder_dataset.ImageFolder`), or class folders only, root/<class>/<image>
-(the Oxford 17 Flowers layout), split here into 'train' and 'validation': a
-file is held out when a hash of its name (within its class) falls below
-`config.validation_fraction`, so its side never changes when files are added;
-per-class shares are approximate.
+"""Image folders as sources: `dataset_dir` holds split folders,
+root/<split>/<class>/<image> (as `tfds.folder_dataset.ImageFolder` reads), or
+class folders only, root/<class>/<image>, split here into 'train' and
+'validation' by a hash of each file's name (`in_validation`).
 
-Unreadable images are found by one scan that decodes every file (its result
-is cached next to the TFDS data); by `config.bad_images` they are skipped (and
-counted in the log) or stop the run with an error naming them.
+One scan decodes every image once (cached next to the TFDS data); unreadable
+ones are skipped or stop the run (`bad_images`).
 """
 
 from __future__ import annotations
@@ -22,8 +18,8 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from alexnet_jax import config_lib
 from alexnet_jax.input_pipeline import cache
+from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
@@ -44,12 +40,8 @@ class FolderShard:
 
 
 class FolderSource:
-  """Images in class folders, with or without split folders above them.
-
-  Classes are the sorted folder names (as in tfds.folder_dataset.ImageFolder,
-  so both number the classes alike); images are the files with the
-  extensions IMAGE_EXTENSIONS, directly in a class folder.
-  """
+  """Images in class folders. Classes are the sorted folder names (numbered
+  as tfds.folder_dataset.ImageFolder numbers them)."""
 
   def __init__(self, options: DataOptions):
     if not options.dataset_dir:  # A placeholder in the config files.
@@ -66,8 +58,6 @@ class FolderSource:
     self.jpeg_only = not not_jpeg
     if self.bad_images:
       self._drop_bad_images(options.bad_images)
-    shapes = set(map(tuple, self._shapes.values()))
-    self.image_shape = shapes.pop() if len(shapes) == 1 else None
     counts = {s: len(f) for s, f in self.split_files.items()}
     logging.info('Image folder %s: %d classes, images per split %s (%d '
                  'unreadable skipped).', self.root, self.num_classes, counts,
@@ -97,20 +87,16 @@ class FolderSource:
   def _scan(self, options: DataOptions
             ) -> tuple[dict[str, str], list[str], dict[str, list[int]]]:
     """({relative path: reason} of the images TensorFlow cannot decode, the
-    readable images that are not JPEGs, {relative path: [height, width]} of
-    the readable ones); the scan decodes every image once and is cached by
-    the files' sizes and modification times."""
+    readable ones that are not JPEGs, {relative path: [height, width]} of the
+    readable ones), cached by the files' sizes and modification times."""
     files = sorted(p for f in self.split_files.values() for p, _ in f)
-    stats = []
-    for p in files:
-      st = os.stat(os.path.join(self.root, p))
-      stats.append((p, st.st_size, st.st_mtime_ns))
-    signature = cache.digest(stats)
+    stats = [os.stat(os.path.join(self.root, p)) for p in files]
+    signature = cache.digest([(p, st.st_size, st.st_mtime_ns)
+                              for p, st in zip(files, stats)])
     path = os.path.join(options.cache_dir(), 'image_folder_scans',
                         cache.digest(self.root)[:24] + '.json')
     cached = cache.read_json(path)
-    if cached and cached.get('signature') == signature and (
-        'shapes' in cached):
+    if cached and cached.get('signature') == signature and 'shapes' in cached:
       return (dict(cached['bad']), list(cached['not_jpeg']),
               dict(cached['shapes']))
     start = time.perf_counter()
@@ -128,27 +114,19 @@ class FolderSource:
     files = []
     for part in split.split('+'):
       if part not in self.split_files:
-        raise config_lib.ConfigError(
+        raise ConfigError(
             f'split {part!r} (from {split!r}) is not a split of the image '
             f'folder {self.root}; its splits are {sorted(self.split_files)} '
             f'(set config.train_split / config.eval_split).')
       files += self.split_files[part]
     return files
 
-  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+  def shards(self, split: str, count: int) -> list[FolderShard]:
     files = self._split(split)
-    n = len(files)
-    if drop_remainder:
-      bounds = [i * (n // count) for i in range(count + 1)]
-    else:
-      bounds = [i * n // count for i in range(count + 1)]
-    shards = []
-    for i in range(count):
-      part = files[bounds[i]:bounds[i + 1]]
-      shards.append(FolderShard(
-          tuple(os.path.join(self.root, p) for p, _ in part),
-          tuple(y for _, y in part)))
-    return shards
+    bounds = [i * len(files) // count for i in range(count + 1)]
+    parts = [files[a:b] for a, b in zip(bounds, bounds[1:])]
+    return [FolderShard(tuple(os.path.join(self.root, p) for p, _ in part),
+                        tuple(y for _, y in part)) for part in parts]
 
   @staticmethod
   def num_examples(shard: FolderShard) -> int:
@@ -176,8 +154,7 @@ class FolderSource:
         np.array([y for _, y in files], np.int64), are_paths=True)
 
   def image_shapes(self, split: str) -> np.ndarray:
-    """int32 [n, 2]: (height, width) of each image of `split`, in the order
-    of `table(split)` (from the scan: no file is read again)."""
+    """int32 [n, 2]: (h, w) of `split`'s images in `table`'s order (scanned)."""
     return np.array([self._shapes[p] for p, _ in self._split(split)],
                     np.int32).reshape(-1, 2)
 
@@ -187,31 +164,25 @@ class FolderSource:
 
 
 def _starts_as_jpeg(path: str) -> bool:
-  """Whether a file begins with JPEG's start-of-image marker."""
   with open(path, 'rb') as f:
-    return f.read(3) == b'\xff\xd8\xff'
-
-
-def _is_image(name: str) -> bool:
-  return name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith('.')
+    return f.read(3) == b'\xff\xd8\xff'  # JPEG's start-of-image marker.
 
 
 def _subdirs(path: str) -> list[str]:
-  return sorted(d for d in os.listdir(path)
-                if not d.startswith('.') and
+  return sorted(d for d in os.listdir(path) if not d.startswith('.') and
                 os.path.isdir(os.path.join(path, d)))
 
 
 def _images(path: str) -> list[str]:
   return sorted(f for f in os.listdir(path)
-                if _is_image(f) and os.path.isfile(os.path.join(path, f)))
+                if f.lower().endswith(IMAGE_EXTENSIONS) and
+                not f.startswith('.') and os.path.isfile(os.path.join(path, f)))
 
 
 def in_validation(file_name: str, fraction: float) -> bool:
-  """Whether a file of a class folder (no split folders) is held out: a hash
-  of its name within the class, as a number in [0, 1), below `fraction`. A
-  file's side depends on its name alone, so adding or removing files moves
-  no other file; each class's share is `fraction` only on average."""
+  """Whether a file of a class folder is held out: a hash of its name, as a
+  number in [0, 1), below `fraction`. Its side depends on its name alone, so
+  adding files moves no other; each class's share is `fraction` on average."""
   digest = hashlib.sha256(file_name.encode()).hexdigest()
   return int(digest[:16], 16) / 2**64 < fraction
 
@@ -224,7 +195,7 @@ def _class_images(root: str, relpath: str) -> list[str]:
   if not files:
     link = (f' (a link to {os.path.realpath(path)})'
             if os.path.islink(path) else '')
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r}: the class folder {path}{link} holds no '
         f'images {IMAGE_EXTENSIONS}; remove it or add its images.')
   return files
@@ -232,8 +203,7 @@ def _class_images(root: str, relpath: str) -> list[str]:
 
 def _held_out_splits(root: str, classes: list[str], validation_fraction: float
                      ) -> dict[str, list[tuple[str, int]]]:
-  """'train' and 'validation' (left out when empty) of class folders without
-  split folders, each file's side decided by `in_validation`."""
+  """'train' and 'validation' (left out when empty) of class folders."""
   splits = {s: [] for s in _FOLDER_SPLITS}
   for label, name in enumerate(classes):
     for f in _class_images(root, name):
@@ -253,16 +223,11 @@ def _held_out_splits(root: str, classes: list[str], validation_fraction: float
 
 def list_image_folder(root: str, validation_fraction: float
                       ) -> tuple[dict[str, list[tuple[str, int]]], list[str]]:
-  """({split: [(path relative to root, label)]}, class names) of a folder.
-
-  root/<split>/<class>/<image> gives the split folders' names; root/<class>/
-  <image> gives 'train' and 'validation', each file's side decided by
-  `in_validation` (a hash of its name, not a stratified draw: each class
-  holds out about `validation_fraction` of its files, and may hold out none).
-  """
+  """({split: [(path relative to root, label)]}, class names) of a folder:
+  its split folders, or 'train' and 'validation' (`in_validation`)."""
   top = _subdirs(root)
   if not top:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r} holds no folders: expected class '
         f'folders root/<class>/<image> or split folders root/<split>/<class>/'
         f'<image> (images: {IMAGE_EXTENSIONS}).')
@@ -280,11 +245,11 @@ def list_image_folder(root: str, validation_fraction: float
   for s in splits:
     splits[s].sort()
   if not any(splits.values()):
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r} holds no images with the extensions '
         f'{IMAGE_EXTENSIONS} in root/<class>/ or root/<split>/<class>/.')
   if len(classes) < 2:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'config.dataset_dir={root!r} holds {len(classes)} class folder(s): '
         f'{classes}; a classifier needs at least 2.')
   return splits, classes
@@ -293,8 +258,7 @@ def list_image_folder(root: str, validation_fraction: float
 def scan_images(root: str, relpaths: Sequence[str]
                 ) -> tuple[dict[str, str], dict[str, list[int]]]:
   """({relative path: reason} of the files TensorFlow cannot read or
-  decode, {relative path: [height, width]} of the others), decoding all of
-  them in parallel with tf.data."""
+  decode, {relative path: [height, width]} of the others), in parallel."""
   tf = import_tensorflow()
   if not relpaths:
     return {}, {}

@@ -1,8 +1,6 @@
-"""What every stage of the pipeline shares: the config's data fields, the
-errors it raises, and TensorFlow, imported only when a data function runs.
-
-The fields themselves are checked once, in `config_lib.validate_data`.
-"""
+"""What every stage of the pipeline shares: its options (read from the config
+once, by `DataOptions.from_config`), the errors it raises, and TensorFlow,
+imported only when a data function runs."""
 
 from __future__ import annotations
 
@@ -14,6 +12,7 @@ from typing import Any, Iterator
 
 from alexnet_jax import config_lib
 
+ConfigError = config_lib.ConfigError  # A config field's bad value.
 IMAGE_FOLDER = config_lib.IMAGE_FOLDER
 TFDS_DIRECTORY = 'tfds_directory'  # A TFDS dataset in config.dataset_dir.
 CACHE_SUBDIR = 'alexnet_jax_cache'  # Under the TFDS data dir.
@@ -23,9 +22,9 @@ class DataError(RuntimeError):
   """The data cannot be read: missing files, corrupt images, failed reads."""
 
 
-def invalid(field: str, value: Any, allowed: str) -> config_lib.ConfigError:
+def invalid(field: str, value: Any, allowed: str) -> ConfigError:
   """The error for a config field, worded as config_lib words its own."""
-  return config_lib.ConfigError(
+  return ConfigError(
       f'config.{field}={value!r} is invalid: {allowed}.')
 
 
@@ -38,8 +37,7 @@ def import_tensorflow():
 
 @functools.cache  # Called for every group of resized crops: set threads once.
 def import_cv2():
-  """OpenCV, single-threaded: tf.data already runs the resizes in parallel,
-  and its own thread pool would compete with them."""
+  """OpenCV, single-threaded: tf.data already runs the resizes in parallel."""
   import cv2  # pylint: disable=g-import-not-at-top
   cv2.setNumThreads(1)
   return cv2
@@ -52,28 +50,51 @@ def import_tfds():
 
 @dataclasses.dataclass(frozen=True)
 class DataOptions:
-  """The input fields read outside the preprocessing."""
-  dataset_dir: str | None  # config.dataset_dir: the root of an image folder.
-  validation_fraction: float  # config.validation_fraction: folders w/o splits.
-  ten_crop: bool  # config.ten_crop: 10-crop evaluation.
-  bad_images: str  # config.bad_images: 'skip' or 'error'.
-  mean_from_data: bool  # config.normalization.mean_from_data
-  mean_image: bool  # config.normalization.mean_image
-  manual_dir: str | None  # config.manual_dir: tar files for imagenet2012.
-  data_dir: str | None  # config.data_dir: the TFDS data dir.
+  """The config's data fields (names as in the config), the pipeline's only
+  input besides the dataset itself."""
+  dataset: str
+  dataset_dir: str | None  # The root of an image folder or a TFDS directory.
+  data_dir: str | None  # The TFDS data dir.
+  manual_dir: str | None  # Files downloaded by hand (imagenet2012's tars).
+  train_split: str
+  eval_split: str
+  validation_fraction: float  # Held out of class folders without splits.
+  bad_images: str  # 'skip' or 'error'.
+  batch_size: int  # Global, over all processes.
+  eval_batch_size: int
+  seed: int
+  cache: bool  # Keep the decoded squares in memory.
+  ten_crop: bool
+  mean: tuple[float, float, float]  # normalization.mean (RGB, 0-255).
+  mean_from_data: bool  # normalization.mean_from_data
+  mean_image: bool  # normalization.mean_image
+  lighting_from_data: bool  # augment.lighting_from_data
+  preprocess: Any  # preprocess.Preprocess
 
   @classmethod
   def from_config(cls, config) -> 'DataOptions':
-    """The fields, as config_lib.validate_data checked them."""
+    """The options of `config`, checked (config_lib.validate_data)."""
+    # Imported here: preprocess imports this module.
+    from alexnet_jax.input_pipeline.preprocess import Preprocess  # pylint: disable=g-import-not-at-top
+    config_lib.validate_data(config)
+    augment, norm = config.augment, config.normalization
     return cls(
-        dataset_dir=config.get('dataset_dir', None),
-        validation_fraction=config.validation_fraction,
-        ten_crop=config.ten_crop,
-        bad_images=config.bad_images,
-        mean_from_data=config.normalization.mean_from_data,
-        mean_image=config.normalization.get('mean_image', False),
+        dataset=config.dataset, dataset_dir=config.get('dataset_dir', None),
+        data_dir=config.get('data_dir', None),
         manual_dir=config.get('manual_dir', None),
-        data_dir=config.get('data_dir', None))
+        train_split=config.train_split, eval_split=config.eval_split,
+        validation_fraction=config.validation_fraction,
+        bad_images=config.bad_images, batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size, seed=config.seed,
+        cache=config.cache, ten_crop=config.ten_crop,
+        mean=tuple(float(v) for v in norm.mean),
+        mean_from_data=norm.mean_from_data,
+        mean_image=norm.get('mean_image', False),
+        lighting_from_data=augment.get('lighting_from_data', False),
+        preprocess=Preprocess(
+            image_size=config.image_size, resize_size=config.resize_size,
+            resize_mode=config.resize_mode, random_crop=augment.random_crop,
+            flip=augment.flip, lighting_std=augment.lighting_std))
 
   def cache_dir(self) -> str:
     """Where computed means and folder scans are cached."""
@@ -90,25 +111,23 @@ def tf_error_message(error) -> str:
 
 
 def numpy_batches(ds, source_name: str, what: str) -> Iterator[Any]:
-  """Iterates the tf.data dataset `ds` as NumPy, turning a TensorFlow failure
-  into a DataError that names the source and `what` was being read."""
+  """`ds` as NumPy; a TensorFlow failure becomes a DataError naming the
+  source and `what` was being read."""
   tf = import_tensorflow()
-  iterator = ds.as_numpy_iterator()
+  iterator = ds.with_options(tf_data_options()).as_numpy_iterator()
   while True:
     try:
       batch = next(iterator)
     except StopIteration:
       return
     except tf.errors.OpError as e:
-      raise DataError(
-          f'Reading {source_name!r} failed during {what}: '
-          f'{tf_error_message(e)}') from None
+      raise DataError(f'Reading {source_name!r} failed during {what}: '
+                      f'{tf_error_message(e)}') from None
     yield batch
 
 
 def tf_data_options():
-  """tf.data's options for every pipeline here: a deterministic order, maps
-  run in parallel."""
+  """A deterministic order, maps run in parallel."""
   options = import_tensorflow().data.Options()
   options.deterministic = True
   options.experimental_optimization.map_parallelization = True

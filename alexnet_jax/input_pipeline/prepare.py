@@ -1,12 +1,6 @@
 """Writing a dataset resized once (the paper's storage) as TFDS array_record
 shards: the library behind `alexnet_jax.prepare_dataset` (which has the
-command line and the full story).
-
-Resumable: shard i holds examples [i * n, (i + 1) * n) of the split in the
-source's order; each shard is written under a temporary name and renamed when
-complete, and a re-run skips the shards that exist. The metadata is written
-last, once every shard is there.
-"""
+command line and the full story)."""
 
 import glob
 import io
@@ -15,6 +9,13 @@ import os
 import time
 
 from absl import logging
+
+from alexnet_jax.input_pipeline.options import ConfigError
+from alexnet_jax.input_pipeline.options import DataOptions
+from alexnet_jax.input_pipeline.options import import_tensorflow
+from alexnet_jax.input_pipeline.options import import_tfds
+from alexnet_jax.input_pipeline.preprocess import resize_uint8
+from alexnet_jax.input_pipeline.tfds_source import make_source
 
 DATASET_NAME = 'prepared'  # The TFDS name in the shards' file names.
 
@@ -28,7 +29,7 @@ def _shard_path(output_dir: str, split: str, index: int, count: int) -> str:
 def _features(class_names, square: int | None):
   """The dataset's features; `square`: every image is square x square (the
   pipeline then plans each crop's window ahead)."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  tfds = import_tfds()
   return tfds.features.FeaturesDict({
       'image': tfds.features.Image(shape=(square, square, 3),
                                    encoding_format='jpeg'),
@@ -39,8 +40,7 @@ def _features(class_names, square: int | None):
 def _encoded_examples(source, shard, preprocess, start: int, count: int,
                       central_square: bool, quality: int):
   """(JPEG bytes, label) of examples [start, start + count) of `shard`."""
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  tf = input_pipeline.import_tensorflow()
+  tf = import_tensorflow()
 
   def encode(record):
     image = preprocess.decode(source.read(record))
@@ -48,7 +48,7 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
       image = preprocess.resize_square(image)
     else:
       target = preprocess.resized_shape(tf.shape(image)[:2])
-      image = input_pipeline.resize_uint8(image, target)
+      image = resize_uint8(image, target)
     return tf.io.encode_jpeg(image, quality=quality), record['label']
 
   ds = source.records(shard).skip(start).take(count)
@@ -57,16 +57,14 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
 
 
 def write_split(source, split: str, name: str, output_dir: str, preprocess,
-                examples_per_shard: int, central_square: bool,
+                features, examples_per_shard: int, central_square: bool,
                 quality: int):
   """Writes the shards of one split not yet written; returns its SplitInfo."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  shard = source.shards(split, 1, False)[0]
+  tfds = import_tfds()
+  shard = source.shards(split, 1)[0]
   total = source.num_examples(shard)
   count = max(1, math.ceil(total / examples_per_shard))
-  features = _features(source.class_names,
-                       preprocess.resize_size if central_square else None)
   serializer = tfds.core.example_serializer.ExampleSerializer(
       features.get_serialized_info())
   lengths = [min(examples_per_shard, total - i * examples_per_shard)
@@ -107,35 +105,29 @@ def write_split(source, split: str, name: str, output_dir: str, preprocess,
                              num_bytes=num_bytes)
 
 
-def prepare(config, output_dir: str, splits=None, examples_per_shard=1024,
-            central_square=True, jpeg_quality=95) -> str:
-  """Writes config's dataset resized into `output_dir`; returns the dir."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+def prepare(options: DataOptions, output_dir: str, splits=None,
+            examples_per_shard=1024, central_square=True,
+            jpeg_quality=95) -> str:
+  """Writes the options' dataset resized into `output_dir`; returns it."""
+  tfds = import_tfds()
   if examples_per_shard < 1:
-    raise config_lib.ConfigError(
-        f'--examples_per_shard={examples_per_shard} is invalid: expected a '
-        f'positive number.')
+    raise ConfigError(f'--examples_per_shard={examples_per_shard} is '
+                      f'invalid: expected a positive number.')
   if not 1 <= jpeg_quality <= 100:
-    raise config_lib.ConfigError(
+    raise ConfigError(
         f'--jpeg_quality={jpeg_quality} is invalid: expected 1 to 100.')
-  options = input_pipeline.DataOptions.from_config(config)
-  source = input_pipeline.make_source(config, options)
-  preprocess = input_pipeline.preprocess_from_config(config)
-  if splits:
-    names = {s: s for s in splits}
-  else:
-    names = {config.train_split: 'train', config.eval_split: 'validation'}
+  source = make_source(options)
+  preprocess = options.preprocess
+  names = ({s: s for s in splits} if splits else
+           {options.train_split: 'train', options.eval_split: 'validation'})
+  features = _features(source.class_names,
+                       preprocess.resize_size if central_square else None)
   os.makedirs(output_dir, exist_ok=True)
-  infos = [write_split(source, split, name, output_dir, preprocess,
+  infos = [write_split(source, split, name, output_dir, preprocess, features,
                        examples_per_shard, central_square, jpeg_quality)
            for split, name in names.items()]
   tfds.folder_dataset.write_metadata(
-      data_dir=output_dir, features=_features(
-          source.class_names,
-          preprocess.resize_size if central_square else None),
-      split_infos=infos, check_data=False,
+      data_dir=output_dir, features=features, split_infos=infos, check_data=False,
       description=(f'{source.name} resized to {preprocess.resize_size} '
                    f'({preprocess.resize_mode}; central square: '
                    f'{central_square}; JPEG quality {jpeg_quality}) by '

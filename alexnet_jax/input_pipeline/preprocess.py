@@ -1,19 +1,16 @@
 """The paper's preprocessing of an image, in TensorFlow ops: decode, resize
 the shorter side to `resize_size` and keep the central square (or squash the
 whole image to it), then crop `image_size` (training: at an offset drawn in
-`augmentation`; evaluation: the centre crop or the ten crops).
+`augmentation`; evaluation: the centre crop or the ten crops, which work on
+NumPy arrays too, for `predict`).
 
-Training crops skip most of the decoding: the crop window is mapped back to
-the original image and only that window is decoded
-(`tf.io.decode_and_crop_jpeg`) and then resized to the crop (`resize_crops`:
-OpenCV's bilinear, no antialiasing, several crops per Python call). Where the
-image's shorter side already equals `resize_size` (e.g. 256x256 JPEGs at
-resize_size=256, as `alexnet_jax.prepare_dataset` writes them) this is
-exactly resize-then-crop with no resizing; otherwise it resamples the same
-window, a fraction of a pixel off the resized square's grid and without its
-antialiasing. Where the images' sizes are known ahead (an image folder's
-scan, a TFDS dataset of one shape) the windows are worked out in NumPy for
-the whole epoch (`plan_jpeg_crops`).
+Training crops decode only their window of the original image
+(`tf.io.decode_and_crop_jpeg`), then resize it to the crop (`resize_crops`:
+OpenCV's bilinear, several crops per Python call). Where the shorter side
+already equals `resize_size` (as `prepare_dataset` writes images) this is
+exactly resize-then-crop; otherwise it resamples the same window, a fraction
+of a pixel off the square's grid and without antialiasing. Where the sizes
+are known ahead, the windows are planned in NumPy for the epoch.
 """
 
 from __future__ import annotations
@@ -31,13 +28,13 @@ NUM_TEN_CROPS = 10
 
 @dataclasses.dataclass(frozen=True)
 class Preprocess:
-  """The paper's preprocessing, in TensorFlow ops (config fields in comments)."""
-  image_size: int  # config.image_size: the crop fed to the network (227).
-  resize_size: int  # config.resize_size: shorter side before cropping (256).
+  """The paper's preprocessing (the config's fields of these names)."""
+  image_size: int  # The crop fed to the network (227).
+  resize_size: int  # The shorter side before cropping (256).
   resize_mode: str  # 'crop' (paper) or 'squash' (Caffe): to resize_size^2.
-  random_crop: bool  # config.augment.random_crop
-  flip: bool  # config.augment.flip
-  lighting_std: float  # config.augment.lighting_std; 0 disables.
+  random_crop: bool = True  # augment.random_crop
+  flip: bool = True  # augment.flip
+  lighting_std: float = 0.0  # augment.lighting_std; 0 disables.
 
   def decode(self, image_bytes):
     """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3]."""
@@ -86,11 +83,9 @@ class Preprocess:
 
   def window_from_bytes(self, image_bytes, offset, jpeg_only: bool = False):
     """(uint8 [h, w, 3] decoded, box [top, left, height, width] in it): the
-    window of the original image that becomes the image_size crop at
-    `offset` of the resized square, decoding (for JPEGs) only about that
-    window. `jpeg_only` (every image of the dataset a JPEG) skips the
-    per-image format check, a conditional that costs tf.data a good share of
-    the decode's time."""
+    window of the original image that becomes the crop at `offset`, decoding
+    (JPEGs) only about it. `jpeg_only` skips the per-image format check,
+    which costs tf.data a good share of the decode's time."""
     tf = import_tensorflow()
 
     def jpeg():
@@ -122,20 +117,25 @@ class Preprocess:
     return resize_crops([image for image, _ in windows],
                         tf.stack([box for _, box in windows]), self.image_size)
 
+  def resized_shapes(self, shapes: np.ndarray) -> np.ndarray:
+    """`resized_shape` in NumPy for `shapes` [n, 2], with the same float32
+    arithmetic and rounding."""
+    shapes = np.asarray(shapes, np.int32)
+    size = self.resize_size
+    if self.resize_mode == 'squash':
+      return np.full_like(shapes, size)
+    shape = shapes.astype(np.float32)
+    scale = np.float32(size) / shape.min(axis=1, keepdims=True)
+    return np.maximum(
+        np.ceil(shape * scale - np.float32(1e-3)).astype(np.int32), size)
+
   def crop_windows(self, shapes: np.ndarray, offsets: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray]:
     """`crop_window` in NumPy, for images of known `shapes` [n, 2] (h, w)
-    and crops at `offsets` [n, 2]: ([n, 2] starts, [n, 2] sizes), with the
-    same float32 arithmetic and rounding."""
+    and crops at `offsets` [n, 2]: ([n, 2] starts, [n, 2] sizes)."""
     shapes = np.asarray(shapes, np.int32)
-    shape = shapes.astype(np.float32)
-    size = self.resize_size
-    if self.resize_mode == 'squash':
-      target = np.full_like(shapes, size)
-    else:
-      scale = np.float32(size) / shape.min(axis=1, keepdims=True)
-      target = np.maximum(
-          np.ceil(shape * scale - np.float32(1e-3)).astype(np.int32), size)
+    shape, size = shapes.astype(np.float32), self.resize_size
+    target = self.resized_shapes(shapes)
     scale = shape / target.astype(np.float32)
     start = (target - size) // 2 + offsets
     start = np.round(start.astype(np.float32) * scale).astype(np.int32)
@@ -146,13 +146,10 @@ class Preprocess:
   def plan_jpeg_crops(self, shapes: np.ndarray, offsets: np.ndarray
                       ) -> tuple[tuple[np.ndarray, np.ndarray], bool]:
     """For JPEGs of known `shapes` [n, 2], the crops at `offsets` [n, 2]
-    worked out ahead in NumPy: ((windows, where), resize). `windows` [n, 4]
-    are what to decode (the crop's window with the extra pixel on each
-    side, as in `window_from_bytes`); `resize` says whether any crop needs
-    resizing (not when every shorter side is already resize_size); `where`
-    is then [n, 4] boxes [top, left, height, width] of the crop's window in
-    the decoded one, else [n, 3] starts of the crop in it. Fewer small ops
-    per image is what tf.data is fastest at."""
+    planned in NumPy: ((windows, where), resize). `windows` [n, 4]: what to
+    decode (the crop's window and a pixel more on each side); `resize`:
+    whether any crop needs resizing; `where`: then [n, 4] boxes of the crop's
+    window in the decoded one, else [n, 3] starts of the crop in it."""
     start, extent = self.crop_windows(shapes, offsets)
     low = np.maximum(start - 1, 0)
     high = np.minimum(start + extent + 1, shapes)
@@ -167,9 +164,7 @@ class Preprocess:
   def crops_from_planned_jpegs(self, images_bytes, windows, where,
                                resize: bool):
     """[k, image_size, image_size, 3]: the crops of the k JPEGs
-    `images_bytes` (a list) that `plan_jpeg_crops` planned: decode each
-    window, then resize each crop's box in it, or (no resize) cut the crop
-    out."""
+    `images_bytes` (a list) that `plan_jpeg_crops` planned."""
     tf = import_tensorflow()
     decoded = [tf.io.decode_and_crop_jpeg(b, w, channels=3)
                for b, w in zip(images_bytes, tf.unstack(windows))]
@@ -184,22 +179,21 @@ class Preprocess:
     return square[offset[0]:offset[0] + size, offset[1]:offset[1] + size]
 
   def center_crop(self, square):
-    tf = import_tensorflow()
     margin = (self.resize_size - self.image_size) // 2
-    return self.crop_from_square(square, tf.constant([margin, margin],
-                                                     tf.int32))
+    return self.crop_from_square(square, (margin, margin))
 
   def ten_crops(self, square):
     """[10, image_size, image_size, 3]: the four corner crops, the centre crop,
-    then the same five mirrored."""
-    tf = import_tensorflow()
+    then the same five mirrored (a NumPy array for a NumPy `square`)."""
     last = self.resize_size - self.image_size
     mid = last // 2
     crops = [self.crop_from_square(square, (y, x))
              for y, x in ((0, 0), (0, last), (last, 0), (last, last),
                           (mid, mid))]
-    crops += [tf.reverse(c, axis=[1]) for c in crops]
-    return tf.stack(crops)
+    crops += [c[:, ::-1] for c in crops]
+    if isinstance(square, np.ndarray):
+      return np.stack(crops)
+    return import_tensorflow().stack(crops)
 
 
 def resize_uint8(image, size, antialias: bool = True):
@@ -212,12 +206,9 @@ def resize_uint8(image, size, antialias: bool = True):
 def resize_crops(images, boxes, size: int):
   """uint8 [k, size, size, 3]: the `boxes` [k, 4] ([top, left, height,
   width]) of the k uint8 `images` [h, w, 3] (a list), each resized by
-  OpenCV's bilinear (cv2.INTER_LINEAR: pixel centres at half-integers, as in
-  TensorFlow's and PyTorch's bilinear resize, no antialiasing; 11-bit
-  fixed-point weights, so within one level of the exact interpolation). A
-  box already size x size is copied as it is. OpenCV's fixed-point resize
-  is several times faster than tf.image.resize's float one, and one Python
-  call for several crops costs a fraction of one call per crop."""
+  OpenCV's bilinear (pixel centres at half-integers, no antialiasing; 11-bit
+  fixed-point weights: within one level of the exact interpolation), several
+  times faster than tf.image.resize's float one."""
   tf = import_tensorflow()
   import_cv2()  # A missing OpenCV fails here, not in tf.data's threads.
   out = tf.numpy_function(functools.partial(_resize_boxes, size=size),
@@ -242,12 +233,3 @@ def _aligned_uint8(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
   buffer = np.empty(n + align, np.uint8)
   start = -buffer.ctypes.data % align
   return buffer[start:start + n].reshape(shape)
-
-
-def preprocess_from_config(config) -> Preprocess:
-  return Preprocess(image_size=config.image_size,
-                    resize_size=config.resize_size,
-                    resize_mode=config.resize_mode,
-                    random_crop=config.augment.random_crop,
-                    flip=config.augment.flip,
-                    lighting_std=config.augment.lighting_std)

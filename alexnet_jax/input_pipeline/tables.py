@@ -20,8 +20,7 @@ class _Table:
 
 
 class MemoryTable(_Table):
-  """A split held in memory: encoded bytes or file paths, and labels, looked
-  up by index (a tf.gather)."""
+  """A split held in memory: encoded bytes or file paths, and labels."""
 
   def __init__(self, keys: np.ndarray, labels: np.ndarray, are_paths: bool):
     tf = import_tensorflow()
@@ -39,8 +38,8 @@ class MemoryTable(_Table):
 
 
 class DataSourceTable(_Table):
-  """A TFDS split in the array_record format, read record by record
-  (`tfds.data_source`), so a process reads only the records it uses."""
+  """An array_record TFDS split (`tfds.data_source`): a process reads only
+  the records it uses."""
 
   def __init__(self, source):
     self._source = source

@@ -1,11 +1,16 @@
-"""TFDS datasets as sources: a TFDS name (prepared on first use, as
-array_record for random access; `imagenet2012` from the tar files in
-`config.manual_dir`), the embedded `alexnet_shapes` set (generated locally),
-or 'tfds_directory': the TFDS dataset written in `config.dataset_dir` (e.g. by
-`alexnet_jax.prepare_dataset`: images resized once to 256).
+"""The dataset as a source of records: a TFDS name (prepared on first use, as
+array_record for random access; `imagenet2012` from the tars in
+`manual_dir`), the embedded `alexnet_shapes`, a TFDS dataset written in
+`dataset_dir` ('tfds_directory', e.g. by `alexnet_jax.prepare_dataset`), or an
+image folder (`image_folder.FolderSource`).
 
-The records' images stay encoded (`tfds.decode.SkipDecoding`): the pipeline
-decodes only each training crop's window.
+A source has `name`, `num_classes`, `class_names`, `jpeg_only`, and
+shards(split, count) (one per process), num_examples(shard),
+size(split), records(shard) (tf.data of {'image', 'label'}: `read(record)` is
+the encoded bytes), table(split) (random access, `tables`),
+image_shapes(split) ((h, w) per record, or None where unknown) and
+identity(split) (for cache keys). Images stay encoded
+(`tfds.decode.SkipDecoding`): the pipeline decodes only each crop's window.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import os
 from absl import logging
 import numpy as np
 
-from alexnet_jax import config_lib
+from alexnet_jax.input_pipeline.image_folder import FolderSource
+from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
@@ -36,11 +42,20 @@ MANUAL_FILES = {
 MEMORY_TABLE_LIMIT = 4 * 2**30
 
 
-def get_builder(config, options: DataOptions):
-  """The TFDS builder for `config.dataset`, prepared if it is not yet."""
+def make_source(options: DataOptions, builder=None):
+  """The source of `options.dataset`, or of `builder` when one is given."""
+  if builder is not None:
+    return TFDSSource(builder)
+  if options.dataset == IMAGE_FOLDER:
+    return FolderSource(options)
+  return TFDSSource(get_builder(options))
+
+
+def get_builder(options: DataOptions):
+  """The TFDS builder of `options.dataset`, prepared if it is not yet."""
   tfds = import_tfds()
   import_tensorflow()  # Off the accelerator before TFDS uses it.
-  name = config.dataset
+  name = options.dataset
   if name in EMBEDDED_DATASETS:
     from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
     return shapes.build(options.data_dir)
@@ -57,7 +72,7 @@ def get_builder(config, options: DataOptions):
   except Exception as e:  # TFDS raises its own DatasetNotFoundError.
     if 'not found' in str(e).lower():
       close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
-      raise config_lib.ConfigError(
+      raise ConfigError(
           f'config.dataset={name!r} is not a TFDS dataset; close matches: '
           f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
     raise
@@ -71,9 +86,8 @@ def get_builder(config, options: DataOptions):
 def _prepare(builder, options: DataOptions) -> None:
   """Prepares a TFDS dataset, checking its manual files first."""
   tfds = import_tfds()
-  manual_dir = options.manual_dir or os.path.join(
-      os.fspath(builder.data_dir_root), 'downloads', 'manual')
-  manual_dir = os.path.expanduser(manual_dir)
+  manual_dir = os.path.expanduser(options.manual_dir or os.path.join(
+      os.fspath(builder.data_dir_root), 'downloads', 'manual'))
   _check_manual_files(builder, manual_dir)
   logging.info('Preparing TFDS dataset %r in %s (once).', builder.name,
                builder.data_dir_root)
@@ -126,21 +140,19 @@ class TFDSSource:
     self.image_shape = shape if None not in shape else None
 
   def image_shapes(self, split: str) -> np.ndarray | None:
-    """int32 [n, 2]: (height, width) of each image of `split` when every
-    image has the same (else None: not known without decoding)."""
     if self.image_shape is None:
       return None
     return np.tile(np.array(self.image_shape, np.int32), (self.size(split), 1))
 
-  def shards(self, split: str, count: int, drop_remainder: bool) -> list:
+  def shards(self, split: str, count: int) -> list:
     tfds = import_tfds()
     known = list(self.builder.info.splits.keys())
     parts = [p.split('[')[0] for p in split.split('+')]
     if known and any(p not in known for p in parts):
-      raise config_lib.ConfigError(
+      raise ConfigError(
           f'split {split!r} is not a split of {self.name!r}; its splits are '
           f'{known} (set config.train_split / config.eval_split).')
-    return tfds.even_splits(split, n=count, drop_remainder=drop_remainder)
+    return tfds.even_splits(split, n=count)
 
   def _as_dataset(self, shard):
     tfds = import_tfds()
@@ -150,8 +162,8 @@ class TFDSSource:
         read_config=tfds.ReadConfig(try_autocache=False))
 
   def _array_record(self) -> bool:
-    """Whether the records are in the array_record format (random access,
-    read through tfds.data_source; TFDS's as_dataset does not read it)."""
+    """Whether the records are array_record (random access, through
+    tfds.data_source; as_dataset does not read it)."""
     tfds = import_tfds()
     return (getattr(self.builder.info, 'file_format', None) ==
             tfds.core.FileFormat.ARRAY_RECORD)
@@ -164,15 +176,14 @@ class TFDSSource:
   def num_examples(self, shard) -> int:
     if self._array_record():
       return self._data_source(shard).size
-    # The dataset's own cardinality: TFDS sets it from the split's metadata
-    # (and tfds.testing.mock_data from its num_examples).
+    # TFDS sets the cardinality from the split's metadata (mock_data too).
     count = int(self._as_dataset(shard).cardinality())
     if count < 0:
       count = self.builder.info.splits[shard].num_examples
     return count
 
   def size(self, split: str) -> int:
-    self.shards(split, 1, False)  # Checks the split's name.
+    self.shards(split, 1)  # Checks the split's name.
     return self.num_examples(split)
 
   def records(self, shard):
@@ -188,10 +199,9 @@ class TFDSSource:
     return record['image']
 
   def table(self, split: str):
-    """Random access to `split`: record by record for the array_record
-    format; otherwise (tfrecord, read only in sequence) the encoded images
-    are loaded into memory once."""
-    self.shards(split, 1, False)  # Checks the split's name.
+    """Random access to `split`: array_record's, or (tfrecord, read only in
+    sequence) the encoded images loaded into memory once."""
+    self.shards(split, 1)  # Checks the split's name.
     if self._array_record():
       return self._data_source(split)
     try:

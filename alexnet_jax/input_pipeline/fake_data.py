@@ -1,8 +1,5 @@
-"""Random images made on the device, for benchmarks: no TensorFlow needed.
-
-One batch of random uint8 images and labels is generated on the devices once
-and fed to every step, so the step is measured without any input pipeline.
-"""
+"""Random images made on the devices (no TensorFlow): one batch of uint8
+images and labels, fed to every step, so a step is measured without input."""
 
 from __future__ import annotations
 
@@ -14,7 +11,7 @@ import numpy as np
 
 
 class FakeData:
-  """The `Data` interface of the training loop, over random device arrays."""
+  """`InputPipeline`'s interface over random device arrays."""
 
   def __init__(self, config):
     self.config = config
@@ -59,8 +56,7 @@ class FakeData:
 
   def eval_batches(self, ten_crop: bool | None = None) -> Iterator[dict]:
     """The eval batch `eval_steps` times; `ten_crop=True` repeats each image
-    as its ten crops (config.ten_crop is not read: as before, fake data
-    evaluates single images unless asked)."""
+    as its ten crops (config.ten_crop is not read)."""
     if self._eval is None:
       self._eval = self._make(self.eval_per_device, seed=1)
       self._eval['mask'] = np.ones((self.local_devices, self.eval_per_device),
