@@ -102,10 +102,6 @@ FIELDS: dict[str, Role] = {
     # How it runs: the same function and parameters either way (a step split
     # another way over the devices: docs/parallelism.md).
     'parallelism': FREE,
-    'execution.conv1_impl': FREE,
-    'execution.lrn_impl': FREE,
-    'execution.pool_impl': FREE,
-    'execution.conv_impl': FREE,
     'execution.xla_cpu_conv_library': FREE,
     'cache': FREE,
     'bad_images': FREE,
@@ -127,8 +123,14 @@ FIELDS: dict[str, Role] = {
     'checkpoint': FREE,  # configs/imagenet_eval.py: the weights evaluated.
     'allow_config_change': FREE,
     'start_over': FREE,
-    # Older records only: execution choices kept elsewhere then, and the
-    # shuffle buffer the present input pipeline no longer has.
+    # Older records only: the forms of the operations they chose (in
+    # config.execution, earlier in config.model: models.model_from_config
+    # leaves them out), XLA's option at the top level, and the shuffle
+    # buffer the present input pipeline no longer has.
+    'execution.conv1_impl': FREE,
+    'execution.lrn_impl': FREE,
+    'execution.pool_impl': FREE,
+    'execution.conv_impl': FREE,
     'model.conv1_impl': FREE,
     'model.lrn_impl': FREE,
     'model.pool_impl': FREE,

@@ -16,8 +16,6 @@ from typing import Any, Iterable
 
 import jax
 
-from alexnet_jax import ops  # Only _check_execution's ops.CHOICES.
-
 NONFINITE = ('stop', 'skip')
 PARALLELISM = ('data', 'towers', 'hybrid')
 # 'hybrid': fc6-fc8 updated once on the whole batch, or per worker in turn.
@@ -169,18 +167,15 @@ def validate_data(config) -> None:
 
 
 def _check_execution(config) -> None:
-  """config.execution: how the model and the steps run (ops.Execution's
-  fields, and XLA:CPU's convolution library)."""
-  e = 'execution.'
-  for field, choices in ops.CHOICES.items():
-    _one_of(config, e + field, choices)
-  _one_of(config, e + 'xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
-  unknown = sorted(set(_get(config, 'execution')) - set(ops.CHOICES) -
-                   {'xla_cpu_conv_library'})
+  """config.execution: how the steps run (XLA:CPU's convolution library).
+  The operations have one form each (alexnet_jax/ops.py); the fields older
+  configs had for others are refused here, and ignored in records."""
+  _one_of(config, 'execution.xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
+  unknown = sorted(set(_get(config, 'execution')) - {'xla_cpu_conv_library'})
   if unknown:
-    _fail(e + unknown[0], config.execution[unknown[0]],
-          f'unknown field; config.execution takes {tuple(ops.CHOICES)} and '
-          f"'xla_cpu_conv_library'")
+    _fail('execution.' + unknown[0], config.execution[unknown[0]],
+          "unknown field; config.execution takes 'xla_cpu_conv_library' "
+          '(other forms of the operations: experiments/op_variants.py)')
 
 
 def model_axis_size(mode: str, devices: int) -> int:

@@ -18,20 +18,23 @@ CPU configurations. `lrn_convention` says whether `lrn_alpha` is the paper's
 printed alpha ('paper') or, as in cuda-convnet and Caffe, alpha divided by
 the window ('cuda_convnet').
 
-How the operations execute (the same function and parameters either way) is
-the one field `execution` (`ops.Execution`); alexnet_jax/ops.py holds the
-operations themselves.
+The forward pass is `features` (conv1-pool5) and `head` (fc6-fc8), functions
+of (model, parameters, images) that `AlexNet.__call__` and the parallel modes
+(parallelism.py, owt.py: with their collectives and dropout keys) all run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
+from alexnet_jax import config_fields
 from alexnet_jax import config_lib
 from alexnet_jax import ops
 
@@ -141,15 +144,14 @@ def layer_sizes(image_size: int, variant: str = 'paper',
   window, stride = pool_window(overlap_pool)
   sizes, size = [], image_size
   for spec in conv_specs(variant):
-    if size > 0 and spec.padding == 'SAME':
+    if spec.padding == 'SAME':
       size = -(-size // spec.stride)
-    elif size > 0:
+    else:
       size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
-    if size > 0 and spec.pool and spec.pool_padding == 'SAME':
-      size = -(-size // stride)
-    elif size > 0 and spec.pool:
-      size = (size - window) // stride + 1 if size >= window else 0
-    size = max(size, 0)
+    if spec.pool:
+      size = (-(-size // stride) if spec.pool_padding == 'SAME' else
+              (size - window) // stride + 1)
+    size = max(size, 0)  # No layer's padding makes a map out of nothing.
     sizes.append(size)
   return sizes
 
@@ -191,23 +193,18 @@ def image_size_error(image_size: int, variant: str = 'paper',
   return None
 
 
-class ConvParams(nn.Module):
-  """A convolution's parameters, as `nn.Conv(feature_group_count=groups)`
-  creates them: 'kernel' (k, k, in_channels // groups, features) and 'bias'
-  (features,), float32."""
-  features: int
-  kernel_size: int
-  groups: int
+class Params(nn.Module):
+  """A layer's parameters, as `nn.Conv(feature_group_count=groups)` or
+  `nn.Dense` create them: 'kernel' of `shape` and 'bias' (its last
+  dimension), float32."""
+  shape: tuple[int, ...]
   kernel_init: Callable
   bias_init: Callable
 
   @nn.compact
-  def __call__(self, in_channels: int) -> dict[str, Array]:
-    k = self.kernel_size
-    kernel = self.param('kernel', self.kernel_init,
-                        (k, k, in_channels // self.groups, self.features),
-                        jnp.float32)
-    bias = self.param('bias', self.bias_init, (self.features,), jnp.float32)
+  def __call__(self) -> dict[str, Array]:
+    kernel = self.param('kernel', self.kernel_init, self.shape, jnp.float32)
+    bias = self.param('bias', self.bias_init, self.shape[-1:], jnp.float32)
     return {'kernel': kernel, 'bias': bias}
 
 
@@ -223,33 +220,82 @@ def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
   dtype = jnp.dtype(model.dtype)
   x = ops.conv(x, params['kernel'].astype(dtype), params['bias'].astype(dtype),
                stride=spec.stride, padding=spec.padding,
-               groups=towers if spec.grouped else 1,
-               execution=model.execution, first_layer=spec.name == 'conv1')
+               groups=towers if spec.grouped else 1)
   x = ACTIVATIONS[model.activation](x)
   pool = lambda x: ops.max_pool(x, *pool_window(model.overlap_pool),
-                                model.execution, spec.pool_padding)
+                                spec.pool_padding)
   if spec.pool and spec.pool_first:
     x = pool(x)
   if spec.lrn and model.lrn:
+    # The factor on the window's sum: alpha as the paper prints it, or
+    # divided by the window as cuda-convnet's layer.py and Caffe do.
+    per = model.lrn_depth if model.lrn_convention == 'cuda_convnet' else 1
     x = ops.lrn(x, depth=model.lrn_depth, bias=model.lrn_bias,
-                alpha=lrn_scale(model), beta=model.lrn_beta,
-                groups=1 if model.lrn_across_towers else towers,
-                execution=model.execution)
+                alpha=model.lrn_alpha / per, beta=model.lrn_beta,
+                groups=1 if model.lrn_across_towers else towers)
   if spec.pool and not spec.pool_first:
     x = pool(x)
   return x
 
 
-def lrn_scale(model: AlexNet) -> float:
-  """The factor on the window's sum of squares: `lrn_alpha` as printed in
-  the paper, or divided by the window as cuda-convnet's layer.py and Caffe
-  do ('cuda_convnet')."""
-  if model.lrn_convention not in LRN_CONVENTIONS:
-    raise ValueError(f'model.lrn_convention={model.lrn_convention!r}; '
-                     f'expected one of {LRN_CONVENTIONS}.')
-  if model.lrn_convention == 'cuda_convnet':
-    return model.lrn_alpha / model.lrn_depth
-  return model.lrn_alpha
+def features(model: AlexNet, params, x: Array, towers: int | None = None,
+             join: Callable[[Array], Array] | None = None) -> Array:
+  """pool5 of the images `x` (after torchvision's adaptive pooling for
+  'owt'), in the compute dtype: conv1-conv5 with their LRN and pooling.
+
+  `towers`: as `conv_layer`'s (default `model.groups`). `join`: applied to
+  conv3's input, the one layer that reads both towers' maps (where a device
+  holds one tower, it gathers the other's).
+  """
+  x = x.astype(jnp.dtype(model.dtype))
+  for spec in conv_specs(model.variant):
+    if spec.name == 'conv3' and join:
+      x = join(x)
+    x = conv_layer(model, spec, params[spec.name], x,
+                   model.groups if towers is None else towers)
+  if model.variant == 'owt':
+    x = ops.adaptive_avg_pool(x, OWT_POOL_OUTPUT)
+  return x
+
+
+def head(model: AlexNet, params, x: Array,
+         dropout: Callable[[Array, int], Array] | None = None,
+         gather: Callable[[Array], Array] | None = None,
+         reduce: Callable[[Array], Array] | None = None) -> Array:
+  """The logits (float32) of pool5 `x`, flattened in (H, W, C) order:
+  fc6, fc7 and fc8.
+
+  `dropout(x, j)` drops fc6's (j=0) and fc7's (j=1) inputs (torchvision) or
+  outputs (the paper, tflearn); None: no dropout. Where a device holds a
+  share of the neurons (fc6's and fc7's by output, fc8's inputs), `gather`
+  collects fc6's for fc7 and `reduce` sums fc8's partial products.
+  """
+  dtype = jnp.dtype(model.dtype)
+  dense = lambda x, p: lax.dot_general(  # As nn.Dense computes it.
+      x.astype(dtype), p['kernel'].astype(dtype), (((1,), (0,)), ((), ())))
+  bias = lambda p: p['bias'].astype(dtype).reshape(1, -1)
+  same = lambda x, *_: x
+  drop, gather, reduce = dropout or same, gather or same, reduce or same
+  on_inputs = model.variant in DROPOUT_ON_FC_INPUTS
+  x = x.reshape((x.shape[0], -1))
+  for j, name in enumerate(('fc6', 'fc7')):
+    x = gather(x) if j else x
+    x = drop(x, j) if on_inputs else x
+    x = ACTIVATIONS[model.activation](
+        dense(x, params[name]) + bias(params[name]))
+    x = x if on_inputs else drop(x, j)
+  x = reduce(dense(x, params['fc8'])) + bias(params['fc8'])
+  return x.astype(jnp.float32)
+
+
+def dropout(x: Array, rate: float, key: Array) -> Array:
+  """flax.linen.Dropout's formula, with a key of the caller's (the parallel
+  modes draw theirs per device)."""
+  if rate == 0.0:
+    return x
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(key, keep, x.shape)
+  return lax.select(mask, x / keep, jnp.zeros_like(x))
 
 
 class AlexNet(nn.Module):
@@ -283,7 +329,6 @@ class AlexNet(nn.Module):
   # 'paper': alpha multiplies the window's sum, as printed; 'cuda_convnet':
   # alpha / lrn_depth does, as the authors' code and Caffe compute it.
   lrn_convention: str = 'paper'
-  execution: ops.Execution = ops.Execution()  # How the operations run.
 
   def __post_init__(self):
     # Resolved once, here, so the variant's fields read as built.
@@ -296,22 +341,19 @@ class AlexNet(nn.Module):
 
   def _inits(self, bias_one: bool, output_layer: bool = False,
              dense: bool = False):
+    init = nn.initializers
     if self.initialization == 'tflearn':
       # tflearn's conv_2d: uniform_scaling, U(+-sqrt(3 / fan_in)); its
       # fully_connected: truncated_normal, stddev 0.02 (cut at 2 std, as
       # TensorFlow's); biases zeros.
-      kernel = (nn.initializers.truncated_normal(0.02) if dense else
-                nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform'))
-      return kernel, nn.initializers.zeros
+      return (init.truncated_normal(0.02) if dense else
+              init.variance_scaling(1.0, 'fan_in', 'uniform')), init.zeros
     if self.initialization == 'paper':
-      return (nn.initializers.normal(0.01),
-              nn.initializers.ones if bias_one else nn.initializers.zeros)
+      return init.normal(0.01), init.ones if bias_one else init.zeros
     if self.initialization == 'he':
       # He-normal hidden layers; the classifier keeps the paper's N(0, 0.01),
       # so initial logits are small and the first updates do not kill ReLUs.
-      if output_layer:
-        return nn.initializers.normal(0.01), nn.initializers.zeros
-      return nn.initializers.he_normal(), nn.initializers.zeros
+      return init.normal(0.01) if output_layer else init.he_normal(), init.zeros
     raise ValueError(f'model.initialization={self.initialization!r}; '
                      f'expected one of {INITS}.')
 
@@ -324,6 +366,9 @@ class AlexNet(nn.Module):
           f'{tuple(ACTIVATIONS)}.')
     if self.groups not in (1, 2):
       raise ValueError(f'model.groups={self.groups}; expected 1 or 2.')
+    if self.lrn_convention not in LRN_CONVENTIONS:
+      raise ValueError(f'model.lrn_convention={self.lrn_convention!r}; '
+                       f'expected one of {LRN_CONVENTIONS}.')
     for size in sorted(set(x.shape[1:3])):
       error = image_size_error(size, self.variant, self.overlap_pool)
       if error:
@@ -333,58 +378,43 @@ class AlexNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, train: bool = False) -> Array:
     self._check(x)
-    dtype = jnp.dtype(self.dtype)
-    x = x.astype(dtype)
-    for spec in conv_specs(self.variant):  # conv1-conv5, LRN, pooling.
-      kernel_init, bias_init = self._inits(spec.bias_one)
-      params = ConvParams(
-          features=scaled_width(spec.features, self.width, self.groups),
-          kernel_size=spec.kernel, groups=self.groups if spec.grouped else 1,
-          kernel_init=kernel_init, bias_init=bias_init,
-          name=spec.name)(x.shape[-1])
-      x = conv_layer(self, spec, params, x, towers=self.groups)
-    if self.variant == 'owt':
-      x = ops.adaptive_avg_pool(x, OWT_POOL_OUTPUT)
-    x = x.reshape((x.shape[0], -1))  # Flattened in (H, W, C) order.
-
-    dropout = nn.Dropout(rate=self.dropout_rate, deterministic=not train)
+    params, channels = {}, x.shape[-1]
+    for spec in conv_specs(self.variant):
+      maps = scaled_width(spec.features, self.width, self.groups)
+      groups = self.groups if spec.grouped else 1
+      params[spec.name] = Params(
+          (spec.kernel, spec.kernel, channels // groups, maps),
+          *self._inits(spec.bias_one), name=spec.name)()
+      channels = maps
+    x = features(self, params, x)
     fc = scaled_width(FC_FEATURES, self.width, 1)
-    on_inputs = self.variant in DROPOUT_ON_FC_INPUTS
-    for name in ('fc6', 'fc7'):
-      kernel_init, bias_init = self._inits(True, dense=True)
-      if on_inputs:
-        x = dropout(x)
-      x = nn.Dense(fc, dtype=dtype, param_dtype=jnp.float32,
-                   kernel_init=kernel_init, bias_init=bias_init, name=name)(x)
-      x = ACTIVATIONS[self.activation](x)
-      if not on_inputs:
-        x = dropout(x)
-    kernel_init, bias_init = self._inits(False, output_layer=True, dense=True)
-    x = nn.Dense(self.num_classes, dtype=dtype, param_dtype=jnp.float32,
-                 kernel_init=kernel_init, bias_init=bias_init, name='fc8')(x)
-    return x.astype(jnp.float32)
+    for name, shape in (('fc6', (math.prod(x.shape[1:]), fc)),
+                        ('fc7', (fc, fc))):
+      params[name] = Params(shape, *self._inits(True, dense=True),
+                            name=name)()
+    params['fc8'] = Params((fc, self.num_classes),
+                           *self._inits(False, output_layer=True, dense=True),
+                           name='fc8')()
+    drop = nn.Dropout(rate=self.dropout_rate, deterministic=not train)
+    return head(self, params, x, dropout=lambda x, j: drop(x))
 
 
-# config.model's fields (config.execution holds the execution's).
+# config.model's fields.
 MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(AlexNet)
-                     if f.name not in ('parent', 'name', 'execution'))
-EXECUTION_FIELDS = tuple(f.name for f in dataclasses.fields(ops.Execution))
+                     if f.name not in ('parent', 'name'))
 
 
 def model_from_config(config) -> AlexNet:
-  """`AlexNet` from `config.model` (the architecture) and `config.execution`
-  (how it runs). The config.json of a run from before config.execution
-  existed holds the execution fields in config.model: they are read there."""
-  fields = dict(config.model.items())
-  execution = {k: fields.pop(k) for k in EXECUTION_FIELDS if k in fields}
-  if 'execution' in config:
-    execution.update({k: config.execution[k] for k in EXECUTION_FIELDS
-                      if k in config.execution})
+  """`AlexNet` from `config.model`. The execution choices older config.json
+  files hold there (free fields: config_fields) are not the model's, and
+  are left out."""
+  fields = {k: v for k, v in config.model.items()
+            if config_fields.is_identity(f'model.{k}')}
   unknown = set(fields) - set(MODEL_FIELDS)
   if unknown:
     raise ValueError(f'Unknown config.model fields {sorted(unknown)}; '
                      f'AlexNet takes {MODEL_FIELDS}.')
-  return AlexNet(**fields, execution=ops.Execution(**execution))
+  return AlexNet(**fields)
 
 
 def count_params(params) -> int:

@@ -21,7 +21,6 @@ import jax.numpy as jnp
 import optax
 
 from alexnet_jax import models
-from alexnet_jax import ops
 from alexnet_jax import steps
 
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
@@ -29,34 +28,15 @@ CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
 
 def conv_features(model: models.AlexNet, params, images) -> jax.Array:
-  """The model's layers up to pool5, flattened (as AlexNet.__call__)."""
-  x = images.astype(jnp.dtype(model.dtype))
-  for spec in models.conv_specs(model.variant):
-    x = models.conv_layer(model, spec, params[spec.name], x,
-                          towers=model.groups)
-  if model.variant == 'owt':
-    x = ops.adaptive_avg_pool(x, models.OWT_POOL_OUTPUT)
-  return x.reshape((x.shape[0], -1))
+  """The model's pool5 features (`models.features`)."""
+  return models.features(model, params, images)
 
 
 def fc_logits(model: models.AlexNet, params, x, key) -> jax.Array:
-  """fc6-fc8 on pool5 features `x`, dropout drawn from `key`."""
-  dtype = jnp.dtype(model.dtype)
-  rate = model.dropout_rate
-  on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS
-
-  def drop(x, j):
-    keep = jax.random.bernoulli(jax.random.fold_in(key, j), 1.0 - rate,
-                                x.shape)
-    return jnp.where(keep, x / (1.0 - rate), 0.0) if rate else x
-
-  dense = lambda x, p: (jnp.dot(x.astype(dtype), p['kernel'].astype(dtype))
-                        + p['bias'].astype(dtype))
-  for j, name in enumerate(FC_LAYERS[:2]):
-    x = drop(x, j) if on_inputs else x
-    x = models.ACTIVATIONS[model.activation](dense(x, params[name]))
-    x = x if on_inputs else drop(x, j)
-  return dense(x, params['fc8']).astype(jnp.float32)
+  """fc6-fc8 on pool5 features `x` (`models.head`), dropout drawn from
+  `key`."""
+  return models.head(model, params, x, lambda x, j: models.dropout(
+      x, model.dropout_rate, jax.random.fold_in(key, j)))
 
 
 def _take(old, new, layers):

@@ -18,8 +18,8 @@
 All modes hold one parameter tree of global arrays (sharded with
 `NamedSharding` as the mode needs), so checkpoints, conversion, evaluation and
 prediction do not depend on the mode, and a run may resume in another one.
-The sharded forward pass runs the model's own layers (`models.conv_layer`
-over the rows of `models.conv_specs`) on the device's slices of those
+The sharded forward pass is the model's own (`models.features` and
+`models.head`, given the mode's collectives) on the device's slices of those
 parameters inside `jax.shard_map`; gradients come from JAX's
 differentiation of the collectives, and the update is the data mode's
 (`steps.apply_gradients`). The mesh spans every process's devices: each
@@ -28,8 +28,6 @@ process puts its slice of the global batch on its own devices (`batch_put`).
 
 from __future__ import annotations
 
-import dataclasses
-import re
 from typing import Callable
 
 import jax
@@ -40,7 +38,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from alexnet_jax import config_lib
 from alexnet_jax import models
-from alexnet_jax import ops
 from alexnet_jax import owt
 from alexnet_jax import steps
 
@@ -119,56 +116,31 @@ def place(tree, shardings):
 # --- The forward pass on one device -----------------------------------------
 
 
-def _dropout(x, rate: float, key) -> jax.Array:
-  """flax.linen.Dropout's formula."""
-  keep = 1.0 - rate
-  mask = jax.random.bernoulli(key, keep, x.shape)
-  return lax.select(mask, x / keep, jnp.zeros_like(x))
-
-
-def _dense(x, p, dtype) -> jax.Array:
-  return jnp.dot(x.astype(dtype), p['kernel'].astype(dtype))
-
-
 def local_forward(model: models.AlexNet, params, x, *, mode: str,
-                  train_mode: bool = False, key=None) -> jax.Array:
+                  key=None) -> jax.Array:
   """`model`'s logits, run inside shard_map on this device's parameter slices
   (`param_specs`) and images (`batch_axes`); the logits of the device's
-  'data' group, the same on every device of the group."""
+  'data' group, the same on every device of the group. `key`: dropout's
+  (None: no dropout)."""
   towers = mode == 'towers'
-  dtype = jnp.dtype(model.dtype)
-  act = models.ACTIVATIONS[model.activation]
-  x = x.astype(dtype)
-  for spec in models.conv_specs(model.variant):
-    if towers and spec.name == 'conv3':  # conv3 reads both towers' maps.
-      x = lax.all_gather(x, MODEL, axis=3, tiled=True)
-    x = models.conv_layer(model, spec, params[spec.name], x,
-                          towers=1 if towers else model.groups)
-  if model.variant == 'owt':
-    x = ops.adaptive_avg_pool(x, models.OWT_POOL_OUTPUT)
+  gather = lambda axis: lambda x: lax.all_gather(x, MODEL, axis=axis,
+                                                 tiled=True)
+  x = models.features(model, params, x, towers=1 if towers else None,
+                      join=gather(3) if towers else None)
   # fc6 reads all of pool5: both towers' maps, or the whole group's batch.
-  x = lax.all_gather(x, MODEL, axis=3 if towers else 0, tiled=True)
-  x = x.reshape((x.shape[0], -1))
-
-  drop = train_mode and model.dropout_rate > 0
-  if drop:
+  x = gather(3 if towers else 0)(x)
+  dropout = None
+  if key is not None:
     # Inputs gathered from the group are dropped alike on all its devices;
     # each device drops its own neurons.
-    group_key = jax.random.fold_in(key, lax.axis_index(DATA))
-    device_key = jax.random.fold_in(group_key, lax.axis_index(MODEL))
-  for j, name in enumerate(('fc6', 'fc7')):
-    if j:  # fc7 reads all of fc6's neurons.
-      x = lax.all_gather(x, MODEL, axis=1, tiled=True)
-    on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS  # torchvision.
-    if drop and on_inputs:
-      x = _dropout(x, model.dropout_rate, jax.random.fold_in(group_key, j))
-    x = act(_dense(x, params[name], dtype) + params[name]['bias'].astype(dtype))
-    if drop and not on_inputs:  # The paper and tflearn drop the outputs.
-      x = _dropout(x, model.dropout_rate, jax.random.fold_in(device_key, j))
-  # fc8: each device's share of fc7's neurons times its rows of the kernel.
-  x = lax.psum(_dense(x, params['fc8'], dtype), MODEL)
-  x = x + params['fc8']['bias'].astype(dtype)
-  return x.astype(jnp.float32)
+    group = jax.random.fold_in(key, lax.axis_index(DATA))
+    device = jax.random.fold_in(group, lax.axis_index(MODEL))
+    on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS
+    dropout = lambda x, j: models.dropout(
+        x, model.dropout_rate, jax.random.fold_in(
+            group if on_inputs else device, j))
+  return models.head(model, params, x, dropout, gather=gather(1),
+                     reduce=lambda x: lax.psum(x, MODEL))
 
 
 # --- Steps -------------------------------------------------------------------
@@ -182,8 +154,7 @@ def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
       labels = lax.all_gather(labels, MODEL, tiled=True, to='invarying')
 
     def loss_fn(p):
-      logits = local_forward(model, p, images, mode=mode, train_mode=True,
-                             key=key)
+      logits = local_forward(model, p, images, mode=mode, key=key)
       loss = jnp.mean(steps.cross_entropy(logits, labels))
       return lax.pmean(loss, DATA), logits
     (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -322,139 +293,3 @@ def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
                     shardings.params, batch_put(mesh, mode))
   return train, evaluate, put
 
-
-# --- What moves between devices ----------------------------------------------
-
-@dataclasses.dataclass(frozen=True)
-class Collective:
-  """One collective of a step, on one device: `kind` over a group of `group`
-  devices, of arrays of `elements` elements of `itemsize` bytes each (the
-  full, gathered or reduced, array). `what` says which tensor it carries."""
-  kind: str
-  elements: int
-  itemsize: int
-  group: int
-  what: str = ''
-
-  @property
-  def bytes(self) -> int:
-    return self.elements * self.itemsize
-
-  @property
-  def sent(self) -> float:
-    """Bytes this device sends, by the ring algorithms: an all-reduce is a
-    reduce-scatter and an all-gather, each sending (p-1)/p of the array."""
-    share = (self.group - 1) / self.group
-    factor = {'all-reduce': 2 * share, 'all-gather': share,
-              'reduce-scatter': share, 'all-to-all': share,
-              'collective-permute': 1.0}[self.kind]
-    return factor * self.bytes
-
-
-def _activation_shapes(model: models.AlexNet, image_size: int):
-  """(conv3's input, pool5) HWC shapes of one image, for the whole model."""
-  specs = models.conv_specs(model.variant)
-  sizes = models.layer_sizes(image_size, model.variant, model.overlap_pool)
-  if model.variant == 'owt':
-    sizes[4] = models.OWT_POOL_OUTPUT
-  channels = lambda i: models.scaled_width(specs[i].features, model.width,
-                                           model.groups)
-  return (sizes[1], sizes[1], channels(1)), (sizes[4], sizes[4], channels(4))
-
-
-def step_collectives(model: models.AlexNet, mode: str, image_size: int,
-                     global_batch: int, devices: int) -> list[Collective]:
-  """The collectives of one training step on each device, from the layer
-  shapes (metrics and norms, a few scalars, left out)."""
-  m = config_lib.model_axis_size(mode, devices)
-  d = devices // m
-  group_batch = global_batch // d
-  act = jnp.dtype(model.dtype).itemsize
-  params = jax.eval_shape(lambda: model.init(
-      jax.random.key(0), jnp.zeros((1, image_size, image_size, 3))))['params']
-  specs = param_specs(params, mode)
-  out = []
-  if mode != 'data':
-    conv3_in, pool5 = _activation_shapes(model, image_size)
-    fc = params['fc7']['kernel'].shape[0]
-    classes = params['fc8']['kernel'].shape[1]
-    gathers = ([('conv3 input', conv3_in)] if mode == 'towers' else []) + [
-        ('pool5', pool5), ('fc6 output', (fc,))]
-    for what, shape in gathers:  # Forward all-gather, backward its transpose.
-      n = group_batch * int(np.prod(shape))
-      out.append(Collective('all-gather', n, act, m, what))
-      out.append(Collective('reduce-scatter', n, act, m, what + ' gradient'))
-    out.append(Collective('all-reduce', group_batch * classes, act, m,
-                          'fc8 partial sums'))
-    if mode == 'hybrid':  # Each device reads its own images' labels.
-      out.append(Collective('all-gather', group_batch, 4, m, 'labels'))
-  for layer, leaves in params.items():  # Gradient all-reduces.
-    for leaf, shape in leaves.items():
-      split = m if MODEL in specs[layer][leaf] else 1
-      # Summed over 'data' only where the gradient is local to the device
-      # (its slice) or already summed over 'model' (fc8's bias, after the
-      # psum of the logits); the replicated convolutions over all devices.
-      group = d if split > 1 or layer == 'fc8' else devices
-      if group > 1:
-        out.append(Collective('all-reduce', int(np.prod(shape.shape)) // split,
-                              4, group, f'{layer}/{leaf} gradient'))
-  return out
-
-
-_HLO_LINE = re.compile(
-    r'=\s*(\([^=]*?\)|\w+\[[\d,]*\](?:\{[^}]*\})?)\s+'
-    r'(all-reduce|all-gather|reduce-scatter|all-to-all|collective-permute)'
-    r'(?:-start)?\(')
-_ARRAY = re.compile(r'(\w+)\[([\d,]*)\]')
-_ITEMSIZE = {'f32': 4, 'bf16': 2, 'f16': 2, 's32': 4, 'u32': 4, 'pred': 1,
-             'f64': 8, 's64': 8, 'u8': 1, 's8': 1}
-
-
-def _group_size(line: str, devices: int) -> int:
-  iota = re.search(r'replica_groups=\[(\d+),(\d+)\]<=', line)
-  if iota:
-    return int(iota.group(2))
-  groups = re.search(r'replica_groups=\{\{([\d,]*)\}', line)
-  if groups:
-    return len(groups.group(1).split(','))
-  pairs = re.search(r'source_target_pairs=', line)
-  return 2 if pairs else devices
-
-
-def hlo_collectives(hlo_text: str, devices: int) -> list[Collective]:
-  """The collectives of a compiled program (`compiled.as_text()`): one entry
-  per array (a combined all-reduce of a tuple counts each operand), sized as
-  the full array (a reduce-scatter's input)."""
-  out = []
-  for line in hlo_text.splitlines():
-    line = re.sub(r'/\*.*?\*/', '', line)  # Tuples' /*index=5*/ comments.
-    match = _HLO_LINE.search(line)
-    if not match:
-      continue
-    kind = match.group(2)
-    group = _group_size(line, devices)
-    for dtype, dims in _ARRAY.findall(match.group(1)):
-      elements = int(np.prod([int(x) for x in dims.split(',') if x]))
-      if kind == 'reduce-scatter':
-        elements *= group
-      out.append(Collective(kind, elements, _ITEMSIZE[dtype], group))
-  return out
-
-
-def bytes_sent_per_host(model: models.AlexNet, mode: str, image_size: int,
-                        global_batch: int, hosts: int) -> float:
-  """Bytes each of `hosts` hosts sends to the others in one training step,
-  where a host's devices combine their shares before the hosts exchange
-  theirs (hierarchical collectives) and each holds whole tower pairs. Then
-  a host acts as one device of data parallelism ('data', and 'towers', whose
-  pairs exchange activations within the host and all-reduce every gradient
-  across the hosts) or of the hybrid (activations gathered over all hosts)."""
-  host_mode = 'data' if mode == 'towers' else mode
-  return bytes_sent_per_device(step_collectives(
-      model, host_mode, image_size, global_batch, hosts))
-
-
-def bytes_sent_per_device(collectives, min_bytes: int = 0) -> float:
-  """Bytes each device sends in `collectives` (those of at least
-  `min_bytes`)."""
-  return sum(c.sent for c in collectives if c.bytes >= min_bytes)

@@ -94,14 +94,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       'lrn_convention': 'paper',
   })
 
-  # How the model and the steps run: choices that change neither the function
-  # nor the parameters (alexnet_jax.ops.Execution, and XLA:CPU's convolution
-  # library); docs/performance.md has the measurements behind the defaults.
+  # How the steps run: a choice that changes neither the function nor the
+  # parameters; docs/performance.md has the measurements behind it.
   config.execution = ml_collections.ConfigDict({
-      'conv1_impl': 'direct',  # conv1: 'direct' or 'space_to_depth'.
-      'lrn_impl': 'shift',  # LRN sums: 'shift', 'matmul', 'reduce_window'.
-      'pool_impl': 'slices',  # Max-pooling: 'slices' or 'reduce_window'.
-      'conv_impl': 'split',  # Grouped convs: one per tower ('split') or 'xla'.
       # XLA:CPU only: the library for convolutions, 'eigen' or 'xla_default'
       # (jax 0.10's YNNPACK). Ignored on GPU and TPU.
       'xla_cpu_conv_library': 'eigen',

@@ -9,10 +9,12 @@ r"""Training-step throughput of named variants, side by side, in one run.
       --dtypes=bfloat16 --batch_sizes=256 --torch=subprocess --torch_compile \
       --output=$OUT/gpu.json
 
-A variant is a name in `experiments.harness.VARIANTS` and the config fields it
-changes in dotted form (e.g. 'lrn_matmul': {'execution.lrn_impl': 'matmul'}),
-or names joined by '+' (e.g. 's2d+lrn_matmul'); every variant runs at every
-dtype, batch size per device and device count.
+A variant is a name in `experiments.harness.VARIANTS`: the config fields it
+changes in dotted form (e.g. 'one_tower': {'model.groups': 1}) and the forms
+of the operations it swaps in from experiments/op_variants.py (e.g.
+'lrn_matmul': {'ops': ('lrn_matmul',)}), or names joined by '+' (e.g.
+'s2d+lrn_matmul'); every variant runs at every dtype, batch size per device
+and device count.
 Each row is the training loop's own step (`steps.make_pmapped_steps`, or
 `parallelism.make_sharded_steps` for the 'towers' and 'hybrid' variants),
 compiled with the loop's XLA options (`startup.compiler_options`, timed apart),

@@ -1,10 +1,11 @@
 """The benchmark's rows: a named variant's config, its compiled training step,
 the PyTorch reference, the matmul ceiling, and round-robin timed windows.
 
-A variant is a name and the config fields it changes, in dotted form
-(`VARIANTS`), applied to nested dicts of the model's, the execution's and
-the parallelism's fields; the training step's options are the harness's own
-(`OPTIONS`). No ml_collections (nor TensorFlow) is needed: the harness runs
+A variant is a name, the config fields it changes, in dotted form, and the
+forms of the operations it swaps in (experiments/op_variants.py) while its
+step compiles (`VARIANTS`); the fields are nested dicts of the model's, the
+execution's and the parallelism's; the training step's options are the
+harness's own (`OPTIONS`). No ml_collections (nor TensorFlow) is needed: the harness runs
 on a machine with JAX, Flax and optax alone.
 """
 
@@ -25,30 +26,26 @@ import jax.numpy as jnp
 import numpy as np
 
 from alexnet_jax import models
-from alexnet_jax import ops
 from alexnet_jax import optim
 from alexnet_jax import parallelism
 from alexnet_jax import placement
 from alexnet_jax import startup
 from alexnet_jax import steps
+from . import collectives
 from . import common
 from . import flops as flops_lib
+from . import op_variants
 
 # Every variant: name -> config overrides (dotted field -> value), on top of
-# the training config's defaults (the model's own fields, ops.Execution's).
+# the training config's defaults, and under 'ops' the forms of the operations
+# it swaps in (experiments/op_variants.py's SWAPS names, applied in order).
 # A row's variant is one name or several joined by '+', applied in order.
 VARIANTS: dict[str, dict[str, Any]] = {
     'default': {},
     # The straightforward Flax net: grouped convolutions by
     # feature_group_count, banded LRN and pooling by reduce_window.
-    'flax_baseline': {'execution.conv_impl': 'xla',
-                      'execution.lrn_impl': 'reduce_window',
-                      'execution.pool_impl': 'reduce_window'},
-    'conv_xla': {'execution.conv_impl': 'xla'},
-    'lrn_banded': {'execution.lrn_impl': 'reduce_window'},
-    'lrn_matmul': {'execution.lrn_impl': 'matmul'},
-    'pool_reduce_window': {'execution.pool_impl': 'reduce_window'},
-    's2d': {'execution.conv1_impl': 'space_to_depth'},
+    'flax_baseline': {'ops': ('conv_xla', 'lrn_banded', 'pool_reduce_window')},
+    **{name: {'ops': (name,)} for name in op_variants.SWAPS},
     'cpuconv_xla': {'execution.xla_cpu_conv_library': 'xla_default'},
     # Not the paper's net (other parameters): reference points.
     'one_tower': {'model.groups': 1},
@@ -73,28 +70,31 @@ def base_config(image_size: int, width: float, num_classes: int,
   model = {f.name: f.default for f in dataclasses.fields(models.AlexNet)
            if f.name in models.MODEL_FIELDS}
   model.update(num_classes=num_classes, width=width, dtype=dtype)
-  execution = dict(dataclasses.asdict(ops.Execution()),
-                   xla_cpu_conv_library='eigen')  # configs/default.py's.
+  execution = {'xla_cpu_conv_library': 'eigen'}  # configs/default.py's.
   return {'model': model, 'execution': execution, 'parallelism': 'data',
           'image_size': image_size}
 
 
 def variant_overrides(variant: str) -> dict[str, Any]:
-  """The overrides of 'name' or 'name+name...' (later names win)."""
-  overrides = {}
+  """The overrides of 'name' or 'name+name...' (later names win; their 'ops'
+  add up, in order)."""
+  overrides, forms = {}, ()
   for name in variant.split('+'):
     if name not in VARIANTS:
       raise ValueError(f'variant {variant!r}: {name!r} is not one of '
                        f'{tuple(VARIANTS)}.')
     overrides.update(VARIANTS[name])
-  return overrides
+    forms += VARIANTS[name].get('ops', ())
+  return dict(overrides, ops=forms) if forms else overrides
 
 
 def variant_config(spec: Mapping[str, Any]):
   """The config of one row: the base, then its variant's overrides."""
   config = base_config(spec['image_size'], spec['width'],
                        spec['num_classes'], spec['dtype'])
-  config = common.with_overrides(config, variant_overrides(spec['variant']),
+  overrides = variant_overrides(spec['variant'])
+  overrides.pop('ops', None)
+  config = common.with_overrides(config, overrides,
                                 f'variant {spec["variant"]!r}')
   if not config['image_size']:  # 227 for the paper's net, 224 for owt.
     config['image_size'] = models.DEFAULT_IMAGE_SIZE[
@@ -103,10 +103,7 @@ def variant_config(spec: Mapping[str, Any]):
 
 
 def build_model(config) -> models.AlexNet:
-  execution = {f.name: config['execution'][f.name]
-               for f in dataclasses.fields(ops.Execution)}
-  return models.AlexNet(**config['model'],
-                        execution=ops.Execution(**execution))
+  return models.AlexNet(**config['model'])
 
 
 def random_batch(devices: Sequence[jax.Device], per_device: int, size: int,
@@ -159,7 +156,8 @@ class JaxRow:
     options = (dict(startup.XLA_CPU_CONV_LIBRARIES[library])
                if jax.default_backend() == 'cpu' else {})
     start = time.perf_counter()
-    self.step = step.lower(state, batch).compile(options or None)
+    with op_variants.swapped(variant_overrides(self.name).get('ops', ())):
+      self.step = step.lower(state, batch).compile(options or None)
     self.state, self.batch, self.metrics = state, batch, None
     self.run(1)  # The first call: loads and places everything.
     self.info = dict(
@@ -207,11 +205,11 @@ def communication(model, mode: str, size: int, n: int, per_device: int,
   """Bytes each device sends per training step: from the layer shapes, and
   from the compiled step's collectives (scalars and one-device groups, which
   move nothing that matters, left out)."""
-  want = parallelism.step_collectives(model, mode, size, n * per_device, n)
-  hlo = [c for c in parallelism.hlo_collectives(hlo_text, n)
+  want = collectives.step_collectives(model, mode, size, n * per_device, n)
+  hlo = [c for c in collectives.hlo_collectives(hlo_text, n)
          if c.elements > 1 and c.group > 1]
-  return {'bytes_sent_per_device': parallelism.bytes_sent_per_device(want),
-          'hlo_bytes_sent_per_device': parallelism.bytes_sent_per_device(hlo),
+  return {'bytes_sent_per_device': collectives.bytes_sent_per_device(want),
+          'hlo_bytes_sent_per_device': collectives.bytes_sent_per_device(hlo),
           'hlo_collectives': len(hlo)}
 
 

@@ -265,9 +265,9 @@ def test_a_workdir_of_another_config_is_refused(tmp_path):
     f.write(longer.to_json_best_effort())
   common.check_same_experiment(run)
   # So may the execution choices, and the places older records kept them.
-  faster = common.with_overrides(base, {'execution.lrn_impl': 'matmul'}, 't')
-  record = json.loads(faster.to_json_best_effort())
-  record['model']['lrn_impl'] = record['execution'].pop('lrn_impl')
+  record = json.loads(base.to_json_best_effort())
+  record['model']['lrn_impl'] = 'matmul'
+  record['execution']['conv_impl'] = 'xla'
   record['xla_cpu_conv_library'] = record['execution'].pop(
       'xla_cpu_conv_library')
   with open(os.path.join(run.workdir, 'config.json'), 'w') as f:

@@ -16,6 +16,7 @@ from experiments import bench_report
 from experiments import common
 from experiments import flops as flops_lib
 from experiments import harness
+from experiments import op_variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Runs the benchmark with TensorFlow, TFDS and ml_collections unimportable,
@@ -77,31 +78,48 @@ def test_flops_match_xla_cost_analysis(fields, size):
   assert flops_lib.model_flops_of(model, size, train=False) > analytic
 
 
-def test_every_variant_names_config_fields_that_exist():
+def test_every_variant_names_config_fields_and_forms_that_exist():
   for name in harness.VARIANTS:
     spec = dict(SPEC, variant=name)
     config = harness.variant_config(spec)
     for dotted, value in harness.VARIANTS[name].items():
+      if dotted == 'ops':  # The forms of the operations it swaps in.
+        assert set(value) <= set(op_variants.SWAPS), name
+        continue
       node = config
       for part in dotted.split('.'):
         node = node[part]
       assert node == value, (name, dotted)
+  assert set(op_variants.SWAPS) <= set(harness.VARIANTS)
+  # Later names win; the forms add up, in order.
+  assert harness.variant_overrides('flax_baseline+one_tower+s2d') == {
+      'model.groups': 1,
+      'ops': ('conv_xla', 'lrn_banded', 'pool_reduce_window', 's2d')}
   config = harness.variant_config(
       dict(SPEC, variant='flax_baseline+lrn_matmul+s2d', image_size=0))
   assert config['image_size'] == 227
-  assert config['execution'] == {  # Later names win.
-      'conv_impl': 'xla', 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
-      'conv1_impl': 'space_to_depth', 'xla_cpu_conv_library': 'eigen'}
+  assert config['execution'] == {'xla_cpu_conv_library': 'eigen'}
   owt = harness.variant_config(dict(SPEC, variant='owt', image_size=0))
   model = harness.build_model(owt)  # groups and lrn: the variant's own.
   assert (model.variant, model.groups, model.lrn, owt['image_size']) == (
       'owt', 1, False, 224)
   with pytest.raises(ValueError, match=r"variant 'x': config.execution.lrm "
-                     r"does not exist; the fields there are \['conv1_impl'"):
+                     r"does not exist; the fields there are "
+                     r"\['xla_cpu_conv_library'\]"):
     common.with_overrides(config, {'execution.lrm': 'shift'}, "variant 'x'")
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # Two training steps compiled, about 30 s.
+def test_rows_compile_the_forms_their_variant_swaps_in():
+  # XLA's grouped convolution, and conv1's 67x67x3 input as 17x17 blocks of
+  # 4x4x3; then the library's forms again, in the same process.
+  marks = ('feature_group_count=2', '17,17,48')
+  swapped = harness.JaxRow(dict(SPEC, variant='conv_xla+s2d')).step.as_text()
+  default = harness.JaxRow(SPEC).step.as_text()
+  assert [m in swapped for m in marks] == [True, True]
+  assert [m in default for m in marks] == [False, False]
+
+
 def test_bad_flags_fail_in_one_line_before_compiling(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'experiments.benchmark',
@@ -179,8 +197,7 @@ def test_cli_on_cpu_without_tensorflow(tmp_path):
     # The training loop's XLA options (CPU: Eigen convolutions).
     assert r['xla_options'] == startup.XLA_CPU_CONV_LIBRARIES['eigen']
   assert rows[('lrn_matmul+s2d', 1)]['overrides'] == {
-      'execution.lrn_impl': 'matmul',
-      'execution.conv1_impl': 'space_to_depth'}
+      'ops': ['lrn_matmul', 's2d']}
   assert 'Peak memory omitted' in ' '.join(result['notes'])
   table = (tmp_path / 'bench' / 'cpu.md').read_text()
   assert table.count('| lrn_matmul+s2d | float32 | ') == 2

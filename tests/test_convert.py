@@ -24,12 +24,11 @@ from conftest import ROOT as REPO
 TORCH_REASON = 'PyTorch is not installed (pip install torch) to compare logits'
 
 
-def _model(variant: str, width: float = 1.0, num_classes: int = 1000,
-           conv_impl: str = 'split') -> models.AlexNet:
+def _model(variant: str, width: float = 1.0,
+           num_classes: int = 1000) -> models.AlexNet:
   return models.AlexNet(num_classes=num_classes, variant=variant,
                         groups=convert.DEFAULT_GROUPS[variant],
-                        lrn=convert.LAYOUT_LRN[variant], width=width,
-                        execution=ops.Execution(conv_impl=conv_impl))
+                        lrn=convert.LAYOUT_LRN[variant], width=width)
 
 
 def _torch_alexnet(model: models.AlexNet, image_size: int):
@@ -155,14 +154,14 @@ def test_full_width_torch_to_flax_logits_agree(variant, size):
     np.testing.assert_array_equal(back[k], v, err_msg=k)
 
 
-@pytest.mark.parametrize('variant,size,conv_impl', [
-    ('paper', 259, 'xla'),  # pool5 is 7x7: the fc6 permutation in general.
-    ('paper', 195, 'split'),  # 5x5.
-    ('owt', 160, 'split'),  # 4x4 pool5, adaptive-pooled to 6x6.
+@pytest.mark.parametrize('variant,size', [
+    ('paper', 259),  # pool5 is 7x7: the fc6 permutation in general.
+    ('paper', 195),  # 5x5.
+    ('owt', 160),  # 4x4 pool5, adaptive-pooled to 6x6.
 ])
-def test_flax_to_torch_logits_agree(variant, size, conv_impl):
-  """Our params into PyTorch; both grouped-conv implementations."""
-  model = _model(variant, width=0.25, num_classes=37, conv_impl=conv_impl)
+def test_flax_to_torch_logits_agree(variant, size):
+  """Our params into PyTorch."""
+  model = _model(variant, width=0.25, num_classes=37)
   net = _torch_alexnet(model, size)
   torch = pytest.importorskip('torch', reason=TORCH_REASON)
   params = convert.torch_to_flax(_state_dict_numpy(net), variant)
@@ -186,11 +185,9 @@ def test_group_to_channel_assignment_matches_torch():
     want = conv(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
   kernel = conv.weight.detach().numpy().transpose(2, 3, 1, 0)
   bias = conv.bias.detach().numpy()
-  for impl in ops.CONV_IMPLS:
-    got = ops.conv(x, kernel, bias, stride=1, padding=1, groups=2,
-                   execution=ops.Execution(conv_impl=impl))
-    np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want,
-                               atol=1e-5, err_msg=impl)
+  got = ops.conv(x, kernel, bias, stride=1, padding=1, groups=2)
+  np.testing.assert_allclose(np.asarray(got).transpose(0, 3, 1, 2), want,
+                             atol=1e-5)
 
 
 @pytest.mark.parametrize('variant,size', [('owt', 224), ('paper', 227),

@@ -1,6 +1,6 @@
-"""alexnet_jax.features: a layer's activations equal those of independent
-forward passes (PyTorch's, read by hooks on its ReLUs; flax's own
-`capture_intermediates` of the model's Dense layers)."""
+"""alexnet_jax.features: a layer's activations equal those of an independent
+forward pass (PyTorch's, read by hooks on its ReLUs), and lead to the model's
+own logits."""
 
 import jax
 import jax.numpy as jnp
@@ -52,24 +52,25 @@ def test_every_layer_equals_pytorch(variant, groups, size):
 
 
 @pytest.mark.parametrize('variant', ['paper', 'owt'])
-def test_fc_layers_equal_the_models_captured_intermediates(variant):
+def test_fc_layers_lead_to_the_models_logits(variant):
   model = models.AlexNet(num_classes=5, variant=variant, width=0.05,
-                         initialization='he')  # Biases 0: ReLUs cut.
+                         initialization='he')
   x = jax.random.normal(jax.random.key(0), (2, 67, 67, 3))
-  variables = model.init(jax.random.key(1), x)
-  logits, state = model.apply(variables, x, capture_intermediates=True,
-                              mutable=['intermediates'])
-  captured = state['intermediates']
-  for layer in features.FC_LAYERS:  # Dense outputs, before the ReLU.
-    want = jax.nn.relu(captured[layer]['__call__'][0])
-    assert (want == 0).any() and (want > 0).any(), layer
-    got = features.features(model, variables, x, layer)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-  # fc7's activations are what the classifier reads.
-  fc8 = variables['params']['fc8']
+  variables = jax.tree_util.tree_map(  # Biases too, so they are checked.
+      lambda v: v + 0.05 * jax.random.normal(jax.random.key(2), v.shape),
+      model.init(jax.random.key(1), x))
+  logits = model.apply(variables, x)
+  p = variables['params']
+  fc6, fc7 = (features.features(model, variables, x, layer)
+              for layer in features.FC_LAYERS)
+  for got in (fc6, fc7):
+    assert (got == 0).any() and (got > 0).any()
+  # fc6's activations are what fc7 reads; fc7's what the classifier reads.
   np.testing.assert_allclose(
-      features.features(model, variables, x) @ fc8['kernel'] + fc8['bias'],
-      logits, rtol=1e-5, atol=1e-5)
+      jax.nn.relu(fc6 @ p['fc7']['kernel'] + p['fc7']['bias']), fc7,
+      rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(fc7 @ p['fc8']['kernel'] + p['fc8']['bias'],
+                             logits, rtol=1e-5, atol=1e-5)
 
 
 def test_unknown_layer_is_named():

@@ -100,7 +100,6 @@ def test_every_config_field_has_a_declared_role():
   for config in _config_files():
     fields |= set(config_fields.flatten(train.resolve(config)))
   fields |= {f'model.{f}' for f in models.MODEL_FIELDS}
-  fields |= {f'execution.{f}' for f in models.EXECUTION_FIELDS}
   assert not config_fields.undeclared(dict.fromkeys(fields)), (
       'declare each in alexnet_jax/config_fields.FIELDS')
   # What the declaration says, against the kinds the roles stand for.
@@ -109,6 +108,7 @@ def test_every_config_field_has_a_declared_role():
                 'model.lrn_depth', 'dataset'):
     assert config_fields.is_identity(field), field
   for field in ('num_epochs', 'log_every_steps', 'execution.lrn_impl',
+                'model.lrn_impl', 'execution.xla_cpu_conv_library',
                 'data_dir', 'eval_batch_size', 'keep_checkpoints'):
     assert not config_fields.is_identity(field), field
   assert config_fields.is_identity('model.a_field_nobody_declared')
@@ -370,8 +370,7 @@ def test_lighting_noise_scales_with_its_std():
 
 
 def test_parallel_dropout_scales_what_it_keeps():
-  from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
   x = np.ones((1000,), np.float32)
-  y = np.asarray(parallelism._dropout(x, 0.75, jax.random.key(0)))
+  y = np.asarray(models.dropout(x, 0.75, jax.random.key(0)))
   # Inverted dropout (flax.linen.Dropout): kept units times 1 / (1 - rate).
   assert set(np.unique(y)) == {0.0, 4.0}

@@ -13,6 +13,7 @@ import pytest
 from alexnet_jax import convert
 from alexnet_jax import models
 from alexnet_jax import ops
+from experiments import op_variants
 
 
 def _torch_halves(x_nhwc: np.ndarray, groups: int):
@@ -29,20 +30,22 @@ def _torch_halves(x_nhwc: np.ndarray, groups: int):
   return to_nhwc(y), to_nhwc(x.grad), to_nhwc(w)
 
 
-@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
-def test_lrn_within_towers_matches_torch_per_half(impl):
+# The library's window sums, then each other form's (experiments/op_variants).
+@pytest.mark.parametrize('forms', [(), ('lrn_matmul',), ('lrn_banded',)])
+def test_lrn_within_towers_matches_torch_per_half(forms):
   # 48 channels per tower (conv1's); values large enough that the window
   # matters (a**2 * alpha ~ 1).
   x = np.random.default_rng(0).normal(scale=60, size=(2, 3, 3, 96))
   x = x.astype(np.float32)
   want, want_grad, w = _torch_halves(x, 2)
-  execution = ops.Execution(lrn_impl=impl)
-  f = lambda a: ops.lrn(jnp.asarray(a), groups=2, execution=execution)
-  np.testing.assert_allclose(f(x), want, rtol=1e-5, atol=1e-6)
-  grad = jax.grad(lambda a: jnp.sum(f(a) * w.astype(np.float32)))(x)
+  f = lambda a: ops.lrn(jnp.asarray(a), groups=2)
+  with op_variants.swapped(forms):
+    y = f(x)
+    grad = jax.grad(lambda a: jnp.sum(f(a) * w.astype(np.float32)))(x)
+    across = np.asarray(ops.lrn(jnp.asarray(x)))
+  np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(grad, want_grad, rtol=1e-4, atol=1e-6)
   # The window at channels 47/48 differs from one across the boundary.
-  across = np.asarray(ops.lrn(jnp.asarray(x), execution=execution))
   assert not np.allclose(across[..., 46:50], want[..., 46:50], rtol=1e-4)
   np.testing.assert_allclose(across, _torch_halves(x, 1)[0], rtol=1e-5,
                              atol=1e-6)

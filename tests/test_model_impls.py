@@ -1,14 +1,14 @@
-"""The fast implementations compute the same function with the same parameters.
+"""The other forms of the operations (experiments/op_variants.py) compute the
+same function with the same parameters as the library's.
 
-alexnet_jax.ops under every `ops.Execution`: grouped convolutions (split vs
-XLA vs flax's nn.Conv), LRN (every impl vs the paper's formula in NumPy), conv1
-as space-to-depth, max-pooling, the whole net under every combination, the
-PyTorch reference net (same function as the JAX net), and the benchmark
-scripts' own logic. Throughput itself is measured by
+Grouped convolutions (split vs XLA's feature_group_count vs flax's nn.Conv),
+LRN (every form of the window sum vs the paper's formula in NumPy), conv1 as
+space-to-depth, max-pooling, the whole net under every combination, the
+swap itself, the PyTorch reference net (same function as the JAX net), and
+the benchmark scripts' own logic. Throughput itself is measured by
 experiments/benchmark.py, never here.
 """
 
-import functools
 import os
 import subprocess
 import sys
@@ -22,8 +22,12 @@ import pytest
 
 from alexnet_jax import models
 from alexnet_jax import ops
+from experiments import op_variants
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+swapped = op_variants.swapped
+# The library's own form, then each other form of the window sum.
+LRN_FORMS = [(), ('lrn_matmul',), ('lrn_banded',)]
 
 
 def _rel(a, b):
@@ -44,7 +48,9 @@ def _assert_trees_close(a, b, tol):
 
 
 @pytest.mark.parametrize('stride, padding', [(1, 2), (2, 1)])
-def test_grouped_conv_impls_equal_flax_feature_group_count(stride, padding):
+@pytest.mark.parametrize('forms', [(), ('conv_xla',)])
+def test_grouped_conv_forms_equal_flax_feature_group_count(stride, padding,
+                                                           forms):
   x = jax.random.normal(jax.random.key(0), (2, 11, 11, 8))
   ref = nn.Conv(6, (5, 5), strides=stride, padding=((padding, padding),) * 2,
                 feature_group_count=2)
@@ -62,34 +68,56 @@ def test_grouped_conv_impls_equal_flax_feature_group_count(stride, padding):
 
   (_, y_ref), g_ref = loss(lambda p, x: ref.apply({'params': p}, x))(params, x)
   # The model's parameter tree is nn.Conv(feature_group_count=2)'s.
-  own = models.ConvParams(6, 5, 2, nn.initializers.lecun_normal(),
-                          nn.initializers.zeros).init(jax.random.key(1), 8)
+  own = models.Params((5, 5, 4, 6), nn.initializers.lecun_normal(),
+                      nn.initializers.zeros).init(jax.random.key(1))
   assert jax.tree_util.tree_map(jnp.shape, own['params']) == (
       jax.tree_util.tree_map(jnp.shape, params))
-  for impl in ops.CONV_IMPLS:
-    conv = functools.partial(ops.conv, stride=stride, padding=padding,
-                             groups=2, execution=ops.Execution(conv_impl=impl))
-    (_, y), g = loss(lambda p, x, conv=conv: conv(x, p['kernel'], p['bias']))(
-        params, x)
-    assert _rel(y, y_ref) < 1e-6, impl
-    _assert_trees_close(g, g_ref, 1e-6)
+  with swapped(forms):
+    (_, y), g = loss(lambda p, x: ops.conv(
+        x, p['kernel'], p['bias'], stride=stride, padding=padding, groups=2))(
+            params, x)
+  assert _rel(y, y_ref) < 1e-6
+  _assert_trees_close(g, g_ref, 1e-6)
 
 
-def test_bad_execution_and_conv_settings_are_named():
-  for field in ops.CHOICES:
-    with pytest.raises(ValueError, match=f"execution.{field}='bogus'"):
-      ops.Execution(**{field: 'bogus'})
-  with pytest.raises(ValueError, match="execution.pool_impl='avg'"):
-    models.AlexNet(execution=ops.Execution(pool_impl='avg'))
+def test_bad_conv_settings_and_forms_are_named():
   x = jnp.zeros((1, 9, 9, 6))
-  conv = lambda k, groups, **kw: ops.conv(
-      x, jnp.zeros(k), jnp.zeros(k[-1]), stride=2, padding=0, groups=groups,
-      **kw)
+  conv = lambda k, groups: ops.conv(x, jnp.zeros(k), jnp.zeros(k[-1]),
+                                    stride=2, padding=0, groups=groups)
   with pytest.raises(ValueError, match='divisible by groups=4'):
-    conv((3, 3, 1, 4), 4, execution=ops.Execution())
-  with pytest.raises(ValueError, match='grouped kernels are not supported'):
-    conv((3, 3, 3, 4), 2, first_layer=True,
-         execution=ops.Execution(conv1_impl='space_to_depth'))
+    conv((3, 3, 1, 4), 4)
+  with swapped(['s2d']), pytest.raises(
+      ValueError, match='grouped kernels are not supported'):
+    conv((3, 3, 3, 4), 2)
+  with pytest.raises(ValueError, match=r"op variants \['lrn_fast'\]"):
+    with swapped(['lrn_fast']):
+      pass
+
+
+def test_swapped_forms_are_compiled_and_then_restored():
+  """A step compiled inside `swapped` has the other form (jit traces at call
+  time, and no cached trace is reused); the library's is back after."""
+  net = models.AlexNet(width=0.1, num_classes=7)
+  x = jnp.zeros((1, 67, 67, 3))
+  params = jax.eval_shape(lambda: net.init(jax.random.key(0), x))
+  step = jax.jit(jax.grad(lambda p: jnp.sum(net.apply(p, x))))
+  hlo = lambda: step.lower(params).as_text()
+  library = hlo()
+  originals = (ops.convolve, ops.channel_window_sum, ops.valid_max_pool)
+  assert 'feature_group_count = 2' not in library
+  assert 'reduce_window' not in library and 'select_and_scatter' not in library
+  with swapped(['conv_xla', 'lrn_banded', 'pool_reduce_window']):
+    other = hlo()
+  assert 'feature_group_count = 2' in other
+  assert 'reduce_window' in other and 'select_and_scatter' in other
+  with swapped(['s2d']):  # conv1's 67x67x3 input as 17x17 blocks of 4x4x3.
+    assert '1x17x17x48xf32' in hlo() and '1x17x17x48xf32' not in library
+  assert hlo() == library
+  with pytest.raises(RuntimeError), swapped(['s2d', 'conv_xla']):
+    assert ops.convolve is not originals[0]
+    raise RuntimeError
+  assert (ops.convolve, ops.channel_window_sum, ops.valid_max_pool) == (
+      originals)
 
 
 # --- LRN ---------------------------------------------------------------------
@@ -118,36 +146,37 @@ def _lrn_jnp_loops(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
   return jnp.stack(cols, -1)
 
 
-@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
-def test_lrn_impl_matches_the_formula_fp32_and_bf16(impl):
-  execution = ops.Execution(lrn_impl=impl)
+@pytest.mark.parametrize('forms', LRN_FORMS)
+def test_lrn_forms_match_the_formula_fp32_and_bf16(forms):
   rng = np.random.default_rng(0)
   # ReLU outputs of a size where alpha * sum(a^2) is comparable to k = 2.
   x = np.maximum(rng.normal(0, 80, size=(2, 3, 5, 13)), 0).astype(np.float32)
   want = _lrn_numpy(x)
   assert np.max(1e-4 * x ** 2) > 1.0  # The normalisation really acts.
-  got = ops.lrn(jnp.asarray(x), execution=execution)
+  with swapped(forms):
+    got = ops.lrn(jnp.asarray(x))
+    got16 = ops.lrn(jnp.asarray(x, jnp.bfloat16))
+    # Other constants (depth 3, beta != 0.75 takes the pow path).
+    other = ops.lrn(jnp.asarray(x / 20), depth=3, bias=1.0, alpha=0.1,
+                    beta=0.5)
   assert got.dtype == jnp.float32
   np.testing.assert_allclose(got, want, rtol=2e-6, atol=1e-6)
-  got16 = ops.lrn(jnp.asarray(x, jnp.bfloat16), execution=execution)
   assert got16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(got16, np.float32), want,
                              rtol=3e-2, atol=3e-2)
   assert _rel(np.asarray(got16, np.float32), want) < 1e-2
-  # Other constants (depth 3, beta != 0.75 takes the pow path).
-  got = ops.lrn(jnp.asarray(x / 20), depth=3, bias=1.0, alpha=0.1, beta=0.5,
-                execution=execution)
-  np.testing.assert_allclose(got, _lrn_numpy(x / 20, 3, 1.0, 0.1, 0.5),
+  np.testing.assert_allclose(other, _lrn_numpy(x / 20, 3, 1.0, 0.1, 0.5),
                              rtol=2e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
-def test_lrn_impl_gradient_matches_the_formula(impl):
+@pytest.mark.parametrize('forms', LRN_FORMS)
+def test_lrn_forms_gradient_matches_the_formula(forms):
   x = jax.nn.relu(jax.random.normal(jax.random.key(3), (2, 4, 4, 11)) * 80)
   w = jax.random.normal(jax.random.key(4), x.shape)
   f = lambda fn: jax.grad(lambda v: jnp.sum(fn(v) * w))(x)
   want = f(_lrn_jnp_loops)
-  got = f(lambda v: ops.lrn(v, execution=ops.Execution(lrn_impl=impl)))
+  with swapped(forms):
+    got = f(ops.lrn)
   assert _rel(got, want) < 1e-6
 
 
@@ -168,7 +197,7 @@ def test_space_to_depth_conv_equals_the_strided_conv(size, kernel, stride,
   direct = lambda x, w: lax.conv_general_dilated(
       x, w, (stride, stride), ((padding, padding),) * 2,
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  s2d = lambda x, w: ops.space_to_depth_conv(x, w, stride, padding)
+  s2d = lambda x, w: op_variants.space_to_depth_conv(x, w, stride, padding)
   y, y_ref = s2d(x, w), direct(x, w)
   assert y.shape == y_ref.shape
   assert _rel(y, y_ref) < 1e-6
@@ -180,17 +209,6 @@ def test_space_to_depth_conv_equals_the_strided_conv(size, kernel, stride,
   assert _rel(gx, gx_ref) < 1e-6
 
 
-def test_conv1_impl_keeps_parameters_and_counts():
-  shapes = lambda **kw: jax.eval_shape(lambda: models.AlexNet(**kw).init(
-      jax.random.key(0), jnp.zeros((1, 227, 227, 3))))['params']
-  direct = shapes()
-  s2d = shapes(execution=ops.Execution(conv1_impl='space_to_depth'))
-  assert jax.tree_util.tree_map(jnp.shape, direct) == jax.tree_util.tree_map(
-      jnp.shape, s2d)
-  assert models.count_params(s2d) == 60_965_224
-  assert s2d['conv1']['kernel'].shape == (11, 11, 3, 96)
-
-
 # --- Max-pooling -------------------------------------------------------------
 
 
@@ -200,85 +218,78 @@ def test_conv1_impl_keeps_parameters_and_counts():
     ((2, 12, 11, 3), 2, 2),  # Non-overlapping, odd width.
     ((1, 27, 27, 4), 3, 2),
 ])
-def test_max_pool_impls_equal_with_ties(dtype, shape, window, stride):
+def test_max_pool_forms_equal_with_ties(dtype, shape, window, stride):
   # Few distinct values: many windows hold several maxima, where the gradient
   # must go to the first one (select_and_scatter's rule), not be shared.
   x = jax.random.randint(jax.random.key(0), shape, 0, 4).astype(dtype)
-  y_ref, vjp_ref = jax.vjp(
-      lambda v: ops.max_pool(v, window, stride,
-                             ops.Execution(pool_impl='reduce_window')), x)
-  y, vjp = jax.vjp(lambda v: ops.max_pool(
-      v, window, stride, ops.Execution(pool_impl='slices')), x)
-  np.testing.assert_array_equal(np.asarray(y, np.float32),
-                                np.asarray(y_ref, np.float32))
-  g = jax.random.normal(jax.random.key(1), y.shape).astype(dtype)
-  (dx,), (dx_ref,) = vjp(g), vjp_ref(g)
-  assert dx.dtype == dtype
-  # Each input gets the sum of at most 4 window gradients; only their order
-  # of addition may differ.
-  tol = 1e-6 if dtype == jnp.float32 else 2e-2
-  np.testing.assert_allclose(np.asarray(dx, np.float32),
-                             np.asarray(dx_ref, np.float32), atol=tol)
-  assert np.count_nonzero(np.asarray(dx, np.float32)) == np.count_nonzero(
-      np.asarray(dx_ref, np.float32))
+  y_ref, vjp_ref = jax.vjp(lambda v: nn.max_pool(
+      v, (window, window), strides=(stride, stride), padding='VALID'), x)
+  g = jax.random.normal(jax.random.key(1), y_ref.shape).astype(dtype)
+  (dx_ref,) = vjp_ref(g)
+  for forms in ((), ('pool_reduce_window',)):
+    with swapped(forms):
+      y, vjp = jax.vjp(lambda v: ops.max_pool(v, window, stride), x)
+      (dx,) = vjp(g)
+    np.testing.assert_array_equal(np.asarray(y, np.float32),
+                                  np.asarray(y_ref, np.float32))
+    assert dx.dtype == dtype
+    # Each input gets the sum of at most 4 window gradients; only their
+    # order of addition may differ.
+    tol = 1e-6 if dtype == jnp.float32 else 2e-2
+    np.testing.assert_allclose(np.asarray(dx, np.float32),
+                               np.asarray(dx_ref, np.float32), atol=tol)
+    assert np.count_nonzero(np.asarray(dx, np.float32)) == np.count_nonzero(
+        np.asarray(dx_ref, np.float32))
 
 
 # --- The whole net -----------------------------------------------------------
 
 
 @pytest.mark.slow
-def test_every_implementation_computes_the_same_net():
+def test_every_form_computes_the_same_net():
   # (The owt layout differs in conv1's padding, covered by the
   # space-to-depth test above, and in pooling sizes, by the pooling tests.)
   size = 67
-  base = dict(width=0.1, num_classes=7)
+  net = models.AlexNet(width=0.1, num_classes=7)
   x = jax.random.normal(jax.random.key(0), (2, size, size, 3)) * 60
   labels = jnp.array([1, 5])
-  # The reference: XLA's grouped convolution, window and pooling primitives.
-  ref = dict(conv_impl='xla', lrn_impl='reduce_window', conv1_impl='direct',
-             pool_impl='reduce_window')
-  ref_net = models.AlexNet(**base, execution=ops.Execution(**ref))
-  params = ref_net.init(jax.random.key(1), x)['params']
+  params = net.init(jax.random.key(1), x)['params']
 
-  def logits_and_grads(net):
+  def logits_and_grads(forms):
     def loss(p):
       logits = net.apply({'params': p}, x, train=True,
                          rngs={'dropout': jax.random.key(2)})
       return jnp.mean(
           -jax.nn.log_softmax(logits)[jnp.arange(2), labels]), logits
-    (_, logits), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
+    with swapped(forms):
+      (_, logits), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(params)
     return logits, g
 
-  want_logits, want_grads = logits_and_grads(ref_net)
+  # The reference: XLA's grouped convolution, window and pooling primitives.
+  reference = ('conv_xla', 'lrn_banded', 'pool_reduce_window')
+  want_logits, want_grads = logits_and_grads(reference)
   assert np.std(np.asarray(want_grads['conv1']['kernel'])) > 0
-  # Each change alone, then the fast combinations.
-  combos = [dict(conv_impl='split'), dict(lrn_impl='matmul'),
-            dict(lrn_impl='shift'), dict(conv1_impl='space_to_depth'),
-            dict(pool_impl='slices'),
-            dict(conv_impl='split', lrn_impl='shift',
-                 conv1_impl='space_to_depth', pool_impl='slices'),
-            dict(conv_impl='split', lrn_impl='matmul',
-                 conv1_impl='space_to_depth', pool_impl='slices')]
-  assert {k for c in combos for k in c} == set(ops.CHOICES)
+  # The library's forms, each other form alone, and the fast combinations.
+  combos = [(), ('lrn_matmul',), ('s2d',), ('s2d', 'lrn_matmul'),
+            reference[:1], reference[1:2], reference[2:],
+            reference + ('s2d',), ('s2d',) + reference]
+  assert {n for c in combos for n in c} == set(op_variants.SWAPS)
   for combo in combos:
-    net = models.AlexNet(**base, execution=ops.Execution(**{**ref, **combo}))
-    logits, grads = logits_and_grads(net)
+    logits, grads = logits_and_grads(combo)
     assert _rel(logits, want_logits) < 1e-5, combo
     _assert_trees_close(grads, want_grads, 1e-4)
 
 
 @pytest.mark.slow
-def test_bfloat16_implementations_agree_loosely():
-  base = dict(width=0.1, num_classes=7, dtype='bfloat16')
+def test_bfloat16_forms_agree_loosely():
+  net = models.AlexNet(width=0.1, num_classes=7, dtype='bfloat16')
   x = jax.random.normal(jax.random.key(0), (2, 67, 67, 3)) * 60
-  ref_net = models.AlexNet(**base, execution=ops.Execution(
-      conv_impl='xla', lrn_impl='reduce_window'))
-  params = ref_net.init(jax.random.key(1), x)['params']
-  want = ref_net.apply({'params': params}, x)
-  for lrn in ops.LRN_IMPLS:
-    net = models.AlexNet(**base, execution=ops.Execution(
-        lrn_impl=lrn, conv1_impl='space_to_depth', pool_impl='slices'))
-    assert _rel(net.apply({'params': params}, x), want) < 3e-2, lrn
+  params = net.init(jax.random.key(1), x)['params']
+  with swapped(['conv_xla', 'lrn_banded']):
+    want = net.apply({'params': params}, x)
+  for lrn in LRN_FORMS:
+    with swapped(('s2d',) + lrn):
+      assert _rel(net.apply({'params': params}, x), want) < 3e-2, lrn
 
 
 # --- The PyTorch reference is the same net -----------------------------------

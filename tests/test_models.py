@@ -63,13 +63,11 @@ def _lrn_numpy(a, n=5, k=2.0, alpha=1e-4, beta=0.75):
   return out
 
 
-@pytest.mark.parametrize('impl', ops.LRN_IMPLS)
-def test_lrn_matches_the_papers_formula(impl):
+def test_lrn_matches_the_papers_formula():
   rng = np.random.default_rng(0)
   # Large activations so the alpha term matters (alpha is not divided by n).
   x = rng.normal(0, 60, size=(2, 3, 4, 11)).astype(np.float32)
-  got = np.asarray(ops.lrn(jnp.asarray(x),
-                         execution=ops.Execution(lrn_impl=impl)))
+  got = np.asarray(ops.lrn(jnp.asarray(x)))
   np.testing.assert_allclose(got, _lrn_numpy(x), rtol=1e-5, atol=1e-6)
   # Not Caffe's/PyTorch's convention (alpha / n): that gives other numbers.
   assert not np.allclose(got, _lrn_numpy(x, alpha=1e-4 / 5), rtol=1e-3)
@@ -79,6 +77,27 @@ def test_lrn_other_constants():
   x = np.random.default_rng(1).normal(0, 3, size=(1, 2, 2, 7)).astype(np.float32)
   got = ops.lrn(jnp.asarray(x), depth=3, bias=1.0, alpha=0.1, beta=0.5)
   np.testing.assert_allclose(got, _lrn_numpy(x, 3, 1.0, 0.1, 0.5), rtol=1e-5)
+
+
+@pytest.mark.parametrize('variant, size, dropped', [
+    # The paper (section 4.2) drops the outputs of the first two fully
+    # connected layers; torchvision's classifier, Dropout before each of
+    # its first two Linear layers: pool5's 6x6 maps, then fc6's outputs.
+    ('paper', 67, ('fc', 'fc')),
+    ('owt', 99, ('pool5', 'fc')),
+])
+def test_dropout_falls_where_each_variant_puts_it(variant, size, dropped):
+  net = models.AlexNet(variant=variant, width=0.1, num_classes=7)
+  x = jnp.ones((2, size, size, 3))
+  params = net.init(jax.random.key(0), x)['params']
+  pool5 = models.features(net, params, x)
+  widths = {'pool5': int(np.prod(pool5.shape[1:])),
+            'fc': params['fc6']['kernel'].shape[1]}
+  assert widths['pool5'] != widths['fc']
+  seen = []
+  models.head(net, params, pool5,
+              dropout=lambda v, j: seen.append((j, v.shape[1])) or v)
+  assert seen == [(j, widths[name]) for j, name in enumerate(dropped)]
 
 
 def test_paper_initialization():
@@ -154,20 +173,20 @@ def test_variant_defaults_through_the_config():
   assert (built().groups, built().lrn) == (2, False)
 
 
-def test_model_from_config_reads_config_execution():
+def test_model_from_config_leaves_out_older_execution_fields():
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
-  config.execution.lrn_impl = 'matmul'
-  assert models.model_from_config(config).execution == ops.Execution(
-      lrn_impl='matmul')
-  # A config.json recorded before config.execution existed held the
-  # execution fields in config.model.
-  old = ml_collections.ConfigDict(
-      {'model': {**config.model.to_dict(), 'conv_impl': 'xla'}})
-  net = models.model_from_config(old)
-  assert net.execution == ops.Execution(conv_impl='xla')
-  assert net.width == config.model.width
+  want = models.model_from_config(config)
+  # Older config.json files held how the operations ran, in config.model
+  # (and later config.execution): not the model's fields, left out.
+  old = ml_collections.ConfigDict({
+      'model': {**config.model.to_dict(), 'conv_impl': 'xla',
+                'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
+                'conv1_impl': 'space_to_depth'},
+      'execution': {'lrn_impl': 'matmul'}})
+  assert models.model_from_config(old) == want
+  assert want.width == config.model.width
   config.model.no_such_field = 1
   with pytest.raises(ValueError, match='no_such_field'):
     models.model_from_config(config)

@@ -25,6 +25,7 @@ from conftest import tiny_config
 from alexnet_jax import models, optim, parallelism as par
 from alexnet_jax.input_pipeline import fake_data
 from alexnet_jax import placement, steps, train
+from experiments import collectives as col
 assert jax.device_count() == 8
 
 def config_for(mode, **kw):
@@ -50,7 +51,7 @@ def _run(script: str) -> str:
 def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
   """Logits and gradients against the one-device model; 3 training steps in
   each mode, resuming across modes; the collectives of each compiled step
-  against `step_collectives`."""
+  against experiments.collectives' `step_collectives`."""
   _run("""
       workdir = %r
       rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
@@ -138,10 +139,10 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
         step, b = built[mode]
         compiled = step.lower(
             steps.create_train_state(model, tx, 67, config.seed), b).compile()
-        hlo = par.hlo_collectives(compiled.as_text(), 8)
+        hlo = col.hlo_collectives(compiled.as_text(), 8)
         # Scalars (metrics, norms) and groups of one device move nothing.
         hlo = [c for c in hlo if c.elements > 1 and c.group > 1]
-        want = par.step_collectives(model, mode, 67, 16, 8)
+        want = col.step_collectives(model, mode, 67, 16, 8)
         # All-gathers and reduce-scatters (activations): the same count and
         # sizes. All-reduces (gradients, fc8's partial sums): the same bytes
         # over groups of the same size (XLA combines some, splits others).
@@ -154,8 +155,8 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
         assert exchanges(hlo) == exchanges(want), mode
         assert reduced(hlo) == reduced(want), mode
         assert (mode == 'data') == (not exchanges(want))
-        sent = par.bytes_sent_per_device(want)
-        assert abs(par.bytes_sent_per_device(hlo) - sent) < 1e-6 * sent, mode
+        sent = col.bytes_sent_per_device(want)
+        assert abs(col.bytes_sent_per_device(hlo) - sent) < 1e-6 * sent, mode
       print('OK', losses)
       """ % str(tmp_path))
 
@@ -202,10 +203,11 @@ def test_bytes_each_host_sends_by_hand():
   # The paper net at 227x227 on 2 hosts, 256 images a step, float32. Data and
   # towers: each host all-reduces the whole gradient with the other (a ring
   # of 2 sends half the array twice): all 60,965,224 parameters' 4 bytes.
-  from alexnet_jax import models, parallelism  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import models  # pylint: disable=g-import-not-at-top
+  from experiments import collectives  # pylint: disable=g-import-not-at-top
   model = models.AlexNet(num_classes=1000)
   for mode in ('data', 'towers'):
-    assert parallelism.bytes_sent_per_host(model, mode, 227, 256, 2) == (
+    assert collectives.bytes_sent_per_host(model, mode, 227, 256, 2) == (
         60_965_224 * 4)
   # Hybrid: half of pool5 (256 x 6x6x256) and of fc6's output (256 x 4096)
   # out, half of their gradients back; the 1000 logits' partial sums
@@ -214,5 +216,5 @@ def test_bytes_each_host_sends_by_hand():
   # conv5 384 and 256 x3x3x192 plus biases); half of the 256 labels.
   want = (256 * 6 * 6 * 256 * 4 + 256 * 4096 * 4 + 256 * 1000 * 4
           + (34_944 + 307_456 + 885_120 + 663_936 + 442_624) * 4 + 128 * 4)
-  assert parallelism.bytes_sent_per_host(model, 'hybrid', 227, 256, 2) == want
-  assert parallelism.bytes_sent_per_host(model, 'hybrid', 227, 256, 1) == 0
+  assert collectives.bytes_sent_per_host(model, 'hybrid', 227, 256, 2) == want
+  assert collectives.bytes_sent_per_host(model, 'hybrid', 227, 256, 1) == 0

@@ -144,19 +144,17 @@ def test_flowers17_tflearn_config_trains_on_a_flowers_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_execution_choices_compute_the_same_tflearn_net():
+def test_other_forms_of_the_ops_compute_the_same_tflearn_net():
   """conv1 by space_to_depth and pooling by reduce_window, with the
   asymmetric 'SAME' padding of 102x102 inputs (4/5 in conv1, 0/1 in pool1)."""
-  from alexnet_jax import ops  # pylint: disable=g-import-not-at-top
+  from experiments import op_variants  # pylint: disable=g-import-not-at-top
   base = models.AlexNet(num_classes=5, variant='tflearn', width=0.125)
   params = _init(base, 102)
   images = jax.random.uniform(jax.random.key(2), (2, 102, 102, 3)) * 255
   want = base.apply({'params': params}, images)
-  for execution in (ops.Execution(conv1_impl='space_to_depth'),
-                    ops.Execution(pool_impl='reduce_window',
-                                  lrn_impl='matmul')):
-    other = models.AlexNet(num_classes=5, variant='tflearn', width=0.125,
-                           execution=execution)
-    np.testing.assert_allclose(other.apply({'params': params}, images), want,
+  for forms in (['s2d'], ['pool_reduce_window', 'lrn_matmul']):
+    with op_variants.swapped(forms):
+      got = base.apply({'params': params}, images)
+    np.testing.assert_allclose(got, want,
                                rtol=1e-4, atol=1e-4 * float(
                                    jnp.abs(want).max()))
