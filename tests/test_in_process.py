@@ -93,8 +93,8 @@ def test_flag_helpers():
 def test_one_worker_per_worker_step_is_the_ordinary_step():
   config = tiny_config(**{'model.dropout_rate': 0.0})
   model = models.model_from_config(config)
-  tx = optim.create_optimizer(config.optimizer, 10, 4)
-  state = steps.create_train_state(config, model, tx)
+  tx = optim.create_optimizer(config.optimizer)
+  state = steps.create_train_state(model, tx, 67, config.seed)
   rng = np.random.default_rng(0)
   images = jnp.asarray(rng.normal(size=(4, 67, 67, 3)), jnp.float32)
   labels = jnp.asarray(rng.integers(0, 10, size=4))
