@@ -99,6 +99,7 @@ FIELDS: dict[str, Role] = {
     'batch_size': IDENTITY,
     # 'hybrid' only: one update per step, or fc6-fc8 per worker (owt.py).
     'hybrid_fc_batch': identity(before='global'),
+    'hybrid_conv_lr_scaling': identity(before='none'),
     # How it runs: the same function and parameters either way (a step split
     # another way over the devices: docs/parallelism.md).
     'parallelism': FREE,

@@ -20,6 +20,8 @@ NONFINITE = ('stop', 'skip')
 PARALLELISM = ('data', 'towers', 'hybrid')
 # 'hybrid': fc6-fc8 updated once on the whole batch, or per worker in turn.
 HYBRID_FC_BATCHES = ('global', 'per_worker')
+# 'per_worker' only: the convolutional layers' rate times 1, K or sqrt(K).
+HYBRID_CONV_LR_SCALINGS = ('none', 'linear', 'sqrt')
 RESIZE_MODES = ('crop', 'squash')
 BAD_IMAGE_POLICIES = ('skip', 'error')
 IMAGE_FOLDER = 'image_folder'  # config.dataset of a folder of images.
@@ -198,6 +200,13 @@ def _check_parallelism(config) -> None:
       c.fail('hybrid_fc_batch', config.hybrid_fc_batch,
              f"the per-worker updates split the batch over the devices of "
              f"parallelism='hybrid', not {mode!r}")
+  if config.get('hybrid_conv_lr_scaling', 'none') != 'none':  # Optional.
+    c.one_of('hybrid_conv_lr_scaling', HYBRID_CONV_LR_SCALINGS)
+    if config.get('hybrid_fc_batch', 'global') != 'per_worker':
+      c.fail('hybrid_conv_lr_scaling', config.hybrid_conv_lr_scaling,
+             "a rate of their own for the convolutional layers needs "
+             "hybrid_fc_batch='per_worker' (with 'global' every layer sees "
+             "the same batch: set optimizer.learning_rate)")
   devices = jax.device_count()
   if devices % model_axis_size(mode, devices):
     c.fail('parallelism', mode, f'one tower per device needs an even device '

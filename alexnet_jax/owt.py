@@ -10,21 +10,32 @@ turn, and the convolutional gradient gathers them all. With one worker this
 is the ordinary step; 'global' (the default) is the exact one-device step
 at any K ("(128K, 128K)"). docs/parallelism.md sets both beside the paper.
 
+`config.hybrid_conv_lr_scaling` gives the convolutional layers, whose batch
+is K times the fully connected layers', their own rate: the learning rate
+times 1 ('none'), K ('linear', as cuda-convnet2's hybrid layer file has it:
+0.04 for the convolutions, 0.01 for the rest, on 4 GPUs) or sqrt(K)
+('sqrt', which keeps the gradient's variance per update as at batch 128).
+
 The step is written on global arrays: placed with the hybrid mode's
 shardings, XLA splits it over the devices.
 """
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from alexnet_jax import models
+from alexnet_jax import optim
 from alexnet_jax import steps
 
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+# The convolutional layers' learning rate over the base one, at K workers.
+CONV_LR_SCALINGS = {'none': lambda k: 1.0, 'linear': float, 'sqrt': math.sqrt}
 
 
 def conv_features(model: models.AlexNet, params, images) -> jax.Array:
@@ -57,10 +68,12 @@ def _update(tx, params, opt_state, grads, layers):
           _take(opt_state, new_state, layers))
 
 
-def per_worker_update(state, images, labels, key, *, model, tx, workers: int):
+def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
+                      conv_lr_scaling: str = 'none'):
   """(mean loss, mean top-1, mean gradients, (params, optimizer state)) of
-  one step: K = `workers` updates of fc6-fc8, then one of conv1-conv5, at
-  the learning rate set in `state` (steps.with_learning_rate)."""
+  one step: K = `workers` updates of fc6-fc8 at the learning rate set in
+  `state` (steps.with_learning_rate), then one of conv1-conv5 at that rate
+  times CONV_LR_SCALINGS[conv_lr_scaling](K)."""
   params = state.params
   convs = {k: v for k, v in params.items() if k not in FC_LAYERS}
   feats, conv_vjp = jax.vjp(lambda p: conv_features(model, p, images), convs)
@@ -85,8 +98,12 @@ def per_worker_update(state, images, labels, key, *, model, tx, workers: int):
     losses.append(loss)
     top1s.append(jnp.mean(steps.topk_correct(logits, labels[rows], 1)))
   (g_conv,) = conv_vjp(jnp.concatenate(feat_grads))
-  current, opt_state = _update(tx, current, opt_state,
-                               {**g_conv, **zeros(fc_grads[0])}, CONV_LAYERS)
+  lr = opt_state.hyperparams['learning_rate']
+  conv_lr = lr * CONV_LR_SCALINGS[conv_lr_scaling](workers)
+  current, opt_state = _update(
+      tx, current, optim.set_learning_rate(opt_state, conv_lr),
+      {**g_conv, **zeros(fc_grads[0])}, CONV_LAYERS)
+  opt_state = optim.set_learning_rate(opt_state, lr)  # The rate logged.
   mean_fc = jax.tree_util.tree_map(lambda *g: sum(g) / workers, *fc_grads)
   return (sum(losses) / workers, sum(top1s) / workers, {**g_conv, **mean_fc},
           (current, opt_state))

@@ -247,9 +247,10 @@ def check_model(mode: str, model: models.AlexNet, devices: int) -> None:
 
 def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
                        image_size: int, per_worker_fc: bool = False,
-                       devices=None):
+                       conv_lr_scaling: str = 'none', devices=None):
   """(train step, eval step, batch put) for parallelism `mode` 'towers' or
-  'hybrid' (`per_worker_fc`: hybrid_fc_batch='per_worker'); the steps have
+  'hybrid' (`per_worker_fc`: hybrid_fc_batch='per_worker', with
+  `conv_lr_scaling`: hybrid_conv_lr_scaling, alexnet_jax/owt.py); the steps have
   the pmapped steps' signatures, their metrics a leading axis of 1 (as one
   device's row of the pmapped metrics)."""
   if mode not in ('towers', 'hybrid'):
@@ -273,7 +274,7 @@ def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
     if per_worker_fc:
       loss, top1, g, updated = owt.per_worker_update(
           state, images, batch['label'], key, model=model, tx=tx,
-          workers=mesh.shape[MODEL])
+          workers=mesh.shape[MODEL], conv_lr_scaling=conv_lr_scaling)
     else:
       loss, top1, g = grads(state.params, images, batch['label'], key)
     state, metrics = steps.apply_gradients(

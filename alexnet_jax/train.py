@@ -104,6 +104,7 @@ def validate(config) -> None:
 _WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
                 'normalization.mean_image': False, 'start_over': False,
                 'final_ten_crop': False, 'hybrid_fc_batch': 'global',
+                'hybrid_conv_lr_scaling': 'none',
                 'augment.lighting_from_data': False}
 
 
@@ -273,7 +274,8 @@ def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
   return parallelism.make_sharded_steps(
       model, tx, options, mode, config.image_size, devices=devices,
-      per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker')
+      per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker',
+      conv_lr_scaling=config.get('hybrid_conv_lr_scaling', 'none'))
 
 
 def _train_loop(run: _Run, state, train_step, batches, start_step: int,

@@ -111,6 +111,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # one device) or 'per_worker' (Krizhevsky 2014 as published: fc6-fc8
   # updated on each device's share in turn; alexnet_jax/owt.py).
   config.hybrid_fc_batch = 'global'
+  # 'per_worker' only: the convolutional layers' learning rate times 1
+  # ('none'), K ('linear', cuda-convnet2's hybrid file) or sqrt(K) ('sqrt'),
+  # K the devices; the fully connected layers keep optimizer.learning_rate.
+  config.hybrid_conv_lr_scaling = 'none'
 
   # Optimizer: momentum SGD with weight decay.
   config.optimizer = ml_collections.ConfigDict({

@@ -23,9 +23,10 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
       lr, m, wd = 0.05, config.optimizer.momentum, config.optimizer.weight_decay
       fc = ('fc6', 'fc7', 'fc8')
 
-      def reference(workers, steps_run=2):
+      def reference(workers, steps_run=2, conv_factor=1.0):
         # Each share's gradient at (the step's conv params, the fc params
-        # of its turn); fc updated after each share, conv once on the mean.
+        # of its turn); fc updated after each share, conv once on the mean
+        # at the learning rate times conv_factor.
         p = steps.create_train_state(model, tx, 67, config.seed).params
         v = jax.tree_util.tree_map(jnp.zeros_like, p)
         n = 16 // workers
@@ -47,9 +48,10 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
               else:
                 conv_g[k] = jax.tree_util.tree_map(
                     lambda a, b: a + b / workers, conv_g[k], g[k])
+          c = lr * conv_factor
           for k in conv_g:
             v[k] = jax.tree_util.tree_map(
-                lambda v_, w_, g_: m * v_ - wd * lr * w_ - lr * g_,
+                lambda v_, w_, g_: m * v_ - wd * c * w_ - c * g_,
                 v[k], p[k], conv_g[k])
             p[k] = jax.tree_util.tree_map(jnp.add, p[k], v[k])
         return p
@@ -79,8 +81,28 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
         assert worst(got, want) < 1e-4, (workers, worst(got, want))
         # K updates of the fc layers are another algorithm than one.
         assert worst(want, reference(1)) > 1e-3, workers
+      # The convolutional layers' rate scaled with K (the fully connected
+      # layers keep the base rate): linear at K=2, sqrt at K=4, both 2x.
+      for workers, rule in ((2, 'linear'), (4, 'sqrt')):
+        scaled = config_for('hybrid', hybrid_fc_batch='per_worker',
+                            hybrid_conv_lr_scaling=rule)
+        got = run(scaled, jax.devices()[:workers])
+        want = reference(workers, conv_factor=2.0)
+        assert worst(got, want) < 1e-4, (rule, worst(got, want))
+        assert worst(want, reference(workers)) > 1e-3, rule
       print('OK')
       """)
+
+
+def test_conv_lr_scaling_needs_per_worker_updates():
+  config = tiny_config(parallelism='data', hybrid_conv_lr_scaling='linear')
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"config\.hybrid_conv_lr_scaling='linear'.*"
+                           r"per_worker"):
+    config_lib.validate(config)
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"hybrid_conv_lr_scaling='cube'.*expected one of"):
+    config_lib.validate(tiny_config(hybrid_conv_lr_scaling='cube'))
 
 
 def test_per_worker_needs_the_hybrid_mode():
