@@ -36,9 +36,9 @@ from alexnet_jax import metrics_writer
 from alexnet_jax import predict
 from alexnet_jax import startup
 from alexnet_jax import train
-from configs import default
-from experiments import figure3
-from experiments import run_loading
+from alexnet_jax.configs import default
+from alexnet_jax.experiments import figure3
+from alexnet_jax.experiments import run_loading
 
 # The README Quickstart's run, and where to train briefly if it is missing.
 WORKDIR = os.environ.get('ALEXNET_WORKDIR', '/tmp/alexnet_default')
