@@ -311,9 +311,8 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ConversionError(_not_a_state_dict(path, e)) from None
   if isinstance(obj, Mapping):
     # Training scripts save {'model': state_dict, 'optimizer': ..., ...}.
-    wrapper = next((k for k in STATE_DICT_KEYS if isinstance(obj.get(k),
-                                                             Mapping)), None)
-    obj = obj[wrapper] if wrapper else obj
+    obj = next((obj[k] for k in STATE_DICT_KEYS
+                if isinstance(obj.get(k), Mapping)), obj)
   if not isinstance(obj, Mapping):
     raise ConversionError(f'{path!r} holds a {type(obj).__name__}, not a '
                           f'state_dict.')
@@ -382,7 +381,7 @@ def main(argv=None) -> None:
     if len(args) > 1:
       raise app.UsageError(f'Unexpected arguments: {args[1:]}')
     f = flags.FLAGS
-    try:
+    try:  # As __main__, ConversionError is not the class cli knows.
       params = convert_file(f.input, f.output, f.variant)
     except (ConversionError, FileNotFoundError) as e:
       raise SystemExit(f'convert: {e}') from None
