@@ -331,20 +331,17 @@ class AlexNet(nn.Module):
       # TensorFlow's); biases zeros.
       return (init.truncated_normal(0.02) if dense else
               init.variance_scaling(1.0, 'fan_in', 'uniform')), init.zeros
-    if self.initialization == 'paper':
-      return init.normal(0.01), init.ones if bias_one else init.zeros
     if self.initialization == 'he':
       # He-normal hidden layers; the classifier keeps the paper's N(0, 0.01),
       # so initial logits are small and the first updates do not kill ReLUs.
       return init.normal(0.01) if name == 'fc8' else init.he_normal(), init.zeros
-    raise ValueError(f'model.initialization={self.initialization!r}; '
-                     f'expected one of {INITS}.')
+    return init.normal(0.01), init.ones if bias_one else init.zeros  # paper
 
   def _check(self, x: Array) -> None:
     if x.ndim != 4:
       raise ValueError(f'AlexNet expects NHWC images, got shape {x.shape}.')
     for field, allowed in (('activation', tuple(ACTIVATIONS)),
-                           ('groups', (1, 2)),
+                           ('groups', (1, 2)), ('initialization', INITS),
                            ('lrn_convention', LRN_CONVENTIONS)):
       if getattr(self, field) not in allowed:
         raise ValueError(f'model.{field}={getattr(self, field)!r}; expected '
