@@ -105,9 +105,6 @@ def _flax_layers(get: Callable[[str], tuple[Any, Any]], variant: str,
   that the shapes chain, then reorders fc6's rows from PyTorch's (C, H, W)
   flattening of pool5 to our (H, W, C) (`from_torch`) or back. Errors name
   `key(layer, leaf)` and show shapes as the input stores them."""
-  groups = DEFAULT_GROUPS[variant] if groups is None else groups
-  if groups not in (1, 2):
-    raise ConversionError(f'groups={groups!r}; expected 1 or 2.')
   flax = {}
   for name in LAYERS:
     weight, bias = map(_to_numpy, get(name))
@@ -118,11 +115,16 @@ def _flax_layers(get: Callable[[str], tuple[Any, Any]], variant: str,
                               f'array, got shape {value.shape}.')
     if from_torch:  # OIHW -> HWIO, (out, in) -> (in, out).
       weight = weight.transpose(2, 3, 1, 0) if name in CONVS else weight.T
-    if bias.shape != weight.shape[-1:]:
-      raise ConversionError(
-          f'{key(name, "bias")}: shape {bias.shape}, expected '
-          f'({weight.shape[-1]},) to match {key(name, "kernel")}.')
     flax[name] = {'kernel': weight, 'bias': bias}
+  groups = DEFAULT_GROUPS[variant] if groups is None else groups
+  if groups not in (1, 2):
+    raise ConversionError(f'groups={groups!r}; expected 1 or 2.')
+  for name, layer in flax.items():
+    out, bias = layer['kernel'].shape[-1], layer['bias']
+    if bias.shape != (out,):
+      raise ConversionError(
+          f'{key(name, "bias")}: shape {bias.shape}, expected ({out},) to '
+          f'match {key(name, "kernel")}.')
   shape = lambda k: ((k.transpose(3, 2, 0, 1) if k.ndim == 4 else k.T).shape
                      if from_torch else k.shape)
   channels = 3
