@@ -123,7 +123,7 @@ def _reporting_user_errors(main):
     except Exception as e:  # pylint: disable=broad-except
       if not isinstance(e, user_errors()):
         raise
-      _fail(argv, str(e))
+      _fail(str(e))
   return run_main
 
 
@@ -201,8 +201,7 @@ def _load_error(argv: Sequence[str], name: str) -> str | None:
   return None
 
 
-def _fail(argv: Sequence[str], message: str) -> None:
-  del argv
+def _fail(message: str) -> None:
   _exit_with(1, 'error: ' + ' '.join(message.split()))
 
 
@@ -236,18 +235,18 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   if CONFIG_FLAG in flags.FLAGS:
     message = _config_file_error(argv, CONFIG_FLAG)
     if message:
-      _fail(argv, message)
+      _fail(message)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(argv, str(e))
+    _fail(str(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for an override naming no field.
     message = _explain_override(argv, CONFIG_FLAG)
-    _fail(argv, message or f'{type(e).__name__}: {str(e).splitlines()[0]}')
+    _fail(message or f'{type(e).__name__}: {str(e).splitlines()[0]}')
   message = _load_error(argv, CONFIG_FLAG)
   if message:
-    _fail(argv, message)
+    _fail(message)
   _settle_xla_flags()
   return rest
 
@@ -265,4 +264,4 @@ def _settle_xla_flags() -> None:
   try:
     startup.set_xla_flags(config)
   except config_lib.ConfigError as e:
-    _fail([], str(e))
+    _fail(str(e))

@@ -39,13 +39,10 @@ LAYERS = CONVS + DENSES
 
 # Our layer name -> the PyTorch module holding its weight and bias.
 TORCH_LAYOUTS = {
-    'owt': dict(zip(LAYERS, (
-        'features.0', 'features.3', 'features.6', 'features.8', 'features.10',
-        'classifier.1', 'classifier.4', 'classifier.6'))),
-    'paper': dict(zip(LAYERS, (
-        'features.0', 'features.4', 'features.8', 'features.10', 'features.12',
-        'classifier.1', 'classifier.4', 'classifier.6'))),
-}
+    variant: dict(zip(LAYERS, [f'features.{i}' for i in convs] +
+                      [f'classifier.{i}' for i in (1, 4, 6)]))
+    for variant, convs in (('owt', (0, 3, 6, 8, 10)),
+                           ('paper', (0, 4, 8, 10, 12)))}
 # The model fields each PyTorch layout stands for (groups is only a default:
 # a paper-layout net without towers converts with groups=1).
 DEFAULT_GROUPS = {v: d['groups'] for v, d in models.VARIANT_DEFAULTS.items()}
@@ -82,45 +79,58 @@ def _to_numpy(value) -> np.ndarray:
   return np.asarray(value, np.float32)
 
 
+def _torch_keys(variant: str) -> set[str]:
+  return {f'{module}.{leaf}' for module in TORCH_LAYOUTS[variant].values()
+          for leaf in ('weight', 'bias')}
+
+
 def _pool5_shape(fc6_inputs: int, channels: int, pool5_shape,
                  name: str) -> tuple[int, int]:
-  if pool5_shape is None:
-    side = math.isqrt(fc6_inputs // channels)
-    if not side or side * side * channels != fc6_inputs:
-      raise ConversionError(
-          f'{name} has {fc6_inputs} inputs, which is not {channels} conv5 '
-          f'channels times a square pool5 map; pass pool5_shape=(h, w).')
-    return side, side
-  h, w = pool5_shape
-  if h * w * channels != fc6_inputs:
-    raise ConversionError(
-        f'{name} has {fc6_inputs} inputs, but pool5_shape={pool5_shape} with '
-        f'{channels} conv5 channels gives {h * w * channels}.')
+  side = math.isqrt(fc6_inputs // channels)
+  h, w = pool5_shape or (side, side)
+  if not fc6_inputs or h * w * channels != fc6_inputs:
+    raise ConversionError(f'{name} has {fc6_inputs} inputs, ' + (
+        f'which is not {channels} conv5 channels times a square pool5 map; '
+        f'pass pool5_shape=(h, w).' if pool5_shape is None else
+        f'but pool5_shape={pool5_shape} with {channels} conv5 channels '
+        f'gives {h * w * channels}.'))
   return h, w
 
 
-def _check_shapes(flax: dict[str, dict[str, np.ndarray]], variant: str,
-                  groups: int | None, key: Callable[[str, str], str],
-                  pool5_shape, from_torch: bool) -> None:
-  """Checks that Flax-layout shapes chain, then reorders fc6's rows from
-  PyTorch's (C, H, W) flattening of pool5 to ours (H, W, C) (`from_torch`)
-  or back. Errors name `key(layer, leaf)` and show shapes as PyTorch stores
-  them if `from_torch`."""
+def _flax_layers(get: Callable[[str], tuple[Any, Any]], variant: str,
+                 groups: int | None, key: Callable[[str, str], str],
+                 pool5_shape, from_torch: bool) -> dict:
+  """Each layer's {'kernel', 'bias'} in our layout (float32 NumPy) from
+  `get(name)`: (weight, bias), in PyTorch's layout if `from_torch`. Checks
+  that the shapes chain, then reorders fc6's rows from PyTorch's (C, H, W)
+  flattening of pool5 to our (H, W, C) (`from_torch`) or back. Errors name
+  `key(layer, leaf)` and show shapes as the input stores them."""
+  flax = {}
+  for name in LAYERS:
+    weight, bias = map(_to_numpy, get(name))
+    for value, leaf, ndim in ((weight, 'kernel', 4 if name in CONVS else 2),
+                              (bias, 'bias', 1)):
+      if value.ndim != ndim:
+        raise ConversionError(f'{key(name, leaf)}: expected a {ndim}-D '
+                              f'array, got shape {value.shape}.')
+    if from_torch:  # OIHW -> HWIO, (out, in) -> (in, out).
+      weight = weight.transpose(2, 3, 1, 0) if name in CONVS else weight.T
+    flax[name] = {'kernel': weight, 'bias': bias}
   groups = DEFAULT_GROUPS[variant] if groups is None else groups
   if groups not in (1, 2):
     raise ConversionError(f'groups={groups!r}; expected 1 or 2.')
-  shape = lambda k: ((k.transpose(3, 2, 0, 1) if k.ndim == 4 else k.T).shape
-                     if from_torch else k.shape)
-  for name in LAYERS:
-    out, bias = flax[name]['kernel'].shape[-1], flax[name]['bias']
+  for name, layer in flax.items():
+    out, bias = layer['kernel'].shape[-1], layer['bias']
     if bias.shape != (out,):
       raise ConversionError(
           f'{key(name, "bias")}: shape {bias.shape}, expected ({out},) to '
           f'match {key(name, "kernel")}.')
+  shape = lambda k: ((k.transpose(3, 2, 0, 1) if k.ndim == 4 else k.T).shape
+                     if from_torch else k.shape)
   channels = 3
   for name, spec in zip(CONVS, models.conv_specs(variant)):
-    kernel, k, g = flax[name]['kernel'], spec.kernel, (
-        groups if spec.grouped else 1)
+    kernel, k = flax[name]['kernel'], spec.kernel
+    g = groups if spec.grouped else 1
     want_in = channels // g if channels % g == 0 else None
     if kernel.shape[:3] != (k, k, want_in):
       raise ConversionError(
@@ -132,7 +142,8 @@ def _check_shapes(flax: dict[str, dict[str, np.ndarray]], variant: str,
       raise ConversionError(
           f'{key(name, "kernel")}: {channels} output channels are not '
           f'divisible by groups={g}.')
-  h, w = _pool5_shape(flax['fc6']['kernel'].shape[0], channels, pool5_shape,
+  fc6 = flax['fc6']['kernel']
+  h, w = _pool5_shape(fc6.shape[0], channels, pool5_shape,
                       key('fc6', 'kernel'))
   inputs = channels * h * w
   for name in DENSES:
@@ -142,22 +153,11 @@ def _check_shapes(flax: dict[str, dict[str, np.ndarray]], variant: str,
           f'{key(name, "kernel")}: shape {shape(kernel)} does '
           f'not fit: {name} must take {inputs} inputs.')
     inputs = kernel.shape[1]
-  c, out = channels, flax['fc6']['kernel'].shape[1]
-  kernel = (flax['fc6']['kernel'].reshape(c, h, w, out).transpose(1, 2, 0, 3)
-            if from_torch else
-            flax['fc6']['kernel'].reshape(h, w, c, out).transpose(2, 0, 1, 3))
-  flax['fc6']['kernel'] = kernel.reshape(-1, out)
-
-
-def _layer(name: str, weight, bias, key: Callable[[str, str], str]):
-  """A layer's weight and bias as float32 NumPy, of the right ranks."""
-  weight, bias = _to_numpy(weight), _to_numpy(bias)
-  for value, leaf, ndim in ((weight, 'kernel', 4 if name in CONVS else 2),
-                            (bias, 'bias', 1)):
-    if value.ndim != ndim:
-      raise ConversionError(f'{key(name, leaf)}: expected a {ndim}-D array, '
-                            f'got shape {value.shape}.')
-  return weight, bias
+  c, out = channels, fc6.shape[1]
+  fc6 = (fc6.reshape(c, h, w, out).transpose(1, 2, 0, 3) if from_torch else
+         fc6.reshape(h, w, c, out).transpose(2, 0, 1, 3))
+  flax['fc6']['kernel'] = fc6.reshape(-1, out)
+  return flax
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
@@ -172,27 +172,21 @@ def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
   float32 NumPy arrays.
   """
   _check_variant(variant)
-  layout = TORCH_LAYOUTS[variant]
   sd = {k.removeprefix('module.'): v for k, v in state_dict.items()}
-  expected = {f'{module}.{leaf}' for module in layout.values()
-              for leaf in ('weight', 'bias')}
+  expected = _torch_keys(variant)
   missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
   if missing or unexpected:
-    other = [v for v, l in TORCH_LAYOUTS.items() if v != variant and {
-        f'{m}.{x}' for m in l.values() for x in ('weight', 'bias')} == set(sd)]
+    other = [v for v in TORCH_LAYOUTS if _torch_keys(v) == set(sd)]
     hint = f' These keys are the {other[0]!r} layout.' if other else ''
     raise ConversionError(
         f'The state_dict does not have the {variant!r} layout: missing keys '
         f'{missing}, unexpected keys {unexpected}.{hint}')
+  module = TORCH_LAYOUTS[variant]
   key = lambda name, leaf: (
-      f'{layout[name]}.{"weight" if leaf == "kernel" else "bias"}')
-  flax = {}
-  for name in LAYERS:
-    weight, bias = _layer(name, sd[key(name, 'kernel')], sd[key(name, 'bias')],
-                          key)
-    kernel = weight.transpose(2, 3, 1, 0) if name in CONVS else weight.T
-    flax[name] = {'kernel': kernel, 'bias': bias}
-  _check_shapes(flax, variant, groups, key, pool5_shape, from_torch=True)
+      f'{module[name]}.{"weight" if leaf == "kernel" else "bias"}')
+  flax = _flax_layers(lambda name: (sd[key(name, 'kernel')],
+                                    sd[key(name, 'bias')]),
+                      variant, groups, key, pool5_shape, from_torch=True)
   return {name: {leaf: np.ascontiguousarray(v) for leaf, v in layer.items()}
           for name, layer in flax.items()}
 
@@ -214,17 +208,14 @@ def flax_to_torch(params: Mapping[str, Any], variant: str, *,
   if missing or unexpected:
     raise ConversionError(f'The params are not AlexNet\'s: missing layers '
                           f'{missing}, unexpected layers {unexpected}.')
-  key = lambda name, leaf: f'{name}/{leaf}'
-  flax = {}
   for name in LAYERS:
-    leaves = set(params[name])
-    if leaves != {'kernel', 'bias'}:
-      raise ConversionError(f'{name}: has {sorted(leaves)}, expected '
+    if set(params[name]) != {'kernel', 'bias'}:
+      raise ConversionError(f'{name}: has {sorted(params[name])}, expected '
                             f"['bias', 'kernel'].")
-    kernel, bias = _layer(name, params[name]['kernel'], params[name]['bias'],
-                          key)
-    flax[name] = {'kernel': kernel, 'bias': bias}
-  _check_shapes(flax, variant, groups, key, pool5_shape, from_torch=False)
+  flax = _flax_layers(lambda name: (params[name]['kernel'],
+                                    params[name]['bias']),
+                      variant, groups, lambda name, leaf: f'{name}/{leaf}',
+                      pool5_shape, from_torch=False)
   state_dict = {}
   for name, module in TORCH_LAYOUTS[variant].items():
     kernel = flax[name]['kernel']
@@ -250,19 +241,17 @@ def load_npz(path: str) -> dict:
   except (OSError, ValueError) as e:
     raise ConversionError(
         f'Cannot read {path!r} as an .npz file: {e}') from None
-  params: dict[str, dict[str, np.ndarray]] = {}
-  for k, v in flat.items():
-    name, _, leaf = k.partition('/')
-    if name not in LAYERS or leaf not in ('kernel', 'bias'):
+  keys = [f'{name}/{leaf}' for name in LAYERS for leaf in ('kernel', 'bias')]
+  for k in flat:
+    if k not in keys:
       raise ConversionError(
           f'{path}: unexpected entry {k!r}; expected '
           f"'<layer>/kernel' and '<layer>/bias' for {LAYERS}.")
-    params.setdefault(name, {})[leaf] = v
-  missing = sorted(f'{n}/{l}' for n in LAYERS for l in ('kernel', 'bias')
-                   if l not in params.get(n, {}))
+  missing = sorted(set(keys) - set(flat))
   if missing:
     raise ConversionError(f'{path}: missing entries {missing}.')
-  return params
+  return {name: {leaf: flat[f'{name}/{leaf}'] for leaf in ('kernel', 'bias')}
+          for name in LAYERS}
 
 
 def _torch():
@@ -324,9 +313,8 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ConversionError(_not_a_state_dict(path, e)) from None
   if isinstance(obj, Mapping):
     # Training scripts save {'model': state_dict, 'optimizer': ..., ...}.
-    wrapper = next((k for k in STATE_DICT_KEYS if isinstance(obj.get(k),
-                                                             Mapping)), None)
-    obj = obj[wrapper] if wrapper else obj
+    obj = next((obj[k] for k in STATE_DICT_KEYS
+                if isinstance(obj.get(k), Mapping)), obj)
   if not isinstance(obj, Mapping):
     raise ConversionError(f'{path!r} holds a {type(obj).__name__}, not a '
                           f'state_dict.')
@@ -395,7 +383,7 @@ def main(argv=None) -> None:
     if len(args) > 1:
       raise app.UsageError(f'Unexpected arguments: {args[1:]}')
     f = flags.FLAGS
-    try:
+    try:  # As __main__, ConversionError is not the class cli knows.
       params = convert_file(f.input, f.output, f.variant)
     except (ConversionError, FileNotFoundError) as e:
       raise SystemExit(f'convert: {e}') from None

@@ -8,15 +8,10 @@ the convolution is executed. Local response normalization stays within each
 tower's maps, as each GPU normalized its own (`lrn_across_towers=True`: the
 window crosses the towers).
 
-Every architectural choice the paper's ablations touch is a field: `groups`,
-`lrn`, `overlap_pool`, `dropout_rate`, `activation`; `variant='owt'` gives
-torchvision's single-tower "one weird trick" network, `variant='tflearn'`
-tflearn's AlexNet example ('SAME' padding, LRN after the pooling, also after
-pool5). The fields a variant fixes default to None, which takes the
-variant's value (`VARIANT_DEFAULTS`); `width` scales every layer for small
-CPU configurations. `lrn_convention` says whether `lrn_alpha` is the paper's
-printed alpha ('paper') or, as in cuda-convnet and Caffe, alpha divided by
-the window ('cuda_convnet').
+Every architectural choice the paper's ablations touch is a field of
+`AlexNet`; `variant='owt'` gives torchvision's single-tower "one weird trick"
+network, `variant='tflearn'` tflearn's AlexNet example ('SAME' padding, LRN
+after the pooling, also after pool5).
 
 The forward pass is `features` (conv1-pool5) and `head` (fc6-fc8), functions
 of (model, parameters, images) that `AlexNet.__call__` and the parallel modes
@@ -40,7 +35,6 @@ from alexnet_jax import ops
 
 Array = jax.Array
 
-VARIANTS = ('paper', 'owt', 'tflearn')
 ACTIVATIONS = {'relu': nn.relu, 'tanh': jnp.tanh}
 INITS = ('paper', 'he', 'tflearn')
 LRN_CONVENTIONS = ('paper', 'cuda_convnet')
@@ -92,20 +86,24 @@ DEFAULT_IMAGE_SIZE = {'paper': 227, 'owt': 224, 'tflearn': 227}
 # its LRN; torchvision's single tower without LRN; tflearn's single tower with
 # TensorFlow's default LRN (depth_radius 5: an 11-channel window, bias 1,
 # alpha 1e-4 not divided) and its initializers.
-_PAPER_LRN = {'lrn_depth': 5, 'lrn_bias': 2.0, 'lrn_alpha': 1e-4,
-              'lrn_beta': 0.75}
+_LRN = {'lrn_depth': 5, 'lrn_bias': 2.0, 'lrn_alpha': 1e-4, 'lrn_beta': 0.75}
 VARIANT_DEFAULTS = {
-    'paper': {'groups': 2, 'lrn': True, 'initialization': 'paper',
-              **_PAPER_LRN},
-    'owt': {'groups': 1, 'lrn': False, 'initialization': 'paper',
-            **_PAPER_LRN},
+    'paper': {'groups': 2, 'lrn': True, 'initialization': 'paper', **_LRN},
+    'owt': {'groups': 1, 'lrn': False, 'initialization': 'paper', **_LRN},
     'tflearn': {'groups': 1, 'lrn': True, 'initialization': 'tflearn',
-                'lrn_depth': 11, 'lrn_bias': 1.0, 'lrn_alpha': 1e-4,
-                'lrn_beta': 0.75},
+                **_LRN, 'lrn_depth': 11, 'lrn_bias': 1.0},
 }
+_CONVS = {'paper': _PAPER_CONVS, 'owt': _OWT_CONVS, 'tflearn': _TFLEARN_CONVS}
+VARIANTS = tuple(_CONVS)
 # torchvision drops the inputs of fc6 and fc7; the paper and tflearn their
 # outputs.
 DROPOUT_ON_FC_INPUTS = ('owt',)
+
+
+def conv_specs(variant: str) -> Sequence[ConvSpec]:
+  if variant not in VARIANTS:
+    raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
+  return _CONVS[variant]
 
 
 def resolve_variant_defaults(variant: str, groups: int | None = None,
@@ -113,18 +111,10 @@ def resolve_variant_defaults(variant: str, groups: int | None = None,
                              **others) -> dict[str, Any]:
   """groups, lrn and the other fields named (of VARIANT_DEFAULTS[variant]):
   the value given (not None), else the variant's."""
-  if variant not in VARIANTS:
-    raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
+  conv_specs(variant)  # Checks the variant.
   given = {'groups': groups, 'lrn': lrn, **others}
   return {k: VARIANT_DEFAULTS[variant][k] if v is None else v
           for k, v in given.items()}
-
-
-def conv_specs(variant: str) -> Sequence[ConvSpec]:
-  if variant not in VARIANTS:
-    raise ValueError(f'model.variant={variant!r}; expected one of {VARIANTS}.')
-  return {'paper': _PAPER_CONVS, 'owt': _OWT_CONVS,
-          'tflearn': _TFLEARN_CONVS}[variant]
 
 
 def scaled_width(channels: int, width: float, groups: int) -> int:
@@ -144,13 +134,11 @@ def layer_sizes(image_size: int, variant: str = 'paper',
   window, stride = pool_window(overlap_pool)
   sizes, size = [], image_size
   for spec in conv_specs(variant):
-    if spec.padding == 'SAME':
-      size = -(-size // spec.stride)
-    else:
-      size = (size + 2 * spec.padding - spec.kernel) // spec.stride + 1
+    same = spec.padding == 'SAME'  # tflearn: 'SAME' pooling too.
+    size = (-(-size // spec.stride) if same else
+            (size + 2 * spec.padding - spec.kernel) // spec.stride + 1)
     if spec.pool:
-      size = (-(-size // stride) if spec.pool_padding == 'SAME' else
-              (size - window) // stride + 1)
+      size = -(-size // stride) if same else (size - window) // stride + 1
     size = max(size, 0)  # No layer's padding makes a map out of nothing.
     sizes.append(size)
   return sizes
@@ -164,10 +152,8 @@ def feature_map_size(image_size: int, variant: str = 'paper',
 
 def min_image_size(variant: str = 'paper', overlap_pool: bool = True) -> int:
   """The smallest square input the topology admits."""
-  for size in range(1, 1024):
-    if feature_map_size(size, variant, overlap_pool) >= 1:
-      return size
-  raise AssertionError('unreachable')
+  return next(size for size in range(1, 1024)
+              if feature_map_size(size, variant, overlap_pool))
 
 
 def image_size_error(image_size: int, variant: str = 'paper',
@@ -184,12 +170,11 @@ def image_size_error(image_size: int, variant: str = 'paper',
   if image_size < smallest:
     return (f'variant={variant!r} with overlap_pool={overlap_pool} needs at '
             f'least {smallest}')
-  conv1 = conv_specs(variant)[0]
-  if variant == 'paper' and (image_size - conv1.kernel) % conv1.stride:
-    below = image_size - (image_size - conv1.kernel) % conv1.stride
+  below = image_size - (image_size - 11) % 4  # conv1: 11x11, stride 4.
+  if variant == 'paper' and below != image_size:
     return (f"variant='paper' needs a size conv1 (11x11, stride 4) tiles, "
             f'11 + 4k: 227 is the paper\'s (Caffe\'s) crop; nearest '
-            f'{below} or {below + conv1.stride}')
+            f'{below} or {below + 4}')
   return None
 
 
@@ -332,43 +317,35 @@ class AlexNet(nn.Module):
 
   def __post_init__(self):
     # Resolved once, here, so the variant's fields read as built.
-    if self.variant in VARIANTS:
-      given = {k: getattr(self, k) for k in VARIANT_DEFAULTS[self.variant]}
-      for field, value in resolve_variant_defaults(
-          self.variant, **given).items():
+    for field, value in VARIANT_DEFAULTS.get(self.variant, {}).items():
+      if getattr(self, field) is None:
         object.__setattr__(self, field, value)
     super().__post_init__()
 
-  def _inits(self, bias_one: bool, output_layer: bool = False,
-             dense: bool = False):
-    init = nn.initializers
+  def _inits(self, name: str, bias_one: bool):
+    """(kernel, bias) initializers of the layer `name`."""
+    init, dense = nn.initializers, name.startswith('fc')
     if self.initialization == 'tflearn':
       # tflearn's conv_2d: uniform_scaling, U(+-sqrt(3 / fan_in)); its
       # fully_connected: truncated_normal, stddev 0.02 (cut at 2 std, as
       # TensorFlow's); biases zeros.
       return (init.truncated_normal(0.02) if dense else
               init.variance_scaling(1.0, 'fan_in', 'uniform')), init.zeros
-    if self.initialization == 'paper':
-      return init.normal(0.01), init.ones if bias_one else init.zeros
     if self.initialization == 'he':
       # He-normal hidden layers; the classifier keeps the paper's N(0, 0.01),
       # so initial logits are small and the first updates do not kill ReLUs.
-      return init.normal(0.01) if output_layer else init.he_normal(), init.zeros
-    raise ValueError(f'model.initialization={self.initialization!r}; '
-                     f'expected one of {INITS}.')
+      return init.normal(0.01) if name == 'fc8' else init.he_normal(), init.zeros
+    return init.normal(0.01), init.ones if bias_one else init.zeros  # paper
 
   def _check(self, x: Array) -> None:
     if x.ndim != 4:
       raise ValueError(f'AlexNet expects NHWC images, got shape {x.shape}.')
-    if self.activation not in ACTIVATIONS:
-      raise ValueError(
-          f'model.activation={self.activation!r}; expected one of '
-          f'{tuple(ACTIVATIONS)}.')
-    if self.groups not in (1, 2):
-      raise ValueError(f'model.groups={self.groups}; expected 1 or 2.')
-    if self.lrn_convention not in LRN_CONVENTIONS:
-      raise ValueError(f'model.lrn_convention={self.lrn_convention!r}; '
-                       f'expected one of {LRN_CONVENTIONS}.')
+    for field, allowed in (('activation', tuple(ACTIVATIONS)),
+                           ('groups', (1, 2)), ('initialization', INITS),
+                           ('lrn_convention', LRN_CONVENTIONS)):
+      if getattr(self, field) not in allowed:
+        raise ValueError(f'model.{field}={getattr(self, field)!r}; expected '
+                         f'one of {allowed}.')
     for size in sorted(set(x.shape[1:3])):
       error = image_size_error(size, self.variant, self.overlap_pool)
       if error:
@@ -384,17 +361,14 @@ class AlexNet(nn.Module):
       groups = self.groups if spec.grouped else 1
       params[spec.name] = Params(
           (spec.kernel, spec.kernel, channels // groups, maps),
-          *self._inits(spec.bias_one), name=spec.name)()
+          *self._inits(spec.name, spec.bias_one), name=spec.name)()
       channels = maps
     x = features(self, params, x)
     fc = scaled_width(FC_FEATURES, self.width, 1)
     for name, shape in (('fc6', (math.prod(x.shape[1:]), fc)),
-                        ('fc7', (fc, fc))):
-      params[name] = Params(shape, *self._inits(True, dense=True),
+                        ('fc7', (fc, fc)), ('fc8', (fc, self.num_classes))):
+      params[name] = Params(shape, *self._inits(name, name != 'fc8'),
                             name=name)()
-    params['fc8'] = Params((fc, self.num_classes),
-                           *self._inits(False, output_layer=True, dense=True),
-                           name='fc8')()
     drop = nn.Dropout(rate=self.dropout_rate, deterministic=not train)
     return head(self, params, x, dropout=lambda x, j: drop(x))
 
@@ -425,33 +399,31 @@ def check_config(model_config, image_size: int) -> None:
   """config.model's fields, and config.image_size against them
   (config_lib.ConfigError names the first bad one)."""
   c = config_lib.Fields(model_config, 'model')
-  c.one_of('variant', VARIANTS)
-  c.one_of('groups', (None, 1, 2))  # None: the variant's (VARIANT_DEFAULTS).
-  if c.get('lrn') is not None:
-    c.boolean('lrn')
-  c.boolean('overlap_pool')
-  c.number_in('dropout_rate', 0.0, 1.0, high_open=True)
-  c.one_of('activation', ACTIVATIONS)
-  c.number_in('width', 0.0, 64.0, low_open=True)
-  c.one_of('dtype', DTYPES)
-  c.int_at_least('num_classes', 2)
+  one_of = lambda choices: lambda f: c.one_of(f, choices)
+  number_in = lambda low, high, **opens: (
+      lambda f: c.number_in(f, low, high, **opens))
 
-  def odd_channels(field):
-    c.int_at_least(field, 1)
-    if c.get(field) % 2 == 0:  # The window is centred on a channel.
-      c.fail(field, c.get(field), 'expected an odd number of channels '
-             '(the paper: 5)')
+  def odd_channels(f):
+    c.int_at_least(f, 1)
+    if c.get(f) % 2 == 0:  # The window is centred on a channel.
+      c.fail(f, c.get(f), 'expected an odd number of channels (the paper: 5)')
 
-  # Optional (the model's default), or None (the variant's).
-  optional = {'lrn_across_towers': c.boolean,
-              'initialization': lambda f: c.one_of(f, INITS),
-              'lrn_depth': odd_channels,
-              'lrn_bias': lambda f: c.number_in(f, 0.0, 1e6),
-              'lrn_alpha': lambda f: c.number_in(f, 0.0, 1e6),
-              'lrn_beta': lambda f: c.number_in(f, 0.0, 1e6),
-              'lrn_convention': lambda f: c.one_of(f, LRN_CONVENTIONS)}
-  for field, check in optional.items():
-    if model_config.get(field) is not None:
+  required = {  # groups and lrn may be None: the variant's.
+      'variant': one_of(VARIANTS), 'groups': one_of((None, 1, 2)),
+      'lrn': lambda f: c.get(f) is None or c.boolean(f),
+      'overlap_pool': c.boolean,
+      'dropout_rate': number_in(0.0, 1.0, high_open=True),
+      'activation': one_of(ACTIVATIONS),
+      'width': number_in(0.0, 64.0, low_open=True),
+      'dtype': one_of(DTYPES), 'num_classes': lambda f: c.int_at_least(f, 2)}
+  # Absent or None: the model's default, or the variant's.
+  optional = {
+      'lrn_across_towers': c.boolean, 'initialization': one_of(INITS),
+      'lrn_depth': odd_channels, 'lrn_bias': number_in(0.0, 1e6),
+      'lrn_alpha': number_in(0.0, 1e6), 'lrn_beta': number_in(0.0, 1e6),
+      'lrn_convention': one_of(LRN_CONVENTIONS)}
+  for field, check in {**required, **optional}.items():
+    if field in required or model_config.get(field) is not None:
       check(field)
   error = image_size_error(image_size, model_config.variant,
                            model_config.overlap_pool)
