@@ -7,6 +7,8 @@
 * `check_records`: a workdir holding a run's records (metrics, checkpoints
   set aside) but no checkpoint is refused, so that a relaunch never replaces
   them; `config.start_over` moves them to `old_records.<time>/` instead.
+* `start_records`: what a training run writes as it starts (the config
+  records, the mean image, provenance) and its metrics writer.
 * `record_config`: the first run writes `config.json`; a resume compares the
   run's identity (alexnet_jax.config_fields) with the one its checkpoint
   carries, or else with the newest record, and refuses a change (naming the
@@ -27,9 +29,11 @@ import socket
 from typing import Any, Iterable
 
 from absl import logging
+import numpy as np
 
 from alexnet_jax import config_fields
 from alexnet_jax import metrics_writer
+from alexnet_jax import provenance
 
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
@@ -212,6 +216,22 @@ def _write(path: str, text: str) -> None:
   with open(tmp, 'w') as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def start_records(workdir: str, config, data, start_step: int,
+                  carried: dict[str, Any] | None, is_writer: bool
+                  ) -> metrics_writer.MetricsWriter:
+  """Writes the config, class names, mean image and provenance (where
+  `is_writer`: process 0); returns the metrics writer."""
+  if is_writer:
+    record_config(workdir, config, data.class_names, start_step, carried)
+    if getattr(data, 'mean_image', None) is not None:  # For predict.
+      np.save(os.path.join(workdir, MEAN_IMAGE_FILE), data.mean_image)
+    provenance.record(workdir, start_step)
+  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
+                                        resume_step=start_step)
+  writer.write_config(config)
+  return writer
 
 
 def record_config(workdir: str, config, class_names: list[str], step: int,
