@@ -69,7 +69,8 @@ class WorkdirLock:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      holder = _read(fd)
+      os.lseek(fd, 0, os.SEEK_SET)
+      holder = os.read(fd, 1000).decode(errors='replace').strip()
       os.close(fd)
       if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
         raise
@@ -91,11 +92,6 @@ class WorkdirLock:
       fcntl.flock(self._fd, fcntl.LOCK_UN)
       os.close(self._fd)
       self._fd = None
-
-
-def _read(fd: int) -> str:
-  os.lseek(fd, 0, os.SEEK_SET)
-  return os.read(fd, 1000).decode(errors='replace').strip()
 
 
 def _records(workdir: str, kind: str) -> list[tuple[int, str]]:
@@ -130,8 +126,7 @@ def _set_absent(record: dict[str, Any], field: str, value: Any) -> None:
 def read_config(path: str) -> dict[str, Any]:
   """A config record as a dict, with the fields added since it was written
   set to what the code that wrote it did."""
-  with open(path) as f:
-    record = json.load(f)
+  record = json.loads(_read(path))
   for field, value in config_fields.with_older_values({}).items():
     _set_absent(record, field, value)
   return record
@@ -211,6 +206,11 @@ def check_records(workdir: str, has_checkpoint: bool,
                   aside)
 
 
+def _read(path: str) -> str:
+  with open(path) as f:
+    return f.read()
+
+
 def _write(path: str, text: str) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
@@ -253,15 +253,10 @@ def record_config(workdir: str, config, class_names: list[str], step: int,
     return
   check_resume(workdir, config, step, carried, class_names)
   last = record_path(workdir, 'config')
-  changed = True
-  if last is not None:
-    with open(last) as f:
-      changed = json.load(f) != json.loads(text)
-  if changed:
+  if last is None or json.loads(_read(last)) != json.loads(text):
     _write(os.path.join(workdir, f'config.{step}.json'), text)
   names_path = record_path(workdir, 'class_names')
-  old_names = open(names_path).read() if names_path else None
-  if old_names != names:
+  if (_read(names_path) if names_path else None) != names:
     _write(os.path.join(workdir, f'class_names.{step}.txt'), names)
 
 
@@ -282,7 +277,7 @@ def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
   if old is None:
     return None, None, None, ''
   names = record_path(workdir, 'class_names')
-  classes = open(names).read().splitlines() if names else None
+  classes = _read(names).splitlines() if names else None
   return old, config_fields.identity_of(old), classes, os.path.basename(path)
 
 
