@@ -152,8 +152,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                    total_steps, config.eval_every_steps,
                    progress_lib.resumed_elapsed(workdir, start_step),
                    start_step=start_step),
-               step_offset=offset,
-               identity=workdir_lib.run_identity(config, data.class_names))
+               step_offset=offset)
   trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
                                  config.profile_steps)
   batches = placement.prefetch_to_device(
@@ -241,7 +240,6 @@ class _Loop:
   eval_step: Callable  # Compiled: (params, batch) -> sums.
   place: Callable  # Where the steps want the state (after a host update).
   step_offset: int  # _step_offset's: data order, schedule, epochs.
-  identity: dict[str, Any]  # What each checkpoint carries of the run.
   pending: list = dataclasses.field(default_factory=list)  # Since the sync.
   consecutive_skips: int = 0
 
@@ -305,8 +303,9 @@ class _Loop:
       row.update(epoch=(step + self.step_offset) / self.data.steps_per_epoch,
                  elapsed_s=self.progress.elapsed())
       self.writer.write(step, row)
-    identity = {**self.identity, 'images_seen':
-                (step + self.step_offset) * self.config.batch_size}
+    identity = {  # What each checkpoint carries of the run.
+        **workdir_lib.run_identity(self.config, self.data.class_names),
+        'images_seen': (step + self.step_offset) * self.config.batch_size}
     if save:
       self.ckpt.save(step, state, identity=identity)
     if eval_now and self.best is not None:
