@@ -307,12 +307,11 @@ def check_resume(workdir: str, config, step: int,
         f'(recorded in config.{step}.json).')
   if not log_changes:
     return
-  logged = dict((k, (a, b)) for k, a, b in
-                (config_fields.changes(old, new) if old else []))
-  logged.update((k, (a, b)) for k, a, b in found)
+  # Every change, free fields' too; the identity's as `found` names them.
+  logged = {change[0]: change for change in
+            (config_fields.changes(old, new) if old else []) + found}
   if logged:
-    described = config_fields.describe(
-        [(k, a, b) for k, (a, b) in sorted(logged.items())])
+    described = config_fields.describe([logged[k] for k in sorted(logged)])
     logging.warning(
         'Resuming at step %d with a changed config: %s%s. Recorded in '
         'config.%d.json.', step, described,
