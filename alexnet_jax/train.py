@@ -92,10 +92,7 @@ def resolve(config):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for field, value in _WHEN_ABSENT.items():
-      section, _, leaf = field.rpartition('.')
-      node = config.get(section) if section else config
-      if node is not None and leaf not in node:
-        node[leaf] = value
+      workdir_lib.set_absent(config, field, value)
     if 'model' in config:
       model = models.model_from_config(config)
       for name in models.MODEL_FIELDS:

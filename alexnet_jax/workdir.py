@@ -114,13 +114,15 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
-def _set_absent(record: dict[str, Any], field: str, value: Any) -> None:
+def set_absent(record, field: str, value: Any) -> None:
+  """Sets dotted `field` of a dict or ConfigDict where it is absent."""
   *parents, leaf = field.split('.')
   for part in parents:
     record = record.get(part)
-    if not isinstance(record, dict):
+    if not hasattr(record, 'get'):
       return  # A record without the section: nothing to complete.
-  record.setdefault(leaf, value)
+  if leaf not in record:
+    record[leaf] = value
 
 
 def read_config(path: str) -> dict[str, Any]:
@@ -128,7 +130,7 @@ def read_config(path: str) -> dict[str, Any]:
   set to what the code that wrote it did."""
   record = json.loads(_read(path))
   for field, value in config_fields.with_older_values({}).items():
-    _set_absent(record, field, value)
+    set_absent(record, field, value)
   return record
 
 
