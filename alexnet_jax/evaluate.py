@@ -131,13 +131,12 @@ def run_config(workdir: str, step: int | None = None):
   """The config that training run `workdir` recorded for its checkpoint at
   `step` (the newest when None), set to evaluate that checkpoint: the mean
   the run measured is used as recorded, not measured again."""
-  found = checkpoint_params.find_checkpoints(workdir)
-  if step is not None:
-    found = [(d, s) for d, s in found if s == step]
-    if not found:
-      steps_there = [s for _, s in checkpoint_params.find_checkpoints(workdir)]
-      raise checkpoint_params.CheckpointNotFoundError(
-          f'--step={step}: {workdir} has checkpoints at steps {steps_there}.')
+  every = checkpoint_params.find_checkpoints(workdir)  # Raises if none.
+  found = [(d, s) for d, s in every if step is None or s == step]
+  if not found:
+    raise checkpoint_params.CheckpointNotFoundError(
+        f'--step={step}: {workdir} has checkpoints at steps '
+        f'{[s for _, s in every]}.')
   try:
     config = predict.load_config(workdir, found[0][1])
   except predict.PredictError as e:

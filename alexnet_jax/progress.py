@@ -73,20 +73,15 @@ class Progress:
 
   def end_window(self, step: int) -> float:
     """The rate (steps/s) since `start_window`; starts the next window."""
-    start_step, start_time = self._window
-    seconds = self._clock() - start_time
+    (start_step, start_time), now = self._window, self._clock()
     rate = 0.0
-    if step > start_step and seconds > 0:
-      rate = (step - start_step) / seconds
-    elif step > self.start_step and self._clock() > self._started:
-      rate = (step - self.start_step) / (self._clock() - self._started)
-      self._first_rate = rate
-      self.start_window(step)
-      return rate
-    if rate:
+    if step > start_step and now > start_time:
+      rate = (step - start_step) / (now - start_time)
       self.steps_per_sec = rate if self.steps_per_sec is None else (
           self.smoothing * rate + (1 - self.smoothing) * self.steps_per_sec)
-    self.start_window(step)
+    elif step > self.start_step and now > self._started:
+      rate = self._first_rate = (step - self.start_step) / (now - self._started)
+    self._window = (step, now)
     return rate
 
   @contextlib.contextmanager

@@ -20,11 +20,10 @@ import contextlib
 import dataclasses
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from absl import logging
 import jax
-import numpy as np
 
 from alexnet_jax import checkpointing
 from alexnet_jax import config_lib
@@ -34,7 +33,6 @@ from alexnet_jax import optim
 from alexnet_jax import placement
 from alexnet_jax import preemption
 from alexnet_jax import progress as progress_lib
-from alexnet_jax import provenance
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 # pylint: disable=g-importing-member
@@ -43,33 +41,12 @@ from alexnet_jax.input_pipeline import create_data
 from alexnet_jax.steps import make_pmapped_steps
 # pylint: enable=g-importing-member
 
-if TYPE_CHECKING:
-  import ml_collections
-
 
 class NonFiniteLossError(RuntimeError):
   """Raised when a step produced a NaN or Inf loss or gradient norm."""
 
 
-@dataclasses.dataclass
-class _Run:
-  """What the loop reads and writes besides the state."""
-  config: Any
-  data: Any
-  total_steps: int
-  ckpt: checkpointing.Checkpointer
-  best: checkpointing.Checkpointer | None  # The best evaluation's state.
-  writer: metrics_writer.MetricsWriter
-  progress: progress_lib.Progress
-  eval_step: Callable  # Compiled: (params, batch) -> sums.
-  place: Callable  # Where the steps want the state (after a host update).
-  plateau: optim.Plateau
-  step_offset: int  # _step_offset's: data order, schedule, epochs.
-  identity: dict[str, Any]  # What each checkpoint carries of the run.
-
-
-def train_and_evaluate(config: ml_collections.ConfigDict,
-                       workdir: str) -> dict[str, float]:
+def train_and_evaluate(config, workdir: str) -> dict[str, float]:
   """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
 
   Returns the last logged metrics. Process 0 holds `workdir`'s lock for the
@@ -115,10 +92,7 @@ def resolve(config):
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for field, value in _WHEN_ABSENT.items():
-      section, _, leaf = field.rpartition('.')
-      node = config.get(section) if section else config
-      if node is not None and leaf not in node:
-        node[leaf] = value
+      workdir_lib.set_absent(config, field, value)
     if 'model' in config:
       model = models.model_from_config(config)
       for name in models.MODEL_FIELDS:
@@ -141,7 +115,12 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   best = (checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints_best'), max_to_keep=1,
       best_metric='eval_top1') if config.get('keep_best_checkpoint') else None)
-  config, data = _config_and_data(config)
+  data = create_data(config)
+  if config.normalization.get('mean_from_data', False):
+    # The training split's measured mean, as config.json records it.
+    config = config.copy_and_resolve_references()
+    config.normalization.mean = tuple(float(v) for v in data.normalization_mean)
+  config_lib.validate_against_data(config, data)
   spe = data.steps_per_epoch
   model = models.model_from_config(config)
   tx = optim.create_optimizer(config.optimizer)
@@ -151,39 +130,35 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   carried = ckpt.carried(start_step) if start_step else None
   offset = _step_offset(config, start_step, carried)
   total_steps = config_lib.total_steps(config, spe, offset)
-  options = step_options(config, spe, total_steps, offset)
   logging.info('AlexNet %s: %s parameters; %d steps of %d images '
                '(%d steps per epoch) on %d devices.', config.model.variant,
                f'{models.count_params(state.params):,}', total_steps,
                config.batch_size, spe, jax.device_count())
-  state = placement.replicate(state)
   if start_step:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
-  writer = _start_records(config, workdir, data, start_step, carried)
-
-  train_step, eval_step, put = make_steps(model, tx, options, config)
-  run = _Run(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
-             best=best, writer=writer, eval_step=eval_step,
-             place=(placement.replicate if put is None else
-                    train_step.place_tree),
-             plateau=optim.Plateau.from_config(config.optimizer),
-             progress=progress_lib.Progress(
-                 total_steps, config.eval_every_steps,
-                 progress_lib.resumed_elapsed(workdir, start_step),
-                 start_step=start_step),
-             step_offset=offset,
-             identity=workdir_lib.run_identity(config, data.class_names))
+  writer = workdir_lib.start_records(
+      workdir, config, data, start_step, carried,
+      is_writer=jax.process_index() == 0)
+  train_step, eval_step, put = make_steps(
+      model, tx, step_options(config, spe, total_steps, offset), config)
+  loop = _Loop(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
+               best=best, writer=writer, eval_step=eval_step,
+               place=(placement.replicate if put is None else
+                      train_step.place_tree),
+               progress=progress_lib.Progress(
+                   total_steps, config.eval_every_steps,
+                   progress_lib.resumed_elapsed(workdir, start_step),
+                   start_step=start_step),
+               step_offset=offset)
   trace = progress_lib.StepTrace(os.path.join(workdir, 'profile'),
                                  config.profile_steps)
   batches = placement.prefetch_to_device(
       data.train_batches(start_step + offset), put=put)
-  last_logged, step = _train_loop(run, state, train_step, batches,
-                                  start_step, trace)
-  trace.close()
-  ckpt.close()
-  if best is not None:
-    best.close()
-  writer.close()
+  last_logged, step = loop.run(placement.replicate(state), train_step,
+                               batches, start_step, trace)
+  for record in (trace, ckpt, best, writer):
+    if record is not None:
+      record.close()
   if step < total_steps:
     raise preemption.Stopped(
         f'SIGTERM: stopped at step {step} of {total_steps} with its '
@@ -234,38 +209,6 @@ def _step_offset(config, start_step: int,
   return batches - start_step
 
 
-def _config_and_data(config):
-  """The dataset, and the config with the training split's measured mean in
-  place of the configured one where config.normalization.mean_from_data
-  (config.json records the measured one)."""
-  data = create_data(config)
-  if config.normalization.get('mean_from_data', False):
-    config = config.copy_and_resolve_references()
-    config.normalization.mean = tuple(float(v) for v in data.normalization_mean)
-  config_lib.validate_against_data(config, data)
-  return config, data
-
-
-def _start_records(config, workdir: str, data, start_step: int,
-                   carried: dict[str, Any] | None
-                   ) -> metrics_writer.MetricsWriter:
-  """Writes the config, class names, mean image and provenance (process 0);
-  returns the metrics writer."""
-  is_writer = jax.process_index() == 0
-  if is_writer:
-    workdir_lib.record_config(workdir, config, data.class_names, start_step,
-                              carried)
-    if getattr(data, 'mean_image', None) is not None:  # For predict.
-      np.save(os.path.join(workdir, workdir_lib.MEAN_IMAGE_FILE),
-              data.mean_image)
-  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
-                                        resume_step=start_step)
-  if is_writer:
-    provenance.record(workdir, start_step)
-  writer.write_config(config)
-  return writer
-
-
 def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
   """(train step, eval step, batch put or None) for config.parallelism."""
   mode = config.get('parallelism', 'data')
@@ -278,119 +221,114 @@ def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
       conv_lr_scaling=config.get('hybrid_conv_lr_scaling', 'none'))
 
 
-def _train_loop(run: _Run, state, train_step, batches, start_step: int,
-                trace: progress_lib.StepTrace) -> tuple[dict[str, float], int]:
-  """Steps to run.total_steps (or SIGTERM); the device is synchronised only
-  where the loop logs, evaluates or checkpoints. Returns the last logged
-  metrics and the step reached."""
-  config = run.config
-  pending = _PendingMetrics(config, run.ckpt)
-  last_logged: dict[str, float] = {}
-  every = lambda n, step: n > 0 and step % n == 0
-  with preemption.SigtermFlag() as sigterm:
-    step = start_step
-    while step < run.total_steps:
-      state, metrics = train_step(state, next(batches))
-      step += 1
-      pending.add(step, metrics)
-      if not run.progress.timing:  # Exclude the first step's compilation.
-        jax.block_until_ready(metrics)
-        run.progress.start_window(step)
+@dataclasses.dataclass
+class _Loop:
+  """Steps to total_steps (or SIGTERM), synchronising the device only where
+  it logs, evaluates or checkpoints. The steps' metrics since the last sync
+  are fetched then; non-finite steps stop the run or are counted as skipped
+  (config.nonfinite)."""
+  config: Any
+  data: Any
+  total_steps: int
+  ckpt: checkpointing.Checkpointer
+  best: checkpointing.Checkpointer | None  # The best evaluation's state.
+  writer: metrics_writer.MetricsWriter
+  progress: progress_lib.Progress
+  eval_step: Callable  # Compiled: (params, batch) -> sums.
+  place: Callable  # Where the steps want the state (after a host update).
+  step_offset: int  # _step_offset's: data order, schedule, epochs.
+  pending: list = dataclasses.field(default_factory=list)  # Since the sync.
+  consecutive_skips: int = 0
 
-      is_last = step == run.total_steps
-      log_now = every(config.log_every_steps, step) or is_last
-      eval_now = every(config.eval_every_steps, step) or is_last
-      ckpt_now = every(config.checkpoint_every_steps, step) or is_last
-      stop_now = preemption.stop_requested(sigterm.received,
-                                           log_now or eval_now or ckpt_now)
-      if log_now or eval_now or ckpt_now or stop_now:
-        state, last_logged = _sync_step(
-            run, state, step, pending.flush(step), log_now, eval_now,
-            save=ckpt_now or stop_now)
-      trace.after_step(step, log_now, metrics)
-      if stop_now:
-        logging.warning('SIGTERM%s: saved the checkpoint at step %d; '
-                        'exiting.', '' if sigterm.received else
-                        ' (to another process)', step)
-        break
-  return last_logged, step
+  def run(self, state, train_step, batches, start_step: int,
+          trace: progress_lib.StepTrace) -> tuple[dict[str, float], int]:
+    """Returns the last logged metrics and the step reached."""
+    config, last_logged = self.config, {}
+    every = lambda n, step: n > 0 and step % n == 0
+    with preemption.SigtermFlag() as sigterm:
+      step = start_step
+      while step < self.total_steps:
+        state, metrics = train_step(state, next(batches))
+        step += 1
+        self.pending.append(metrics)
+        if not self.progress.timing:  # Exclude the first step's compilation.
+          jax.block_until_ready(metrics)
+          self.progress.start_window(step)
 
+        is_last = step == self.total_steps
+        log_now = every(config.log_every_steps, step) or is_last
+        eval_now = every(config.eval_every_steps, step) or is_last
+        ckpt_now = every(config.checkpoint_every_steps, step) or is_last
+        stop_now = preemption.stop_requested(sigterm.received,
+                                             log_now or eval_now or ckpt_now)
+        if log_now or eval_now or ckpt_now or stop_now:
+          state, last_logged = self._sync(state, step, log_now, eval_now,
+                                          save=ckpt_now or stop_now)
+        trace.after_step(step, log_now, metrics)
+        if stop_now:
+          logging.warning('SIGTERM%s: saved the checkpoint at step %d; '
+                          'exiting.', '' if sigterm.received else
+                          ' (to another process)', step)
+          break
+    return last_logged, step
 
-def _sync_step(run: _Run, state, step: int, summary: dict[str, float],
-               log_now: bool, eval_now: bool, save: bool):
-  """Logs, evaluates and checkpoints as due; returns the state and the row
-  written to the metrics ({} if none)."""
-  row = {'step': step, **_log_training(run, step, summary)} if log_now else {}
-  if eval_now:
-    eval_metrics = _evaluate_split(run, state.params, step)
-    if run.config.optimizer.schedule == 'plateau':  # The rate follows it.
-      state = run.place(state.replace(plateau=run.plateau.update(
-          state.plateau, 1.0 - eval_metrics['eval_top1'])))
-    if step == run.total_steps and run.config.final_ten_crop:
-      eval_metrics.update(_evaluate_split(run, state.params, step, True))
-    row = {'step': step, **row, **eval_metrics}
-  if row:
-    row.update(epoch=(step + run.step_offset) / run.data.steps_per_epoch,
-               elapsed_s=run.progress.elapsed())
-    run.writer.write(step, row)
-  identity = {**run.identity, 'images_seen':
-              (step + run.step_offset) * run.config.batch_size}
-  if save:
-    run.ckpt.save(step, state, identity=identity)
-  if eval_now and run.best is not None:
-    run.best.save(step, state, {'eval_top1': eval_metrics['eval_top1']},
-                  identity=identity)
-  return state, row
+  def _sync(self, state, step: int, log_now: bool, eval_now: bool,
+            save: bool):
+    """Logs, evaluates and checkpoints as due; returns the state and the row
+    written to the metrics ({} if none)."""
+    summary, row = self._summary(step), {}
+    if log_now:  # The training window's metrics with its rate, on one line.
+      rate = self.progress.end_window(step) * self.config.batch_size
+      row = {'step': step, **summary, 'images_per_sec': rate,
+             'images_per_sec_per_device': rate / jax.device_count()}
+      logging.info('step %d/%d | loss %.4f | top1 %.3f | lr %.3g | %.1f img/s '
+                   '| ETA %s', step, self.total_steps,
+                   summary.get('train_loss', math.nan),
+                   summary.get('train_top1', math.nan),
+                   summary['learning_rate'], rate,
+                   progress_lib.format_eta(self.progress.eta(step) or 0.0))
+    if eval_now:
+      eval_metrics = self._evaluate(state.params, step)
+      if self.config.optimizer.schedule == 'plateau':  # The rate follows it.
+        plateau = optim.Plateau.from_config(self.config.optimizer)
+        state = self.place(state.replace(plateau=plateau.update(
+            state.plateau, 1.0 - eval_metrics['eval_top1'])))
+      if step == self.total_steps and self.config.final_ten_crop:
+        eval_metrics.update(self._evaluate(state.params, step, True))
+      row = {'step': step, **row, **eval_metrics}
+    if row:
+      row.update(epoch=(step + self.step_offset) / self.data.steps_per_epoch,
+                 elapsed_s=self.progress.elapsed())
+      self.writer.write(step, row)
+    identity = {  # What each checkpoint carries of the run.
+        **workdir_lib.run_identity(self.config, self.data.class_names),
+        'images_seen': (step + self.step_offset) * self.config.batch_size}
+    if save:
+      self.ckpt.save(step, state, identity=identity)
+    if eval_now and self.best is not None:
+      self.best.save(step, state, {'eval_top1': eval_metrics['eval_top1']},
+                     identity=identity)
+    return state, row
 
+  def _evaluate(self, params, step: int, ten_crop: bool = False
+                ) -> dict[str, float]:
+    """The eval split's metrics (eval_*); with `ten_crop`, the paper's
+    test-time averaging over ten crops (config.final_ten_crop) as eval10_*."""
+    with self.progress.timing_eval():  # Not training time; for the ETA.
+      metrics = steps.evaluate_batches(
+          self.eval_step, params, self.data.eval_batches(ten_crop or None))
+    logging.info('%s at step %d: loss %.4f, top-1 %.4f, top-5 %.4f (%d '
+                 'examples)', 'ten-crop eval' if ten_crop else 'eval', step,
+                 metrics['eval_loss'], metrics['eval_top1'],
+                 metrics['eval_top5'], metrics['eval_examples'])
+    prefix = 'eval10_' if ten_crop else 'eval_'
+    return {prefix + k[len('eval_'):]: v for k, v in metrics.items()}
 
-def _log_training(run: _Run, step: int, summary: dict[str, float]
-                  ) -> dict[str, float]:
-  """The training window's metrics with its rate, logged on one line."""
-  rate = run.progress.end_window(step) * run.config.batch_size
-  summary['images_per_sec'] = rate
-  summary['images_per_sec_per_device'] = rate / jax.device_count()
-  eta = run.progress.eta(step) or 0.0
-  logging.info('step %d/%d | loss %.4f | top1 %.3f | lr %.3g | %.1f img/s | '
-               'ETA %s', step, run.total_steps,
-               summary.get('train_loss', math.nan),
-               summary.get('train_top1', math.nan), summary['learning_rate'],
-               rate, progress_lib.format_eta(eta))
-  return summary
-
-
-def _evaluate_split(run: _Run, params, step: int, ten_crop: bool = False
-                    ) -> dict[str, float]:
-  """The eval split's metrics (eval_*); with `ten_crop`, the paper's
-  test-time averaging over ten crops (config.final_ten_crop) as eval10_*."""
-  with run.progress.timing_eval():  # Not training time; for the ETA.
-    metrics = steps.evaluate_batches(run.eval_step, params,
-                                     run.data.eval_batches(ten_crop or None))
-  logging.info('%s at step %d: loss %.4f, top-1 %.4f, top-5 %.4f (%d '
-               'examples)', 'ten-crop eval' if ten_crop else 'eval', step,
-               metrics['eval_loss'], metrics['eval_top1'],
-               metrics['eval_top5'], metrics['eval_examples'])
-  prefix = 'eval10_' if ten_crop else 'eval_'
-  return {prefix + k[len('eval_'):]: v for k, v in metrics.items()}
-
-
-class _PendingMetrics:
-  """The steps' metrics since the last sync, fetched in one host sync;
-  non-finite steps stop the run or are counted as skipped (config.nonfinite)."""
-
-  def __init__(self, config, ckpt: checkpointing.Checkpointer):
-    self.config = config
-    self.ckpt = ckpt
-    self.pending: list[tuple[int, dict]] = []
-    self.consecutive_skips = 0
-
-  def add(self, step: int, metrics: dict) -> None:
-    self.pending.append((step, metrics))
-
-  def flush(self, step: int) -> dict[str, float]:
-    """The window's summary at `step` (one host sync)."""
-    fetched = jax.device_get([m for _, m in self.pending])
-    for (s, _), m in zip(self.pending, fetched):
-      self._check_finite(s, m)
+  def _summary(self, step: int) -> dict[str, float]:
+    """The pending steps' window summary at `step` (one host sync)."""
+    fetched = jax.device_get(self.pending)
+    for s, metrics in enumerate(fetched, step - len(fetched) + 1):
+      self._check_finite(s, metrics)
     self.pending = []
     # The window means are in the last step's metrics; norms and the
     # learning rate are the last step's.
@@ -410,25 +348,21 @@ class _PendingMetrics:
     if metrics['finite'][0]:
       self.consecutive_skips = 0
       return
-    config = self.config
-    if config.nonfinite == 'stop':
+    kept, limit = self.ckpt.latest_step(), self.config.max_consecutive_skips
+    last_good = (f'The last good checkpoint (step {kept}) is kept in '
+                 f'{self.ckpt.directory}' if kept is not None else
+                 'No checkpoint had been saved yet')
+    if self.config.nonfinite == 'stop':
       raise NonFiniteLossError(
           f'Non-finite training loss ({float(metrics["step_loss"][0])}) or '
-          f'gradient norm at step {step}. {self._last_good_checkpoint()}; '
-          f'lower optimizer.learning_rate, or set nonfinite="skip" to skip '
-          f'such steps.')
+          f'gradient norm at step {step}. {last_good}; lower '
+          f'optimizer.learning_rate, or set nonfinite="skip" to skip such '
+          f'steps.')
     self.consecutive_skips += 1
     logging.warning('Skipped step %d: non-finite loss or gradient.', step)
-    if self.consecutive_skips >= config.max_consecutive_skips:
+    if self.consecutive_skips >= limit:
       raise NonFiniteLossError(
           f'{self.consecutive_skips} consecutive steps were skipped for a '
           f'non-finite loss or gradient (the last at step {step}; '
-          f'config.max_consecutive_skips={config.max_consecutive_skips}): '
-          f'the run has diverged. {self._last_good_checkpoint()}; lower '
-          f'optimizer.learning_rate.')
-
-  def _last_good_checkpoint(self) -> str:
-    kept = self.ckpt.latest_step()
-    return (f'The last good checkpoint (step {kept}) is kept in '
-            f'{self.ckpt.directory}' if kept is not None else
-            'No checkpoint had been saved yet')
+          f'config.max_consecutive_skips={limit}): the run has diverged. '
+          f'{last_good}; lower optimizer.learning_rate.')

@@ -7,6 +7,8 @@
 * `check_records`: a workdir holding a run's records (metrics, checkpoints
   set aside) but no checkpoint is refused, so that a relaunch never replaces
   them; `config.start_over` moves them to `old_records.<time>/` instead.
+* `start_records`: what a training run writes as it starts (the config
+  records, the mean image, provenance) and its metrics writer.
 * `record_config`: the first run writes `config.json`; a resume compares the
   run's identity (alexnet_jax.config_fields) with the one its checkpoint
   carries, or else with the newest record, and refuses a change (naming the
@@ -27,9 +29,11 @@ import socket
 from typing import Any, Iterable
 
 from absl import logging
+import numpy as np
 
 from alexnet_jax import config_fields
 from alexnet_jax import metrics_writer
+from alexnet_jax import provenance
 
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
@@ -65,7 +69,8 @@ class WorkdirLock:
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      holder = _read(fd)
+      os.lseek(fd, 0, os.SEEK_SET)
+      holder = os.read(fd, 1000).decode(errors='replace').strip()
       os.close(fd)
       if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
         raise
@@ -89,11 +94,6 @@ class WorkdirLock:
       self._fd = None
 
 
-def _read(fd: int) -> str:
-  os.lseek(fd, 0, os.SEEK_SET)
-  return os.read(fd, 1000).decode(errors='replace').strip()
-
-
 def _records(workdir: str, kind: str) -> list[tuple[int, str]]:
   """(step, path) of the records of `kind` ('config' or 'class_names'),
   oldest first; the undated file counts as step 0."""
@@ -114,22 +114,23 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
-def _set_absent(record: dict[str, Any], field: str, value: Any) -> None:
+def set_absent(record, field: str, value: Any) -> None:
+  """Sets dotted `field` of a dict or ConfigDict where it is absent."""
   *parents, leaf = field.split('.')
   for part in parents:
     record = record.get(part)
-    if not isinstance(record, dict):
+    if not hasattr(record, 'get'):
       return  # A record without the section: nothing to complete.
-  record.setdefault(leaf, value)
+  if leaf not in record:
+    record[leaf] = value
 
 
 def read_config(path: str) -> dict[str, Any]:
   """A config record as a dict, with the fields added since it was written
   set to what the code that wrote it did."""
-  with open(path) as f:
-    record = json.load(f)
+  record = json.loads(_read(path))
   for field, value in config_fields.with_older_values({}).items():
-    _set_absent(record, field, value)
+    set_absent(record, field, value)
   return record
 
 
@@ -207,11 +208,32 @@ def check_records(workdir: str, has_checkpoint: bool,
                   aside)
 
 
+def _read(path: str) -> str:
+  with open(path) as f:
+    return f.read()
+
+
 def _write(path: str, text: str) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
     f.write(text)
   os.replace(tmp, path)
+
+
+def start_records(workdir: str, config, data, start_step: int,
+                  carried: dict[str, Any] | None, is_writer: bool
+                  ) -> metrics_writer.MetricsWriter:
+  """Writes the config, class names, mean image and provenance (where
+  `is_writer`: process 0); returns the metrics writer."""
+  if is_writer:
+    record_config(workdir, config, data.class_names, start_step, carried)
+    if getattr(data, 'mean_image', None) is not None:  # For predict.
+      np.save(os.path.join(workdir, MEAN_IMAGE_FILE), data.mean_image)
+    provenance.record(workdir, start_step)
+  writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
+                                        resume_step=start_step)
+  writer.write_config(config)
+  return writer
 
 
 def record_config(workdir: str, config, class_names: list[str], step: int,
@@ -233,15 +255,10 @@ def record_config(workdir: str, config, class_names: list[str], step: int,
     return
   check_resume(workdir, config, step, carried, class_names)
   last = record_path(workdir, 'config')
-  changed = True
-  if last is not None:
-    with open(last) as f:
-      changed = json.load(f) != json.loads(text)
-  if changed:
+  if last is None or json.loads(_read(last)) != json.loads(text):
     _write(os.path.join(workdir, f'config.{step}.json'), text)
   names_path = record_path(workdir, 'class_names')
-  old_names = open(names_path).read() if names_path else None
-  if old_names != names:
+  if (_read(names_path) if names_path else None) != names:
     _write(os.path.join(workdir, f'class_names.{step}.txt'), names)
 
 
@@ -262,7 +279,7 @@ def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
   if old is None:
     return None, None, None, ''
   names = record_path(workdir, 'class_names')
-  classes = open(names).read().splitlines() if names else None
+  classes = _read(names).splitlines() if names else None
   return old, config_fields.identity_of(old), classes, os.path.basename(path)
 
 
@@ -292,12 +309,11 @@ def check_resume(workdir: str, config, step: int,
         f'(recorded in config.{step}.json).')
   if not log_changes:
     return
-  logged = dict((k, (a, b)) for k, a, b in
-                (config_fields.changes(old, new) if old else []))
-  logged.update((k, (a, b)) for k, a, b in found)
+  # Every change, free fields' too; the identity's as `found` names them.
+  logged = {change[0]: change for change in
+            (config_fields.changes(old, new) if old else []) + found}
   if logged:
-    described = config_fields.describe(
-        [(k, a, b) for k, (a, b) in sorted(logged.items())])
+    described = config_fields.describe([logged[k] for k in sorted(logged)])
     logging.warning(
         'Resuming at step %d with a changed config: %s%s. Recorded in '
         'config.%d.json.', step, described,

@@ -85,3 +85,14 @@ def test_evaluate_alone_reproduces_the_runs_last_evaluation(
   # The training records are untouched: the run's own metrics stay as they
   # were, and the evaluation's records went into their own directory.
   assert _rows(workdir)[-1] == trained
+
+
+def test_a_step_without_checkpoint_names_the_steps_there(tmp_path):
+  from alexnet_jax import checkpoint_params
+  from alexnet_jax import evaluate
+  for step in (2, 4):  # Finished orbax steps: <step>/default/.
+    os.makedirs(tmp_path / 'checkpoints' / str(step) / 'default')
+  with pytest.raises(checkpoint_params.CheckpointNotFoundError,
+                     match=re.escape(f'--step=3: {tmp_path} has checkpoints '
+                                     'at steps [4, 2].')):
+    evaluate.run_config(str(tmp_path), 3)

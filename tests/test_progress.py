@@ -60,6 +60,19 @@ def test_eta_counts_remaining_steps_and_evaluations():
   assert p.eta(100) == pytest.approx(5.0)  # The last step's evaluation.
 
 
+def test_a_log_step_with_no_timed_step_gets_the_real_time_rate():
+  # Resumed at step 40; step 41 compiles and is logged before any window.
+  p, clock = make(total_steps=100, eval_every_steps=0, start_step=40)
+  clock.now = 4.0
+  p.start_window(41)
+  assert p.end_window(41) == pytest.approx(1 / 4)  # 1 step in 4 s.
+  assert p.steps_per_sec is None  # Compilation is not the training rate.
+  assert p.eta(41) == pytest.approx(59 * 4 + 0.0)  # Until a window is timed.
+  clock.now = 9.0
+  assert p.end_window(51) == pytest.approx(2.0)  # 10 steps in 5 s.
+  assert p.eta(51) == pytest.approx(49 / 2.0)
+
+
 @pytest.mark.parametrize('total, every, step, evals', [
     (90, 25, 80, 1),  # 90 (the last step).
     (90, 25, 75, 2),  # 75, 90.
