@@ -14,19 +14,21 @@ as Caffe's in-place ReLU leaves its blobs:
 * fc6, fc7: [batch, neurons], in evaluation mode (dropout off). fc7 is the
   last hidden layer, whose Euclidean distances the paper's Figure 4 uses.
 
-The forward pass is the model's own: conv layers run through
-`models.conv_layer` up to `layer` (a conv1 read does not compute the rest of
-the net); fc6 and fc7 through `models.features` and `models.head`.
+The forward pass is the model's own: the layers before `layer` run through
+`models.conv_layer` and flax's `Dense`, on the same parameters, and stop
+there, so a conv1 read does not compute the rest of the net.
 """
 
 from __future__ import annotations
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from alexnet_jax import models
+from alexnet_jax import ops
 
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 FC_LAYERS = ('fc6', 'fc7')
@@ -46,21 +48,22 @@ def features(model: models.AlexNet, variables, images: jax.Array,
   check_layer(layer)
   model._check(images)  # pylint: disable=protected-access
   params = variables['params']
-  x = images.astype(jnp.dtype(model.dtype))
-  if layer in CONV_LAYERS:
-    for spec in models.conv_specs(model.variant):
-      if spec.name == layer:  # Read after the activation: no LRN, pooling.
-        spec = dataclasses.replace(spec, lrn=False, pool=False)
-      x = models.conv_layer(model, spec, params[spec.name], x, model.groups)
-      if spec.name == layer:
-        return x.astype(jnp.float32)
-  # fc8 as the identity makes head's logits fc7's activations; fc6's are
-  # what head hands fc7 (`gather`). Full float32 matmuls keep the identity
-  # exact where the default would round to TF32 (GPUs).
-  fc6, width = [], params['fc7']['kernel'].shape[-1]
-  identity = {'kernel': jnp.eye(width), 'bias': jnp.zeros(width)}
-  with jax.default_matmul_precision('highest'):
-    fc7 = models.head(model, {**params, 'fc8': identity},
-                      models.features(model, params, x),
-                      gather=lambda h: fc6.append(h) or h)
-  return fc7 if layer == 'fc7' else fc6[0].astype(jnp.float32)
+  dtype = jnp.dtype(model.dtype)
+  x = images.astype(dtype)
+  for spec in models.conv_specs(model.variant):
+    if spec.name == layer:  # Stop after the activation.
+      spec = dataclasses.replace(spec, lrn=False, pool=False)
+    x = models.conv_layer(model, spec, params[spec.name], x, model.groups)
+    if spec.name == layer:
+      return x.astype(jnp.float32)
+  if model.variant == 'owt':
+    x = ops.adaptive_avg_pool(x, models.OWT_POOL_OUTPUT)
+  x = x.reshape((x.shape[0], -1))  # (H, W, C) order, as the model flattens.
+  for name in FC_LAYERS:  # Dropout is off in evaluation: not applied.
+    kernel = params[name]['kernel']
+    dense = nn.Dense(kernel.shape[-1], dtype=dtype, param_dtype=jnp.float32)
+    x = models.ACTIVATIONS[model.activation](
+        dense.apply({'params': params[name]}, x))
+    if name == layer:
+      return x.astype(jnp.float32)
+  raise AssertionError('unreachable')
