@@ -216,6 +216,14 @@ class Checkpointer:
     diff = [f'{k}: checkpoint {got.get(k, "absent")} vs config '
             f'{wanted.get(k, "absent")}' for k in sorted(set(wanted) | set(got))
             if got.get(k) != wanted.get(k)]
+    if diff and all(not d.startswith('params/') for d in diff):
+      raise IncompatibleCheckpointError(
+          f'The checkpoint at step {step} in {self.directory} holds the same '
+          f'model but another optimizer state ({len(diff)} arrays differ, '
+          f'e.g. {"; ".join(diff[:3])}): written by an earlier version of '
+          f'this code or for another optimizer, it cannot resume. Its '
+          f'parameters still evaluate and predict; train anew with a new '
+          f'--workdir or --config.start_over=True.')
     if diff:
       raise IncompatibleCheckpointError(
           f'The checkpoint at step {step} in {self.directory} holds a different '

@@ -32,6 +32,26 @@ def test_asynchronous_saves_restore_the_state(tmp_path):
   loader.close()
 
 
+def test_a_checkpoint_of_another_optimizer_state_says_so(tmp_path):
+  # Same parameters, another optimizer state layout (an earlier version of
+  # the code, or another optimizer): the message must not blame the model.
+  params = {'conv1': {'kernel': np.ones((3, 3), np.float32)}}
+  saver = checkpointing.Checkpointer(str(tmp_path), asynchronous=False)
+  saver.save(2, {'params': params, 'opt_state': {'count': np.int32(2)}})
+  saver.close()
+  loader = checkpointing.Checkpointer(str(tmp_path), asynchronous=False)
+  target = {'params': params, 'opt_state': {'count': np.int32(0),
+                                            'scale': np.float32(1)}}
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match=r'same model.*optimizer state.*opt_state/scale'):
+    loader.restore_latest(target)
+  with pytest.raises(checkpointing.IncompatibleCheckpointError,
+                     match='holds a different model'):
+    loader.restore_latest({'params': {'conv1': {'kernel': np.ones(
+        (5, 3), np.float32)}}, 'opt_state': {'count': np.int32(0)}})
+  loader.close()
+
+
 def test_the_best_evaluation_is_kept_apart_from_the_newest(tmp_path, tiny,
                                                            monkeypatch):
   scores = iter([0.5, 0.8, 0.3])  # Evaluations at steps 2, 4, 6.
