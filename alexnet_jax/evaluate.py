@@ -160,7 +160,7 @@ def evaluate_checkpoint(config, workdir: str,
   models.check_config(config.model, config.image_size)
   workdir = os.path.abspath(workdir)
   config_lib.check_workdir(workdir)
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   params, step = load_params(config.get('checkpoint'), config.model)
   check_params_fit(params, model, config.image_size)
 

@@ -378,11 +378,11 @@ MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(AlexNet)
                      if f.name not in ('parent', 'name'))
 
 
-def model_from_config(config) -> AlexNet:
-  """`AlexNet` from `config.model`. The execution choices older config.json
-  files hold there (free fields: config_fields) are not the model's, and
-  are left out."""
-  fields = {k: v for k, v in config.model.items()
+def model_from_config(model_config) -> AlexNet:
+  """`AlexNet` from a config's `model` section. The execution choices older
+  config.json files hold there (free fields: config_fields) are not the
+  model's, and are left out."""
+  fields = {k: v for k, v in model_config.items()
             if config_fields.is_identity(f'model.{k}')}
   unknown = set(fields) - set(MODEL_FIELDS)
   if unknown:

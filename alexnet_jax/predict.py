@@ -191,7 +191,7 @@ class Predictor:
     from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
     from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
-    model = models.model_from_config(config)
+    model = models.model_from_config(config.model)
     evaluate.check_params_fit(params, model, config.image_size)
     normalize = steps.Normalization.from_config(config.normalization)
 

@@ -72,7 +72,7 @@ def validate(config) -> None:
   mode = config.get('parallelism', 'data')
   if mode != 'data':
     from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
-    parallelism.check_model(mode, models.model_from_config(config),
+    parallelism.check_model(mode, models.model_from_config(config.model),
                             jax.device_count())
 
 
@@ -94,7 +94,7 @@ def resolve(config):
     for field, value in _WHEN_ABSENT.items():
       workdir_lib.set_absent(config, field, value)
     if 'model' in config:
-      model = models.model_from_config(config)
+      model = models.model_from_config(config.model)
       for name in models.MODEL_FIELDS:
         config.model[name] = getattr(model, name)
   return config
@@ -122,7 +122,7 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     config.normalization.mean = tuple(float(v) for v in data.normalization_mean)
   config_lib.validate_against_data(config, data)
   spe = data.steps_per_epoch
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, config.image_size, config.seed)
   state = _restore(ckpt, state, config, workdir)

@@ -171,7 +171,7 @@ def run_figure3(run_dir: str, workdir: str, step: int | None = None) -> dict:
   kernel = np.asarray(variables['params']['conv1']['kernel'])
   std = config.normalization.std
   pixels = kernel / np.asarray(std, np.float64)[:, None]
-  towers = models.model_from_config(config).groups
+  towers = models.model_from_config(config.model).groups
   result = {'run': os.path.abspath(run_dir), 'step': step,
             'variant': config.model.variant, 'groups': towers,
             **summarize(kernel, towers, std)}

@@ -228,7 +228,7 @@ def run_figure4(run_dir: str, workdir: str, step: int | None = None,
   if config.dataset == 'fake':
     raise run_loading.RunError(f'{run_dir} trained on random images '
                                "(dataset='fake'): there are none to show.")
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   normalize = steps.Normalization.from_config(config.normalization)
 
   def embed(params, images):

@@ -29,7 +29,7 @@ def load_run(run_dir: str, step: int | None = None):
   try:
     config = evaluate.run_config(run_dir, step)
     params, step = evaluate.load_params(config.checkpoint, config.model)
-    evaluate.check_params_fit(params, models.model_from_config(config),
+    evaluate.check_params_fit(params, models.model_from_config(config.model),
                               config.image_size)
   except (checkpoint_params.CheckpointNotFoundError,
           checkpoint_params.CheckpointUnreadableError,

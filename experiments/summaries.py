@@ -93,7 +93,7 @@ def scale_sentence(config, steps: int, num_seeds: int) -> str:
   """How far a run's data and budget are from the paper's, in one sentence."""
   images = steps * config.batch_size
   paper_images = PAPER_EPOCHS * PAPER_TRAIN_IMAGES
-  m = models.model_from_config(config)  # Variant defaults resolved.
+  m = models.model_from_config(config.model)  # Variant defaults resolved.
   flops = flops_lib.model_flops_of(m, config.image_size)
   paper_flops = flops_lib.model_flops()
   compute = images * flops / (paper_images * paper_flops)

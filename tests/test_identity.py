@@ -272,7 +272,7 @@ def test_an_error_that_proves_no_corruption_moves_no_checkpoint(
 
   monkeypatch.setattr(ckpt._manager, 'restore', fail)
   state = train.steps.create_train_state(
-      models.model_from_config(_config()),
+      models.model_from_config(_config().model),
       train.optim.create_optimizer(_config().optimizer), 67, 0)
   with pytest.raises(MemoryError):
     ckpt.restore_latest(state)

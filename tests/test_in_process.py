@@ -92,7 +92,7 @@ def test_flag_helpers():
 
 def test_one_worker_per_worker_step_is_the_ordinary_step():
   config = tiny_config(**{'model.dropout_rate': 0.0})
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, 67, config.seed)
   rng = np.random.default_rng(0)

@@ -162,7 +162,7 @@ def test_variant_defaults_through_the_config():
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
   train.validate(config)
-  built = lambda: models.model_from_config(config)
+  built = lambda: models.model_from_config(config.model)
   assert (built().groups, built().lrn) == (2, True)  # The paper's.
   config.model.variant = 'owt'
   config.image_size, config.resize_size = 224, 256
@@ -177,7 +177,7 @@ def test_model_from_config_leaves_out_older_execution_fields():
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import default  # pylint: disable=g-import-not-at-top
   config = default.get_config()
-  want = models.model_from_config(config)
+  want = models.model_from_config(config.model)
   # Older config.json files held how the operations ran, in config.model
   # (and later config.execution): not the model's fields, left out.
   old = ml_collections.ConfigDict({
@@ -185,8 +185,8 @@ def test_model_from_config_leaves_out_older_execution_fields():
                 'lrn_impl': 'matmul', 'pool_impl': 'reduce_window',
                 'conv1_impl': 'space_to_depth'},
       'execution': {'lrn_impl': 'matmul'}})
-  assert models.model_from_config(old) == want
+  assert models.model_from_config(old.model) == want
   assert want.width == config.model.width
   config.model.no_such_field = 1
   with pytest.raises(ValueError, match='no_such_field'):
-    models.model_from_config(config)
+    models.model_from_config(config.model)

@@ -13,7 +13,7 @@ from test_parallelism import _run
 def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
   _run("""
       config = config_for('hybrid', hybrid_fc_batch='per_worker')
-      model = models.model_from_config(config)
+      model = models.model_from_config(config.model)
       tx = optim.create_optimizer(config.optimizer)
       batch = next(fake_data.FakeData(config).train_batches())
       images = steps.training_images(

@@ -56,7 +56,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
       workdir = %r
       rel = lambda a, b: float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
       config = config_for('data')
-      model = models.model_from_config(config)
+      model = models.model_from_config(config.model)
       x = jax.random.normal(jax.random.key(0), (16, 67, 67, 3))
       labels = jnp.arange(16) %% 10
       params = model.init(jax.random.key(1), x[:1])['params']

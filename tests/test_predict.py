@@ -37,7 +37,7 @@ def _write_workdir(workdir: str, config) -> dict:
   but this checkpoint's params would be noticed, with fc8 scaled down for
   probabilities that are not all 0 or 1.
   """
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, config.image_size, config.seed)
   params = jax.tree_util.tree_map(lambda x: x * 1.1, state.params)
@@ -113,7 +113,7 @@ def test_predict_prints_top5(trained, tmp_path, capsys):
   predict.main(['--workdir', workdir] + paths)
   printed = _parse(capsys.readouterr().out)
   assert list(printed) == paths
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   for path in paths:
     top = printed[path]
     assert len(top) == 5
@@ -149,7 +149,7 @@ def test_predict_ten_crop_and_checkpoint_flag(trained, tmp_path, capsys):
   # The printed probabilities are the mean softmax over the ten crops.
   crops = predict.preprocess(predict.load_image(path), config, ten_crop=True)
   assert crops.shape[0] == 10
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   logits = model.apply({'params': params}, _normalize(
       crops, config.normalization.mean, config.normalization.std))
   want = _softmax(logits).mean(axis=0)
@@ -311,7 +311,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
   labels = np.asarray(batch['label']).reshape(-1)
   mean, std = saved['normalization']['mean'], saved['normalization']['std']
   assert mean != list(config.normalization.mean)
-  logits = models.model_from_config(config).apply(
+  logits = models.model_from_config(config.model).apply(
       {'params': params}, _normalize(images, mean, std))
   want = float(np.mean(_cross_entropy(logits, labels)))
   assert abs(rows[0]['eval_loss'] - want) < 1e-4 * max(1.0, abs(want))

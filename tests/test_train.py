@@ -31,7 +31,7 @@ def test_eight_devices_match_one_device_on_the_same_global_batch():
       from conftest import tiny_config
       from alexnet_jax import models, optim, placement, steps, train
       config = tiny_config(**{'model.dropout_rate': 0.0, 'batch_size': 16})
-      model = models.model_from_config(config)
+      model = models.model_from_config(config.model)
       tx = optim.create_optimizer(config.optimizer)
       rng = np.random.default_rng(0)
       images = rng.integers(0, 256, (3, 16, 67, 67, 3), dtype=np.uint8)
@@ -128,7 +128,7 @@ def test_nonfinite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
 def test_nonfinite_skip_leaves_parameters_unchanged(tmp_path, tiny):
   config = tiny(dataset='fake', num_train_steps=2, nonfinite='skip',
                 **{'normalization.std': (1e-38, 1e-38, 1e-38)})
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, config.image_size, config.seed)
@@ -197,7 +197,7 @@ def test_unknown_dataset_lists_close_matches(tmp_path, tiny):
 
 def _tiny_steps(config, total_steps=None):
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   step, _ = steps.make_pmapped_steps(
       model, tx, train.step_options(config, 10, total_steps or 10),
@@ -378,7 +378,7 @@ def test_skipped_step_does_not_delay_the_schedule(tiny):
 def _restored_state(config, workdir):
   from alexnet_jax import checkpointing  # pylint: disable=g-import-not-at-top
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'))
   state = ckpt.restore_latest(
@@ -428,7 +428,7 @@ def test_dropout_masks_depend_on_step_and_device_and_repeat(tiny):
   from alexnet_jax import optim  # pylint: disable=g-import-not-at-top
   config = tiny(**{'optimizer.warmup_epochs': 0.0})  # The same rate at 5, 6.
   assert config.model.dropout_rate == 0.5
-  model = models.model_from_config(config)
+  model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, config.image_size, config.seed)
   step_fn = jax.jit(jax.vmap(
