@@ -1,22 +1,7 @@
-"""Krizhevsky (2014)'s "one weird trick" update, as published.
-
-`config.hybrid_fc_batch='per_worker'` (with parallelism='hybrid'): of a step's
-batch of K shares (one per worker, K the devices), the convolutional layers
-take one update with the gradient of the whole batch, while the fully
-connected layers are updated K times in turn, each on one worker's share
-("(128K, 128)" in that paper's Table 1). Each share's gradient with respect
-to its pool5 features is taken at the fully connected parameters of its
-turn, and the convolutional gradient gathers them all. With one worker this
-is the ordinary step; 'global' (the default) is the exact one-device step
-at any K ("(128K, 128K)"). docs/parallelism.md sets both beside the paper.
-
-`config.hybrid_conv_lr_scaling` gives the convolutional layers, whose batch
-is K times the fully connected layers', their own rate: the learning rate
-times 1 ('none'), K ('linear', as cuda-convnet2's hybrid layer file has it:
-0.04 for the convolutions, 0.01 for the rest, on 4 GPUs) or sqrt(K)
-('sqrt', which keeps the gradient's variance per update as at batch 128).
-
-The step is written on global arrays: placed with the hybrid mode's
+"""Krizhevsky (2014)'s "one weird trick" step (hybrid_fc_batch='per_worker';
+docs/parallelism.md): fc6-fc8 updated K times in turn, once per worker's
+share of the batch, then conv1-conv5 once on the whole batch's gradient at
+the rate hybrid_conv_lr_scaling sets. Placed with the hybrid mode's
 shardings, XLA splits it over the devices.
 """
 
@@ -36,18 +21,6 @@ FC_LAYERS = ('fc6', 'fc7', 'fc8')
 CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 # The convolutional layers' learning rate over the base one, at K workers.
 CONV_LR_SCALINGS = {'none': lambda k: 1.0, 'linear': float, 'sqrt': math.sqrt}
-
-
-def conv_features(model: models.AlexNet, params, images) -> jax.Array:
-  """The model's pool5 features (`models.features`)."""
-  return models.features(model, params, images)
-
-
-def fc_logits(model: models.AlexNet, params, x, key) -> jax.Array:
-  """fc6-fc8 on pool5 features `x` (`models.head`), dropout drawn from
-  `key`."""
-  return models.head(model, params, x, lambda x, j: models.dropout(
-      x, model.dropout_rate, jax.random.fold_in(key, j)))
 
 
 def _take(old, new, layers):
@@ -76,7 +49,8 @@ def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
   times CONV_LR_SCALINGS[conv_lr_scaling](K)."""
   params = state.params
   convs = {k: v for k, v in params.items() if k not in FC_LAYERS}
-  feats, conv_vjp = jax.vjp(lambda p: conv_features(model, p, images), convs)
+  feats, conv_vjp = jax.vjp(lambda p: models.features(model, p, images),
+                            convs)
   share = feats.shape[0] // workers
   zeros = lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree)
   current, opt_state = params, state.opt_state
@@ -85,7 +59,9 @@ def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
     rows = slice(k * share, (k + 1) * share)
 
     def loss_fn(fc, x, k=k, rows=rows):
-      logits = fc_logits(model, fc, x, jax.random.fold_in(key, k))
+      share_key = jax.random.fold_in(key, k)
+      logits = models.head(model, fc, x, lambda x, j: models.dropout(
+          x, model.dropout_rate, jax.random.fold_in(share_key, j)))
       return jnp.mean(steps.cross_entropy(logits, labels[rows])), logits
 
     fc = {name: current[name] for name in FC_LAYERS}
