@@ -245,32 +245,27 @@ class AlexNet(nn.Module):
   """`apply(variables, images, train=...)` on normalized float NHWC images;
   with `train=True` and dropout, pass `rngs={'dropout': key}`."""
   num_classes: int = 1000
-  # 'paper' (two towers, 227 input), 'owt' (224) or 'tflearn' (227).
-  variant: str = 'paper'
+  variant: str = 'paper'  # Or 'owt', 'tflearn' (DEFAULT_IMAGE_SIZE).
   # Fields defaulting to None take the variant's value (VARIANT_DEFAULTS).
   groups: int | None = None  # 2: two towers (conv2, conv4, conv5); 1: none.
   lrn: bool | None = None  # Local response normalization after conv1, conv2.
-  # True: the LRN window crosses the towers (the paper's GPUs did not).
-  lrn_across_towers: bool = False
+  lrn_across_towers: bool = False  # True: LRN windows cross the towers.
   overlap_pool: bool = True  # Max-pool 3/2 (paper) or 2/2.
   dropout_rate: float = 0.5  # On fc6 and fc7.
   activation: str = 'relu'  # 'relu' or 'tanh'.
   width: float = 1.0  # Multiplier on every layer's width.
   dtype: Any = 'float32'  # Compute dtype; parameters stay float32.
-  # 'paper': N(0, 0.01), biases 1/0; 'he'; 'tflearn': uniform_scaling convs,
-  # truncated_normal(0.02) dense layers, biases 0.
-  initialization: str | None = None
+  initialization: str | None = None  # 'paper', 'he' or 'tflearn' (_inits).
   # LRN constants (paper: k=2, n=5, alpha=1e-4, beta=0.75).
   lrn_depth: int | None = None  # n: channels in the window.
   lrn_bias: float | None = None  # k
   lrn_alpha: float | None = None
   lrn_beta: float | None = None
-  # 'paper': alpha multiplies the window's sum, as printed; 'cuda_convnet':
-  # alpha / lrn_depth does, as the authors' code and Caffe compute it.
+  # 'paper': alpha as printed; 'cuda_convnet': alpha / n, as the authors' code.
   lrn_convention: str = 'paper'
 
   def __post_init__(self):
-    # Resolved once, here, so the variant's fields read as built.
+    # The variant's values, so that the fields read as built.
     for field, value in VARIANT_DEFAULTS.get(self.variant, {}).items():
       if getattr(self, field) is None:
         object.__setattr__(self, field, value)

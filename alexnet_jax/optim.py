@@ -66,13 +66,11 @@ def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
   name = opt_config.schedule
   warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
   total = total_steps + step_offset
-  if name == 'cosine' and not warmup:
-    schedule = optax.cosine_decay_schedule(lr, decay_steps=max(total, 1))
-  elif name == 'cosine':
+  if name == 'cosine':  # Its warmup (none where warmup_steps=0) built in.
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=lr, warmup_steps=warmup,
         decay_steps=max(total, warmup + 1))
-    warmup = 0  # Built in.
+    warmup = 0
   elif name in ('constant', 'plateau'):
     schedule = optax.constant_schedule(lr)
   elif name == 'step':

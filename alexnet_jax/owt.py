@@ -23,22 +23,17 @@ CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 CONV_LR_SCALINGS = {'none': lambda k: 1.0, 'linear': float, 'sqrt': math.sqrt}
 
 
-def _take(old, new, layers):
-  """`new`'s leaves of `layers` and those of no layer (the optimizer's
-  counters and hyperparameters); `old`'s elsewhere."""
-  def pick(path, o, n):
+def _update(tx, params, opt_state, grads, layers):
+  """One optimizer update that keeps the new leaves of `layers` and of no
+  layer (counters, hyperparameters): the chain is elementwise."""
+  def take(path, old, new):
     keys = {getattr(k, 'key', None) for k in path}
     mine = keys & set(layers) or not keys & set(FC_LAYERS + CONV_LAYERS)
-    return n if mine else o
-  return jax.tree_util.tree_map_with_path(pick, old, new)
-
-
-def _update(tx, params, opt_state, grads, layers):
-  """One optimizer update of `layers` only (the chain is elementwise, so the
-  other layers' results are simply not kept)."""
+    return new if mine else old
   updates, new_state = tx.update(grads, opt_state, params)
-  return (_take(params, optax.apply_updates(params, updates), layers),
-          _take(opt_state, new_state, layers))
+  take_all = lambda old, new: jax.tree_util.tree_map_with_path(take, old, new)
+  return (take_all(params, optax.apply_updates(params, updates)),
+          take_all(opt_state, new_state))
 
 
 def per_worker_update(state, images, labels, key, *, model, tx, workers: int,

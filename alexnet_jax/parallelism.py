@@ -174,11 +174,9 @@ def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
   def put(batch):
     if batch is last[0]:  # Fake data repeats one batch.
       return last[1]
-    out = {}
-    for k, v in batch.items():
-      v = np.asarray(v)
-      out[k] = jax.make_array_from_process_local_data(
-          sharding, v.reshape((-1,) + v.shape[2:]))
+    out = {k: jax.make_array_from_process_local_data(
+        sharding, np.reshape(v, (-1,) + np.shape(v)[2:]))
+           for k, v in batch.items()}
     last[:] = [batch, out]
     return out
   return put

@@ -157,14 +157,17 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
     return (optax.apply_updates(params, updates), new_opt_state,
             norm_if_logged(updates))
 
-  def keep(grads, params, opt_state):
-    del grads
-    return params, opt_state, jnp.zeros((), jnp.float32)
-
+  keep = lambda _, params, opt_state: (params, opt_state,
+                                      jnp.zeros((), jnp.float32))
   new_params, new_opt_state, update_norm = lax.cond(
       finite, apply_update, keep, grads, state.params, state.opt_state)
-  window = _add_to_window(state, step_metrics, finite,
-                          options.log_every_steps)
+  # The window's sums plus this step's if finite; a new window starts after
+  # each multiple of log_every_steps.
+  new_window = (state.step % options.log_every_steps) == 0
+  window = jax.tree_util.tree_map(
+      lambda old, new: jnp.where(new_window, 0.0, old)
+      + jnp.where(finite, new, 0.0), state.train_window,
+      {**step_metrics, 'count': jnp.ones((), jnp.float32)})
   count = jnp.maximum(window['count'], 1.0)
   metrics = {
       'train_loss': window['loss'] / count,
@@ -180,18 +183,6 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
   new_state = state.replace(step=state.step + 1, params=new_params,
                             opt_state=new_opt_state, train_window=window)
   return new_state, metrics
-
-
-def _add_to_window(state: TrainState, step_metrics, finite,
-                   log_every_steps: int) -> dict[str, jax.Array]:
-  """The window's sums plus this step's (if finite); a new window starts
-  after every multiple of log_every_steps."""
-  new_window = (state.step % log_every_steps) == 0
-  step = {'loss': step_metrics['loss'], 'top1': step_metrics['top1'],
-          'count': jnp.ones((), jnp.float32)}
-  return jax.tree_util.tree_map(
-      lambda old, new: jnp.where(new_window, 0.0, old)
-      + jnp.where(finite, new, 0.0), state.train_window, step)
 
 
 def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
@@ -242,14 +233,10 @@ def make_eval_step(model, normalization: Normalization,
 def evaluate_batches(eval_step_fn, params, batches: Iterator[dict]
                      ) -> dict[str, float]:
   """Loss, top-1 and top-5 over every (unmasked) example of `batches`."""
-  totals = None
-  for batch in batches:
-    sums = eval_step_fn(params, batch)
-    totals = sums if totals is None else jax.tree_util.tree_map(
-        jnp.add, totals, sums)
-  if totals is None:
+  sums = [eval_step_fn(params, batch) for batch in batches]
+  if not sums:
     raise ValueError('The evaluation split yielded no batches.')
-  totals = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], totals))
+  totals = jax.device_get(jax.tree_util.tree_map(lambda *x: sum(x)[0], *sums))
   count = float(totals['count'])
   return {**{f'eval_{k}': float(totals[k]) / count
              for k in ('loss', 'top1', 'top5')}, 'eval_examples': int(count)}
