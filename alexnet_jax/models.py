@@ -1,9 +1,7 @@
-"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) in Flax linen: the paper's
-layer table (docs/paper.md), torchvision's single tower (`variant='owt'`) and
-tflearn's example (`variant='tflearn'`). Grouped layers keep
-`nn.Conv(feature_group_count=2)`'s kernel layout. `features` (conv1-pool5) and
-`head` (fc6-fc8) are the forward pass every parallel mode runs.
-"""
+"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) in Flax linen (docs/paper.md),
+torchvision's variant 'owt' and tflearn's 'tflearn'. Grouped layers keep
+`nn.Conv(feature_group_count=2)`'s kernels; `features` (conv1-pool5) and `head`
+(fc6-fc8) are the forward pass that every parallel mode runs."""
 
 from __future__ import annotations
 
@@ -109,8 +107,7 @@ def pool_window(overlap: bool) -> tuple[int, int]:
 
 def layer_sizes(image_size: int, variant: str = 'paper',
                 overlap_pool: bool = True) -> list[int]:
-  """Spatial size after each convolutional layer and its pooling (0: the
-  image is too small to get there)."""
+  """Spatial size after each convolutional layer and its pooling (or 0)."""
   window, stride = pool_window(overlap_pool)
   sizes, size = [], image_size
   for spec in conv_specs(variant):
@@ -153,8 +150,7 @@ def image_size_error(image_size: int, variant: str = 'paper',
 
 
 class Params(nn.Module):
-  """A layer's float32 'kernel' of `shape` and 'bias', as `nn.Conv` or
-  `nn.Dense` create them."""
+  """A layer's float32 'kernel' of `shape` and 'bias', as nn.Conv's/Dense's."""
   shape: tuple[int, ...]
   kernel_init: Callable
   bias_init: Callable
@@ -193,8 +189,7 @@ def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
 def features(model: AlexNet, params, x: Array, towers: int | None = None,
              join: Callable[[Array], Array] | None = None) -> Array:
   """pool5 of images `x` in the compute dtype (adaptive-pooled for 'owt').
-  `join`: applied to conv3's input, which reads both towers (a device that
-  holds one tower gathers the other's)."""
+  `join`: a device holding one tower gathers conv3's input from both."""
   x = x.astype(jnp.dtype(model.dtype))
   for spec in conv_specs(model.variant):
     if spec.name == 'conv3' and join:
@@ -210,10 +205,9 @@ def head(model: AlexNet, params, x: Array,
          dropout: Callable[[Array, int], Array] | None = None,
          gather: Callable[[Array], Array] | None = None,
          reduce: Callable[[Array], Array] | None = None) -> Array:
-  """fc6-fc8's float32 logits of pool5 `x`, flattened (H, W, C).
-  `dropout(x, j)`: fc6's (j=0) or fc7's (j=1), None for none. A device that
-  holds a share of the neurons `gather`s fc6's for fc7 and `reduce`s fc8's
-  partial products."""
+  """fc6-fc8's float32 logits of pool5 `x`, flattened (H, W, C); `dropout(x,
+  j)` drops fc6's (j=0) or fc7's. A device holding a share of the neurons
+  `gather`s fc6's for fc7 and `reduce`s fc8's partial products."""
   dtype = jnp.dtype(model.dtype)
   dense = lambda x, p: lax.dot_general(  # As nn.Dense computes it.
       x.astype(dtype), p['kernel'].astype(dtype), (((1,), (0,)), ((), ())))
@@ -280,7 +274,8 @@ class AlexNet(nn.Module):
               init.variance_scaling(1.0, 'fan_in', 'uniform')), init.zeros
     if self.initialization == 'he':
       # fc8 keeps N(0, 0.01): small first logits do not kill the ReLUs.
-      return init.normal(0.01) if name == 'fc8' else init.he_normal(), init.zeros
+      he = init.normal(0.01) if name == 'fc8' else init.he_normal()
+      return he, init.zeros
     return init.normal(0.01), init.ones if bias_one else init.zeros  # paper
 
   def _check(self, x: Array) -> None:
@@ -341,8 +336,7 @@ def count_params(params) -> int:
 
 
 def check_config(model_config, image_size: int) -> None:
-  """config.model's fields and config.image_size (ConfigError names the
-  first bad one)."""
+  """Checks config.model and config.image_size (ConfigError names the field)."""
   c = config_lib.Fields(model_config, 'model')
   one_of = lambda choices: lambda f: c.one_of(f, choices)
   number_in = lambda low, high, **opens: (

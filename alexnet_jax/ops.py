@@ -1,6 +1,6 @@
-"""AlexNet's operations, each in the form measured fastest (docs/performance.md);
-experiments/op_variants.py swaps in the others for `convolve`,
-`channel_window_sum` and `valid_max_pool`."""
+"""AlexNet's operations, each in the form measured fastest
+(docs/performance.md); experiments/op_variants.py swaps in the others for
+`convolve`, `channel_window_sum` and `valid_max_pool`."""
 
 from __future__ import annotations
 
@@ -15,17 +15,15 @@ NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
 def same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
-  """TensorFlow's 'SAME' padding of one axis: ceil(size / stride) outputs,
-  the odd pixel of padding at the end."""
+  """TensorFlow's 'SAME' padding of one axis (the odd pixel at the end)."""
   total = max((-(-size // stride) - 1) * stride + window - size, 0)
   return total // 2, total - total // 2
 
 
 def conv(x: Array, kernel: Array, bias: Array, *, stride: int,
          padding: int | str, groups: int) -> Array:
-  """A grouped 2-D convolution of NHWC `x` plus `bias`; `kernel` in
-  `nn.Conv(feature_group_count=groups)`'s layout (as PyTorch's groups).
-  `padding`: zeros on every side, or 'SAME' (TensorFlow's)."""
+  """A grouped 2-D convolution of NHWC `x` plus `bias` (`kernel` laid out as
+  `nn.Conv(feature_group_count=groups)`'s); `padding`: zeros, or 'SAME'."""
   in_channels, features = x.shape[-1], kernel.shape[-1]
   if in_channels != kernel.shape[2] * groups or features % groups:
     raise ValueError(
@@ -38,9 +36,8 @@ def conv(x: Array, kernel: Array, bias: Array, *, stride: int,
 
 def convolve(x: Array, kernel: Array, *, stride: int,
              pads: tuple[tuple[int, int], ...], groups: int) -> Array:
-  """The convolution without bias: one per group, concatenated (3-4x faster
-  to train on the CPU than XLA's `feature_group_count`, and faster on the
-  H200)."""
+  """One convolution per group, concatenated: 3-4x faster to train on the CPU
+  than XLA's `feature_group_count`, and faster on the H200."""
   ys = [lax.conv_general_dilated(xi, ki, (stride, stride), pads,
                                  dimension_numbers=NHWC)
         for xi, ki in zip(jnp.split(x, groups, axis=-1),
@@ -79,9 +76,8 @@ def _lrn_fwd(x, depth, bias, alpha, beta):
 
 
 def _lrn_bwd(depth, bias, alpha, beta, res, g):
-  """d/da of a * s**-beta, s = bias + alpha * window_sum(a**2):
-  g * s**-beta - 2 alpha beta a * window_sum(g * a * s**(-beta-1))
-  (the channel window is symmetric, so the transpose is the same sum);
+  """d/da of a * s**-beta, s = bias + alpha * window_sum(a**2), is g * s**-beta
+  - 2 alpha beta a * window_sum(g * a * s**(-beta-1)) (a symmetric window);
   autodiff of the sum would build slices and pads, twice as slow."""
   del bias
   x, scale = res
@@ -138,8 +134,7 @@ def _max_pool_slices_bwd(window, stride, res, g):
   per output phase so all the work is at the pooled size: input row
   stride * Y + r gets the taps i = stride * q + r at output row Y - q."""
   x, y = res
-  n, h, w, c = x.shape
-  oh, ow = y.shape[1:3]
+  (n, h, w, c), (oh, ow) = x.shape, y.shape[1:3]
   taps = _pool_taps(x, window, stride)
   index = jnp.int8 if len(taps) < 127 else jnp.int32
   first = jnp.full(y.shape, len(taps), index)  # The first maximum's tap.

@@ -1,8 +1,6 @@
-"""Momentum SGD with weight decay (the paper's rule, or optax.sgd's: see
-docs/paper.md), the learning-rate schedules, the plateau rule, and the check
-of config.optimizer. The step sets the learning rate, an injected
-hyperparameter, before each update (`set_learning_rate`).
-"""
+"""Momentum SGD with weight decay (docs/paper.md), the learning-rate schedules,
+the plateau rule and the check of config.optimizer. The step sets the rate, an
+injected hyperparameter, before each update (`set_learning_rate`)."""
 
 from __future__ import annotations
 
@@ -59,9 +57,8 @@ def set_learning_rate(opt_state, value):
 
 def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
                     step_offset: int = 0) -> optax.Schedule:
-  """A global step -> learning-rate function ('plateau': constant, scaled by
-  the rule). `step_offset` is added to the step (train.py's resume with
-  another batch size); `total_steps` does not count it."""
+  """Global step -> learning rate ('plateau': constant, scaled by the rule);
+  `step_offset` (a resume with another batch size) is added to the step."""
   lr = opt_config.learning_rate
   name = opt_config.schedule
   warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
@@ -89,10 +86,9 @@ def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
 
 @dataclasses.dataclass
 class Plateau:
-  """The paper's rule: the learning rate times `factor` when validation error
-  stops improving, at most `max_drops` times. PyTorch's ReduceLROnPlateau
-  (mode 'min', threshold `min_delta` 'abs', cooldown 0, patience + 1). Its
-  state (NumPy scalars) is checkpointed; the step reads its 'lr_scale'."""
+  """The paper's rule, the learning rate times `factor` when validation error
+  stops improving (at most `max_drops` times), as PyTorch's ReduceLROnPlateau
+  (mode 'min', threshold `min_delta` 'abs', patience + 1); checkpointed."""
   patience: int
   factor: float
   min_delta: float
@@ -117,14 +113,11 @@ class Plateau:
     error = float(np.float32(error))  # The state stores float32 (as JAX does).
     best, bad = float(state['best_error']), int(state['bad_evals'])
     drops, scale = int(state['drops']), float(state['lr_scale'])
-    if error < best - self.min_delta:  # Only then does `best` move.
-      best, bad = error, 0
-    else:
-      bad += 1
+    # Only an improvement by more than min_delta moves `best`.
+    best, bad = ((error, 0) if error < best - self.min_delta else
+                 (best, bad + 1))
     if bad >= self.patience and drops < self.max_drops:
-      scale *= self.factor
-      drops += 1
-      bad = 0
+      scale, drops, bad = scale * self.factor, drops + 1, 0
     return self.initial_state(best, bad, drops, scale)
 
 

@@ -1,9 +1,7 @@
-"""Krizhevsky (2014)'s "one weird trick" step (hybrid_fc_batch='per_worker';
-docs/parallelism.md): fc6-fc8 updated K times in turn, once per worker's
-share of the batch, then conv1-conv5 once on the whole batch's gradient at
-the rate hybrid_conv_lr_scaling sets. Placed with the hybrid mode's
-shardings, XLA splits it over the devices.
-"""
+"""Krizhevsky (2014)'s "one weird trick" step (hybrid_fc_batch='per_worker',
+docs/parallelism.md): fc6-fc8 updated once per worker's share of the batch in
+turn, then conv1-conv5 once on the whole batch's gradient. Placed with the
+hybrid mode's shardings, XLA splits it over the devices."""
 
 from __future__ import annotations
 
@@ -18,7 +16,6 @@ from alexnet_jax import optim
 from alexnet_jax import steps
 
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
-CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 # The convolutional layers' learning rate over the base one, at K workers.
 CONV_LR_SCALINGS = {'none': lambda k: 1.0, 'linear': float, 'sqrt': math.sqrt}
 
@@ -28,7 +25,7 @@ def _update(tx, params, opt_state, grads, layers):
   layer (counters, hyperparameters): the chain is elementwise."""
   def take(path, old, new):
     keys = {getattr(k, 'key', None) for k in path}
-    mine = keys & set(layers) or not keys & set(FC_LAYERS + CONV_LAYERS)
+    mine = keys & set(layers) or not keys & set(params)
     return new if mine else old
   updates, new_state = tx.update(grads, opt_state, params)
   take_all = lambda old, new: jax.tree_util.tree_map_with_path(take, old, new)
@@ -38,17 +35,15 @@ def _update(tx, params, opt_state, grads, layers):
 
 def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
                       conv_lr_scaling: str = 'none'):
-  """(mean loss, mean top-1, mean gradients, (params, optimizer state)) of
-  one step: K = `workers` updates of fc6-fc8 at the learning rate set in
-  `state` (steps.with_learning_rate), then one of conv1-conv5 at that rate
-  times CONV_LR_SCALINGS[conv_lr_scaling](K)."""
-  params = state.params
-  convs = {k: v for k, v in params.items() if k not in FC_LAYERS}
+  """(mean loss, mean top-1, mean gradients, (params, optimizer state)):
+  K = `workers` updates of fc6-fc8 at `state`'s learning rate, then one of
+  conv1-conv5 at that rate times CONV_LR_SCALINGS[conv_lr_scaling](K)."""
+  convs = {k: v for k, v in state.params.items() if k not in FC_LAYERS}
   feats, conv_vjp = jax.vjp(lambda p: models.features(model, p, images),
                             convs)
   share = feats.shape[0] // workers
   zeros = lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree)
-  current, opt_state = params, state.opt_state
+  current, opt_state = state.params, state.opt_state
   fc_grads, feat_grads, losses, top1s = [], [], [], []
   for k in range(workers):
     rows = slice(k * share, (k + 1) * share)
@@ -73,7 +68,7 @@ def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
   conv_lr = lr * CONV_LR_SCALINGS[conv_lr_scaling](workers)
   current, opt_state = _update(
       tx, current, optim.set_learning_rate(opt_state, conv_lr),
-      {**g_conv, **zeros(fc_grads[0])}, CONV_LAYERS)
+      {**g_conv, **zeros(fc_grads[0])}, tuple(convs))
   opt_state = optim.set_learning_rate(opt_state, lr)  # The rate logged.
   mean_fc = jax.tree_util.tree_map(lambda *g: sum(g) / workers, *fc_grads)
   return (sum(losses) / workers, sum(top1s) / workers, {**g_conv, **mean_fc},

@@ -1,9 +1,7 @@
-"""The sharded modes of config.parallelism (docs/parallelism.md): 'towers',
-the paper's split of every layer over two devices, and 'hybrid', Krizhevsky
-(2014)'s data-parallel convolutions and split fully connected layers. Every
-mode holds one tree of global parameter arrays; each device runs
-`models.features` and `models.head` with the mode's collectives (shard_map).
-"""
+"""config.parallelism's sharded modes (docs/parallelism.md): 'towers', the
+paper's split of every layer over two devices, and 'hybrid', Krizhevsky
+(2014)'s. One tree of global parameter arrays in every mode; each device runs
+`models.features` and `models.head` with the mode's collectives."""
 
 from __future__ import annotations
 
@@ -22,7 +20,6 @@ from alexnet_jax import owt
 from alexnet_jax import steps
 
 DATA, MODEL = 'data', 'model'
-CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
 
 def make_mesh(mode: str, devices=None) -> Mesh:
@@ -38,17 +35,17 @@ def make_mesh(mode: str, devices=None) -> Mesh:
 
 
 def param_specs(params, mode: str):
-  """PartitionSpecs of the parameter tree: towers split every layer over
-  'model' (convolutions and fc6/fc7 by output, fc8 by input); hybrid only the
-  fully connected layers; data none."""
+  """PartitionSpecs of the parameters over 'model': by output (fc8: by input),
+  every layer in 'towers', the fully connected ones in 'hybrid'."""
   def spec(layer: str, leaf: str) -> P:
-    if mode == 'data' or (mode == 'hybrid' and layer in CONVS):
+    conv = layer.startswith('conv')
+    if mode == 'data' or (mode == 'hybrid' and conv):
       return P()
     if layer == 'fc8':
       return P(MODEL, None) if leaf == 'kernel' else P()
     if leaf == 'bias':
       return P(MODEL)
-    return P(None, None, None, MODEL) if layer in CONVS else P(None, MODEL)
+    return P(None, None, None, MODEL) if conv else P(None, MODEL)
   return {layer: {leaf: spec(layer, leaf) for leaf in leaves}
           for layer, leaves in params.items()}
 
@@ -165,9 +162,8 @@ class Placed:
 
 
 def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
-  """This process's share of a global batch, [local devices, per device,
-  ...], -> global arrays split over `batch_axes(mode)`; the shares in
-  process order make the global batch."""
+  """This process's share, [local devices, per device, ...], of a global
+  batch (the shares in process order) -> global arrays over `batch_axes`."""
   last = [None, None]
   sharding = NamedSharding(mesh, P(batch_axes(mode)))
 
@@ -206,9 +202,8 @@ def check_model(mode: str, model: models.AlexNet, devices: int) -> None:
 def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
                        image_size: int, per_worker_fc: bool = False,
                        conv_lr_scaling: str = 'none', devices=None):
-  """(train step, eval step, batch put) for 'towers' or 'hybrid' (with
-  owt.py's `per_worker_fc` and `conv_lr_scaling`): the pmapped steps'
-  signatures, metrics with a leading axis of 1."""
+  """(train step, eval step, batch put) for 'towers' or 'hybrid', as the
+  pmapped steps' (metrics with a leading axis of 1); owt.py: per_worker_fc."""
   if mode not in ('towers', 'hybrid'):
     raise ValueError(f"config.parallelism={mode!r}: the sharded steps are "
                      f"'towers' and 'hybrid'.")

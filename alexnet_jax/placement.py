@@ -18,9 +18,8 @@ def _local_sharding(spec: jax.sharding.PartitionSpec,
 
 
 def replicate(tree, devices=None):
-  """Places `tree` as the pmapped step returns its state (replicated over
-  `devices`, default the local ones), so the step compiles once rather than
-  again on its own output."""
+  """`tree` replicated over `devices` (default: the local ones) as the pmapped
+  step returns its state, so the step compiles once."""
   return jax.device_put(
       tree, _local_sharding(jax.sharding.PartitionSpec(), devices))
 

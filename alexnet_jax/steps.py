@@ -1,5 +1,4 @@
-"""The training state and the pmapped ('data') train and eval steps: the state
-broadcast, the batch sharded over axis 'batch', gradients averaged; dropout
+"""The training state and the pmapped ('data') train and eval steps; dropout
 keys from (seed, step, device), so a resumed run draws the same. Every mode's
 step ends in `apply_gradients`. No TensorFlow: predict and evaluate import it.
 """
@@ -24,8 +23,7 @@ class TrainState(struct.PyTreeNode):
   params: Any
   opt_state: Any
   plateau: dict[str, Any]  # The plateau rule's state (optim.Plateau).
-  # Sums of loss and top-1 since the last logged step, checkpointed so a
-  # resumed run logs the same means as an uninterrupted one.
+  # Loss and top-1 sums since the last log: a resumed run logs the same means.
   train_window: dict[str, Any]
 
 
@@ -38,8 +36,7 @@ class Normalization:
   @classmethod
   def from_config(cls, normalization) -> 'Normalization':
     """No mean where the input pipeline subtracts the mean image."""
-    mean_image = normalization.get('mean_image', False)
-    return cls(mean=(0.0, 0.0, 0.0) if mean_image else
+    return cls(mean=(0.0, 0.0, 0.0) if normalization.get('mean_image') else
                tuple(normalization.mean), std=tuple(normalization.std))
 
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -85,8 +82,7 @@ def training_images(batch: dict[str, jax.Array],
 
 def with_learning_rate(state: TrainState,
                        options: TrainOptions) -> TrainState:
-  """`state` with its step's learning rate set: the schedule at the global
-  step (skipped steps do not make it lag) times the plateau rule's scale."""
+  """`state` with the schedule's rate at its global step times the plateau's."""
   lr = options.learning_rate(state.step) * state.plateau['lr_scale']
   return state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
 
@@ -112,9 +108,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
   """One SGD step on this device's shard; gradients averaged over 'batch'."""
   images = training_images(batch, options.normalization)
   labels = batch['label']
-  device = lax.axis_index('batch')
-  dropout_key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.key(options.seed), state.step), device)
+  dropout_key = jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(options.seed), state.step), lax.axis_index('batch'))
 
   def loss_fn(params):
     logits = model.apply({'params': params}, images, train=True,
@@ -143,9 +138,8 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
   finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(grad_norm)
   logged = ((state.step + 1) % options.log_every_steps == 0) | (
       state.step + 1 == (options.total_steps or 0))
-  nan = jnp.full((), jnp.nan, jnp.float32)
-  norm_if_logged = lambda tree: lax.cond(logged, optax.tree.norm,
-                                         lambda _: nan, tree)
+  norm_if_logged = lambda tree: lax.cond(
+      logged, optax.tree.norm, lambda _: jnp.full((), jnp.nan), tree)
 
   # lax.cond: a jnp.where over both states would copy fc6's arrays each step.
   def apply_update(grads, params, opt_state):
@@ -187,8 +181,7 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
 
 def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
               normalization: Normalization) -> dict[str, jax.Array]:
-  """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
-  normalized images to logits."""
+  """Masked sums of loss and top-1/top-5 hits of `apply`'s logits of `batch`."""
   images = normalization(batch['image'])
   labels, mask = batch['label'], batch['mask']
   if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
@@ -200,12 +193,10 @@ def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
               - jnp.log(crops))
   else:
     logits = apply(images)
-  return {
-      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
-      'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
-      'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
-      'count': jnp.sum(mask),
-  }
+  return {'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+          'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
+          'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
+          'count': jnp.sum(mask)}
 
 
 def make_pmapped_steps(model, tx, options: TrainOptions, devices=None
@@ -220,8 +211,7 @@ def make_pmapped_steps(model, tx, options: TrainOptions, devices=None
 
 def make_eval_step(model, normalization: Normalization,
                    devices=None) -> Callable:
-  """(params, batch) -> masked sums of loss and top-1/top-5 hits over all
-  devices, pmapped over `devices`."""
+  """(params, batch) -> `eval_sums` over all `devices`, pmapped."""
   def eval_step(params, batch):
     apply = lambda x: model.apply({'params': params}, x, train=False)
     return lax.psum(eval_sums(apply, batch, normalization), axis_name='batch')
