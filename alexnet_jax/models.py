@@ -239,7 +239,7 @@ class AlexNet(nn.Module):
   """`apply(variables, images, train=...)` on normalized float NHWC images;
   with `train=True` and dropout, pass `rngs={'dropout': key}`."""
   num_classes: int = 1000
-  variant: str = 'paper'  # Or 'owt', 'tflearn' (DEFAULT_IMAGE_SIZE).
+  variant: str = 'paper'  # 227 input; 'owt' (224) or 'tflearn' (227).
   # Fields defaulting to None take the variant's value (VARIANT_DEFAULTS).
   groups: int | None = None  # 2: two towers (conv2, conv4, conv5); 1: none.
   lrn: bool | None = None  # Local response normalization after conv1, conv2.
