@@ -1,22 +1,7 @@
-"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) in Flax linen.
-
-The paper's network has two towers (one per GPU); conv2, conv4 and conv5 only see
-the channels of their own tower. Here that is a grouped convolution: the kernel
-of a grouped layer has shape (kh, kw, in_channels / 2, out_channels), exactly as
-`nn.Conv(feature_group_count=2)` stores it, so checkpoints do not depend on how
-the convolution is executed. Local response normalization stays within each
-tower's maps, as each GPU normalized its own (`lrn_across_towers=True`: the
-window crosses the towers).
-
-Every architectural choice the paper's ablations touch is a field of
-`AlexNet`; `variant='owt'` gives torchvision's single-tower "one weird trick"
-network, `variant='tflearn'` tflearn's AlexNet example ('SAME' padding, LRN
-after the pooling, also after pool5).
-
-The forward pass is `features` (conv1-pool5) and `head` (fc6-fc8), functions
-of (model, parameters, images) that `AlexNet.__call__` and the parallel modes
-(parallelism.py, owt.py: with their collectives and dropout keys) all run.
-"""
+"""AlexNet (Krizhevsky, Sutskever, Hinton 2012) in Flax linen (docs/paper.md),
+torchvision's variant 'owt' and tflearn's 'tflearn'. Grouped layers keep
+`nn.Conv(feature_group_count=2)`'s kernels; `features` (conv1-pool5) and `head`
+(fc6-fc8) are the forward pass that every parallel mode runs."""
 
 from __future__ import annotations
 
@@ -66,15 +51,13 @@ _PAPER_CONVS = (
     ConvSpec('conv4', 384, 3, 1, 1, True, True, False, False),
     ConvSpec('conv5', 256, 3, 1, 1, True, True, False, True),
 )
-# torchvision's AlexNet ("one weird trick"): other widths, conv1 padded by 2
-# (at 224 input).
+# torchvision's AlexNet: other widths, conv1 padded by 2 (at 224 input).
 _OWT_CONVS = tuple(
     dataclasses.replace(spec, features=maps,
                         padding=2 if spec.name == 'conv1' else spec.padding)
     for spec, maps in zip(_PAPER_CONVS, (64, 192, 384, 256, 256)))
 # tflearn's AlexNet example: 'SAME' convolutions and pooling, LRN
-# (TensorFlow's) after pool1, pool2 and pool5. One tower by default; like
-# 'owt', groups=2 splits conv2, conv4 and conv5 as the paper does.
+# (TensorFlow's) after pool1, pool2 and pool5.
 _TFLEARN_CONVS = tuple(
     dataclasses.replace(spec, padding='SAME', lrn=spec.pool, pool_first=True,
                         pool_padding='SAME')
@@ -82,10 +65,8 @@ _TFLEARN_CONVS = tuple(
 FC_FEATURES = 4096  # fc6 and fc7 neurons at width 1.
 OWT_POOL_OUTPUT = 6  # torchvision's AdaptiveAvgPool2d((6, 6)).
 DEFAULT_IMAGE_SIZE = {'paper': 227, 'owt': 224, 'tflearn': 227}
-# What a variant means for the fields left None: the paper's two towers with
-# its LRN; torchvision's single tower without LRN; tflearn's single tower with
-# TensorFlow's default LRN (depth_radius 5: an 11-channel window, bias 1,
-# alpha 1e-4 not divided) and its initializers.
+# The fields a variant sets where they are None; tflearn's LRN is
+# TensorFlow's default (depth_radius 5: an 11-channel window, bias 1).
 _LRN = {'lrn_depth': 5, 'lrn_bias': 2.0, 'lrn_alpha': 1e-4, 'lrn_beta': 0.75}
 VARIANT_DEFAULTS = {
     'paper': {'groups': 2, 'lrn': True, 'initialization': 'paper', **_LRN},
@@ -95,8 +76,7 @@ VARIANT_DEFAULTS = {
 }
 _CONVS = {'paper': _PAPER_CONVS, 'owt': _OWT_CONVS, 'tflearn': _TFLEARN_CONVS}
 VARIANTS = tuple(_CONVS)
-# torchvision drops the inputs of fc6 and fc7; the paper and tflearn their
-# outputs.
+# torchvision drops fc6's and fc7's inputs; the paper and tflearn outputs.
 DROPOUT_ON_FC_INPUTS = ('owt',)
 
 
@@ -107,12 +87,10 @@ def conv_specs(variant: str) -> Sequence[ConvSpec]:
 
 
 def resolve_variant_defaults(variant: str, groups: int | None = None,
-                             lrn: bool | None = None,
-                             **others) -> dict[str, Any]:
-  """groups, lrn and the other fields named (of VARIANT_DEFAULTS[variant]):
-  the value given (not None), else the variant's."""
+                             lrn: bool | None = None) -> dict[str, Any]:
+  """groups and lrn as given, or the variant's where None."""
   conv_specs(variant)  # Checks the variant.
-  given = {'groups': groups, 'lrn': lrn, **others}
+  given = {'groups': groups, 'lrn': lrn}
   return {k: VARIANT_DEFAULTS[variant][k] if v is None else v
           for k, v in given.items()}
 
@@ -129,8 +107,7 @@ def pool_window(overlap: bool) -> tuple[int, int]:
 
 def layer_sizes(image_size: int, variant: str = 'paper',
                 overlap_pool: bool = True) -> list[int]:
-  """Spatial size after each convolutional layer and its pooling (0: the
-  image is too small to get there)."""
+  """Spatial size after each convolutional layer and its pooling (or 0)."""
   window, stride = pool_window(overlap_pool)
   sizes, size = [], image_size
   for spec in conv_specs(variant):
@@ -159,13 +136,7 @@ def min_image_size(variant: str = 'paper', overlap_pool: bool = True) -> int:
 def image_size_error(image_size: int, variant: str = 'paper',
                      overlap_pool: bool = True) -> str | None:
   """Why `variant` cannot take `image_size` x `image_size` inputs, or None.
-
-  The paper variant refuses sizes its conv1 (11x11, stride 4, no padding)
-  does not tile: at the paper's printed 224 a VALID convolution would drop a
-  column and build a smaller network (pool5 5x5, fc6 6,400 x 4,096, 49.4 M
-  parameters) without a word. Caffe crops 227; cuda-convnet took 224 and let
-  conv1's windows run 3 pixels past the edge (docs/paper.md).
-  """
+  The paper variant takes only sizes conv1 tiles (224 or 227: docs/paper.md)."""
   smallest = min_image_size(variant, overlap_pool)
   if image_size < smallest:
     return (f'variant={variant!r} with overlap_pool={overlap_pool} needs at '
@@ -179,9 +150,7 @@ def image_size_error(image_size: int, variant: str = 'paper',
 
 
 class Params(nn.Module):
-  """A layer's parameters, as `nn.Conv(feature_group_count=groups)` or
-  `nn.Dense` create them: 'kernel' of `shape` and 'bias' (its last
-  dimension), float32."""
+  """A layer's float32 'kernel' of `shape` and 'bias', as nn.Conv's/Dense's."""
   shape: tuple[int, ...]
   kernel_init: Callable
   bias_init: Callable
@@ -195,13 +164,8 @@ class Params(nn.Module):
 
 def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
                x: Array, towers: int) -> Array:
-  """One row of the layer table on its parameters: the convolution, the
-  activation, then the LRN and max-pooling the row calls for.
-
-  `towers`: how many towers' maps `x` holds (`model.groups`, or 1 on a device
-  that holds one tower); a grouped row convolves each on its own, and LRN
-  normalizes each on its own unless `model.lrn_across_towers`.
-  """
+  """One row of the table: the convolution, activation, LRN and pooling.
+  `x` holds `towers` towers' maps (1 on a device that holds one tower)."""
   dtype = jnp.dtype(model.dtype)
   x = ops.conv(x, params['kernel'].astype(dtype), params['bias'].astype(dtype),
                stride=spec.stride, padding=spec.padding,
@@ -212,8 +176,7 @@ def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
   if spec.pool and spec.pool_first:
     x = pool(x)
   if spec.lrn and model.lrn:
-    # The factor on the window's sum: alpha as the paper prints it, or
-    # divided by the window as cuda-convnet's layer.py and Caffe do.
+    # alpha as the paper prints it, or / n as cuda-convnet and Caffe have it.
     per = model.lrn_depth if model.lrn_convention == 'cuda_convnet' else 1
     x = ops.lrn(x, depth=model.lrn_depth, bias=model.lrn_bias,
                 alpha=model.lrn_alpha / per, beta=model.lrn_beta,
@@ -225,13 +188,8 @@ def conv_layer(model: AlexNet, spec: ConvSpec, params: dict[str, Array],
 
 def features(model: AlexNet, params, x: Array, towers: int | None = None,
              join: Callable[[Array], Array] | None = None) -> Array:
-  """pool5 of the images `x` (after torchvision's adaptive pooling for
-  'owt'), in the compute dtype: conv1-conv5 with their LRN and pooling.
-
-  `towers`: as `conv_layer`'s (default `model.groups`). `join`: applied to
-  conv3's input, the one layer that reads both towers' maps (where a device
-  holds one tower, it gathers the other's).
-  """
+  """pool5 of images `x` in the compute dtype (adaptive-pooled for 'owt').
+  `join`: a device holding one tower gathers conv3's input from both."""
   x = x.astype(jnp.dtype(model.dtype))
   for spec in conv_specs(model.variant):
     if spec.name == 'conv3' and join:
@@ -247,14 +205,9 @@ def head(model: AlexNet, params, x: Array,
          dropout: Callable[[Array, int], Array] | None = None,
          gather: Callable[[Array], Array] | None = None,
          reduce: Callable[[Array], Array] | None = None) -> Array:
-  """The logits (float32) of pool5 `x`, flattened in (H, W, C) order:
-  fc6, fc7 and fc8.
-
-  `dropout(x, j)` drops fc6's (j=0) and fc7's (j=1) inputs (torchvision) or
-  outputs (the paper, tflearn); None: no dropout. Where a device holds a
-  share of the neurons (fc6's and fc7's by output, fc8's inputs), `gather`
-  collects fc6's for fc7 and `reduce` sums fc8's partial products.
-  """
+  """fc6-fc8's float32 logits of pool5 `x`, flattened (H, W, C); `dropout(x,
+  j)` drops fc6's (j=0) or fc7's. A device holding a share of the neurons
+  `gather`s fc6's for fc7 and `reduce`s fc8's partial products."""
   dtype = jnp.dtype(model.dtype)
   dense = lambda x, p: lax.dot_general(  # As nn.Dense computes it.
       x.astype(dtype), p['kernel'].astype(dtype), (((1,), (0,)), ((), ())))
@@ -274,8 +227,7 @@ def head(model: AlexNet, params, x: Array,
 
 
 def dropout(x: Array, rate: float, key: Array) -> Array:
-  """flax.linen.Dropout's formula, with a key of the caller's (the parallel
-  modes draw theirs per device)."""
+  """flax.linen.Dropout's formula with the caller's key (drawn per device)."""
   if rate == 0.0:
     return x
   keep = 1.0 - rate
@@ -284,39 +236,30 @@ def dropout(x: Array, rate: float, key: Array) -> Array:
 
 
 class AlexNet(nn.Module):
-  """AlexNet; call as `apply(variables, images_nhwc, train=bool, rngs=...)`.
-
-  Images are float NHWC, already normalised. With `train=True` and
-  `dropout_rate > 0`, pass `rngs={'dropout': key}`.
-  """
+  """`apply(variables, images, train=...)` on normalized float NHWC images;
+  with `train=True` and dropout, pass `rngs={'dropout': key}`."""
   num_classes: int = 1000
-  # 'paper' (two towers, 227 input), 'owt' (224) or 'tflearn' (227).
-  variant: str = 'paper'
+  variant: str = 'paper'  # 227 input; 'owt' (224) or 'tflearn' (227).
   # Fields defaulting to None take the variant's value (VARIANT_DEFAULTS).
   groups: int | None = None  # 2: two towers (conv2, conv4, conv5); 1: none.
   lrn: bool | None = None  # Local response normalization after conv1, conv2.
-  # With groups=2, LRN normalizes each tower's maps on their own, as the
-  # paper's GPUs did; True lets the channel window cross the tower boundary.
-  lrn_across_towers: bool = False
+  lrn_across_towers: bool = False  # True: LRN windows cross the towers.
   overlap_pool: bool = True  # Max-pool 3/2 (paper) or 2/2.
   dropout_rate: float = 0.5  # On fc6 and fc7.
   activation: str = 'relu'  # 'relu' or 'tanh'.
   width: float = 1.0  # Multiplier on every layer's width.
   dtype: Any = 'float32'  # Compute dtype; parameters stay float32.
-  # 'paper': N(0, 0.01), biases 1/0; 'he'; 'tflearn': uniform_scaling convs,
-  # truncated_normal(0.02) dense layers, biases 0.
-  initialization: str | None = None
+  initialization: str | None = None  # 'paper', 'he' or 'tflearn' (_inits).
   # LRN constants (paper: k=2, n=5, alpha=1e-4, beta=0.75).
   lrn_depth: int | None = None  # n: channels in the window.
   lrn_bias: float | None = None  # k
   lrn_alpha: float | None = None
   lrn_beta: float | None = None
-  # 'paper': alpha multiplies the window's sum, as printed; 'cuda_convnet':
-  # alpha / lrn_depth does, as the authors' code and Caffe compute it.
+  # 'paper': alpha as printed; 'cuda_convnet': alpha / n, as the authors' code.
   lrn_convention: str = 'paper'
 
   def __post_init__(self):
-    # Resolved once, here, so the variant's fields read as built.
+    # The variant's values, so that the fields read as built.
     for field, value in VARIANT_DEFAULTS.get(self.variant, {}).items():
       if getattr(self, field) is None:
         object.__setattr__(self, field, value)
@@ -326,15 +269,13 @@ class AlexNet(nn.Module):
     """(kernel, bias) initializers of the layer `name`."""
     init, dense = nn.initializers, name.startswith('fc')
     if self.initialization == 'tflearn':
-      # tflearn's conv_2d: uniform_scaling, U(+-sqrt(3 / fan_in)); its
-      # fully_connected: truncated_normal, stddev 0.02 (cut at 2 std, as
-      # TensorFlow's); biases zeros.
+      # uniform_scaling, U(+-sqrt(3 / fan_in)); truncated_normal(0.02).
       return (init.truncated_normal(0.02) if dense else
               init.variance_scaling(1.0, 'fan_in', 'uniform')), init.zeros
     if self.initialization == 'he':
-      # He-normal hidden layers; the classifier keeps the paper's N(0, 0.01),
-      # so initial logits are small and the first updates do not kill ReLUs.
-      return init.normal(0.01) if name == 'fc8' else init.he_normal(), init.zeros
+      # fc8 keeps N(0, 0.01): small first logits do not kill the ReLUs.
+      he = init.normal(0.01) if name == 'fc8' else init.he_normal()
+      return he, init.zeros
     return init.normal(0.01), init.ones if bias_one else init.zeros  # paper
 
   def _check(self, x: Array) -> None:
@@ -379,9 +320,8 @@ MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(AlexNet)
 
 
 def model_from_config(model_config) -> AlexNet:
-  """`AlexNet` from a config's `model` section. The execution choices older
-  config.json files hold there (free fields: config_fields) are not the
-  model's, and are left out."""
+  """`AlexNet` from config.model, leaving out the execution choices older
+  config.json files hold there (config_fields)."""
   fields = {k: v for k, v in model_config.items()
             if config_fields.is_identity(f'model.{k}')}
   unknown = set(fields) - set(MODEL_FIELDS)
@@ -396,8 +336,7 @@ def count_params(params) -> int:
 
 
 def check_config(model_config, image_size: int) -> None:
-  """config.model's fields, and config.image_size against them
-  (config_lib.ConfigError names the first bad one)."""
+  """Checks config.model and config.image_size (ConfigError names the field)."""
   c = config_lib.Fields(model_config, 'model')
   one_of = lambda choices: lambda f: c.one_of(f, choices)
   number_in = lambda low, high, **opens: (

@@ -1,8 +1,6 @@
-"""AlexNet's operations, each in one form: the one measured fastest
-(docs/performance.md, "Defaults, and why"). The forms it was measured against
-live in experiments/op_variants.py, which swaps them in for `convolve`,
-`channel_window_sum` and `valid_max_pool`.
-"""
+"""AlexNet's operations, each in the form measured fastest
+(docs/performance.md); experiments/op_variants.py swaps in the others for
+`convolve`, `channel_window_sum` and `valid_max_pool`."""
 
 from __future__ import annotations
 
@@ -16,25 +14,16 @@ Array = jax.Array
 NHWC = ('NHWC', 'HWIO', 'NHWC')
 
 
-# --- Convolution -------------------------------------------------------------
-
-
 def same_pads(size: int, window: int, stride: int) -> tuple[int, int]:
-  """TensorFlow's 'SAME' padding of one axis: ceil(size / stride) outputs,
-  the odd pixel of padding at the end."""
+  """TensorFlow's 'SAME' padding of one axis (the odd pixel at the end)."""
   total = max((-(-size // stride) - 1) * stride + window - size, 0)
   return total // 2, total - total // 2
 
 
 def conv(x: Array, kernel: Array, bias: Array, *, stride: int,
          padding: int | str, groups: int) -> Array:
-  """A (possibly grouped) 2-D convolution of NHWC `x`, plus `bias`.
-
-  `kernel` has `nn.Conv(feature_group_count=groups)`'s layout (kh, kw,
-  in_channels // groups, features): output channel o reads input group
-  o // (features / groups), as in PyTorch. `padding`: zeros on every side,
-  or 'SAME' (TensorFlow's).
-  """
+  """A grouped 2-D convolution of NHWC `x` plus `bias` (`kernel` laid out as
+  `nn.Conv(feature_group_count=groups)`'s); `padding`: zeros, or 'SAME'."""
   in_channels, features = x.shape[-1], kernel.shape[-1]
   if in_channels != kernel.shape[2] * groups or features % groups:
     raise ValueError(
@@ -47,24 +36,18 @@ def conv(x: Array, kernel: Array, bias: Array, *, stride: int,
 
 def convolve(x: Array, kernel: Array, *, stride: int,
              pads: tuple[tuple[int, int], ...], groups: int) -> Array:
-  """The convolution without bias: one per group, concatenated (3-4x faster
-  to train on the CPU than XLA's `feature_group_count`, and faster on the
-  H200)."""
-  xs = jnp.split(x, groups, axis=-1)
-  ks = jnp.split(kernel, groups, axis=-1)
+  """One convolution per group, concatenated: 3-4x faster to train on the CPU
+  than XLA's `feature_group_count`, and faster on the H200."""
   ys = [lax.conv_general_dilated(xi, ki, (stride, stride), pads,
                                  dimension_numbers=NHWC)
-        for xi, ki in zip(xs, ks)]
+        for xi, ki in zip(jnp.split(x, groups, axis=-1),
+                          jnp.split(kernel, groups, axis=-1))]
   return ys[0] if groups == 1 else jnp.concatenate(ys, axis=-1)
 
 
-# --- Local response normalization --------------------------------------------
-
-
 def channel_window_sum(v: Array, depth: int, dtype) -> Array:
-  """sum_{|c' - c| <= depth//2} v[..., c'] of float32 `v`, as `depth` shifted
-  adds (elementwise: they fuse with the ReLU and pooling around them).
-  `dtype`, the layer's, is for other forms (a matmul's operands)."""
+  """sum_{|c' - c| <= depth//2} v[..., c'] of float32 `v` as shifted adds,
+  which fuse with the ReLU and pooling. `dtype` is for other forms' use."""
   del dtype
   half, channels = depth // 2, v.shape[-1]
   padded = jnp.pad(v, ((0, 0),) * (v.ndim - 1) + ((half, half),))
@@ -93,9 +76,8 @@ def _lrn_fwd(x, depth, bias, alpha, beta):
 
 
 def _lrn_bwd(depth, bias, alpha, beta, res, g):
-  """d/da of a * s**-beta, s = bias + alpha * window_sum(a**2):
-  g * s**-beta - 2 alpha beta a * window_sum(g * a * s**(-beta-1))
-  (the channel window is symmetric, so the transpose is the same sum);
+  """d/da of a * s**-beta, s = bias + alpha * window_sum(a**2), is g * s**-beta
+  - 2 alpha beta a * window_sum(g * a * s**(-beta-1)) (a symmetric window);
   autodiff of the sum would build slices and pads, twice as slow."""
   del bias
   x, scale = res
@@ -111,17 +93,9 @@ _lrn.defvjp(_lrn_fwd, _lrn_bwd)
 
 def lrn(x: Array, *, depth: int = 5, bias: float = 2.0, alpha: float = 1e-4,
         beta: float = 0.75, groups: int = 1) -> Array:
-  """The paper's local response normalization over the channels of NHWC `x`.
-
-  b[c] = a[c] / (bias + alpha * sum_{c'=max(0, c-depth//2)}^{min(C-1, c+depth//2)}
-  a[c']^2) ** beta. Unlike Caffe and PyTorch, alpha is not divided by depth
-  (models.py divides it where `lrn_convention='cuda_convnet'`). `depth` is
-  odd (the window is centred on the channel).
-  `groups`: the channels are cut into this many equal blocks and each is
-  normalized on its own (the window stops at a block's edge), as the paper's
-  two GPUs each normalized their own maps (cuda-convnet's rnorm1a/rnorm1b).
-  The sums are accumulated in float32.
-  """
+  """The paper's LRN over the channels of NHWC `x` (docs/paper.md; alpha not
+  divided by depth), summed in float32. Each of `groups` equal channel blocks
+  is normalized on its own, as each of the paper's GPUs did its own maps."""
   channels = x.shape[-1]
   if groups < 1 or channels % groups:
     raise ValueError(f'lrn: {channels} channels are not divisible by '
@@ -129,19 +103,14 @@ def lrn(x: Array, *, depth: int = 5, bias: float = 2.0, alpha: float = 1e-4,
   if depth < 1 or depth % 2 == 0:  # An even window has no centre channel.
     raise ValueError(f'lrn: depth={depth}; expected an odd number >= 1 (the '
                      f'window spans depth//2 channels on each side).')
-  # The sums run over the last axis only: (..., C) -> (..., groups, C/groups)
-  # keeps each window inside its block.
+  # (..., C) -> (..., groups, C/groups): each window stays in its block.
   y = _lrn(x.reshape(x.shape[:-1] + (groups, channels // groups)), depth,
            float(bias), float(alpha), float(beta))
   return y.reshape(x.shape)
 
 
-# --- Pooling -----------------------------------------------------------------
-
-
 def _pool_taps(x: Array, window: int, stride: int) -> list[Array]:
-  """The window's taps of a VALID NHWC max-pool, as strided slices, in
-  row-major window order."""
+  """A VALID NHWC max-pool's taps as strided slices, row-major."""
   n, h, w, c = x.shape
   oh, ow = (h - window) // stride + 1, (w - window) // stride + 1
   return [lax.slice(x, (0, i, j, 0), (n, i + stride * (oh - 1) + 1,
@@ -161,15 +130,11 @@ def _max_pool_slices_fwd(x, window, stride):
 
 
 def _max_pool_slices_bwd(window, stride, res, g):
-  """select_and_scatter's gradient: each window's first maximum (in row-major
-  window order) takes the window's gradient, as for `lax.reduce_window`.
-
-  Written per output phase, so that all the work is at the pooled size: input
-  row stride * Y + r gets the taps i = stride * q + r at output row Y - q.
-  """
+  """select_and_scatter's gradient (each window's first maximum takes it),
+  per output phase so all the work is at the pooled size: input row
+  stride * Y + r gets the taps i = stride * q + r at output row Y - q."""
   x, y = res
-  n, h, w, c = x.shape
-  oh, ow = y.shape[1:3]
+  (n, h, w, c), (oh, ow) = x.shape, y.shape[1:3]
   taps = _pool_taps(x, window, stride)
   index = jnp.int8 if len(taps) < 127 else jnp.int32
   first = jnp.full(y.shape, len(taps), index)  # The first maximum's tap.
@@ -177,22 +142,18 @@ def _max_pool_slices_bwd(window, stride, res, g):
     first = jnp.where(taps[k] == y, index(k), first)
   s, q = stride, -(-window // stride)  # q: taps per phase along each axis.
   zero = jnp.zeros((), g.dtype)
-  rows = []
-  for ri in range(s):
-    cols = []
-    for rj in range(s):
-      acc = jnp.zeros((n, oh + q - 1, ow + q - 1, c), g.dtype)
-      for qi in range(q):
-        for qj in range(q):
-          i, j = qi * s + ri, qj * s + rj
-          if i >= window or j >= window:
-            continue
-          hit = jnp.where(first == i * window + j, g, zero)
-          acc = acc + jnp.pad(hit, ((0, 0), (qi, q - 1 - qi),
-                                    (qj, q - 1 - qj), (0, 0)))
-      cols.append(acc)
-    rows.append(jnp.stack(cols, axis=3))  # (n, oh+q-1, ow+q-1, s, c)
-  dx = jnp.stack(rows, axis=2)  # (n, oh+q-1, s, ow+q-1, s, c)
+
+  def phase(ri, rj):  # Input rows s * Y + ri, columns s * X + rj.
+    acc = jnp.zeros((n, oh + q - 1, ow + q - 1, c), g.dtype)
+    for i in range(ri, window, s):
+      for j in range(rj, window, s):
+        hit = jnp.where(first == i * window + j, g, zero)
+        acc = acc + jnp.pad(hit, ((0, 0), (i // s, q - 1 - i // s),
+                                  (j // s, q - 1 - j // s), (0, 0)))
+    return acc
+  # (n, oh+q-1, s, ow+q-1, s, c)
+  dx = jnp.stack([jnp.stack([phase(ri, rj) for rj in range(s)], axis=3)
+                  for ri in range(s)], axis=2)
   dx = dx.reshape(n, (oh + q - 1) * s, (ow + q - 1) * s, c)
   # Crop to the input, or zero-pad rows no window covers.
   dx = lax.pad(dx, zero, ((0, 0, 0), (0, h - dx.shape[1], 0),
@@ -204,20 +165,15 @@ _max_pool_slices.defvjp(_max_pool_slices_fwd, _max_pool_slices_bwd)
 
 
 def valid_max_pool(x: Array, window: int, stride: int) -> Array:
-  """VALID max-pooling as the maximum of the window's strided slices: an
-  elementwise form that fuses with the ReLU and LRN before it, with a custom
-  gradient equal to select_and_scatter's (5x faster backward on the CPU).
-  The output passes through `lax.optimization_barrier`, so it is computed
-  once and stored: otherwise XLA re-fuses the slices (and the ReLU and LRN
-  before them) into each consumer, such as the transposes of the next
-  convolution's weight gradient on the CPU."""
+  """VALID max-pooling as the max of strided slices (fused with the ReLU and
+  LRN before it; custom gradient: 5x faster backward on the CPU). The barrier
+  stores it once, where XLA would re-fuse it into each consumer."""
   return lax.optimization_barrier(_max_pool_slices(x, window, stride))
 
 
 def max_pool(x: Array, window: int, stride: int,
              padding: str = 'VALID') -> Array:
-  """Max-pooling of NHWC `x` (window x window, stride x stride), 'VALID' or
-  'SAME' (TensorFlow's: the borders padded with -inf, so they never win)."""
+  """Max-pooling of NHWC `x`, 'VALID' or 'SAME' (TensorFlow's: -inf borders)."""
   if padding == 'SAME':
     pads = [same_pads(n, window, stride) for n in x.shape[1:3]]
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
@@ -229,12 +185,8 @@ def adaptive_avg_pool(x: Array, out: int) -> Array:
   h, w = x.shape[1:3]
   if (h, w) == (out, out):
     return x
-  rows = []
-  for i in range(out):
-    h0, h1 = (i * h) // out, -((-(i + 1) * h) // out)
-    cols = []
-    for j in range(out):
-      w0, w1 = (j * w) // out, -((-(j + 1) * w) // out)
-      cols.append(jnp.mean(x[:, h0:h1, w0:w1, :], axis=(1, 2)))
-    rows.append(jnp.stack(cols, axis=1))
-  return jnp.stack(rows, axis=1)
+  # torch's bins: [floor(i * n / out), ceil((i + 1) * n / out)).
+  bins = lambda n: [(i * n // out, -(-(i + 1) * n // out)) for i in range(out)]
+  rows = [[jnp.mean(x[:, h0:h1, w0:w1], axis=(1, 2)) for w0, w1 in bins(w)]
+          for h0, h1 in bins(h)]
+  return jnp.stack([jnp.stack(row, axis=1) for row in rows], axis=1)

@@ -1,20 +1,6 @@
-"""Momentum SGD with weight decay, the learning-rate schedules, the plateau
-rule, and the check of config.optimizer.
-
-The paper's update (section 5) keeps the learning rate inside the velocity:
-
-    v <- momentum * v - weight_decay * lr * w - lr * grad
-    w <- w + v
-
-which is `chain(add_decayed_weights(wd), scale_by_learning_rate(lr), trace(m))`.
-`optax.sgd` scales after the trace instead (`rule='sgd'`); the two differ only
-when the learning rate changes.
-
-The rule is wrapped in `optax.inject_hyperparams`; before each update the
-step sets its learning rate (`set_learning_rate`, optax's documented edit of
-`hyperparams`) to the schedule at the global step times the plateau rule's
-scale, so skipped steps do not make the schedule lag.
-"""
+"""Momentum SGD with weight decay (docs/paper.md), the learning-rate schedules,
+the plateau rule and the check of config.optimizer. The step sets the rate, an
+injected hyperparameter, before each update (`set_learning_rate`)."""
 
 from __future__ import annotations
 
@@ -32,18 +18,15 @@ RULES = ('paper', 'sgd')
 SCHEDULES = ('constant', 'step', 'cosine', 'plateau')
 
 
-def _is_not_bias(params):
-  """True for every parameter but the biases (Flax names them 'bias')."""
-  return jax.tree_util.tree_map_with_path(
-      lambda path, _: getattr(path[-1], 'key', None) != 'bias', params)
-
-
 def momentum_sgd(learning_rate, momentum: float, weight_decay: float,
                  rule: str, decay_biases: bool = True
                  ) -> optax.GradientTransformation:
+  """'paper': the rate inside the velocity; 'sgd': outside (optax.sgd)."""
   # The paper decays every weight; Caffe's AlexNet leaves biases undecayed.
+  not_bias = lambda params: jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], 'key', None) != 'bias', params)
   decay = optax.add_decayed_weights(
-      weight_decay, mask=None if decay_biases else _is_not_bias)
+      weight_decay, mask=None if decay_biases else not_bias)
   if rule == 'paper':
     return optax.chain(decay, optax.scale_by_learning_rate(learning_rate),
                        optax.trace(decay=momentum))
@@ -54,8 +37,7 @@ def momentum_sgd(learning_rate, momentum: float, weight_decay: float,
 
 
 def create_optimizer(opt_config) -> optax.GradientTransformation:
-  """config.optimizer's rule (or a dict of its fields), its learning rate a
-  hyperparameter that the step sets (`set_learning_rate`) before each update."""
+  """config.optimizer's rule (or a dict of its fields)."""
   return optax.inject_hyperparams(
       momentum_sgd, static_args=('rule', 'decay_biases'))(
           learning_rate=float(opt_config['learning_rate']),
@@ -75,20 +57,17 @@ def set_learning_rate(opt_state, value):
 
 def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
                     step_offset: int = 0) -> optax.Schedule:
-  """A global step -> learning-rate function ('plateau' is constant: the
-  plateau rule scales it). `step_offset`: added to the step (a run resumed
-  with another batch size: alexnet_jax.train), `total_steps` counting it."""
+  """Global step -> learning rate ('plateau': constant, scaled by the rule);
+  `step_offset` (a resume with another batch size) is added to the step."""
   lr = opt_config.learning_rate
   name = opt_config.schedule
   warmup = int(round(opt_config.warmup_epochs * steps_per_epoch))
   total = total_steps + step_offset
-  if name == 'cosine' and not warmup:
-    schedule = optax.cosine_decay_schedule(lr, decay_steps=max(total, 1))
-  elif name == 'cosine':
+  if name == 'cosine':  # Its warmup (none where warmup_steps=0) built in.
     schedule = optax.warmup_cosine_decay_schedule(
         init_value=0.0, peak_value=lr, warmup_steps=warmup,
         decay_steps=max(total, warmup + 1))
-    warmup = 0  # Built in.
+    warmup = 0
   elif name in ('constant', 'plateau'):
     schedule = optax.constant_schedule(lr)
   elif name == 'step':
@@ -107,18 +86,9 @@ def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
 
 @dataclasses.dataclass
 class Plateau:
-  """The paper's rule: divide the learning rate by 10 when validation error
-  stops improving, at most `max_drops` times.
-
-  PyTorch's ReduceLROnPlateau (mode 'min', threshold_mode 'abs', threshold
-  `min_delta`, cooldown 0): an evaluation improves only if its error is below
-  best - min_delta, and only then does `best` move, so steady gains smaller
-  than min_delta add up to an improvement rather than resetting the bar. The
-  rate drops after `patience` evaluations in a row without improvement
-  (PyTorch's patience + 1). Its state is a dict of NumPy scalars,
-  checkpointed with the training state; its 'lr_scale' multiplies the
-  schedule's learning rate in the step.
-  """
+  """The paper's rule, the learning rate times `factor` when validation error
+  stops improving (at most `max_drops` times), as PyTorch's ReduceLROnPlateau
+  (mode 'min', threshold `min_delta` 'abs', patience + 1); checkpointed."""
   patience: int
   factor: float
   min_delta: float
@@ -141,24 +111,18 @@ class Plateau:
   def update(self, state: dict[str, Any], error: float) -> dict[str, Any]:
     """The state after an evaluation of validation error `error`."""
     error = float(np.float32(error))  # The state stores float32 (as JAX does).
-    best = float(state['best_error'])
-    bad = int(state['bad_evals'])
-    drops = int(state['drops'])
-    scale = float(state['lr_scale'])
-    if error < best - self.min_delta:
-      best, bad = error, 0
-    else:
-      bad += 1
+    best, bad = float(state['best_error']), int(state['bad_evals'])
+    drops, scale = int(state['drops']), float(state['lr_scale'])
+    # Only an improvement by more than min_delta moves `best`.
+    best, bad = ((error, 0) if error < best - self.min_delta else
+                 (best, bad + 1))
     if bad >= self.patience and drops < self.max_drops:
-      scale *= self.factor
-      drops += 1
-      bad = 0
+      scale, drops, bad = scale * self.factor, drops + 1, 0
     return self.initial_state(best, bad, drops, scale)
 
 
 def check_config(opt_config) -> None:
-  """config.optimizer's fields (config_lib.ConfigError names the first bad
-  one)."""
+  """config.optimizer's fields (ConfigError names the first bad one)."""
   c = config_lib.Fields(opt_config, 'optimizer')
   c.one_of('rule', RULES)
   c.one_of('schedule', SCHEDULES)

@@ -1,24 +1,7 @@
-"""Krizhevsky (2014)'s "one weird trick" update, as published.
-
-`config.hybrid_fc_batch='per_worker'` (with parallelism='hybrid'): of a step's
-batch of K shares (one per worker, K the devices), the convolutional layers
-take one update with the gradient of the whole batch, while the fully
-connected layers are updated K times in turn, each on one worker's share
-("(128K, 128)" in that paper's Table 1). Each share's gradient with respect
-to its pool5 features is taken at the fully connected parameters of its
-turn, and the convolutional gradient gathers them all. With one worker this
-is the ordinary step; 'global' (the default) is the exact one-device step
-at any K ("(128K, 128K)"). docs/parallelism.md sets both beside the paper.
-
-`config.hybrid_conv_lr_scaling` gives the convolutional layers, whose batch
-is K times the fully connected layers', their own rate: the learning rate
-times 1 ('none'), K ('linear', as cuda-convnet2's hybrid layer file has it:
-0.04 for the convolutions, 0.01 for the rest, on 4 GPUs) or sqrt(K)
-('sqrt', which keeps the gradient's variance per update as at batch 128).
-
-The step is written on global arrays: placed with the hybrid mode's
-shardings, XLA splits it over the devices.
-"""
+"""Krizhevsky (2014)'s "one weird trick" step (hybrid_fc_batch='per_worker',
+docs/parallelism.md): fc6-fc8 updated once per worker's share of the batch in
+turn, then conv1-conv5 once on the whole batch's gradient. Placed with the
+hybrid mode's shardings, XLA splits it over the devices."""
 
 from __future__ import annotations
 
@@ -33,59 +16,42 @@ from alexnet_jax import optim
 from alexnet_jax import steps
 
 FC_LAYERS = ('fc6', 'fc7', 'fc8')
-CONV_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 # The convolutional layers' learning rate over the base one, at K workers.
 CONV_LR_SCALINGS = {'none': lambda k: 1.0, 'linear': float, 'sqrt': math.sqrt}
 
 
-def conv_features(model: models.AlexNet, params, images) -> jax.Array:
-  """The model's pool5 features (`models.features`)."""
-  return models.features(model, params, images)
-
-
-def fc_logits(model: models.AlexNet, params, x, key) -> jax.Array:
-  """fc6-fc8 on pool5 features `x` (`models.head`), dropout drawn from
-  `key`."""
-  return models.head(model, params, x, lambda x, j: models.dropout(
-      x, model.dropout_rate, jax.random.fold_in(key, j)))
-
-
-def _take(old, new, layers):
-  """`new`'s leaves of `layers` and those of no layer (the optimizer's
-  counters and hyperparameters); `old`'s elsewhere."""
-  def pick(path, o, n):
-    keys = {getattr(k, 'key', None) for k in path}
-    mine = keys & set(layers) or not keys & set(FC_LAYERS + CONV_LAYERS)
-    return n if mine else o
-  return jax.tree_util.tree_map_with_path(pick, old, new)
-
-
 def _update(tx, params, opt_state, grads, layers):
-  """One optimizer update of `layers` only (the chain is elementwise, so the
-  other layers' results are simply not kept)."""
+  """One optimizer update that keeps the new leaves of `layers` and of no
+  layer (counters, hyperparameters): the chain is elementwise."""
+  def take(path, old, new):
+    keys = {getattr(k, 'key', None) for k in path}
+    mine = keys & set(layers) or not keys & set(params)
+    return new if mine else old
   updates, new_state = tx.update(grads, opt_state, params)
-  return (_take(params, optax.apply_updates(params, updates), layers),
-          _take(opt_state, new_state, layers))
+  take_all = lambda old, new: jax.tree_util.tree_map_with_path(take, old, new)
+  return (take_all(params, optax.apply_updates(params, updates)),
+          take_all(opt_state, new_state))
 
 
 def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
                       conv_lr_scaling: str = 'none'):
-  """(mean loss, mean top-1, mean gradients, (params, optimizer state)) of
-  one step: K = `workers` updates of fc6-fc8 at the learning rate set in
-  `state` (steps.with_learning_rate), then one of conv1-conv5 at that rate
-  times CONV_LR_SCALINGS[conv_lr_scaling](K)."""
-  params = state.params
-  convs = {k: v for k, v in params.items() if k not in FC_LAYERS}
-  feats, conv_vjp = jax.vjp(lambda p: conv_features(model, p, images), convs)
+  """(mean loss, mean top-1, mean gradients, (params, optimizer state)):
+  K = `workers` updates of fc6-fc8 at `state`'s learning rate, then one of
+  conv1-conv5 at that rate times CONV_LR_SCALINGS[conv_lr_scaling](K)."""
+  convs = {k: v for k, v in state.params.items() if k not in FC_LAYERS}
+  feats, conv_vjp = jax.vjp(lambda p: models.features(model, p, images),
+                            convs)
   share = feats.shape[0] // workers
   zeros = lambda tree: jax.tree_util.tree_map(jnp.zeros_like, tree)
-  current, opt_state = params, state.opt_state
+  current, opt_state = state.params, state.opt_state
   fc_grads, feat_grads, losses, top1s = [], [], [], []
   for k in range(workers):
     rows = slice(k * share, (k + 1) * share)
 
     def loss_fn(fc, x, k=k, rows=rows):
-      logits = fc_logits(model, fc, x, jax.random.fold_in(key, k))
+      share_key = jax.random.fold_in(key, k)
+      logits = models.head(model, fc, x, lambda x, j: models.dropout(
+          x, model.dropout_rate, jax.random.fold_in(share_key, j)))
       return jnp.mean(steps.cross_entropy(logits, labels[rows])), logits
 
     fc = {name: current[name] for name in FC_LAYERS}
@@ -102,7 +68,7 @@ def per_worker_update(state, images, labels, key, *, model, tx, workers: int,
   conv_lr = lr * CONV_LR_SCALINGS[conv_lr_scaling](workers)
   current, opt_state = _update(
       tx, current, optim.set_learning_rate(opt_state, conv_lr),
-      {**g_conv, **zeros(fc_grads[0])}, CONV_LAYERS)
+      {**g_conv, **zeros(fc_grads[0])}, tuple(convs))
   opt_state = optim.set_learning_rate(opt_state, lr)  # The rate logged.
   mean_fc = jax.tree_util.tree_map(lambda *g: sum(g) / workers, *fc_grads)
   return (sum(losses) / workers, sum(top1s) / workers, {**g_conv, **mean_fc},

@@ -1,34 +1,12 @@
-"""The paper's own model parallelism, and Krizhevsky's "one weird trick".
-
-`config.parallelism` chooses how a step is split over the devices:
-
-* 'data': every device a replica, gradients averaged (`steps.make_pmapped_steps`).
-* 'towers': the paper's split (Krizhevsky et al. 2012, section 3.2;
-  cuda-convnet's two-GPU layer files). A mesh ('data', 'model') of
-  devices/2 x 2: each tower's kernels on its own device (conv1..conv5 split by
-  output maps, LRN within the tower), half of fc6 and fc7's neurons per device
-  (each reading all inputs) and half of fc8's inputs. Activations cross the
-  towers only where the paper's did: before conv3 and before fc6 (the maps),
-  before fc7 (fc6's neurons) and in fc8 (a sum of the two halves' products).
-* 'hybrid': Krizhevsky (2014), "One weird trick for parallelizing
-  convolutional neural networks": the convolutions data-parallel over all
-  devices, the fully connected layers split by output neurons over the same
-  devices, pool5's activations of the whole batch gathered before fc6.
-
-All modes hold one parameter tree of global arrays (sharded with
-`NamedSharding` as the mode needs), so checkpoints, conversion, evaluation and
-prediction do not depend on the mode, and a run may resume in another one.
-The sharded forward pass is the model's own (`models.features` and
-`models.head`, given the mode's collectives) on the device's slices of those
-parameters inside `jax.shard_map`; gradients come from JAX's
-differentiation of the collectives, and the update is the data mode's
-(`steps.apply_gradients`). The mesh spans every process's devices: each
-process puts its slice of the global batch on its own devices (`batch_put`).
-"""
+"""config.parallelism's sharded modes (docs/parallelism.md): 'towers', the
+paper's split of every layer over two devices, and 'hybrid', Krizhevsky
+(2014)'s. One tree of global parameter arrays in every mode; each device runs
+`models.features` and `models.head` with the mode's collectives."""
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -42,13 +20,11 @@ from alexnet_jax import owt
 from alexnet_jax import steps
 
 DATA, MODEL = 'data', 'model'
-CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 
 
 def make_mesh(mode: str, devices=None) -> Mesh:
-  """('data', 'model') of len(devices)/m x m: m = 2 ('towers'), all
-  ('hybrid') or 1 ('data'). Devices in process order, so each process's
-  devices hold its contiguous share of the global batch."""
+  """('data', 'model') of len(devices)/m x m (m: 2, all or 1 by `mode`), in
+  process order: each process's devices hold its share of the batch."""
   devices = sorted(jax.devices() if devices is None else devices,
                    key=lambda d: (d.process_index, d.id))
   m = config_lib.model_axis_size(mode, len(devices))
@@ -59,31 +35,29 @@ def make_mesh(mode: str, devices=None) -> Mesh:
 
 
 def param_specs(params, mode: str):
-  """PartitionSpecs of the parameter tree: towers split every layer over
-  'model' (convolutions and fc6/fc7 by output, fc8 by input); hybrid only the
-  fully connected layers; data none."""
+  """PartitionSpecs of the parameters over 'model': by output (fc8: by input),
+  every layer in 'towers', the fully connected ones in 'hybrid'."""
   def spec(layer: str, leaf: str) -> P:
-    if mode == 'data' or (mode == 'hybrid' and layer in CONVS):
+    conv = layer.startswith('conv')
+    if mode == 'data' or (mode == 'hybrid' and conv):
       return P()
     if layer == 'fc8':
       return P(MODEL, None) if leaf == 'kernel' else P()
     if leaf == 'bias':
       return P(MODEL)
-    return P(None, None, None, MODEL) if layer in CONVS else P(None, MODEL)
+    return P(None, None, None, MODEL) if conv else P(None, MODEL)
   return {layer: {leaf: spec(layer, leaf) for leaf in leaves}
           for layer, leaves in params.items()}
 
 
 def batch_axes(mode: str) -> tuple[str, ...]:
-  """Mesh axes a batch's first dimension (images, labels, masks) is split
-  over."""
+  """Mesh axes a batch's first dimension is split over."""
   return (DATA,) if mode == 'towers' else (DATA, MODEL)
 
 
 def state_shardings(state, mesh: Mesh, mode: str):
-  """NamedShardings of a TrainState: each parameter and its optimizer slots
-  (found by their path's layer and leaf names) as `param_specs`; the rest
-  replicated."""
+  """A TrainState's NamedShardings: parameters and their optimizer slots
+  (by path and shape) as `param_specs`; the rest replicated."""
   specs = param_specs(state.params, mode)
 
   def sharding(path, leaf):
@@ -96,10 +70,8 @@ def state_shardings(state, mesh: Mesh, mode: str):
 
 
 def place(tree, shardings):
-  """`tree` as global arrays with `shardings` (arrays already there are kept).
-  With several processes, a leaf on this process's devices or on the host
-  (every process holds the same value: created from the seed or restored)
-  becomes a global array from its value."""
+  """`tree` as global arrays with `shardings`. With several processes, a leaf
+  not yet global holds the same value on each (from the seed or restored)."""
   if jax.process_count() == 1:
     return jax.device_put(tree, shardings)
 
@@ -113,15 +85,10 @@ def place(tree, shardings):
   return jax.tree_util.tree_map(put, tree, shardings)
 
 
-# --- The forward pass on one device -----------------------------------------
-
-
 def local_forward(model: models.AlexNet, params, x, *, mode: str,
                   key=None) -> jax.Array:
-  """`model`'s logits, run inside shard_map on this device's parameter slices
-  (`param_specs`) and images (`batch_axes`); the logits of the device's
-  'data' group, the same on every device of the group. `key`: dropout's
-  (None: no dropout)."""
+  """The logits of this device's 'data' group, inside shard_map on its
+  parameter slices and images; `key`: dropout's (None: none)."""
   towers = mode == 'towers'
   gather = lambda axis: lambda x: lax.all_gather(x, MODEL, axis=axis,
                                                  tiled=True)
@@ -131,8 +98,7 @@ def local_forward(model: models.AlexNet, params, x, *, mode: str,
   x = gather(3 if towers else 0)(x)
   dropout = None
   if key is not None:
-    # Inputs gathered from the group are dropped alike on all its devices;
-    # each device drops its own neurons.
+    # Gathered inputs drop alike on the group's devices; neurons per device.
     group = jax.random.fold_in(key, lax.axis_index(DATA))
     device = jax.random.fold_in(group, lax.axis_index(MODEL))
     on_inputs = model.variant in models.DROPOUT_ON_FC_INPUTS
@@ -141,9 +107,6 @@ def local_forward(model: models.AlexNet, params, x, *, mode: str,
             group if on_inputs else device, j))
   return models.head(model, params, x, dropout, gather=gather(1),
                      reduce=lambda x: lax.psum(x, MODEL))
-
-
-# --- Steps -------------------------------------------------------------------
 
 
 def grads_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
@@ -173,16 +136,13 @@ def logits_fn(model, mesh: Mesh, specs, mode: str) -> Callable:
       mesh=mesh, in_specs=(specs, P(batch_axes(mode))), out_specs=P(DATA))
 
 
+@dataclasses.dataclass
 class Placed:
-  """A jitted step whose first argument (the state or the parameters) is
-  first placed with `shardings` (a no-op for arrays already there, so
-  restored or replicated states work), and whose batch goes through `put`
-  unless it is already placed."""
-
-  def __init__(self, jitted, shardings, put):
-    self.jitted = jitted
-    self.shardings = shardings
-    self.put = put
+  """A jitted step that places its state (or parameters) with `shardings`
+  and its batch with `put`, where they are not placed already."""
+  jitted: Callable
+  shardings: Any
+  put: Callable
 
   def place_tree(self, tree):
     return place(tree, self.shardings)
@@ -192,7 +152,7 @@ class Placed:
         v.sharding, NamedSharding) and v.sharding.mesh.axis_names == (
             DATA, MODEL) for v in batch.values()):
       batch = self.put(batch)
-    return place(tree, self.shardings), batch
+    return self.place_tree(tree), batch
 
   def lower(self, tree, batch):
     return self.jitted.lower(*self.place(tree, batch))
@@ -202,30 +162,24 @@ class Placed:
 
 
 def batch_put(mesh: Mesh, mode: str) -> Callable[[dict], dict]:
-  """This process's share of a global batch, [local devices, per device,
-  ...] on the host or its devices, -> global arrays split over
-  `batch_axes(mode)` (the towers of a group read the same images, sent there
-  from the host). The processes' shares, in process order, make the global
-  batch, as the devices of `make_mesh` are ordered."""
+  """This process's share, [local devices, per device, ...], of a global
+  batch (the shares in process order) -> global arrays over `batch_axes`."""
   last = [None, None]
   sharding = NamedSharding(mesh, P(batch_axes(mode)))
 
   def put(batch):
     if batch is last[0]:  # Fake data repeats one batch.
       return last[1]
-    out = {}
-    for k, v in batch.items():
-      v = np.asarray(v)
-      out[k] = jax.make_array_from_process_local_data(
-          sharding, v.reshape((-1,) + v.shape[2:]))
+    out = {k: jax.make_array_from_process_local_data(
+        sharding, np.reshape(v, (-1,) + np.shape(v)[2:]))
+           for k, v in batch.items()}
     last[:] = [batch, out]
     return out
   return put
 
 
 def check_model(mode: str, model: models.AlexNet, devices: int) -> None:
-  """Raises config_lib.ConfigError where `mode` cannot split `model` over
-  `devices` devices."""
+  """ConfigError where `mode` cannot split `model` over `devices` devices."""
   fail = config_lib.Fields(None).fail
   if mode == 'towers' and model.groups != 2:
     fail('model.groups', model.groups, "parallelism='towers' puts each of the "
@@ -248,11 +202,8 @@ def check_model(mode: str, model: models.AlexNet, devices: int) -> None:
 def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
                        image_size: int, per_worker_fc: bool = False,
                        conv_lr_scaling: str = 'none', devices=None):
-  """(train step, eval step, batch put) for parallelism `mode` 'towers' or
-  'hybrid' (`per_worker_fc`: hybrid_fc_batch='per_worker', with
-  `conv_lr_scaling`: hybrid_conv_lr_scaling, alexnet_jax/owt.py); the steps have
-  the pmapped steps' signatures, their metrics a leading axis of 1 (as one
-  device's row of the pmapped metrics)."""
+  """(train step, eval step, batch put) for 'towers' or 'hybrid', as the
+  pmapped steps' (metrics with a leading axis of 1); owt.py: per_worker_fc."""
   if mode not in ('towers', 'hybrid'):
     raise ValueError(f"config.parallelism={mode!r}: the sharded steps are "
                      f"'towers' and 'hybrid'.")
@@ -270,7 +221,7 @@ def make_sharded_steps(model, tx, options: steps.TrainOptions, mode: str,
     images = steps.training_images(batch, options.normalization)
     key = jax.random.fold_in(jax.random.key(options.seed), state.step)
     state = steps.with_learning_rate(state, options)
-    updated = None  # owt.py: the fc layers updated per worker, in turn.
+    updated = None  # owt.py: the fc layers updated per worker.
     if per_worker_fc:
       loss, top1, g, updated = owt.per_worker_update(
           state, images, batch['label'], key, model=model, tx=tx,

@@ -3,6 +3,7 @@ batches sharded over them ahead of the step."""
 
 from __future__ import annotations
 
+import collections
 from typing import Callable, Iterator
 
 import jax
@@ -17,9 +18,8 @@ def _local_sharding(spec: jax.sharding.PartitionSpec,
 
 
 def replicate(tree, devices=None):
-  """Places `tree` as the pmapped step returns its state (replicated over
-  `devices`, default the local ones), so the step compiles once rather than
-  again on its own output."""
+  """`tree` replicated over `devices` (default: the local ones) as the pmapped
+  step returns its state, so the step compiles once."""
   return jax.device_put(
       tree, _local_sharding(jax.sharding.PartitionSpec(), devices))
 
@@ -30,17 +30,12 @@ def prefetch_to_device(batches: Iterator[dict], size: int = 2,
   """Puts the next `size` batches on the devices ahead of the step (with
   `put`, where the step wants another layout than one shard per device)."""
   sharding = _local_sharding(jax.sharding.PartitionSpec('batch'))
-
-  def put_shards(batch):
-    return jax.tree_util.tree_map(
-        lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, sharding),
-        batch)
-
-  put = put or put_shards
-  queue = []
+  put = put or (lambda batch: jax.tree_util.tree_map(
+      lambda x: x if isinstance(x, jax.Array) else jax.device_put(x, sharding),
+      batch))
+  queue = collections.deque()
   for batch in batches:
     queue.append(put(batch))
     if len(queue) > size:
-      yield queue.pop(0)
-  while queue:
-    yield queue.pop(0)
+      yield queue.popleft()
+  yield from queue

@@ -1,12 +1,6 @@
-"""The training state and the pmapped train and eval steps.
-
-The state stays unreplicated; `jax.pmap` broadcasts it (`in_axes=None`), shards
-the batch over the local devices (axis name 'batch'), averages gradients and
-metrics with `lax.pmean` and returns one state (`out_axes=None`), donating the
-old one. Dropout keys are derived from (seed, step, device index), so a run's
-randomness is a function of the step alone and survives a restart.
-alexnet_jax.parallelism's sharded steps end in the same `apply_gradients`.
-No TensorFlow here: predict and evaluate import this module too.
+"""The training state and the pmapped ('data') train and eval steps; dropout
+keys from (seed, step, device), so a resumed run draws the same. Every mode's
+step ends in `apply_gradients`. No TensorFlow: predict and evaluate import it.
 """
 
 from __future__ import annotations
@@ -29,25 +23,20 @@ class TrainState(struct.PyTreeNode):
   params: Any
   opt_state: Any
   plateau: dict[str, Any]  # The plateau rule's state (optim.Plateau).
-  # Sums of training loss and top-1 over the steps of the current logging
-  # window (steps after the last multiple of log_every_steps), checkpointed so
-  # a resumed run logs the same means as an uninterrupted one.
+  # Loss and top-1 sums since the last log: a resumed run logs the same means.
   train_window: dict[str, Any]
 
 
 @dataclasses.dataclass(frozen=True)
 class Normalization:
-  """What the accelerator does to uint8 images: (x - mean) / std per
-  channel, on the 0-255 scale."""
+  """(x - mean) / std per channel of uint8 images, on the 0-255 scale."""
   mean: tuple[float, float, float]
   std: tuple[float, float, float]
 
   @classmethod
   def from_config(cls, normalization) -> 'Normalization':
-    """From config.normalization: no mean where the input pipeline has
-    subtracted the mean image already."""
-    mean_image = normalization.get('mean_image', False)
-    return cls(mean=(0.0, 0.0, 0.0) if mean_image else
+    """No mean where the input pipeline subtracts the mean image."""
+    return cls(mean=(0.0, 0.0, 0.0) if normalization.get('mean_image') else
                tuple(normalization.mean), std=tuple(normalization.std))
 
   def __call__(self, images: jax.Array) -> jax.Array:
@@ -79,9 +68,8 @@ def create_train_state(model, tx: optax.GradientTransformation,
 
 def training_images(batch: dict[str, jax.Array],
                     normalization: Normalization) -> jax.Array:
-  """A training batch's images, mirrored where 'flip' says and lit by
-  'light' (the input pipeline's draws; fake data has neither), normalized.
-  The lighting is added in float, unrounded and unclipped, as in the paper."""
+  """A batch's images flipped and lit as the pipeline drew ('flip',
+  'light'), normalized; the lighting unrounded and unclipped, as the paper."""
   images = batch['image']
   if 'flip' in batch:
     images = jnp.where(batch['flip'][:, None, None, None],
@@ -94,9 +82,7 @@ def training_images(batch: dict[str, jax.Array],
 
 def with_learning_rate(state: TrainState,
                        options: TrainOptions) -> TrainState:
-  """`state` with the learning rate of its step set for the next update: the
-  schedule at the global step (skipped steps do not make it lag) times the
-  plateau rule's scale."""
+  """`state` with the schedule's rate at its global step times the plateau's."""
   lr = options.learning_rate(state.step) * state.plateau['lr_scale']
   return state.replace(opt_state=optim.set_learning_rate(state.opt_state, lr))
 
@@ -107,12 +93,8 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def topk_correct(logits: jax.Array, labels: jax.Array, k: int) -> jax.Array:
-  """1.0 where the label is among the k highest logits.
-
-  Ties count against the model: the label's rank is the number of other
-  classes scoring at least as high, so a constant row is a miss unless k
-  covers every class. A row with a NaN or infinite logit is a miss.
-  """
+  """1.0 where the label is among the k highest logits. Ties count against
+  the model; a row with a NaN or infinite logit is a miss."""
   k = min(k, logits.shape[-1])
   label_logit = jnp.take_along_axis(logits, labels[:, None], axis=-1)
   rank = jnp.sum(logits >= label_logit, axis=-1) - 1  # Minus the label itself.
@@ -126,9 +108,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
   """One SGD step on this device's shard; gradients averaged over 'batch'."""
   images = training_images(batch, options.normalization)
   labels = batch['label']
-  device = lax.axis_index('batch')
-  dropout_key = jax.random.fold_in(
-      jax.random.fold_in(jax.random.key(options.seed), state.step), device)
+  dropout_key = jax.random.fold_in(jax.random.fold_in(
+      jax.random.key(options.seed), state.step), lax.axis_index('batch'))
 
   def loss_fn(params):
     logits = model.apply({'params': params}, images, train=True,
@@ -148,29 +129,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model,
 def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
                     tx: optax.GradientTransformation, options: TrainOptions,
                     updated=None) -> tuple[TrainState, dict[str, jax.Array]]:
-  """The update from the batch's mean gradients, loss and top-1 (every
-  parallelism mode's step ends here), the state's learning rate set
-  (`with_learning_rate`). `updated`: (params, optimizer state) already
-  computed by a step that updates layers in turn (alexnet_jax.owt); `grads`
-  then only serve the finite check and the logged norm.
-
-  `param_norm` and `update_norm` (a pass over all parameters each) are
-  computed only for steps the loop logs (multiples of log_every_steps, and
-  `total_steps`); other steps report NaN for them.
-  """
+  """The update from the batch's mean gradients, loss and top-1, at the
+  state's learning rate. `updated`: (params, optimizer state) owt.py has
+  computed already. `param_norm` and `update_norm` are NaN on unlogged steps."""
   grad_norm = optax.tree.norm(grads)
   # A non-finite loss or gradient leaves the state as it was (the loop then
   # stops or skips, by config.nonfinite); the step counter still advances.
   finite = jnp.isfinite(step_metrics['loss']) & jnp.isfinite(grad_norm)
   logged = ((state.step + 1) % options.log_every_steps == 0) | (
       state.step + 1 == (options.total_steps or 0))
-  nan = jnp.full((), jnp.nan, jnp.float32)
-  norm_if_logged = lambda tree: lax.cond(logged, optax.tree.norm,
-                                         lambda _: nan, tree)
+  norm_if_logged = lambda tree: lax.cond(
+      logged, optax.tree.norm, lambda _: jnp.full((), jnp.nan), tree)
 
-  # Both choices are lax.cond, so only one branch runs: a jnp.where over the
-  # old and new state would keep both alive and make XLA copy the largest
-  # arrays (fc6's parameters and momentum) every step.
+  # lax.cond: a jnp.where over both states would copy fc6's arrays each step.
   def apply_update(grads, params, opt_state):
     if updated is not None:
       new_params, new_opt_state = updated
@@ -180,14 +151,17 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
     return (optax.apply_updates(params, updates), new_opt_state,
             norm_if_logged(updates))
 
-  def keep(grads, params, opt_state):
-    del grads
-    return params, opt_state, jnp.zeros((), jnp.float32)
-
+  keep = lambda _, params, opt_state: (params, opt_state,
+                                      jnp.zeros((), jnp.float32))
   new_params, new_opt_state, update_norm = lax.cond(
       finite, apply_update, keep, grads, state.params, state.opt_state)
-  window = _add_to_window(state, step_metrics, finite,
-                          options.log_every_steps)
+  # The window's sums plus this step's if finite; a new window starts after
+  # each multiple of log_every_steps.
+  new_window = (state.step % options.log_every_steps) == 0
+  window = jax.tree_util.tree_map(
+      lambda old, new: jnp.where(new_window, 0.0, old)
+      + jnp.where(finite, new, 0.0), state.train_window,
+      {**step_metrics, 'count': jnp.ones((), jnp.float32)})
   count = jnp.maximum(window['count'], 1.0)
   metrics = {
       'train_loss': window['loss'] / count,
@@ -205,22 +179,9 @@ def apply_gradients(state: TrainState, grads, step_metrics: dict[str, Any], *,
   return new_state, metrics
 
 
-def _add_to_window(state: TrainState, step_metrics, finite,
-                   log_every_steps: int) -> dict[str, jax.Array]:
-  """The window's sums with this step's (if finite) added; a new window
-  starts after every multiple of log_every_steps."""
-  new_window = (state.step % log_every_steps) == 0
-  step = {'loss': step_metrics['loss'], 'top1': step_metrics['top1'],
-          'count': jnp.ones((), jnp.float32)}
-  return jax.tree_util.tree_map(
-      lambda old, new: jnp.where(new_window, 0.0, old)
-      + jnp.where(finite, new, 0.0), state.train_window, step)
-
-
 def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
               normalization: Normalization) -> dict[str, jax.Array]:
-  """Masked sums of loss and top-1/top-5 hits over `batch`; `apply` maps
-  normalized images to logits."""
+  """Masked sums of loss and top-1/top-5 hits of `apply`'s logits of `batch`."""
   images = normalization(batch['image'])
   labels, mask = batch['label'], batch['mask']
   if images.ndim == 5:  # [B, crops, H, W, 3]: average the softmax over crops.
@@ -232,12 +193,10 @@ def eval_sums(apply: Callable[[jax.Array], jax.Array], batch: dict[str, Any],
               - jnp.log(crops))
   else:
     logits = apply(images)
-  return {
-      'loss': jnp.sum(cross_entropy(logits, labels) * mask),
-      'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
-      'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
-      'count': jnp.sum(mask),
-  }
+  return {'loss': jnp.sum(cross_entropy(logits, labels) * mask),
+          'top1': jnp.sum(topk_correct(logits, labels, 1) * mask),
+          'top5': jnp.sum(topk_correct(logits, labels, 5) * mask),
+          'count': jnp.sum(mask)}
 
 
 def make_pmapped_steps(model, tx, options: TrainOptions, devices=None
@@ -252,9 +211,7 @@ def make_pmapped_steps(model, tx, options: TrainOptions, devices=None
 
 def make_eval_step(model, normalization: Normalization,
                    devices=None) -> Callable:
-  """(params, batch) -> masked sums of loss and top-1/top-5 hits over all
-  devices, pmapped over `devices`."""
-
+  """(params, batch) -> `eval_sums` over all `devices`, pmapped."""
   def eval_step(params, batch):
     apply = lambda x: model.apply({'params': params}, x, train=False)
     return lax.psum(eval_sums(apply, batch, normalization), axis_name='batch')
@@ -265,16 +222,11 @@ def make_eval_step(model, normalization: Normalization,
 
 def evaluate_batches(eval_step_fn, params, batches: Iterator[dict]
                      ) -> dict[str, float]:
-  """Loss, top-1 and top-5 over every example of `batches` (padding masked),
-  with a compiled eval step."""
-  totals = None
-  for batch in batches:
-    sums = eval_step_fn(params, batch)
-    totals = sums if totals is None else jax.tree_util.tree_map(
-        jnp.add, totals, sums)
-  if totals is None:
+  """Loss, top-1 and top-5 over every (unmasked) example of `batches`."""
+  sums = [eval_step_fn(params, batch) for batch in batches]
+  if not sums:
     raise ValueError('The evaluation split yielded no batches.')
-  totals = jax.device_get(jax.tree_util.tree_map(lambda x: x[0], totals))
+  totals = jax.device_get(jax.tree_util.tree_map(lambda *x: sum(x)[0], *sums))
   count = float(totals['count'])
   return {**{f'eval_{k}': float(totals[k]) / count
              for k in ('loss', 'top1', 'top5')}, 'eval_examples': int(count)}

@@ -69,6 +69,10 @@ def test_schedules():
   assert float(s(0)) == 0.0
   assert float(s(10)) == pytest.approx(0.1)
   assert float(s(100)) == pytest.approx(0.0, abs=1e-6)
+  # Without warmup: lr * (1 + cos(pi * step / total)) / 2 from the first step.
+  s = optim.create_schedule(_opt_config(schedule='cosine'), 10, 100)
+  assert [float(s(i)) for i in (0, 25, 50, 100, 120)] == pytest.approx(
+      [0.1, 0.05 * (1 + np.cos(np.pi / 4)), 0.05, 0.0, 0.0], abs=1e-7)
   s = optim.create_schedule(_opt_config(schedule='step', lr_drop_epochs=(1, 2)),
                             10, 100)
   assert [float(s(i)) for i in (9, 10, 19, 20)] == pytest.approx(

@@ -150,6 +150,21 @@ def test_topk_correct():
   np.testing.assert_array_equal(steps.topk_correct(logits, labels, 4), [1, 1])
 
 
+def test_evaluate_batches_sums_every_batch():
+  # Three batches' sums (one device row each), as the eval step returns them.
+  sums = [{'loss': [6.0], 'top1': [1.0], 'top5': [3.0], 'count': [3.0]},
+          {'loss': [2.0], 'top1': [2.0], 'top5': [2.0], 'count': [2.0]},
+          {'loss': [4.0], 'top1': [0.0], 'top5': [1.0], 'count': [3.0]}]
+  batches = iter(range(3))
+  got = steps.evaluate_batches(
+      lambda params, i: {k: np.asarray(v) for k, v in sums[i].items()},
+      None, batches)
+  assert got == pytest.approx({'eval_loss': 12 / 8, 'eval_top1': 3 / 8,
+                               'eval_top5': 6 / 8, 'eval_examples': 8})
+  with pytest.raises(ValueError, match='yielded no batches'):
+    steps.evaluate_batches(lambda params, batch: {}, None, iter([]))
+
+
 def test_topk_counts_ties_against_the_model():
   nan, inf = np.nan, np.inf
   logits = np.array([
@@ -231,6 +246,20 @@ def test_norms_are_computed_on_logged_steps_only(tiny):
           rtol=1e-3)
     else:
       assert np.isnan(m['param_norm']) and np.isnan(m['update_norm']), i
+
+
+def test_train_loss_is_the_mean_of_the_logging_window(tiny):
+  # log_every_steps=2: the windows are steps (1, 2), (3, 4) and (5).
+  step, state, batches = _tiny_steps(tiny())
+  losses = []
+  for i, batch in enumerate(batches, start=1):
+    state, metrics = step(state, batch)
+    m = {k: float(v[0]) for k, v in jax.device_get(metrics).items()}
+    losses.append(m['step_loss'])
+    first = i - 1 - (i - 1) % 2  # The window's first step, 0-based.
+    assert m['window_count'] == i - first
+    assert m['train_loss'] == pytest.approx(np.mean(losses[first:]), rel=1e-6)
+  assert len(set(losses)) == 5  # Each step's own loss.
 
 
 def test_nonfinite_step_keeps_parameters_and_momentum(tiny):
