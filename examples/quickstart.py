@@ -30,15 +30,15 @@ import tempfile
 from IPython.display import Image
 import matplotlib.pyplot as plt
 
-from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import metrics_writer
-from alexnet_jax import predict
 from alexnet_jax import startup
 from alexnet_jax import train
 from alexnet_jax.configs import default
 from alexnet_jax.experiments import figure3
 from alexnet_jax.experiments import run_loading
+from alexnet_jax.tools import checkpoint_params
+from alexnet_jax.tools import predict
 
 # The README Quickstart's run, and where to train briefly if it is missing.
 WORKDIR = os.environ.get('ALEXNET_WORKDIR', '/tmp/alexnet_default')

@@ -1,6 +1,6 @@
 """A training run, read back for analysis: its recorded config, the params of
 one checkpoint and the class names, as the run recorded them (the same reading
-as `alexnet_jax.evaluate --workdir=RUN`)."""
+as `alexnet_jax.tools.evaluate --workdir=RUN`)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ def load_run(run_dir: str, step: int | None = None):
   config and class names are the records in force at that step
   (`config.json`, or the `config.<s>.json` a changed resume wrote).
   """
-  from alexnet_jax import checkpoint_params  # pylint: disable=g-import-not-at-top
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import convert  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
   from alexnet_jax import models  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import predict  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import checkpoint_params  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import convert  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import evaluate  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import predict  # pylint: disable=g-import-not-at-top
   run_dir = os.path.abspath(run_dir)
   try:
     config = evaluate.run_config(run_dir, step)

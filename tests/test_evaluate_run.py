@@ -50,7 +50,7 @@ def _folder(root):
 
 
 def _evaluated(workdir, home, *extra):
-  out = _command('alexnet_jax.evaluate', f'--workdir={workdir}', *extra,
+  out = _command('alexnet_jax.tools.evaluate', f'--workdir={workdir}', *extra,
                  env_home=home)
   dirs = [d for d in os.listdir(workdir) if d.startswith('eval_step')]
   assert len(dirs) == 1, dirs
@@ -88,8 +88,8 @@ def test_evaluate_alone_reproduces_the_runs_last_evaluation(
 
 
 def test_a_step_without_checkpoint_names_the_steps_there(tmp_path):
-  from alexnet_jax import checkpoint_params
-  from alexnet_jax import evaluate
+  from alexnet_jax.tools import checkpoint_params
+  from alexnet_jax.tools import evaluate
   for step in (2, 4):  # Finished orbax steps: <step>/default/.
     os.makedirs(tmp_path / 'checkpoints' / str(step) / 'default')
   with pytest.raises(checkpoint_params.CheckpointNotFoundError,

@@ -10,9 +10,9 @@ tf = pytest.importorskip('tensorflow')
 
 from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
 from alexnet_jax import input_pipeline
-from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.tools import predict
 from conftest import tiny_config
 from test_image_folder import write_image
 

@@ -14,16 +14,16 @@ from PIL import Image
 import pytest
 
 from alexnet_jax import checkpointing
-from alexnet_jax import convert
-from alexnet_jax import evaluate
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import optim
-from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.datasets import shapes
 from alexnet_jax.input_pipeline.preprocess import Preprocess
+from alexnet_jax.tools import convert
+from alexnet_jax.tools import evaluate
+from alexnet_jax.tools import predict
 from conftest import ROOT
 from conftest import tiny_config
 
@@ -213,8 +213,9 @@ def test_predict_cli_error_has_no_traceback(trained, tmp_path):
   bad = tmp_path / 'bad.png'
   bad.write_bytes(b'\x89PNG truncated')
   out = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.predict', f'--workdir={workdir}',
-       str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+      [sys.executable, '-m', 'alexnet_jax.tools.predict',
+       f'--workdir={workdir}', str(bad)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1
   assert f'predict: {bad}: cannot read it as an image' in out.stderr
   assert 'Traceback' not in out.stderr
@@ -273,8 +274,8 @@ def _fake_eval_config(checkpoint: str | None):
 
 @pytest.mark.slow
 def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
-  """`python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py` with
-  the overrides its docstring gives for the paper's net, on fake data."""
+  """`python -m alexnet_jax.tools.evaluate --config=configs/imagenet_eval.py`
+  with the overrides its docstring gives for the paper's net, on fake data."""
   workdir, config, params = trained
   out_dir = str(tmp_path / 'eval')
   overrides = {
@@ -283,7 +284,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
       'model.num_classes': 10, 'image_size': 67, 'eval_batch_size': 4,
       'fake_data.eval_steps': 3}
   out = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.evaluate',
+      [sys.executable, '-m', 'alexnet_jax.tools.evaluate',
        '--config=configs/imagenet_eval.py', f'--workdir={out_dir}'] +
       [f'--config.{k}={v}' for k, v in overrides.items()],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -348,7 +349,8 @@ def test_evaluate_errors_and_params_files(trained, tmp_path):
 
 @pytest.mark.slow
 def test_predict_and_evaluate_do_not_import_the_trainer():
-  script = ('import sys; from alexnet_jax import evaluate, predict, steps; '
+  script = ('import sys; from alexnet_jax import steps; '
+            'from alexnet_jax.tools import evaluate, predict; '
             'print(sorted(m for m in sys.modules if m in '
             '("alexnet_jax.train", "alexnet_jax.parallelism")))')
   out = subprocess.run([sys.executable, '-c', script], capture_output=True,

@@ -1,7 +1,7 @@
 r"""Classify image files with a trained model: top-5 classes per image.
 
-  python -m alexnet_jax.predict --workdir=/tmp/alexnet_default cat.jpg dog.png
-  python -m alexnet_jax.predict --ten_crop \
+  python -m alexnet_jax.tools.predict --workdir=/tmp/alexnet_default cat.jpg dog.png
+  python -m alexnet_jax.tools.predict --ten_crop \
       --checkpoint=/tmp/alexnet_default/checkpoints/3744 cat.jpg
 
 The config comes from `workdir/config.json` (written by training; with only
@@ -188,7 +188,7 @@ class Predictor:
 
   def __init__(self, config, params):
     import jax  # pylint: disable=g-import-not-at-top
-    from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+    from . import evaluate  # pylint: disable=g-import-not-at-top
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
     from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
     model = models.model_from_config(config.model)
@@ -225,10 +225,10 @@ def format_predictions(path: str, best: list[tuple[int, float]],
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog='python -m alexnet_jax.predict',
+      prog='python -m alexnet_jax.tools.predict',
       description='Top-k classes of image files under a trained AlexNet '
       '(the classes of the dataset it was trained on).',
-      epilog='example: python -m alexnet_jax.predict '
+      epilog='example: python -m alexnet_jax.tools.predict '
       '--workdir=/tmp/alexnet_default examples/images/*.jpg')
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   parser.add_argument('--workdir', help='A training workdir (config.json and '
@@ -265,10 +265,10 @@ def run(args: argparse.Namespace) -> None:
   config = load_config(workdir, step)
   # Bad input fails here, before JAX is imported and anything compiled.
   images = [(path, load_image(path)) for path in args.images]
-  from alexnet_jax import checkpoint_params  # pylint: disable=g-import-not-at-top
+  from . import checkpoint_params  # pylint: disable=g-import-not-at-top
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import convert  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from . import convert  # pylint: disable=g-import-not-at-top
+  from . import evaluate  # pylint: disable=g-import-not-at-top
   names = class_names(config, workdir, args.class_names, step)
   try:
     params, _ = evaluate.load_params(args.checkpoint or workdir, config.model)

@@ -1,8 +1,8 @@
 r"""Weight interchange with PyTorch, and `.npz` files of converted parameters.
 
-  python -m alexnet_jax.convert --variant=owt --input=alexnet.pth \
+  python -m alexnet_jax.tools.convert --variant=owt --input=alexnet.pth \
       --output=params.npz
-  python -m alexnet_jax.convert --variant=paper --input=WORKDIR \
+  python -m alexnet_jax.tools.convert --variant=paper --input=WORKDIR \
       --output=alexnet.pth
 
 --input: a .pth state_dict, an .npz of params, or an orbax checkpoint (a
@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from alexnet_jax import checkpoint_params
+from . import checkpoint_params
 from alexnet_jax import models
 
 CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')

@@ -3,13 +3,13 @@ r"""Evaluation of saved weights, without training: the eval-only run.
 Your own training run, as it was recorded (its config, normalization, mean
 image and class names), at its newest checkpoint or at `--step`:
 
-  python -m alexnet_jax.evaluate --workdir=RUN [--step=N] [--config.ten_crop=True]
+  python -m alexnet_jax.tools.evaluate --workdir=RUN [--step=N] [--config.ten_crop=True]
 
 Its metrics equal the run's own evaluation of that checkpoint. Any
 `--config.<field>=value` changes what is evaluated (ten_crop, eval_split,
 dataset_dir). Converted or foreign weights take a config file instead:
 
-  python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py \
+  python -m alexnet_jax.tools.evaluate --config=configs/imagenet_eval.py \
       --workdir=/tmp/alexnet_eval --config.checkpoint=PATH
 
 `config.checkpoint` is one of
@@ -17,8 +17,8 @@ dataset_dir). Converted or foreign weights take a config file instead:
   (the newest step is used) or one step directory;
 * a PyTorch state_dict (`.pth`/`.pt`) of the layout named by
   `config.model.variant` ('owt': torchvision's AlexNet; 'paper': see
-  `alexnet_jax.convert`), converted on the fly (needs torch);
-* an `.npz` of converted params (`alexnet_jax.convert`; no torch needed).
+  `alexnet_jax.tools.convert`), converted on the fly (needs torch);
+* an `.npz` of converted params (`alexnet_jax.tools.convert`; no torch needed).
 
 Every example of `config.eval_split` is evaluated once (the last batch padded
 and masked). The records are those of a training run: the metrics (eval_loss,
@@ -45,15 +45,15 @@ from absl import logging
 import jax
 import numpy as np
 
-from alexnet_jax import checkpoint_params
+from . import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import config_lib
-from alexnet_jax import convert
+from . import convert
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import placement
-from alexnet_jax import predict
+from . import predict
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 

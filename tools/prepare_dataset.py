@@ -1,6 +1,6 @@
 r"""Writes a dataset resized once to the paper's 256 pixels, as TFDS shards.
 
-  python -m alexnet_jax.prepare_dataset --config=configs/imagenet_paper.py \
+  python -m alexnet_jax.tools.prepare_dataset --config=configs/imagenet_paper.py \
       --output_dir=/data/imagenet2012_256 [--config.manual_dir=...]
 
 then train on it with the same config and
