@@ -20,6 +20,7 @@ def load_run(run_dir: str, step: int | None = None):
   (`config.json`, or the `config.<s>.json` a changed resume wrote).
   """
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from alexnet_jax import models  # pylint: disable=g-import-not-at-top
   from alexnet_jax.tools import checkpoint_params  # pylint: disable=g-import-not-at-top
   from alexnet_jax.tools import convert  # pylint: disable=g-import-not-at-top
@@ -31,9 +32,11 @@ def load_run(run_dir: str, step: int | None = None):
     params, step = evaluate.load_params(config.checkpoint, config.model)
     evaluate.check_params_fit(params, models.model_from_config(config.model),
                               config.image_size)
+    data = input_pipeline.DataOptions.from_config(config)
   except (checkpoint_params.CheckpointNotFoundError,
           checkpoint_params.CheckpointUnreadableError,
           config_lib.ConfigError, convert.ConversionError) as e:
     raise RunError(str(e)) from None
-  names = predict.class_names(config, run_dir, step=step)
+  names = predict.class_names(config.model.num_classes, data, run_dir,
+                              step=step)
   return config, {'params': params}, step, names

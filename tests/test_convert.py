@@ -347,7 +347,7 @@ def test_evaluate_a_pth_file_on_fake_data(tmp_path):
   config.checkpoint = str(tmp_path / 'owt.pth')
   torch.save(net.state_dict(), config.checkpoint)
 
-  metrics = evaluate.evaluate_checkpoint(config, str(tmp_path / 'eval'))
+  metrics = evaluate.evaluate(config, str(tmp_path / 'eval'))
 
   batch = next(fake_data.FakeData(config).eval_batches())  # Same seed.
   images = np.asarray(batch['image']).reshape(-1, 64, 64, 3).astype(np.float32)
