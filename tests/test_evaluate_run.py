@@ -96,3 +96,16 @@ def test_a_step_without_checkpoint_names_the_steps_there(tmp_path):
                      match=re.escape(f'--step=3: {tmp_path} has checkpoints '
                                      'at steps [4, 2].')):
     evaluate.run_config(str(tmp_path), 3)
+
+
+def test_weights_of_another_layout_end_in_one_line(tmp_path):
+  """convert's ConversionError, raised under evaluate, is a user's error."""
+  np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+  out = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.tools.evaluate',
+       '--config=configs/imagenet_eval.py', f'--workdir={tmp_path / "eval"}',
+       f'--config.checkpoint={tmp_path / "other.npz"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert "unexpected entry 'x'" in out.stderr.strip().splitlines()[-1]
