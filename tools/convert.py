@@ -16,8 +16,8 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from . import checkpoint_params
 from alexnet_jax import models
+from . import checkpoint_params
 
 CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 DENSES = ('fc6', 'fc7', 'fc8')
