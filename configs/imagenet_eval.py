@@ -1,6 +1,6 @@
 r"""Evaluate saved weights on ImageNet (ILSVRC-2012) validation: no training.
 
-  python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py \
+  python -m alexnet_jax.tools.evaluate --config=configs/imagenet_eval.py \
       --workdir=/tmp/alexnet_eval --config.checkpoint=/path/to/alexnet-owt.pth
 
 Set up for torchvision's AlexNet ("one weird trick", variant 'owt': one tower,

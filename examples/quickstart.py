@@ -30,15 +30,16 @@ import tempfile
 from IPython.display import Image
 import matplotlib.pyplot as plt
 
-from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import metrics_writer
-from alexnet_jax import predict
 from alexnet_jax import startup
 from alexnet_jax import train
 from alexnet_jax.configs import default
 from alexnet_jax.experiments import figure3
 from alexnet_jax.experiments import run_loading
+from alexnet_jax.input_pipeline import DataOptions
+from alexnet_jax.tools import checkpoint_params
+from alexnet_jax.tools import predict
 
 # The README Quickstart's run, and where to train briefly if it is missing.
 WORKDIR = os.environ.get('ALEXNET_WORKDIR', '/tmp/alexnet_default')
@@ -132,17 +133,20 @@ kernels
 # one of those names, whatever it shows.
 
 # %%
-predictor = predict.Predictor(config, variables['params'])
-mean_image = predict.load_mean_image(run_dir, config)  # None for this job.
+predictor = predict.Predictor(variables['params'], config.model,
+                              config.normalization, config.image_size)
+# The run's resize and crop, and its mean image (None for this job).
+pre = DataOptions.from_config(config).preprocess
+mean_image = predict.load_mean_image(run_dir, config.normalization)
 paths = sorted(glob.glob('images/*.jpg'))
 fig, axes = plt.subplots(1, len(paths), figsize=(3 * len(paths), 3.2),
                          layout='constrained')
 for path, ax in zip(paths, axes):
   image = predict.load_image(path)
-  probs = predictor(predict.preprocess(image, config, mean_image=mean_image))
+  probs = predictor(predict.preprocess(image, pre, mean_image=mean_image))
   best = predict.top_k(probs, 3)
   print(predict.format_predictions(path, best, class_names))
-  ax.imshow(predict.preprocess(image, config)[0])  # The crop the net sees.
+  ax.imshow(predict.preprocess(image, pre)[0])  # The crop the net sees.
   ax.set_title(f'{class_names[best[0][0]]} ({best[0][1]:.2f})')
   ax.set_axis_off()
 plt.show()

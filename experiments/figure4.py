@@ -10,7 +10,7 @@ and writes `figure4.png` and `figure4.json` into --workdir (printing where):
   top-5 probabilities (the true class's bar in red, the others in blue);
 * right, the --queries eval images after them, each followed by the
   `NEIGHBOURS` (6) training images nearest to it in fc7's activations
-  (after the ReLU; `alexnet_jax.features`), by Euclidean distance, as the
+  (after the ReLU; `alexnet_jax.tools.features`), by Euclidean distance, as the
   paper measures it.
 
 Images are read as evaluation reads them (the resized square's centre crop,
@@ -215,7 +215,7 @@ def run_figure4(run_dir: str, workdir: str, step: int | None = None,
   """Writes figure4.png and figure4.json; returns the JSON's content with
   the paths."""
   import jax  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import features  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import features  # pylint: disable=g-import-not-at-top
   from alexnet_jax import models  # pylint: disable=g-import-not-at-top
   from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
   if examples < 0 or queries < 1:

@@ -18,9 +18,9 @@ the pipeline is to the limit the decoder sets.
     written once into --imagenet_like_dir and read as an image folder with
     the same config otherwise.
   * `imagenet_like_prepared` (with --prepared, the default): the same JPEGs
-    prepared once as `alexnet_jax.prepare_dataset` writes them (the central
-    resize_size square, quality 95, array_record shards), the route the
-    docs advise for ImageNet.
+    prepared once as `alexnet_jax.tools.prepare_dataset` writes them (the
+    central resize_size square, quality 95, array_record shards), the route
+    the docs advise for ImageNet.
 
 With --crops_per_call the pipeline is also timed making that many training
 crops per tf.data call (in place of `batching.CROPS_PER_CALL`; the batch's
@@ -153,8 +153,8 @@ def imagenet_like_folder(root: str, count: int, seed: int = 0) -> str:
 
 
 def prepared_config(config):
-  """`config` reading its dataset as `alexnet_jax.prepare_dataset` writes it
-  (resize_size squares as array_record shards), prepared once into
+  """`config` reading its dataset as `alexnet_jax.tools.prepare_dataset`
+  writes it (resize_size squares as array_record shards), prepared once into
   <dataset_dir>_prepared_<resize_size> (a re-run skips what exists)."""
   from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from alexnet_jax.input_pipeline import prepare  # pylint: disable=g-import-not-at-top

@@ -13,8 +13,8 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import convert
 from alexnet_jax import preemption
+from alexnet_jax.tools import convert
 from conftest import ROOT
 from test_convert import _model
 from test_convert import _random_params
@@ -62,7 +62,8 @@ def test_prepare_dataset_without_the_imagenet_tars_says_which_go_where(
     tmp_path):
   tars = tmp_path / 'tars'
   tars.mkdir()
-  out = _run('alexnet_jax.prepare_dataset', '--config=configs/imagenet_paper.py',
+  out = _run('alexnet_jax.tools.prepare_dataset',
+             '--config=configs/imagenet_paper.py',
              f'--output_dir={tmp_path / "out"}', f'--config.manual_dir={tars}',
              HOME=str(tmp_path), TFDS_DATA_DIR=str(tmp_path / 'tfds'))
   _one_line_error(out, 'ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar',
@@ -82,7 +83,7 @@ def test_convert_takes_a_training_checkpoint_wrapping_the_state_dict(
   params, state = _owt_state_dict(torch)
   src, dst = str(tmp_path / 'ckpt.pth'), str(tmp_path / 'params.npz')
   torch.save({key: state, 'optimizer': {'lr': 0.1}, 'epoch': 3}, src)
-  out = _run('alexnet_jax.convert', '--variant=owt', f'--input={src}',
+  out = _run('alexnet_jax.tools.convert', '--variant=owt', f'--input={src}',
              f'--output={dst}')
   assert out.returncode == 0, out.stderr[-3000:]
   jax.tree_util.tree_map(np.testing.assert_array_equal, convert.load_npz(dst),
@@ -93,7 +94,7 @@ def test_convert_says_what_a_file_holds_when_it_is_no_state_dict(tmp_path):
   torch = pytest.importorskip('torch')
   src = str(tmp_path / 'other.pth')
   torch.save({'a': [1, 2, 3]}, src)
-  out = _run('alexnet_jax.convert', '--variant=owt', f'--input={src}',
+  out = _run('alexnet_jax.tools.convert', '--variant=owt', f'--input={src}',
              f'--output={tmp_path / "o.npz"}')
   _one_line_error(out, src, "'a' (list)", 'not a state_dict')
 
@@ -104,13 +105,13 @@ def test_convert_refuses_an_output_it_cannot_write_before_converting(
   src = str(tmp_path / 'params.npz')
   convert.save_npz(params, src)
   unknown = tmp_path / 'params.onnx'
-  out = _run('alexnet_jax.convert', '--variant=owt', f'--input={src}',
+  out = _run('alexnet_jax.tools.convert', '--variant=owt', f'--input={src}',
              f'--output={unknown}')
   _one_line_error(out, '--output', '.npz or .pth')
   assert not unknown.exists()
   blocked = tmp_path / 'a_file'
   blocked.write_text('')
-  out = _run('alexnet_jax.convert', '--variant=owt', f'--input={src}',
+  out = _run('alexnet_jax.tools.convert', '--variant=owt', f'--input={src}',
              f'--output={blocked / "params.npz"}')
   _one_line_error(out, 'cannot be written', 'Not a directory')
 

@@ -1,4 +1,4 @@
-"""PyTorch <-> Flax weight interchange (alexnet_jax.convert).
+"""PyTorch <-> Flax weight interchange (alexnet_jax.tools.convert).
 
 The PyTorch models are written here in plain torch (torchvision is not needed):
 torchvision's AlexNet for 'owt', and the same modules with grouped conv2/4/5
@@ -16,9 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import convert
 from alexnet_jax import models
 from alexnet_jax import ops
+from alexnet_jax.tools import convert
 from conftest import ROOT as REPO
 
 TORCH_REASON = 'PyTorch is not installed (pip install torch) to compare logits'
@@ -316,8 +316,8 @@ def test_cli_and_imports_need_no_torch(tmp_path):
   src, dst = str(tmp_path / 'a.npz'), str(tmp_path / 'b.npz')
   convert.save_npz(params, src)
   code = ('import sys, runpy; sys.modules["torch"] = None; '
-          'import alexnet_jax.evaluate, alexnet_jax.predict; '
-          'runpy.run_module("alexnet_jax.convert", run_name="__main__", '
+          'import alexnet_jax.tools.evaluate, alexnet_jax.tools.predict; '
+          'runpy.run_module("alexnet_jax.tools.convert", run_name="__main__", '
           'alter_sys=True)')
   out = subprocess.run(
       [sys.executable, '-c', code, '--variant=owt', f'--input={src}',
@@ -332,7 +332,7 @@ def test_cli_and_imports_need_no_torch(tmp_path):
 def test_evaluate_a_pth_file_on_fake_data(tmp_path):
   """config.checkpoint=.pth: the eval loss is PyTorch's on the same images."""
   torch = pytest.importorskip('torch', reason=TORCH_REASON)
-  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
+  from alexnet_jax.tools import evaluate  # pylint: disable=g-import-not-at-top
   from alexnet_jax.input_pipeline import fake_data  # pylint: disable=g-import-not-at-top
   from alexnet_jax import metrics_writer  # pylint: disable=g-import-not-at-top
   from configs import imagenet_eval  # pylint: disable=g-import-not-at-top
@@ -347,7 +347,7 @@ def test_evaluate_a_pth_file_on_fake_data(tmp_path):
   config.checkpoint = str(tmp_path / 'owt.pth')
   torch.save(net.state_dict(), config.checkpoint)
 
-  metrics = evaluate.evaluate_checkpoint(config, str(tmp_path / 'eval'))
+  metrics = evaluate.evaluate(config, str(tmp_path / 'eval'))
 
   batch = next(fake_data.FakeData(config).eval_batches())  # Same seed.
   images = np.asarray(batch['image']).reshape(-1, 64, 64, 3).astype(np.float32)

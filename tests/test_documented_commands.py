@@ -55,7 +55,8 @@ class Doc:
 
 QUICKSTART = ('python -m alexnet_jax.main --config=configs/default.py '
               '--workdir=/tmp/alexnet_default')
-EVAL_OWN = 'python -m alexnet_jax.evaluate --workdir=/tmp/alexnet_default'
+EVAL_OWN = ('python -m alexnet_jax.tools.evaluate '
+            '--workdir=/tmp/alexnet_default')
 COMMANDS: dict[str, Doc] = {
     # README: Quickstart.
     'python3 -m venv .venv && . .venv/bin/activate && pip install -e . && '
@@ -64,7 +65,7 @@ COMMANDS: dict[str, Doc] = {
     'python3 -m venv .venv && . .venv/bin/activate && pip install -e '
     "'.[test]' && python -m pytest -q": Doc('suite'),
     'python -m pytest -q -m "not slow"': Doc('suite'),
-    'python -m alexnet_jax.predict --workdir=/tmp/alexnet_default '
+    'python -m alexnet_jax.tools.predict --workdir=/tmp/alexnet_default '
     'examples/images/star.jpg examples/images/circle.jpg '
     'examples/images/arrow.jpg': Doc('run', needs=QUICKSTART),
     EVAL_OWN: Doc('run', needs=QUICKSTART),
@@ -88,7 +89,8 @@ COMMANDS: dict[str, Doc] = {
     '--workdir=/tmp/alexnet_imagenet --config.manual_dir=/path/to/tars':
         Doc('error', expect='put ILSVRC2012_img_train.tar, '
             'ILSVRC2012_img_val.tar into /path/to/tars'),
-    'python -m alexnet_jax.prepare_dataset --config=configs/imagenet_paper.py '
+    'python -m alexnet_jax.tools.prepare_dataset '
+    '--config=configs/imagenet_paper.py '
     '--output_dir=/data/imagenet2012_256 --config.manual_dir=/path/to/tars':
         Doc('error', expect='put ILSVRC2012_img_train.tar, '
             'ILSVRC2012_img_val.tar into /path/to/tars'),
@@ -98,13 +100,13 @@ COMMANDS: dict[str, Doc] = {
         Doc('error', expect="config.dataset_dir='/data/imagenet2012_256' is "
             'invalid: holds no TFDS dataset'),
     # README: weights from elsewhere (no downloads here).
-    'python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py '
+    'python -m alexnet_jax.tools.evaluate --config=configs/imagenet_eval.py '
     '--workdir=/tmp/eval --config.checkpoint=alexnet-owt.pth':
         Doc('error', expect="config.checkpoint='alexnet-owt.pth' does not "
             'exist'),
-    'python -m alexnet_jax.convert --variant=owt --input=alexnet-owt.pth '
-    '--output=owt.npz': Doc('error', expect="--input='alexnet-owt.pth' does "
-                            'not exist'),
+    'python -m alexnet_jax.tools.convert --variant=owt '
+    '--input=alexnet-owt.pth --output=owt.npz':
+        Doc('error', expect="--input='alexnet-owt.pth' does not exist"),
     # README and docs/results: experiments.
     'python -m experiments.ablate --config=configs/default.py '
     '--workdir=/tmp/ablate --variants=baseline,no_lrn,no_overlap,no_dropout,'

@@ -50,7 +50,7 @@ def _folder(root):
 
 
 def _evaluated(workdir, home, *extra):
-  out = _command('alexnet_jax.evaluate', f'--workdir={workdir}', *extra,
+  out = _command('alexnet_jax.tools.evaluate', f'--workdir={workdir}', *extra,
                  env_home=home)
   dirs = [d for d in os.listdir(workdir) if d.startswith('eval_step')]
   assert len(dirs) == 1, dirs
@@ -88,11 +88,24 @@ def test_evaluate_alone_reproduces_the_runs_last_evaluation(
 
 
 def test_a_step_without_checkpoint_names_the_steps_there(tmp_path):
-  from alexnet_jax import checkpoint_params
-  from alexnet_jax import evaluate
+  from alexnet_jax.tools import checkpoint_params
+  from alexnet_jax.tools import evaluate
   for step in (2, 4):  # Finished orbax steps: <step>/default/.
     os.makedirs(tmp_path / 'checkpoints' / str(step) / 'default')
   with pytest.raises(checkpoint_params.CheckpointNotFoundError,
                      match=re.escape(f'--step=3: {tmp_path} has checkpoints '
                                      'at steps [4, 2].')):
     evaluate.run_config(str(tmp_path), 3)
+
+
+def test_weights_of_another_layout_end_in_one_line(tmp_path):
+  """convert's ConversionError, raised under evaluate, is a user's error."""
+  np.savez(tmp_path / 'other.npz', x=np.zeros(3))
+  out = subprocess.run(
+      [sys.executable, '-m', 'alexnet_jax.tools.evaluate',
+       '--config=configs/imagenet_eval.py', f'--workdir={tmp_path / "eval"}',
+       f'--config.checkpoint={tmp_path / "other.npz"}'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert 'Traceback' not in out.stderr, out.stderr[-2000:]
+  assert "unexpected entry 'x'" in out.stderr.strip().splitlines()[-1]

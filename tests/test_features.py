@@ -1,15 +1,15 @@
-"""alexnet_jax.features: a layer's activations equal those of an independent
-forward pass (PyTorch's, read by hooks on its ReLUs), and lead to the model's
-own logits."""
+"""alexnet_jax.tools.features: a layer's activations equal those of an
+independent forward pass (PyTorch's, read by hooks on its ReLUs), and lead to
+the model's own logits."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import convert
-from alexnet_jax import features
 from alexnet_jax import models
+from alexnet_jax.tools import convert
+from alexnet_jax.tools import features
 from test_convert import _images
 from test_convert import _state_dict_numpy
 from test_convert import _torch_alexnet

@@ -15,13 +15,13 @@ import jax
 import numpy as np
 import pytest
 
-from alexnet_jax import checkpoint_params
 from alexnet_jax import config_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
-from alexnet_jax import predict
 from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.tools import checkpoint_params
+from alexnet_jax.tools import predict
 from conftest import ROOT
 from conftest import corrupt_checkpoint
 from conftest import tiny_config

@@ -66,7 +66,7 @@ def test_training_command_refuses_stray_arguments_and_lone_process_flags(
     flags.FLAGS['num_processes'].value = None
 
 
-@pytest.mark.parametrize('command', ['alexnet_jax.prepare_dataset'],
+@pytest.mark.parametrize('command', ['alexnet_jax.tools.prepare_dataset'],
                          indirect=True)
 def test_prepare_dataset_without_the_tars_names_them(command, tmp_path,
                                                     monkeypatch):

@@ -10,9 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from alexnet_jax import convert
 from alexnet_jax import models
 from alexnet_jax import ops
+from alexnet_jax.tools import convert
 from experiments import op_variants
 
 

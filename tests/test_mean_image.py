@@ -10,9 +10,9 @@ tf = pytest.importorskip('tensorflow')
 
 from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
 from alexnet_jax import input_pipeline
-from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import train
+from alexnet_jax.tools import predict
 from conftest import tiny_config
 from test_image_folder import write_image
 
@@ -72,7 +72,8 @@ def test_crops_lose_the_mean_image_at_their_own_place(tmp_path):
       images[first][m:m + s, m:m + s] - want_mean[m:m + s, m:m + s],
       atol=1e-3)
   # predict subtracts the same crops of the run's saved mean image.
-  got = predict.preprocess(images[first], config, False, data.mean_image)
+  got = predict.preprocess(images[first], data.preprocess, False,
+                           data.mean_image)
   np.testing.assert_allclose(got[0], evals['image'][0][0], atol=1e-3)
 
 

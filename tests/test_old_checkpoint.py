@@ -28,8 +28,8 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from alexnet_jax import convert
 from alexnet_jax import models
+from alexnet_jax.tools import convert
 from conftest import ROOT
 
 FIXTURE = os.path.join(ROOT, 'tests', 'fixtures', 'checkpoint_7a777af')
@@ -68,7 +68,7 @@ def runs(tmp_path_factory):
                   f'--output={tmp / "weights.pth"}'],
   }
   procs = {name: subprocess.Popen(
-      [sys.executable, '-m', f'alexnet_jax.{name}', *a], cwd=ROOT,
+      [sys.executable, '-m', f'alexnet_jax.tools.{name}', *a], cwd=ROOT,
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for name, a in args.items()}
   outputs = {name: p.communicate(timeout=300) for name, p in procs.items()}

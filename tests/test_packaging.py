@@ -1,6 +1,6 @@
 """The package as a user installs it: `pip install .` (not editable) puts
-only `alexnet_jax` into site-packages, configs/ and experiments/ inside it,
-and the console scripts run from any directory."""
+only `alexnet_jax` into site-packages, configs/, experiments/ and tools/
+inside it, and the console scripts run from any directory."""
 
 import os
 import shutil
@@ -34,7 +34,7 @@ def test_a_non_editable_install_runs_its_console_scripts_anywhere(tmp_path):
   python = str(venv / 'bin' / 'python')
   # A copy of what the package is built from: the build leaves build/ there.
   source = tmp_path / 'source'
-  for name in ('alexnet_jax', 'configs', 'experiments'):
+  for name in ('alexnet_jax', 'configs', 'experiments', 'tools'):
     shutil.copytree(os.path.join(ROOT, name), source / name,
                     ignore=shutil.ignore_patterns('__pycache__'))
   for name in ('pyproject.toml', 'README.md', 'LICENSE'):
@@ -43,13 +43,18 @@ def test_a_non_editable_install_runs_its_console_scripts_anywhere(tmp_path):
        cwd=tmp_path)
   installed = {n for n in os.listdir(site) if not n.endswith(
       ('.pth', '-info', '__pycache__')) and not n.startswith('_')}
-  assert {'alexnet_jax', 'configs', 'experiments'} & installed == {
+  assert {'alexnet_jax', 'configs', 'experiments', 'tools'} & installed == {
       'alexnet_jax'}, sorted(installed)
+  assert os.path.exists(site / 'alexnet_jax' / 'tools' / 'predict.py')
   elsewhere = tmp_path / 'elsewhere'
   elsewhere.mkdir()
-  for script in ('alexnet-ablate', 'alexnet-figure3', 'alexnet-train'):
+  for script in ('alexnet-ablate', 'alexnet-figure3', 'alexnet-train',
+                 'alexnet-evaluate', 'alexnet-convert',
+                 'alexnet-prepare-dataset'):
     text = _run(str(venv / 'bin' / script), '--help', cwd=elsewhere)
     assert 'flags:' in text, (script, text[-2000:])
+  assert '--top_k' in _run(str(venv / 'bin' / 'alexnet-predict'), '--help',
+                           cwd=elsewhere)
   assert '--variants' in _run(str(venv / 'bin' / 'alexnet-ablate'), '--help',
                               cwd=elsewhere)
   # A config file of the installed package loads from anywhere.

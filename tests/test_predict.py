@@ -14,16 +14,17 @@ from PIL import Image
 import pytest
 
 from alexnet_jax import checkpointing
-from alexnet_jax import convert
-from alexnet_jax import evaluate
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import optim
-from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
 from alexnet_jax.datasets import shapes
+from alexnet_jax.input_pipeline import DataOptions
 from alexnet_jax.input_pipeline.preprocess import Preprocess
+from alexnet_jax.tools import convert
+from alexnet_jax.tools import evaluate
+from alexnet_jax.tools import predict
 from conftest import ROOT
 from conftest import tiny_config
 
@@ -70,6 +71,10 @@ def _image_file(path, size=(150, 110), fmt='JPEG', seed=0) -> str:
   image = Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC)
   image.save(path, fmt)
   return str(path)
+
+
+def _pre(config) -> Preprocess:
+  return DataOptions.from_config(config).preprocess
 
 
 # Expected values in NumPy, independently of steps.normalize and
@@ -124,7 +129,7 @@ def test_predict_prints_top5(trained, tmp_path, capsys):
     assert probs == sorted(probs, reverse=True)
     assert 0 < sum(probs) <= 1.0 + 1e-3
     # The printed classes are the top 5 of the checkpoint's model.
-    crop = predict.preprocess(predict.load_image(path), config)
+    crop = predict.preprocess(predict.load_image(path), _pre(config))
     logits = model.apply({'params': params},
                          _normalize(crop, config.normalization.mean,
                                     config.normalization.std))
@@ -147,7 +152,8 @@ def test_predict_ten_crop_and_checkpoint_flag(trained, tmp_path, capsys):
   ten = _parse(capsys.readouterr().out)[path]
   assert len(centre) == 5 and len(ten) == 3
   # The printed probabilities are the mean softmax over the ten crops.
-  crops = predict.preprocess(predict.load_image(path), config, ten_crop=True)
+  crops = predict.preprocess(predict.load_image(path), _pre(config),
+                              ten_crop=True)
   assert crops.shape[0] == 10
   model = models.model_from_config(config.model)
   logits = model.apply({'params': params}, _normalize(
@@ -213,26 +219,27 @@ def test_predict_cli_error_has_no_traceback(trained, tmp_path):
   bad = tmp_path / 'bad.png'
   bad.write_bytes(b'\x89PNG truncated')
   out = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.predict', f'--workdir={workdir}',
-       str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+      [sys.executable, '-m', 'alexnet_jax.tools.predict',
+       f'--workdir={workdir}', str(bad)],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert out.returncode == 1
   assert f'predict: {bad}: cannot read it as an image' in out.stderr
   assert 'Traceback' not in out.stderr
 
 
 def test_class_names_sources(tmp_path):
-  config = tiny_config()
-  assert predict.class_names(config, None) == list(shapes.CLASS_NAMES)
-  fake = tiny_config(dataset='fake')
-  assert predict.class_names(fake, None) == [str(i) for i in range(10)]
+  shapes_data = DataOptions.from_config(tiny_config())
+  assert predict.class_names(10, shapes_data) == list(shapes.CLASS_NAMES)
+  fake = DataOptions.from_config(tiny_config(dataset='fake'))
+  assert predict.class_names(10, fake) == [str(i) for i in range(10)]
   names = tmp_path / 'names.txt'
   names.write_text('\n'.join(f'class {i}' for i in range(10)) + '\n')
-  assert predict.class_names(fake, None, str(names))[9] == 'class 9'
+  assert predict.class_names(10, fake, None, str(names))[9] == 'class 9'
   (tmp_path / workdir_lib.CLASS_NAMES_FILE).write_text(names.read_text())
-  assert predict.class_names(fake, str(tmp_path))[0] == 'class 0'
+  assert predict.class_names(10, fake, str(tmp_path))[0] == 'class 0'
   names.write_text('a\nb\n')
   with pytest.raises(predict.PredictError, match='has 2 names'):
-    predict.class_names(fake, None, str(names))
+    predict.class_names(10, fake, None, str(names))
 
 
 @pytest.mark.parametrize('resize_mode', ['crop', 'squash'])
@@ -257,7 +264,7 @@ def test_center_crop_matches_input_pipeline(tmp_path, resize_mode):
     with open(path, 'rb') as f:
       data = f.read()
     want = pre.center_crop(pre.decode_and_resize(data)).numpy().astype(int)
-    got = predict.preprocess(predict.load_image(path), config)[0].astype(int)
+    got = predict.preprocess(predict.load_image(path), pre)[0].astype(int)
     assert got.shape == want.shape == (67, 67, 3)
     diff = np.abs(got - want)
     assert diff.max() <= max_diff, (size, fmt, diff.max())
@@ -273,8 +280,8 @@ def _fake_eval_config(checkpoint: str | None):
 
 @pytest.mark.slow
 def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
-  """`python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py` with
-  the overrides its docstring gives for the paper's net, on fake data."""
+  """`python -m alexnet_jax.tools.evaluate --config=configs/imagenet_eval.py`
+  with the overrides its docstring gives for the paper's net, on fake data."""
   workdir, config, params = trained
   out_dir = str(tmp_path / 'eval')
   overrides = {
@@ -283,7 +290,7 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
       'model.num_classes': 10, 'image_size': 67, 'eval_batch_size': 4,
       'fake_data.eval_steps': 3}
   out = subprocess.run(
-      [sys.executable, '-m', 'alexnet_jax.evaluate',
+      [sys.executable, '-m', 'alexnet_jax.tools.evaluate',
        '--config=configs/imagenet_eval.py', f'--workdir={out_dir}'] +
       [f'--config.{k}={v}' for k, v in overrides.items()],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -320,13 +327,12 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
 def test_evaluate_errors_and_params_files(trained, tmp_path):
   workdir, _, params = trained
   with pytest.raises(ValueError, match='config.checkpoint is not set'):
-    evaluate.evaluate_checkpoint(_fake_eval_config(None), str(tmp_path / 'a'))
+    evaluate.evaluate(_fake_eval_config(None), str(tmp_path / 'a'))
   with pytest.raises(FileNotFoundError, match='does not exist'):
-    evaluate.evaluate_checkpoint(_fake_eval_config(str(tmp_path / 'x.npz')),
-                                 str(tmp_path / 'b'))
+    evaluate.evaluate(_fake_eval_config(str(tmp_path / 'x.npz')),
+                      str(tmp_path / 'b'))
   with pytest.raises(FileNotFoundError, match='No checkpoint in'):
-    evaluate.evaluate_checkpoint(_fake_eval_config(str(tmp_path)),
-                                 str(tmp_path / 'c'))
+    evaluate.evaluate(_fake_eval_config(str(tmp_path)), str(tmp_path / 'c'))
   # Every way of naming the checkpoint restores the same params.
   step_dir = os.path.join(workdir, 'checkpoints', str(STEP))
   for path in (workdir, os.path.join(workdir, 'checkpoints'), step_dir,
@@ -343,12 +349,13 @@ def test_evaluate_errors_and_params_files(trained, tmp_path):
   wider.model.width = 0.1
   with pytest.raises(convert.ConversionError,
                      match=r"do not fit config.model.*\['conv1'\]\['bias'\]"):
-    evaluate.evaluate_checkpoint(wider, str(tmp_path / 'd'))
+    evaluate.evaluate(wider, str(tmp_path / 'd'))
 
 
 @pytest.mark.slow
 def test_predict_and_evaluate_do_not_import_the_trainer():
-  script = ('import sys; from alexnet_jax import evaluate, predict, steps; '
+  script = ('import sys; from alexnet_jax import steps; '
+            'from alexnet_jax.tools import evaluate, predict; '
             'print(sorted(m for m in sys.modules if m in '
             '("alexnet_jax.train", "alexnet_jax.parallelism")))')
   out = subprocess.run([sys.executable, '-c', script], capture_output=True,

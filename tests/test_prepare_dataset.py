@@ -1,4 +1,5 @@
-"""alexnet_jax.prepare_dataset: resized TFDS shards, resumable, readable."""
+"""alexnet_jax.tools.prepare_dataset: resized TFDS shards, resumable,
+readable."""
 
 import os
 

@@ -71,7 +71,7 @@ def test_evaluate_on_a_training_workdir_leaves_every_file_as_it_was(
     trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   before = _digests(workdir)
-  out = _run('alexnet_jax.evaluate', '--config=configs/imagenet_eval.py',
+  out = _run('alexnet_jax.tools.evaluate', '--config=configs/imagenet_eval.py',
              f'--workdir={workdir}', f'--config.checkpoint={workdir}',
              '--config.dataset=fake', '--config.model.variant=paper',
              '--config.model.groups=2', '--config.model.lrn=True',
@@ -197,7 +197,7 @@ def test_predict_on_a_corrupt_checkpoint_is_one_line(trained, tmp_path):
   image = tmp_path / 'x.png'
   from PIL import Image  # pylint: disable=g-import-not-at-top
   Image.fromarray(np.zeros((80, 80, 3), np.uint8)).save(image)
-  out = _run('alexnet_jax.predict', '--checkpoint',
+  out = _run('alexnet_jax.tools.predict', '--checkpoint',
              str(workdir / 'checkpoints' / '4'), str(image))
   assert out.returncode != 0
   assert 'Traceback' not in out.stderr, out.stderr[-2000:]
@@ -271,7 +271,7 @@ def test_max_consecutive_skips_is_validated():
 @pytest.mark.parametrize('module,args,expected', [
     ('alexnet_jax.main', ['--config.model.lrm=False'],
      "--config.model.lrm: config.model has no field 'lrm'; did you mean lrn?"),
-    ('alexnet_jax.evaluate', ['--config.modle.lrn=False'],
+    ('alexnet_jax.tools.evaluate', ['--config.modle.lrn=False'],
      "the config has no field 'modle'; did you mean model?"),
     ('experiments.figure1', ['--config.model.lrm=False'], 'did you mean lrn?'),
     ('experiments.ablate', ['--config=does_not_exist.py'],
@@ -296,7 +296,7 @@ def test_convert_refuses_a_pickled_object_in_one_line(tmp_path):
   torch = pytest.importorskip('torch')
   path = str(tmp_path / 'model.pth')
   torch.save({'model': Pickled()}, path)  # Not tensors by name.
-  out = _run('alexnet_jax.convert', '--variant=owt', f'--input={path}',
+  out = _run('alexnet_jax.tools.convert', '--variant=owt', f'--input={path}',
              f'--output={tmp_path / "o.npz"}', timeout=120)
   assert out.returncode != 0
   message = out.stderr.strip()

@@ -1,37 +1,9 @@
-r"""Evaluation of saved weights, without training: the eval-only run.
+r"""Evaluation of saved weights without training (README: Using a trained
+model).
 
-Your own training run, as it was recorded (its config, normalization, mean
-image and class names), at its newest checkpoint or at `--step`:
-
-  python -m alexnet_jax.evaluate --workdir=RUN [--step=N] [--config.ten_crop=True]
-
-Its metrics equal the run's own evaluation of that checkpoint. Any
-`--config.<field>=value` changes what is evaluated (ten_crop, eval_split,
-dataset_dir). Converted or foreign weights take a config file instead:
-
-  python -m alexnet_jax.evaluate --config=configs/imagenet_eval.py \
+  python -m alexnet_jax.tools.evaluate --workdir=RUN [--step=N]
+  python -m alexnet_jax.tools.evaluate --config=configs/imagenet_eval.py \
       --workdir=/tmp/alexnet_eval --config.checkpoint=PATH
-
-`config.checkpoint` is one of
-* an orbax checkpoint of this project: a workdir, its `checkpoints` directory
-  (the newest step is used) or one step directory;
-* a PyTorch state_dict (`.pth`/`.pt`) of the layout named by
-  `config.model.variant` ('owt': torchvision's AlexNet; 'paper': see
-  `alexnet_jax.convert`), converted on the fly (needs torch);
-* an `.npz` of converted params (`alexnet_jax.convert`; no torch needed).
-
-Every example of `config.eval_split` is evaluated once (the last batch padded
-and masked). The records are those of a training run: the metrics (eval_loss,
-eval_top1, eval_top5, eval_examples) in `metrics.jsonl` and TensorBoard, with
-the checkpoint's step (0 for converted weights), the config in `config.json`,
-the dataset's class names in `class_names.txt`. They go into `workdir` if it
-holds no records yet; otherwise (a training run's workdir, or an earlier
-evaluation) into a new subdirectory `workdir/eval_step<step>_<UTC time>/`
-(`eval_weights_<UTC time>` for converted weights), so nothing already there is
-touched. The directory is printed.
-
-A workdir or checkpoints directory whose newest checkpoint cannot be read is
-evaluated at the newest one that can, with a warning naming the one skipped.
 """
 
 from __future__ import annotations
@@ -45,27 +17,24 @@ from absl import logging
 import jax
 import numpy as np
 
-from alexnet_jax import checkpoint_params
 from alexnet_jax import cli
 from alexnet_jax import config_lib
-from alexnet_jax import convert
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
 from alexnet_jax import placement
-from alexnet_jax import predict
 from alexnet_jax import steps
 from alexnet_jax import workdir as workdir_lib
+from . import checkpoint_params
+from . import convert
+from . import predict
 
 TORCH_SUFFIXES = ('.pth', '.pt')
 
 
 def load_params(path: str, model_config) -> tuple[dict, int | None]:
-  """Params (NumPy) and step from an orbax checkpoint, a .pth or an .npz.
-
-  A `.pth` file is converted from the PyTorch layout of
-  `model_config.variant`; its groups are `model_config.groups`.
-  """
+  """Params (NumPy) and step from an orbax checkpoint, or (step None) a .pth
+  of `model_config.variant`'s PyTorch layout or an .npz."""
   if not path:
     raise config_lib.ConfigError(
         'config.checkpoint is not set: pass --config.checkpoint=PATH (an orbax '
@@ -73,7 +42,8 @@ def load_params(path: str, model_config) -> tuple[dict, int | None]:
   if os.path.isdir(path):
     return checkpoint_params.restore_orbax_params(path)
   if not os.path.exists(path):
-    raise checkpoint_params.CheckpointNotFoundError(f'config.checkpoint={path!r} does not exist.')
+    raise checkpoint_params.CheckpointNotFoundError(
+        f'config.checkpoint={path!r} does not exist.')
   if path.endswith('.npz'):
     return convert.load_npz(path), None
   if path.endswith(TORCH_SUFFIXES):
@@ -128,9 +98,9 @@ def output_dir(workdir: str, step: int | None) -> str:
 
 
 def run_config(workdir: str, step: int | None = None):
-  """The config that training run `workdir` recorded for its checkpoint at
-  `step` (the newest when None), set to evaluate that checkpoint: the mean
-  the run measured is used as recorded, not measured again."""
+  """The config training run `workdir` recorded for its checkpoint at `step`
+  (the newest readable when None), set to evaluate it with the mean the run
+  measured (recorded, not measured again)."""
   every = checkpoint_params.find_checkpoints(workdir)  # Raises if none.
   found = [(d, s) for d, s in every if step is None or s == step]
   if not found:
@@ -142,20 +112,26 @@ def run_config(workdir: str, step: int | None = None):
   except predict.PredictError as e:
     raise config_lib.ConfigError(str(e)) from None
   with config.unlocked():
-    # The newest readable one, or exactly the step asked for.
     config.checkpoint = found[0][0] if step is not None else workdir
     config.normalization.mean_from_data = False  # config.json holds it.
   return config
 
 
-def evaluate_checkpoint(config, workdir: str,
-                        run_dir: str | None = None) -> dict[str, float]:
-  """Evaluates `config.checkpoint` on `config.eval_split`; returns metrics.
+def evaluate_checkpoint(model: models.AlexNet, params, normalization,
+                        data) -> dict[str, float]:
+  """Metrics of `params` over every example of `data`'s eval split (the last
+  batch padded and masked)."""
+  eval_step = steps.make_eval_step(
+      model, steps.Normalization.from_config(normalization))
+  return steps.evaluate_batches(eval_step, placement.replicate(params),
+                                data.eval_batches())
 
-  `run_dir`: the training run whose records `config` came from (`run_config`);
-  its mean image, if it subtracted one, is used as it was. The records go to
-  `output_dir(workdir, step)` (logged).
-  """
+
+def evaluate(config, workdir: str, run_dir: str | None = None
+             ) -> dict[str, float]:
+  """The eval-only run: `config.checkpoint` on `config.eval_split`, its
+  records in `output_dir(workdir, step)`. `run_dir`: the training run
+  `config` came from (`run_config`), whose mean image is used as it was."""
   config_lib.validate(config)
   models.check_config(config.model, config.image_size)
   workdir = os.path.abspath(workdir)
@@ -163,11 +139,10 @@ def evaluate_checkpoint(config, workdir: str,
   model = models.model_from_config(config.model)
   params, step = load_params(config.get('checkpoint'), config.model)
   check_params_fit(params, model, config.image_size)
-
   mean_image = None
   if run_dir is not None:
     try:
-      mean_image = predict.load_mean_image(run_dir, config)
+      mean_image = predict.load_mean_image(run_dir, config.normalization)
     except predict.PredictError as e:
       raise config_lib.ConfigError(str(e)) from None
   data = input_pipeline.create_data(config, mean_image=mean_image)
@@ -177,11 +152,7 @@ def evaluate_checkpoint(config, workdir: str,
   if is_writer:
     os.makedirs(out_dir, exist_ok=True)
     workdir_lib.record_config(out_dir, config, data.class_names, step=0)
-
-  eval_step = steps.make_eval_step(
-      model, steps.Normalization.from_config(config.normalization))
-  metrics = steps.evaluate_batches(eval_step, placement.replicate(params),
-                                   data.eval_batches())
+  metrics = evaluate_checkpoint(model, params, config.normalization, data)
   expected = getattr(data, 'num_eval_examples', None)
   if expected is not None and metrics['eval_examples'] != expected:
     raise RuntimeError(f'Evaluated {metrics["eval_examples"]} examples, but '
@@ -198,19 +169,18 @@ def evaluate_checkpoint(config, workdir: str,
 
 
 def main(argv, run_dir: str | None = None):
-  """`run_dir`: the training run whose recorded config is --config."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  metrics = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir,
-                                run_dir)
+  metrics = evaluate(flags.FLAGS.config, flags.FLAGS.workdir, run_dir)
   print(' '.join(f'{k}={v:.6g}' if isinstance(v, float) else f'{k}={v}'
                  for k, v in metrics.items()))
 
 
 def run():
-  """Console-script entry point (`alexnet-evaluate`)."""
+  """Console-script entry point (`alexnet-evaluate`): without --config, the
+  config --workdir's training run recorded."""
   from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string('workdir', None, 'A training run to evaluate (without '

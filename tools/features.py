@@ -1,22 +1,7 @@
-"""A layer's activations for a batch of images: what the network computes
-inside, for analysis (nearest neighbours, probes) from a script or notebook.
+"""A layer's activations for a batch of images, for analysis (nearest
+neighbours, probes) from a script or notebook:
 
   feats = features(model, {'params': params}, images, layer='fc7')
-
-`images` are what `model.apply` takes (float NHWC, normalized as in
-training: `steps.Normalization`). The layers are the table's: conv1..conv5,
-fc6, fc7. Each is taken after its nonlinearity (ReLU or the model's activation),
-as Caffe's in-place ReLU leaves its blobs:
-* conv1..conv5: the activation's output before the local response
-  normalization and the max-pooling that follow conv1, conv2 and conv5,
-  [batch, height, width, maps], the two towers' maps side by side (tower 1
-  first);
-* fc6, fc7: [batch, neurons], in evaluation mode (dropout off). fc7 is the
-  last hidden layer, whose Euclidean distances the paper's Figure 4 uses.
-
-The forward pass is the model's own: the layers before `layer` run through
-`models.conv_layer` and flax's `Dense`, on the same parameters, and stop
-there, so a conv1 read does not compute the rest of the net.
 """
 
 from __future__ import annotations
@@ -35,17 +20,16 @@ FC_LAYERS = ('fc6', 'fc7')
 LAYERS = CONV_LAYERS + FC_LAYERS
 
 
-def check_layer(layer: str) -> str:
-  if layer not in LAYERS:
-    raise ValueError(f'layer={layer!r}; expected one of {LAYERS}.')
-  return layer
-
-
 def features(model: models.AlexNet, variables, images: jax.Array,
              layer: str = 'fc7') -> jax.Array:
-  """`layer`'s activations (float32) for `images`; see the module docstring.
-  Jit it (`jax.jit(features, static_argnums=(0, 3))`) for speed."""
-  check_layer(layer)
+  """`layer`'s activations (float32) after its nonlinearity, as Caffe's
+  in-place ReLU leaves its blobs: conv1..conv5 before the LRN and pooling,
+  [batch, height, width, maps] (tower 1's maps first); fc6, fc7 (the paper's
+  Figure 4 layer) [batch, neurons], without dropout. `images` are normalized
+  as in training (`steps.Normalization`). Only the layers up to `layer` run,
+  on the model's own parameters; jit with static_argnums=(0, 3)."""
+  if layer not in LAYERS:
+    raise ValueError(f'layer={layer!r}; expected one of {LAYERS}.')
   model._check(images)  # pylint: disable=protected-access
   params = variables['params']
   dtype = jnp.dtype(model.dtype)

@@ -1,23 +1,9 @@
 r"""Weight interchange with PyTorch, and `.npz` files of converted parameters.
 
-  python -m alexnet_jax.convert --variant=owt --input=alexnet.pth \
+  python -m alexnet_jax.tools.convert --variant=owt --input=alexnet.pth \
       --output=params.npz
-  python -m alexnet_jax.convert --variant=paper --input=WORKDIR \
-      --output=alexnet.pth
 
---input: a .pth state_dict, an .npz of params, or an orbax checkpoint (a
-workdir: its newest step); --output: .npz or .pth. torch is imported only for
-.pth files. Two PyTorch layouts, our variants of those names, both with
-torchvision's `features` and `classifier` (fc6..fc8 = `classifier.1/4/6`):
-* 'owt': torchvision's AlexNet; conv1..conv5 = `features.0/3/6/8/10`.
-* 'paper': conv2, conv4, conv5 grouped (`nn.Conv2d(groups=2)`), and after the
-  ReLU of conv1 and conv2 `torch_lrn(groups)` (LRN on each tower's channels,
-  as the paper's two GPUs did); conv1..conv5 = `features.0/4/8/10/12`.
-
-Convolutions are OIHW in PyTorch, HWIO in Flax (grouped ones alike: the first
-out/groups outputs see the first in/groups inputs), dense layers (out, in)
-against (in, out), and fc6's rows flatten pool5 as (C, H, W) against our
-(H, W, C); the pool5 size is read from the weights, so any image size works.
+torch is imported only for .pth files (README: Using a trained model).
 """
 
 from __future__ import annotations
@@ -30,14 +16,16 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from alexnet_jax import checkpoint_params
 from alexnet_jax import models
+from . import checkpoint_params
 
 CONVS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 DENSES = ('fc6', 'fc7', 'fc8')
 LAYERS = CONVS + DENSES
 
-# Our layer name -> the PyTorch module holding its weight and bias.
+# Our layer name -> the PyTorch module holding its weight and bias. Both
+# layouts are torchvision's `features` and `classifier`; 'paper' adds grouped
+# conv2/4/5 and `torch_lrn` after the ReLU of conv1 and conv2.
 TORCH_LAYOUTS = {
     variant: dict(zip(LAYERS, [f'features.{i}' for i in convs] +
                       [f'classifier.{i}' for i in (1, 4, 6)]))
@@ -60,9 +48,8 @@ def _check_variant(variant: str) -> None:
 
 
 def check_model_config(model_config) -> None:
-  """Raises if `config.model` cannot hold its variant's PyTorch layout: the
-  layout's module indices depend on whether LRN layers sit between the
-  convolutions, so `model.lrn` must be the layout's."""
+  """Raises unless `model_config.lrn` is its variant's layout's: the module
+  indices depend on the LRN layers between the convolutions."""
   variant = model_config.variant
   _check_variant(variant)
   lrn = model_config.lrn
@@ -100,11 +87,10 @@ def _pool5_shape(fc6_inputs: int, channels: int, pool5_shape,
 def _flax_layers(get: Callable[[str], tuple[Any, Any]], variant: str,
                  groups: int | None, key: Callable[[str, str], str],
                  pool5_shape, from_torch: bool) -> dict:
-  """Each layer's {'kernel', 'bias'} in our layout (float32 NumPy) from
-  `get(name)`: (weight, bias), in PyTorch's layout if `from_torch`. Checks
-  that the shapes chain, then reorders fc6's rows from PyTorch's (C, H, W)
-  flattening of pool5 to our (H, W, C) (`from_torch`) or back. Errors name
-  `key(layer, leaf)` and show shapes as the input stores them."""
+  """Each layer's {'kernel', 'bias'} (float32 NumPy) from `get(name)`:
+  (weight, bias), PyTorch's OIHW / (out, in) if `from_torch`. Checks that the
+  shapes chain, then reorders fc6's rows between PyTorch's (C, H, W) flatten
+  of pool5 and our (H, W, C). Errors name `key(layer, leaf)`."""
   flax = {}
   for name in LAYERS:
     weight, bias = map(_to_numpy, get(name))
@@ -163,14 +149,9 @@ def _flax_layers(get: Callable[[str], tuple[Any, Any]], variant: str,
 def torch_to_flax(state_dict: Mapping[str, Any], variant: str, *,
                   groups: int | None = None,
                   pool5_shape: tuple[int, int] | None = None) -> dict:
-  """A PyTorch AlexNet state_dict of layout `variant` -> our Flax params.
-
-  `state_dict`: name -> array (NumPy or torch); a 'module.' prefix (from
-  `nn.DataParallel`) is removed. `groups` (of conv2, conv4, conv5) defaults to
-  the variant's, `pool5_shape` ((H, W) flattened into fc6) to the square the
-  weights imply. Returns {'conv1': {'kernel', 'bias'}, ..., 'fc8': {...}} of
-  float32 NumPy arrays.
-  """
+  """A PyTorch state_dict (NumPy or torch arrays; `nn.DataParallel`'s
+  'module.' prefix removed) of layout `variant` -> Flax params. `groups`
+  defaults to the variant's, `pool5_shape` to the square fc6 implies."""
   _check_variant(variant)
   sd = {k.removeprefix('module.'): v for k, v in state_dict.items()}
   expected = _torch_keys(variant)
@@ -195,11 +176,8 @@ def flax_to_torch(params: Mapping[str, Any], variant: str, *,
                   groups: int | None = None,
                   pool5_shape: tuple[int, int] | None = None
                   ) -> dict[str, np.ndarray]:
-  """Our Flax params -> a state_dict (NumPy arrays) of PyTorch layout `variant`.
-
-  Load it with `module.load_state_dict({k: torch.from_numpy(v) ...})`.
-  `params` may also be {'params': params}. Arguments as in `torch_to_flax`.
-  """
+  """Flax params (or {'params': params}) -> a state_dict of NumPy arrays in
+  PyTorch layout `variant`; arguments as in `torch_to_flax`."""
   _check_variant(variant)
   if set(params) == {'params'}:
     params = params['params']
@@ -226,7 +204,7 @@ def flax_to_torch(params: Mapping[str, Any], variant: str, *,
 
 
 def save_npz(params: Mapping[str, Any], path: str) -> None:
-  """Writes Flax params as an `.npz` with keys 'conv1/kernel', ..."""
+  """Writes params as an `.npz` with keys 'conv1/kernel', ..."""
   flat = {f'{name}/{leaf}': _to_numpy(value)
           for name, layer in params.items() for leaf, value in layer.items()}
   with open(path, 'wb') as f:
@@ -265,9 +243,8 @@ def _torch():
 
 
 def torch_lrn(groups: int = 2):
-  """The PyTorch module of the 'paper' layout's LRN: `nn.LocalResponseNorm`
-  (PyTorch's alpha is ours times n: 5e-4 for our 1e-4) on each of `groups`
-  blocks of channels; lrn_across_towers=True matches `torch_lrn(1)`."""
+  """The 'paper' layout's LRN: `nn.LocalResponseNorm` (its alpha is ours
+  times n: 5e-4) on each tower's channels; `torch_lrn(1)` spans both."""
   torch = _torch()
 
   class TowerLocalResponseNorm(torch.nn.Module):
@@ -282,9 +259,8 @@ def torch_lrn(groups: int = 2):
 
 
 def _not_a_state_dict(path: str, error: Exception) -> str:
-  """One line for a file torch.load(weights_only=True) refuses. Torch's own
-  message suggests weights_only=False, which would run the file's pickled
-  code: not advice to pass on for a file that should hold only tensors."""
+  """One line for a file torch.load(weights_only=True) refuses, without
+  torch's advice to pass weights_only=False (that runs pickled code)."""
   text = str(error)
   unsafe = re.search(r'Unsupported global: GLOBAL ([\w.]+)', text)
   if unsafe:
@@ -330,7 +306,7 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
 
 
 def _check_output(dst: str) -> None:
-  """Refuses an --output that cannot be written, before any conversion."""
+  """Refuses an --output that cannot be written, before converting."""
   if not dst.endswith(OUTPUT_SUFFIXES):
     raise ConversionError(f'--output={dst!r}: expected a name ending in '
                           f'{" or ".join(OUTPUT_SUFFIXES)}.')
@@ -366,8 +342,7 @@ def convert_file(src: str, dst: str, variant: str) -> dict:
 
 
 def main(argv=None) -> None:
-  """Command line: --input (.pth, .npz or an orbax checkpoint/workdir),
-  --output (.npz or .pth), --variant (the PyTorch layout)."""
+  """Command line and console-script entry point (`alexnet-convert`)."""
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
   if 'input' not in flags.FLAGS:  # Defined here: importers get no flags.

@@ -1,10 +1,7 @@
-"""The params of a training checkpoint, read without the rest of its state.
-
-Evaluation, prediction and conversion need only the params: the optimizer
-state is not read, so neither the optimizer config nor the memory for it is
-needed. A path is a workdir, its `checkpoints` directory (the newest step that
-can be read) or one step directory. Nothing at the path is changed.
-"""
+"""The params of a training checkpoint, read without the optimizer state (so
+without its config or memory). A path is a workdir, its `checkpoints`
+directory (the newest step that can be read) or one step directory; nothing
+there is changed."""
 
 from __future__ import annotations
 
@@ -29,8 +26,8 @@ class CheckpointUnreadableError(ValueError):
 
 
 def find_checkpoints(path: str) -> list[tuple[str, int | None]]:
-  """The step directories `path` names, newest first, with their steps: one
-  for a step directory, all finished ones for a workdir."""
+  """(step directory, step) of each finished checkpoint `path` names, newest
+  first."""
   path = os.path.abspath(path)
   if not os.path.isdir(path):
     raise CheckpointNotFoundError(
@@ -55,10 +52,9 @@ def find_checkpoints(path: str) -> list[tuple[str, int | None]]:
 
 
 def restore_orbax_params(path: str) -> tuple[dict, int | None]:
-  """The params (as NumPy arrays) and step of the checkpoint at `path`: of
-  the newest one that can be read, if `path` is a workdir. A checkpoint that
-  disappears while it is read (a training run beside this one deleted it)
-  is not corrupt: the list is read again."""
+  """The params (NumPy) and step of the newest checkpoint at `path` that can
+  be read. One deleted while read (by a run beside this one) is not corrupt:
+  the list is read again."""
   tried = set()
   while True:
     candidates = [c for c in find_checkpoints(path) if c[0] not in tried]

@@ -1,21 +1,8 @@
-r"""Writes a dataset resized once to the paper's 256 pixels, as TFDS shards.
+r"""Writes a dataset resized once to the paper's 256 pixels, as resumable TFDS
+array_record shards (README: ImageNet).
 
-  python -m alexnet_jax.prepare_dataset --config=configs/imagenet_paper.py \
-      --output_dir=/data/imagenet2012_256 [--config.manual_dir=...]
-
-then train on it with the same config and
-
-  --config.dataset=tfds_directory --config.dataset_dir=/data/imagenet2012_256
-
-The paper stored ImageNet resized so (shorter side 256, central square);
-decoding those is several times cheaper than the originals (about 400x350)
-and leaves the crops no resizing. Each image of the config's dataset (any
-TFDS name or an image folder) is resized as the pipeline would, kept whole
-or as its central square (--central_square), re-encoded as JPEG and written
-as array_record shards (the random access the global shuffle needs) with
-TFDS's metadata. Resumable: shard i holds examples [i * n, (i + 1) * n) in
-the source's order, written under a temporary name, renamed when complete
-and skipped by a re-run; the metadata is written last.
+  python -m alexnet_jax.tools.prepare_dataset \
+      --config=configs/imagenet_paper.py --output_dir=/data/imagenet2012_256
 """
 
 import os

@@ -1,25 +1,8 @@
 r"""Classify image files with a trained model: top-5 classes per image.
 
-  python -m alexnet_jax.predict --workdir=/tmp/alexnet_default cat.jpg dog.png
-  python -m alexnet_jax.predict --ten_crop \
+  python -m alexnet_jax.tools.predict --workdir=/tmp/alexnet_default cat.jpg
+  python -m alexnet_jax.tools.predict --ten_crop \
       --checkpoint=/tmp/alexnet_default/checkpoints/3744 cat.jpg
-
-The config comes from `workdir/config.json` (written by training; with only
---checkpoint, from the workdir above the checkpoint), the params from the
-newest checkpoint (or --checkpoint; only the params are read).
-
-Images get the evaluation preprocessing of `input_pipeline` (its geometry,
-`Preprocess`), decoded and resized with Pillow (no TensorFlow): the resize
-agrees to +-1 level (float bilinear, the same antialiasing); JPEGs differ by a
-few levels (libjpeg's fast integer DCT in TensorFlow, the accurate one in
-Pillow). `--ten_crop` averages the softmax over the four corner crops, the
-centre crop and their mirror images (the paper's test-time procedure).
-
-Class names: --class_names (a file, one a line), else `class_names.txt` in the
-workdir, else the dataset's (TFDS metadata, `datasets/shapes.py` for the
-embedded dataset, the folder names of an image folder), else class indices.
-TFDS names ImageNet's classes by WordNet id (n01440764); pass --class_names
-for words.
 """
 
 from __future__ import annotations
@@ -34,6 +17,7 @@ from PIL import Image
 
 from alexnet_jax import input_pipeline
 from alexnet_jax import workdir as workdir_lib
+from alexnet_jax.input_pipeline import DataOptions
 from alexnet_jax.input_pipeline import Preprocess
 
 
@@ -57,7 +41,6 @@ def load_config(workdir: str, step: int | None = None):
 
 
 def _workdir_of_checkpoint(checkpoint: str) -> str:
-  """The nearest directory above `checkpoint` holding config.json."""
   path = os.path.abspath(checkpoint)
   for _ in range(4):  # step/default -> step -> checkpoints -> workdir.
     if os.path.exists(os.path.join(path, 'config.json')):
@@ -78,35 +61,25 @@ def load_image(path: str) -> np.ndarray:
     raise PredictError(f'{path}: cannot read it as an image ({e}).') from None
 
 
-def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Antialiased bilinear resize in float32, as tf.image.resize(antialias=True)
-  does it (Pillow widens the filter by the downscaling factor, as TF does)."""
-  channels = [
-      np.asarray(Image.fromarray(np.ascontiguousarray(
-          image[..., c], np.float32)).resize(
-              (width, height), Image.Resampling.BILINEAR))
-      for c in range(image.shape[-1])]
-  return np.stack(channels, axis=-1)
-
-
 def resize_to_square(image: np.ndarray, pre: Preprocess) -> np.ndarray:
-  """`Preprocess.decode_and_resize` of a decoded image, with Pillow."""
+  """`Preprocess.decode_and_resize` of a decoded image, with Pillow: its
+  float bilinear resize widens the filter when downscaling, as TensorFlow's
+  antialiased one does (equal to +-1 level)."""
   size = pre.resize_size
-  height, width = pre.resized_shapes([image.shape[:2]])[0]
+  height, width = (int(n) for n in pre.resized_shapes([image.shape[:2]])[0])
+  resized = np.stack([
+      np.asarray(Image.fromarray(np.ascontiguousarray(c, np.float32)).resize(
+          (width, height), Image.Resampling.BILINEAR))
+      for c in np.moveaxis(image, -1, 0)], axis=-1)
   top, left = (height - size) // 2, (width - size) // 2
-  resized = _resize(image, int(height), int(width))
   square = resized[top:top + size, left:left + size]
   return np.clip(np.round(square), 0, 255).astype(np.uint8)
 
 
-def preprocess(image: np.ndarray, config, ten_crop: bool = False,
+def preprocess(image: np.ndarray, pre: Preprocess, ten_crop: bool = False,
                mean_image: np.ndarray | None = None) -> np.ndarray:
-  """uint8 [crops, image_size, image_size, 3] for one image; float32, less
-  the same crops of `mean_image`, where the run subtracted a mean image."""
-  if config.resize_mode not in ('crop', 'squash'):
-    raise PredictError(f'config.resize_mode={config.resize_mode!r}; expected '
-                       f"'crop' or 'squash'.")
-  pre = Preprocess(config.image_size, config.resize_size, config.resize_mode)
+  """uint8 [crops, image_size, image_size, 3] for one image (the centre crop,
+  or the paper's ten); float32 less the same crops of `mean_image`."""
   crops_of = pre.ten_crops if ten_crop else (
       lambda x: pre.center_crop(x)[None])
   crops = crops_of(resize_to_square(image, pre))
@@ -115,9 +88,9 @@ def preprocess(image: np.ndarray, config, ten_crop: bool = False,
   return crops.astype(np.float32) - crops_of(mean_image)
 
 
-def load_mean_image(workdir: str, config) -> np.ndarray | None:
-  """The mean image a run subtracted (config.normalization.mean_image)."""
-  if not config.normalization.get('mean_image', False):
+def load_mean_image(workdir: str, normalization) -> np.ndarray | None:
+  """The mean image a run subtracted, if `normalization.mean_image`."""
+  if not normalization.get('mean_image', False):
     return None
   path = os.path.join(workdir, workdir_lib.MEAN_IMAGE_FILE)
   try:
@@ -125,9 +98,6 @@ def load_mean_image(workdir: str, config) -> np.ndarray | None:
   except (OSError, ValueError) as e:
     raise PredictError(f'the run subtracted a mean image, but {path} cannot '
                        f'be read ({type(e).__name__}).') from None
-
-
-# Class names.
 
 
 def _read_names(path: str, num_classes: int, what: str) -> list[str]:
@@ -142,63 +112,64 @@ def _read_names(path: str, num_classes: int, what: str) -> list[str]:
   return names
 
 
-def class_names(config, workdir: str | None = None,
-                names_file: str | None = None,
+def _dataset_names(data: DataOptions) -> list[str] | None:
+  """The dataset's own class names (TFDS metadata only: nothing is
+  downloaded or prepared); None for fake data."""
+  if data.dataset == 'alexnet_shapes':
+    from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
+    return list(shapes.CLASS_NAMES)
+  if data.dataset == input_pipeline.IMAGE_FOLDER:
+    return input_pipeline.list_image_folder(data.dataset_dir,
+                                            data.validation_fraction)[1]
+  if data.dataset == 'fake':
+    return None
+  kwargs = {'data_dir': data.data_dir} if data.data_dir else {}
+  info = input_pipeline.import_tfds().builder(data.dataset, **kwargs).info
+  return list(info.features['label'].names)
+
+
+def class_names(num_classes: int, data: DataOptions,
+                workdir: str | None = None, names_file: str | None = None,
                 step: int | None = None) -> list[str]:
-  """Class names: `names_file` (one a line), else `workdir/class_names.txt`,
-  else the dataset's (TFDS metadata; nothing is downloaded or prepared), else
-  the class indices."""
-  num_classes = config.model.num_classes
+  """`names_file` (one a line), else `workdir/class_names.txt`, else the
+  dataset's, else the class indices. TFDS names ImageNet's by WordNet id."""
   if names_file:
     return _read_names(names_file, num_classes, '--class_names')
   saved = workdir and (workdir_lib.record_path(workdir, 'class_names', step) or
                        os.path.join(workdir, workdir_lib.CLASS_NAMES_FILE))
   if saved and os.path.exists(saved):
     return _read_names(saved, num_classes, 'the class names file')
-  names = None
   try:
-    if config.dataset == 'alexnet_shapes':
-      from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
-      names = list(shapes.CLASS_NAMES)
-    elif config.dataset == input_pipeline.IMAGE_FOLDER:
-      names = input_pipeline.list_image_folder(
-          config.dataset_dir, config.get('validation_fraction', 0.2))[1]
-    elif config.dataset != 'fake':  # The builder's metadata only.
-      kwargs = {'data_dir': config.data_dir} if config.get('data_dir') else {}
-      info = input_pipeline.import_tfds().builder(config.dataset, **kwargs).info
-      names = list(info.features['label'].names)
+    names = _dataset_names(data)
   except Exception as e:  # pylint: disable=broad-except
-    print(f'predict: no class names for dataset {config.dataset!r} '
+    print(f'predict: no class names for dataset {data.dataset!r} '
           f'({type(e).__name__}: {e}); printing class indices. Pass '
           f'--class_names=FILE to name them.', file=sys.stderr)
     names = None
   if names is not None and len(names) != num_classes:
-    print(f'predict: dataset {config.dataset!r} has {len(names)} class names, '
+    print(f'predict: dataset {data.dataset!r} has {len(names)} class names, '
           f'the model {num_classes} classes; printing class indices.',
           file=sys.stderr)
     names = None
   return names or [str(i) for i in range(num_classes)]
 
 
-# The model.
-
-
 class Predictor:
-  """Softmax probabilities of a model restored from a checkpoint."""
+  """Softmax probabilities, averaged over an image's crops, of a model
+  (`model_config`, the `normalization` section) with `params`."""
 
-  def __init__(self, config, params):
+  def __init__(self, params, model_config, normalization, image_size: int):
     import jax  # pylint: disable=g-import-not-at-top
-    from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
     from alexnet_jax import models  # pylint: disable=g-import-not-at-top
     from alexnet_jax import steps  # pylint: disable=g-import-not-at-top
-    model = models.model_from_config(config.model)
-    evaluate.check_params_fit(params, model, config.image_size)
-    normalize = steps.Normalization.from_config(config.normalization)
+    from . import evaluate  # pylint: disable=g-import-not-at-top
+    model = models.model_from_config(model_config)
+    evaluate.check_params_fit(params, model, image_size)
+    normalize = steps.Normalization.from_config(normalization)
 
     @jax.jit
     def probs(params, crops):
-      images = normalize(crops)
-      logits = model.apply({'params': params}, images, train=False)
+      logits = model.apply({'params': params}, normalize(crops), train=False)
       return jax.nn.softmax(logits).mean(axis=0)
 
     self._params = jax.device_put(params)
@@ -206,7 +177,7 @@ class Predictor:
 
   def __call__(self, crops: np.ndarray) -> np.ndarray:
     """[crops, H, W, 3] (uint8, or float32 less the mean image) ->
-    [num_classes] mean softmax over the crops."""
+    [num_classes]."""
     return np.asarray(self._probs(self._params, crops))
 
 
@@ -225,10 +196,11 @@ def format_predictions(path: str, best: list[tuple[int, float]],
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser = argparse.ArgumentParser(
-      prog='python -m alexnet_jax.predict',
+      prog='python -m alexnet_jax.tools.predict',
       description='Top-k classes of image files under a trained AlexNet '
-      '(the classes of the dataset it was trained on).',
-      epilog='example: python -m alexnet_jax.predict '
+      '(the classes of the dataset it was trained on), with the evaluation '
+      'preprocessing of the run, decoded and resized with Pillow.',
+      epilog='example: python -m alexnet_jax.tools.predict '
       '--workdir=/tmp/alexnet_default examples/images/*.jpg')
   parser.add_argument('images', nargs='+', metavar='IMAGE')
   parser.add_argument('--workdir', help='A training workdir (config.json and '
@@ -238,8 +210,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument('--ten_crop', action='store_true', help='Average the '
                       'softmax over 10 crops (corners, centre, mirrored).')
   parser.add_argument('--top_k', type=int, default=5)
-  parser.add_argument('--class_names',
-                      help='A file with one class name a line.')
+  parser.add_argument('--class_names', help='A file with one class name a '
+                      'line (default: the run\'s, else the dataset\'s).')
   args = parser.parse_args(argv)
   if not args.workdir and not args.checkpoint:
     parser.error('pass --workdir or --checkpoint.')
@@ -260,28 +232,33 @@ def _step_of(checkpoint: str | None) -> int | None:
 
 
 def run(args: argparse.Namespace) -> None:
+  """Reads the run's config (config.json above --checkpoint, without
+  --workdir) and prints each image's top-k classes."""
   workdir = args.workdir or _workdir_of_checkpoint(args.checkpoint)
   step = _step_of(args.checkpoint)
   config = load_config(workdir, step)
   # Bad input fails here, before JAX is imported and anything compiled.
   images = [(path, load_image(path)) for path in args.images]
-  from alexnet_jax import checkpoint_params  # pylint: disable=g-import-not-at-top
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import convert  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import evaluate  # pylint: disable=g-import-not-at-top
-  names = class_names(config, workdir, args.class_names, step)
+  from . import checkpoint_params  # pylint: disable=g-import-not-at-top
+  from . import convert  # pylint: disable=g-import-not-at-top
+  from . import evaluate  # pylint: disable=g-import-not-at-top
+  num_classes = config.model.num_classes
   try:
+    data = DataOptions.from_config(config)
+    names = class_names(num_classes, data, workdir, args.class_names, step)
     params, _ = evaluate.load_params(args.checkpoint or workdir, config.model)
-    predictor = Predictor(config, params)
+    predictor = Predictor(params, config.model, config.normalization,
+                          config.image_size)
   except (checkpoint_params.CheckpointNotFoundError,
           checkpoint_params.CheckpointUnreadableError,
           convert.ConversionError, config_lib.ConfigError) as e:
     raise PredictError(str(e)) from None
-  mean_image = load_mean_image(workdir, config)
-  k = min(args.top_k, config.model.num_classes)
+  mean_image = load_mean_image(workdir, config.normalization)
   for path, image in images:
-    probs = predictor(preprocess(image, config, args.ten_crop, mean_image))
-    print(format_predictions(path, top_k(probs, k), names), flush=True)
+    crops = preprocess(image, data.preprocess, args.ten_crop, mean_image)
+    best = top_k(predictor(crops), min(args.top_k, num_classes))
+    print(format_predictions(path, best, names), flush=True)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -1,0 +1,1 @@
+"""Tools built on the library: evaluate, predict, convert, prepare data."""
