@@ -1,14 +1,18 @@
 """What every stage of the pipeline shares: its options (read from the config
-once, by `DataOptions.from_config`), the errors it raises, and TensorFlow,
-imported only when a data function runs."""
+once, by `DataOptions.from_config`), its errors, TensorFlow (imported only
+when a data function runs) and the cache files of costly results."""
 
 from __future__ import annotations
 
 import dataclasses
-import functools
+import hashlib
+import json
 import os
 import re
 from typing import Any, Iterator
+
+from absl import logging
+import numpy as np
 
 from alexnet_jax import config_lib
 
@@ -24,8 +28,7 @@ class DataError(RuntimeError):
 
 def invalid(field: str, value: Any, allowed: str) -> ConfigError:
   """The error for a config field, worded as config_lib words its own."""
-  return ConfigError(
-      f'config.{field}={value!r} is invalid: {allowed}.')
+  return ConfigError(f'config.{field}={value!r} is invalid: {allowed}.')
 
 
 def import_tensorflow():
@@ -33,14 +36,6 @@ def import_tensorflow():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   return tf
-
-
-@functools.cache  # Called for every group of resized crops: set threads once.
-def import_cv2():
-  """OpenCV, single-threaded: tf.data already runs the resizes in parallel."""
-  import cv2  # pylint: disable=g-import-not-at-top
-  cv2.setNumThreads(1)
-  return cv2
 
 
 def import_tfds():
@@ -103,6 +98,39 @@ class DataOptions:
     return os.path.join(os.path.expanduser(root), CACHE_SUBDIR)
 
 
+def digest(*parts: Any) -> str:
+  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def read_cache(path: str) -> Any:
+  """The JSON or .npy file at `path`; None where it cannot be read (it is
+  then recomputed)."""
+  try:
+    if path.endswith('.npy'):
+      return np.load(path)
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def write_cache(path: str, value: Any) -> None:
+  """Writes a temporary file renamed to `path` (readers never see half a
+  file); a failure is only logged."""
+  npy = path.endswith('.npy')
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb' if npy else 'w') as f:
+      if npy:
+        np.save(f, value)
+      else:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+  except OSError as e:
+    logging.warning('Could not write the cache file %s: %s', path, e)
+
+
 def tf_error_message(error) -> str:
   """The first line of a TensorFlow error, without the op decorations."""
   lines = error.message.strip().splitlines() or ['']
@@ -112,7 +140,7 @@ def tf_error_message(error) -> str:
 
 def numpy_batches(ds, source_name: str, what: str) -> Iterator[Any]:
   """`ds` as NumPy; a TensorFlow failure becomes a DataError naming the
-  source and `what` was being read."""
+  source and what was being read."""
   tf = import_tensorflow()
   iterator = ds.with_options(tf_data_options()).as_numpy_iterator()
   while True:

@@ -1,6 +1,5 @@
-"""Random access to a split: record index -> (encoded image bytes, label),
-inside tf.data. The global shuffle needs it (each process reads only the
-records of its share of each global batch)."""
+"""Random access to a split inside tf.data: record indices -> (encoded image
+bytes, labels), for the global shuffle (a process reads only its records)."""
 
 from __future__ import annotations
 
@@ -10,7 +9,8 @@ from alexnet_jax.input_pipeline.options import import_tensorflow
 
 
 class _Table:
-  """Records looked up by index, one or a group at a time (`fetch_many`)."""
+  """Records looked up by index: `fetch_many(int64 [k] indices)` gives ([k
+  encoded images' bytes], labels [k]), one Python call for the group."""
 
   def fetch(self, index):
     """int64 scalar index -> (encoded image bytes, label)."""
@@ -30,7 +30,6 @@ class MemoryTable(_Table):
     self._are_paths = are_paths
 
   def fetch_many(self, indices):
-    """int64 [k] indices -> ([k encoded images' bytes], labels [k])."""
     tf = import_tensorflow()
     keys = tf.unstack(tf.gather(self._keys, indices))
     images = [tf.io.read_file(k) for k in keys] if self._are_paths else keys
@@ -38,19 +37,16 @@ class MemoryTable(_Table):
 
 
 class DataSourceTable(_Table):
-  """An array_record TFDS split (`tfds.data_source`): a process reads only
-  the records it uses."""
+  """An array_record TFDS split (`tfds.data_source`)."""
 
   def __init__(self, source):
     self._source = source
     self.size = len(source)
 
   def fetch_many(self, indices):
-    """int64 [k] indices -> ([k encoded images' bytes], labels [k]), read in
-    one Python call: a call per record costs more than the read."""
     tf = import_tensorflow()
 
-    def read(indices):
+    def read(indices):  # A call per record costs more than the read.
       records = [self._source[int(i)] for i in indices]
       return (np.array([r['image'] for r in records], object),
               np.array([r['label'] for r in records], np.int64))
