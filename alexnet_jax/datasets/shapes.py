@@ -4,8 +4,6 @@ rendered from its split's seed and its index alone; only the outline tells
 the class (docs/input_pipeline.md, The embedded dataset). `build(data_dir)`
 generates the TFDS dataset on first use (about 20 s)."""
 
-from __future__ import annotations
-
 import functools
 import io
 import math

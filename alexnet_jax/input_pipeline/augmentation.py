@@ -2,8 +2,6 @@
 and each example's augmentation, functions of (seed, epoch, global position)
 alone (the same for any number of processes), drawn for a whole epoch."""
 
-from __future__ import annotations
-
 import dataclasses
 
 import numpy as np

@@ -2,29 +2,18 @@
 per device, ...], read by index in the epoch's global order (a restart at any
 step, with any process count, reads nothing before it)."""
 
-from __future__ import annotations
-
 import functools
 import math
 from typing import Iterator
 
-from absl import logging
 import jax
 import numpy as np
 
+from alexnet_jax.input_pipeline import augmentation
 from alexnet_jax.input_pipeline import means
-from alexnet_jax.input_pipeline.augmentation import Augmentation
-from alexnet_jax.input_pipeline.augmentation import draw_augmentation
-from alexnet_jax.input_pipeline.augmentation import epoch_order
-from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVAL
-from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVEC
-from alexnet_jax.input_pipeline.options import DataError
+from alexnet_jax.input_pipeline import options as options_lib
 from alexnet_jax.input_pipeline.options import DataOptions
-from alexnet_jax.input_pipeline.options import import_tensorflow
-from alexnet_jax.input_pipeline.options import invalid
 from alexnet_jax.input_pipeline.options import numpy_batches
-from alexnet_jax.input_pipeline.options import tf_data_options
-from alexnet_jax.input_pipeline.preprocess import NUM_TEN_CROPS
 from alexnet_jax.input_pipeline.tfds_source import make_source
 
 # Epochs shorter than this many batches are read by one tf.data pipeline:
@@ -48,7 +37,7 @@ class InputPipeline:
   eigenvectors) and bad_images ({path: reason} skipped) it uses."""
 
   def __init__(self, options: DataOptions, builder=None, mean_image=None):
-    self.tf = import_tensorflow()
+    self.tf = options_lib.import_tensorflow()
     self.options = opts = options
     self.source = source = make_source(options, builder)
     self.num_classes = source.num_classes
@@ -65,16 +54,16 @@ class InputPipeline:
     self.num_train_examples = source.size(split)
     self.steps_per_epoch = self.num_train_examples // opts.batch_size
     if self.steps_per_epoch < 1:
-      raise invalid('batch_size', opts.batch_size,
-                    f'larger than the {split!r} split of {source.name!r} '
-                    f'({self.num_train_examples} examples)')
+      raise options_lib.invalid(
+          'batch_size', opts.batch_size, f'larger than the {split!r} split '
+          f'of {source.name!r} ({self.num_train_examples} examples)')
     shards = source.shards(opts.eval_split, jax.process_count())
     self._eval_shard = shards[jax.process_index()]
     sizes = [source.num_examples(s) for s in shards]
     self.num_eval_examples = sum(sizes)
     if not self.num_eval_examples:
-      raise invalid('eval_split', opts.eval_split,
-                    f'the split of {source.name!r} is empty')
+      raise options_lib.invalid('eval_split', opts.eval_split,
+                                f'the split of {source.name!r} is empty')
     # The same on every process, so collective eval steps stay in lockstep.
     self.eval_steps = math.ceil(max(sizes) / self.eval_per_process_batch)
 
@@ -87,7 +76,8 @@ class InputPipeline:
     self.mean_image = mean_image if opts.mean_image else None
     self.lighting = (measure(means.rgb_principal_components)
                      if opts.lighting_from_data else
-                     (LIGHTING_EIGVAL, LIGHTING_EIGVEC))  # ImageNet's.
+                     (augmentation.LIGHTING_EIGVAL,  # ImageNet's.
+                      augmentation.LIGHTING_EIGVEC))
 
   def train_table(self):
     """Random access to the training split (`tables`), built once."""
@@ -95,7 +85,7 @@ class InputPipeline:
       split = self.options.train_split
       self._train_table = self.source.table(split)
       if self._train_table.size != self.num_train_examples:
-        raise DataError(
+        raise options_lib.DataError(
             f'The {split!r} split of {self.source.name!r} read '
             f'{self._train_table.size} records; its metadata says '
             f'{self.num_train_examples}.')
@@ -104,15 +94,15 @@ class InputPipeline:
   # Training.
 
   @functools.lru_cache(maxsize=2)  # train_batches and train_dataset share.
-  def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    return epoch_order(self.num_train_examples, self.options.batch_size,
-                       epoch, self.options.seed, jax.process_count(),
-                       jax.process_index())
-
-  @functools.lru_cache(maxsize=2)
-  def _augmentation(self, epoch: int) -> Augmentation:
-    return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
-                             self.options.seed, self.lighting)
+  def _epoch(self, epoch: int):
+    """(record indices, global positions) of this process's share of
+    `epoch`, and the epoch's `augmentation.Augmentation`."""
+    seed, n = self.options.seed, self.num_train_examples
+    indices, positions = augmentation.epoch_order(
+        n, self.options.batch_size, epoch, seed, jax.process_count(),
+        jax.process_index())
+    return indices, positions, augmentation.draw_augmentation(
+        self.preprocess, n, epoch, seed, self.lighting)
 
   def train_dataset(self, epoch: int, skip_examples: int = 0,
                     epochs: int = 1):
@@ -126,7 +116,7 @@ class InputPipeline:
           f'per-process batch ({self.per_process_batch})')
     span = range(epoch, epoch + epochs)
     indices = np.concatenate([self._epoch(e)[0] for e in span])
-    offsets = np.concatenate([self._augmentation(e).offsets[self._epoch(e)[1]]
+    offsets = np.concatenate([self._epoch(e)[2].offsets[self._epoch(e)[1]]
                               for e in span])
     plans, crops = self._crops(indices, offsets)
     group = group_size(self.per_process_batch, CROPS_PER_CALL)
@@ -148,7 +138,7 @@ class InputPipeline:
     ds = ds.map(lambda images, labels: (
         tf.reshape(images, (-1,) + tuple(images.shape[2:])),
         tf.reshape(labels, (-1,))))
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(tf_data_options())
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options_lib.tf_data_options())
 
   def _crops(self, indices: np.ndarray, offsets: np.ndarray):
     """(per-example plans, fn(record indices [k], plans [k]) -> (crops, labels
@@ -205,7 +195,8 @@ class InputPipeline:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
     applies (`steps.training_images`)."""
-    steps, b, d = self.steps_per_epoch, self.per_process_batch, self.local_devices
+    steps, b = self.steps_per_epoch, self.per_process_batch
+    d = self.local_devices
     span = -(-MIN_BATCHES_PER_PIPELINE // steps)  # Epochs per pipeline.
     first, skip_batches = divmod(start_step, steps)
     while True:
@@ -214,11 +205,11 @@ class InputPipeline:
                               f'training epochs {first}-{first + span - 1}')
       for j, (images, labels) in enumerate(batches, start=skip_batches):
         epoch, k = divmod(j, steps)
-        at = self._epoch(first + epoch)[1][k * b:(k + 1) * b]
-        augmentation = self._augmentation(first + epoch)
+        _, positions, drawn = self._epoch(first + epoch)
+        at = positions[k * b:(k + 1) * b]
         yield dict(self._shard(images, labels),
-                   flip=augmentation.flips[at].reshape(d, -1),
-                   light=augmentation.lights[at].reshape(d, -1, 3))
+                   flip=drawn.flips[at].reshape(d, -1),
+                   light=drawn.lights[at].reshape(d, -1, 3))
       first += span
       skip_batches = 0
 
@@ -254,7 +245,7 @@ class InputPipeline:
     for batch in numpy_batches(ds, source.name, 'evaluation'):
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
-    crops = (NUM_TEN_CROPS,) if ten_crop else ()
+    crops = (10,) if ten_crop else ()
     size = pre.image_size
     dtype = np.uint8 if self.mean_image is None else np.float32
     empty = np.zeros((0,) + crops + (size, size, 3), dtype)

@@ -1,8 +1,6 @@
 """Random images made on the devices (no TensorFlow): one batch of uint8
 images and labels, fed to every step, so a step is measured without input."""
 
-from __future__ import annotations
-
 from typing import Iterator
 
 import jax

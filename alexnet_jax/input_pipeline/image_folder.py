@@ -4,8 +4,6 @@ into 'train' and 'validation' by a hash of each file's name. One scan
 decodes every image once (cached); unreadable ones are skipped or stop the
 run (`bad_images`)."""
 
-from __future__ import annotations
-
 import dataclasses
 import hashlib
 import os
@@ -15,13 +13,9 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from alexnet_jax.input_pipeline import options as opts
+from alexnet_jax.input_pipeline import options as options_lib
 from alexnet_jax.input_pipeline.options import ConfigError
-from alexnet_jax.input_pipeline.options import DataError
-from alexnet_jax.input_pipeline.options import DataOptions
-from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
 from alexnet_jax.input_pipeline.options import import_tensorflow
-from alexnet_jax.input_pipeline.options import invalid
 from alexnet_jax.input_pipeline.tables import MemoryTable
 
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
@@ -38,14 +32,14 @@ class FolderSource:
   """Images in class folders; classes are the sorted folder names (numbered
   as tfds.folder_dataset.ImageFolder numbers them)."""
 
-  def __init__(self, options: DataOptions):
+  def __init__(self, options: options_lib.DataOptions):
     if not options.dataset_dir:  # A placeholder in the config files.
-      raise invalid('dataset_dir', options.dataset_dir,
-                    f"dataset={IMAGE_FOLDER!r} needs the folder's path")
+      raise options_lib.invalid('dataset_dir', options.dataset_dir,
+                    f"dataset={options_lib.IMAGE_FOLDER!r} needs the folder's path")
     self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
-    self.name = f'{IMAGE_FOLDER}:{self.root}'
+    self.name = f'{options_lib.IMAGE_FOLDER}:{self.root}'
     if not os.path.isdir(self.root):
-      raise invalid('dataset_dir', options.dataset_dir, 'not a directory')
+      raise options_lib.invalid('dataset_dir', options.dataset_dir, 'not a directory')
     self.split_files, self.class_names = list_image_folder(
         self.root, options.validation_fraction)
     self.num_classes = len(self.class_names)
@@ -61,34 +55,32 @@ class FolderSource:
   def _drop_bad_images(self, policy: str) -> None:
     """Stops with an error naming the bad images (policy 'error'), or logs
     them and leaves them out of every split ('skip')."""
-    bad = self.bad_images
+    bad, total = self.bad_images, sum(map(len, self.split_files.values()))
     shown = '\n'.join(f'  {os.path.join(self.root, p)}: {why}'
                       for p, why in sorted(bad.items())[:20])
-    more = len(bad) - 20
-    shown += f'\n  ... and {more} more' if more > 0 else ''
-    total = sum(len(v) for v in self.split_files.values())
+    if len(bad) > 20:
+      shown += f'\n  ... and {len(bad) - 20} more'
     if policy == 'error':
-      raise DataError(
-          f'{len(bad)} of {total} images in {self.root} cannot '
-          f'be decoded (config.bad_images="error"):\n{shown}\nRemove or '
-          f'replace them, or set config.bad_images="skip".')
+      raise options_lib.DataError(
+          f'{len(bad)} of {total} images in {self.root} cannot be decoded '
+          f'(config.bad_images="error"):\n{shown}\nRemove or replace them, '
+          f'or set config.bad_images="skip".')
     logging.warning('Skipping %d of %d images in %s that cannot be decoded '
                     '(config.bad_images="skip"):\n%s', len(bad), total,
                     self.root, shown)
-    self.split_files = {
-        s: [(p, y) for p, y in files if p not in bad]
-        for s, files in self.split_files.items()}
+    self.split_files = {s: [(p, y) for p, y in files if p not in bad]
+                        for s, files in self.split_files.items()}
 
   def _scan(self, cache_dir: str):
     """`scan_images` of every file, cached by the files' sizes and
     modification times."""
     files = sorted(p for f in self.split_files.values() for p, _ in f)
     stats = [os.stat(os.path.join(self.root, p)) for p in files]
-    signature = opts.digest([(p, st.st_size, st.st_mtime_ns)
+    signature = options_lib.digest([(p, st.st_size, st.st_mtime_ns)
                              for p, st in zip(files, stats)])
     path = os.path.join(cache_dir, 'image_folder_scans',
-                        opts.digest(self.root)[:24] + '.json')
-    cached = opts.read_cache(path)
+                        options_lib.digest(self.root)[:24] + '.json')
+    cached = options_lib.read_cache(path)
     if cached and cached.get('signature') == signature and 'scan' in cached:
       return cached['scan']
     start = time.perf_counter()
@@ -96,7 +88,7 @@ class FolderSource:
     logging.info('Scanned %d images of %s in %.1f s: %d cannot be decoded.',
                  len(files), self.root, time.perf_counter() - start,
                  len(scan[0]))
-    opts.write_cache(path, {'root': self.root, 'signature': signature,
+    options_lib.write_cache(path, {'root': self.root, 'signature': signature,
                             'scan': scan})
     return scan
 
@@ -150,7 +142,7 @@ class FolderSource:
 
   def identity(self, split: str) -> list:
     return ['folder', self.root, split,
-            opts.digest(sorted(self._split(split)))]
+            options_lib.digest(sorted(self._split(split)))]
 
 
 def _subdirs(path: str) -> list[str]:
@@ -265,7 +257,7 @@ def scan_images(root: str, relpaths: Sequence[str]
                          expand_animations=False)
       reason = 'failed to decode in the scan'
     except tf.errors.OpError as e:
-      reason = opts.tf_error_message(e)
+      reason = options_lib.tf_error_message(e)
     bad[relpaths[i]] = reason
   return (bad, {relpaths[i]: shape for i, (shape, _) in good.items()},
           sorted(relpaths[i] for i, (_, jpeg) in good.items() if not jpeg))

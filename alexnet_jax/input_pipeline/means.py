@@ -3,8 +3,6 @@ channel (`normalization.mean_from_data`) or per pixel (`mean_image`, the
 paper's mean image), and its RGB principal components (the paper's PCA
 lighting). Each is measured once and cached by the split and the resizing."""
 
-from __future__ import annotations
-
 import os
 import time
 from typing import Callable

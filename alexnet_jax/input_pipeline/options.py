@@ -2,8 +2,6 @@
 once, by `DataOptions.from_config`), its errors, TensorFlow (imported only
 when a data function runs) and the cache files of costly results."""
 
-from __future__ import annotations
-
 import dataclasses
 import hashlib
 import json
@@ -27,7 +25,7 @@ class DataError(RuntimeError):
 
 
 def invalid(field: str, value: Any, allowed: str) -> ConfigError:
-  """The error for a config field, worded as config_lib words its own."""
+  """A config field's error, worded as config_lib words its own."""
   return ConfigError(f'config.{field}={value!r} is invalid: {allowed}.')
 
 
@@ -103,8 +101,7 @@ def digest(*parts: Any) -> str:
 
 
 def read_cache(path: str) -> Any:
-  """The JSON or .npy file at `path`; None where it cannot be read (it is
-  then recomputed)."""
+  """The JSON or .npy file at `path`; None where it cannot be read."""
   try:
     if path.endswith('.npy'):
       return np.load(path)
@@ -142,16 +139,11 @@ def numpy_batches(ds, source_name: str, what: str) -> Iterator[Any]:
   """`ds` as NumPy; a TensorFlow failure becomes a DataError naming the
   source and what was being read."""
   tf = import_tensorflow()
-  iterator = ds.with_options(tf_data_options()).as_numpy_iterator()
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      return
-    except tf.errors.OpError as e:
-      raise DataError(f'Reading {source_name!r} failed during {what}: '
-                      f'{tf_error_message(e)}') from None
-    yield batch
+  try:
+    yield from ds.with_options(tf_data_options()).as_numpy_iterator()
+  except tf.errors.OpError as e:
+    raise DataError(f'Reading {source_name!r} failed during {what}: '
+                    f'{tf_error_message(e)}') from None
 
 
 def tf_data_options():

@@ -4,8 +4,6 @@ it), then crop `image_size`. Training crops decode only their window of the
 original image and resize it with OpenCV (docs/input_pipeline.md, The
 resampling); the evaluation crops work on NumPy squares too (`predict`)."""
 
-from __future__ import annotations
-
 import dataclasses
 import functools
 
@@ -36,8 +34,8 @@ class Preprocess:
 
   def decode(self, image_bytes):
     """Encoded JPEG/PNG/GIF/BMP bytes -> uint8 [h, w, 3]."""
-    tf = import_tensorflow()
-    return tf.io.decode_image(image_bytes, channels=3, expand_animations=False)
+    return import_tensorflow().io.decode_image(image_bytes, channels=3,
+                                               expand_animations=False)
 
   def resized_shape(self, shape):
     """[..., 2] (h, w) of images once resized, before the central square (in
@@ -68,7 +66,6 @@ class Preprocess:
     return tf.ensure_shape(image, (size, size, 3))
 
   def decode_and_resize(self, image_bytes):
-    """Encoded bytes -> uint8 [resize_size, resize_size, 3]."""
     return self.resize_square(self.decode(image_bytes))
 
   def crop_window(self, shape, offset):
@@ -123,8 +120,7 @@ class Preprocess:
 
   def crops_from_planned_jpegs(self, images_bytes, windows, where,
                                resize: bool):
-    """[k, image_size, image_size, 3]: the crops of the k JPEGs
-    `images_bytes` (a list) that `plan_jpeg_crops` planned."""
+    """The crops of the JPEGs `images_bytes` that `plan_jpeg_crops` planned."""
     tf = import_tensorflow()
     decoded = [tf.io.decode_and_crop_jpeg(b, w, channels=3)
                for b, w in zip(images_bytes, tf.unstack(windows))]
@@ -151,9 +147,9 @@ class Preprocess:
              for y, x in ((0, 0), (0, last), (last, 0), (last, last),
                           (mid, mid))]
     crops += [c[:, ::-1] for c in crops]
-    if isinstance(square, np.ndarray):
-      return np.stack(crops)
-    return import_tensorflow().stack(crops)
+    stack = np.stack if isinstance(square, np.ndarray) else (
+        import_tensorflow().stack)
+    return stack(crops)
 
 
 def _with_margin(window, shape):
@@ -189,17 +185,12 @@ def resize_crops(images, boxes, size: int):
 def _resize_boxes(boxes: np.ndarray, *images: np.ndarray,
                   size: int) -> np.ndarray:
   cv2 = import_cv2()
-  out = _aligned_uint8((len(images), size, size, 3))
+  # Aligned to 64 bytes: TensorFlow then takes the result without a copy.
+  n, align = len(images) * size * size * 3, 64
+  buffer = np.empty(n + align, np.uint8)
+  start = -buffer.ctypes.data % align
+  out = buffer[start:start + n].reshape((len(images), size, size, 3))
   for image, (top, left, height, width), crop in zip(images, boxes, out):
     cv2.resize(image[top:top + height, left:left + width], (size, size),
                dst=crop, interpolation=cv2.INTER_LINEAR)
   return out
-
-
-def _aligned_uint8(shape: tuple[int, ...], align: int = 64) -> np.ndarray:
-  """A new uint8 array whose data starts at a multiple of `align` bytes:
-  TensorFlow takes such a tf.numpy_function result over without copying."""
-  n = int(np.prod(shape))
-  buffer = np.empty(n + align, np.uint8)
-  start = -buffer.ctypes.data % align
-  return buffer[start:start + n].reshape(shape)

@@ -1,8 +1,6 @@
 """Random access to a split inside tf.data: record indices -> (encoded image
 bytes, labels), for the global shuffle (a process reads only its records)."""
 
-from __future__ import annotations
-
 import numpy as np
 
 from alexnet_jax.input_pipeline.options import import_tensorflow

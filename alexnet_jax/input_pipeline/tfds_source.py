@@ -4,31 +4,24 @@ array_record, for random access; `imagenet2012` from the tars in
 ('tfds_directory') or an image folder. docs/input_pipeline.md lists what a
 source offers; images stay encoded until the pipeline decodes a window."""
 
-from __future__ import annotations
-
 import difflib
 import os
 
 from absl import logging
 import numpy as np
 
+from alexnet_jax.input_pipeline import options as options_lib
+from alexnet_jax.input_pipeline import tables
 from alexnet_jax.input_pipeline.image_folder import FolderSource
-from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
-from alexnet_jax.input_pipeline.options import import_tensorflow
 from alexnet_jax.input_pipeline.options import import_tfds
-from alexnet_jax.input_pipeline.options import invalid
-from alexnet_jax.input_pipeline.options import TFDS_DIRECTORY
-from alexnet_jax.input_pipeline.tables import DataSourceTable
-from alexnet_jax.input_pipeline.tables import MemoryTable
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
 # Files TFDS needs in `manual_dir` to prepare these datasets.
-MANUAL_FILES = {
-    'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
-}
+MANUAL_FILES = {'imagenet2012': ('ILSVRC2012_img_train.tar',
+                                 'ILSVRC2012_img_val.tar')}
 # A tfrecord-format split larger than this is not loaded into memory.
 MEMORY_TABLE_LIMIT = 4 * 2**30
 
@@ -45,15 +38,15 @@ def make_source(options: DataOptions, builder=None):
 def get_builder(options: DataOptions):
   """The TFDS builder of `options.dataset`, prepared if it is not yet."""
   tfds = import_tfds()
-  import_tensorflow()  # Off the accelerator before TFDS uses it.
+  options_lib.import_tensorflow()  # Off the accelerator before TFDS uses it.
   name = options.dataset
   if name in EMBEDDED_DATASETS:
     from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
     return shapes.build(options.data_dir)
-  if name == TFDS_DIRECTORY:
+  if name == options_lib.TFDS_DIRECTORY:
     path = os.path.expanduser(options.dataset_dir)
     if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
-      raise invalid('dataset_dir', options.dataset_dir,
+      raise options_lib.invalid('dataset_dir', options.dataset_dir,
                     'holds no TFDS dataset (no dataset_info.json; '
                     'alexnet_jax.prepare_dataset writes one)')
     return tfds.builder_from_directory(path)
@@ -63,7 +56,7 @@ def get_builder(options: DataOptions):
   except Exception as e:  # TFDS raises its own DatasetNotFoundError.
     if 'not found' in str(e).lower():
       close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
-      raise ConfigError(
+      raise options_lib.ConfigError(
           f'config.dataset={name!r} is not a TFDS dataset; close matches: '
           f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
     raise
@@ -121,10 +114,8 @@ class TFDSSource:
     image = builder.info.features['image']
     self.jpeg_only = getattr(image, 'encoding_format', None) == 'jpeg'
     shape = tuple(getattr(image, 'shape', (None,))[:2])
-    # (h, w) when every image has it (None where they differ).
-    self.image_shape = shape if None not in shape else None
-    # array_record gives random access (tfds.data_source; as_dataset does
-    # not read it).
+    self.image_shape = shape if None not in shape else None  # If all alike.
+    # Random access, through tfds.data_source (as_dataset does not read it).
     self._array_record = (getattr(builder.info, 'file_format', None) ==
                           import_tfds().core.FileFormat.ARRAY_RECORD)
 
@@ -137,7 +128,7 @@ class TFDSSource:
     known = list(self.builder.info.splits.keys())
     parts = [p.split('[')[0] for p in split.split('+')]
     if known and any(p not in known for p in parts):
-      raise ConfigError(
+      raise options_lib.ConfigError(
           f'split {split!r} is not a split of {self.name!r}; its splits are '
           f'{known} (set config.train_split / config.eval_split).')
     return import_tfds().even_splits(split, n=count)
@@ -149,8 +140,8 @@ class TFDSSource:
         decoders={'image': tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False))
 
-  def _data_source(self, shard) -> DataSourceTable:
-    return DataSourceTable(self.builder.as_data_source(
+  def _data_source(self, shard) -> tables.DataSourceTable:
+    return tables.DataSourceTable(self.builder.as_data_source(
         shard, decoders={'image': import_tfds().decode.SkipDecoding()}))
 
   def num_examples(self, shard) -> int:
@@ -158,8 +149,7 @@ class TFDSSource:
       return self._data_source(shard).size
     # TFDS sets the cardinality from the split's metadata (mock_data too).
     count = int(self._as_dataset(shard).cardinality())
-    return count if count >= 0 else self.builder.info.splits[
-        shard].num_examples
+    return count if count >= 0 else self.builder.info.splits[shard].num_examples
 
   def size(self, split: str) -> int:
     self.shards(split, 1)  # Checks the split's name.
@@ -168,7 +158,8 @@ class TFDSSource:
   def records(self, shard):
     if self._array_record:
       table = self._data_source(shard)
-      return import_tensorflow().data.Dataset.range(table.size).map(
+      tf = options_lib.import_tensorflow()
+      return tf.data.Dataset.range(table.size).map(
           lambda i: dict(zip(('image', 'label'), table.fetch(i))))
     return self._as_dataset(shard).map(
         lambda ex: {'image': ex['image'], 'label': ex['label']})
@@ -199,8 +190,8 @@ class TFDSSource:
     for batch in self.records(split).batch(1024).as_numpy_iterator():
       images.extend(batch['image'])
       labels.append(batch['label'])
-    return MemoryTable(np.array(images, object), np.concatenate(labels),
-                       are_paths=False)
+    return tables.MemoryTable(np.array(images, object),
+                              np.concatenate(labels), are_paths=False)
 
   def identity(self, split: str) -> list:
     """Identifies a split's content (for cache keys)."""
