@@ -51,7 +51,7 @@ class InputPipeline:
     self._train_table = self._train_squares = self._eval_base = None
 
     split = opts.train_split
-    self.num_train_examples = source.size(split)
+    self.num_train_examples = source.num_examples(source.shards(split, 1)[0])
     self.steps_per_epoch = self.num_train_examples // opts.batch_size
     if self.steps_per_epoch < 1:
       raise options_lib.invalid(
@@ -138,7 +138,7 @@ class InputPipeline:
     ds = ds.map(lambda images, labels: (
         tf.reshape(images, (-1,) + tuple(images.shape[2:])),
         tf.reshape(labels, (-1,))))
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(options_lib.tf_data_options())
+    return ds.prefetch(tf.data.AUTOTUNE)
 
   def _crops(self, indices: np.ndarray, offsets: np.ndarray):
     """(per-example plans, fn(record indices [k], plans [k]) -> (crops, labels
@@ -191,7 +191,7 @@ class InputPipeline:
     tf = self.tf
     return tf.cast(crops, tf.float32) - crop_of(tf.constant(self.mean_image))
 
-  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  def train_batches(self, start_step: int = 0) -> Iterator[dict]:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
     applies (`steps.training_images`)."""
@@ -227,14 +227,14 @@ class InputPipeline:
       self._eval_base = source.records(self._eval_shard)
       if cached:
         self._eval_base = self._eval_base.map(
-            lambda r: dict(r, image=pre.decode_and_resize(source.read(r))),
+            lambda r: dict(r, image=pre.decode_and_resize(r['image'])),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
     ten_crop = self.options.ten_crop if ten_crop is None else ten_crop
     crop_of = pre.ten_crops if ten_crop else pre.center_crop
 
     def example(record):
       square = (record['image'] if cached else
-                pre.decode_and_resize(source.read(record)))
+                pre.decode_and_resize(record['image']))
       image = self._minus_mean_image(crop_of(square), crop_of)
       return {'image': image, 'label': record['label']}
 

@@ -4,7 +4,6 @@ into 'train' and 'validation' by a hash of each file's name. One scan
 decodes every image once (cached); unreadable ones are skipped or stop the
 run (`bad_images`)."""
 
-import dataclasses
 import hashlib
 import os
 import time
@@ -14,18 +13,12 @@ from absl import logging
 import numpy as np
 
 from alexnet_jax.input_pipeline import options as options_lib
+from alexnet_jax.input_pipeline import tables
 from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import import_tensorflow
-from alexnet_jax.input_pipeline.tables import MemoryTable
 
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderShard:
-  paths: tuple[str, ...]
-  labels: tuple[int, ...]
 
 
 class FolderSource:
@@ -33,13 +26,15 @@ class FolderSource:
   as tfds.folder_dataset.ImageFolder numbers them)."""
 
   def __init__(self, options: options_lib.DataOptions):
+    folder = options_lib.IMAGE_FOLDER
     if not options.dataset_dir:  # A placeholder in the config files.
       raise options_lib.invalid('dataset_dir', options.dataset_dir,
-                    f"dataset={options_lib.IMAGE_FOLDER!r} needs the folder's path")
+                                f"dataset={folder!r} needs the folder's path")
     self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
-    self.name = f'{options_lib.IMAGE_FOLDER}:{self.root}'
+    self.name = f'{folder}:{self.root}'
     if not os.path.isdir(self.root):
-      raise options_lib.invalid('dataset_dir', options.dataset_dir, 'not a directory')
+      raise options_lib.invalid('dataset_dir', options.dataset_dir,
+                                'not a directory')
     self.split_files, self.class_names = list_image_folder(
         self.root, options.validation_fraction)
     self.num_classes = len(self.class_names)
@@ -77,7 +72,7 @@ class FolderSource:
     files = sorted(p for f in self.split_files.values() for p, _ in f)
     stats = [os.stat(os.path.join(self.root, p)) for p in files]
     signature = options_lib.digest([(p, st.st_size, st.st_mtime_ns)
-                             for p, st in zip(files, stats)])
+                                    for p, st in zip(files, stats)])
     path = os.path.join(cache_dir, 'image_folder_scans',
                         options_lib.digest(self.root)[:24] + '.json')
     cached = options_lib.read_cache(path)
@@ -89,7 +84,7 @@ class FolderSource:
                  len(files), self.root, time.perf_counter() - start,
                  len(scan[0]))
     options_lib.write_cache(path, {'root': self.root, 'signature': signature,
-                            'scan': scan})
+                                   'scan': scan})
     return scan
 
   def _split(self, split: str) -> list[tuple[str, int]]:
@@ -103,35 +98,22 @@ class FolderSource:
       files += self.split_files[part]
     return files
 
-  def shards(self, split: str, count: int) -> list[FolderShard]:
+  def shards(self, split: str, count: int) -> list[list[tuple[str, int]]]:
     files = self._split(split)
     bounds = [i * len(files) // count for i in range(count + 1)]
-    return [FolderShard(tuple(os.path.join(self.root, p) for p, _ in part),
-                        tuple(y for _, y in part))
-            for part in (files[a:b] for a, b in zip(bounds, bounds[1:]))]
+    return [files[a:b] for a, b in zip(bounds, bounds[1:])]
 
   @staticmethod
-  def num_examples(shard: FolderShard) -> int:
-    return len(shard.paths)
+  def num_examples(shard: list[tuple[str, int]]) -> int:
+    return len(shard)
 
-  @staticmethod
-  def records(shard: FolderShard):
-    tf = import_tensorflow()
-    n = len(shard.paths)
-    return tf.data.Dataset.from_tensor_slices({
-        'image': tf.constant(shard.paths, tf.string, shape=(n,)),
-        'label': tf.constant(shard.labels, tf.int64, shape=(n,))})
+  def records(self, shard: list[tuple[str, int]], start: int = 0):
+    return tables.records(self.table(shard), start)
 
-  @staticmethod
-  def read(record):
-    return import_tensorflow().io.read_file(record['image'])
-
-  def size(self, split: str) -> int:
-    return len(self._split(split))
-
-  def table(self, split: str) -> MemoryTable:
-    files = self._split(split)
-    return MemoryTable(
+  def table(self, split: str | list[tuple[str, int]]) -> tables.MemoryTable:
+    """Random access to a split, or to a shard's files."""
+    files = self._split(split) if isinstance(split, str) else split
+    return tables.MemoryTable(
         np.array([os.path.join(self.root, p) for p, _ in files], object),
         np.array([y for _, y in files], np.int64), are_paths=True)
 

@@ -23,9 +23,9 @@ def _measured(source, split: str, pre: Preprocess, cache_dir: str, kind: str,
   path = os.path.join(cache_dir, 'means', options.digest(key)[:24] + '.npy')
   value = options.read_cache(path)
   if value is None:
-    tf, read = import_tensorflow(), source.read
+    tf = import_tensorflow()
     ds = source.records(source.shards(split, 1)[0]).map(
-        lambda r: per_image(tf.cast(pre.decode_and_resize(read(r)),
+        lambda r: per_image(tf.cast(pre.decode_and_resize(r['image']),
                                     tf.float64)),
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     start = time.perf_counter()

@@ -31,14 +31,14 @@ def _encoded_examples(source, shard, preprocess, start: int, count: int,
   tf = import_tensorflow()
 
   def encode(record):
-    image = preprocess.decode(source.read(record))
+    image = preprocess.decode(record['image'])
     if central_square:
       image = preprocess.resize_square(image)
     else:
       image = resize_uint8(image, preprocess.resized_shape(tf.shape(image)[:2]))
     return tf.io.encode_jpeg(image, quality=quality), record['label']
 
-  ds = source.records(shard).skip(start).take(count)
+  ds = source.records(shard, start).take(count)
   ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 

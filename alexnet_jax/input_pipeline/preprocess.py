@@ -165,7 +165,7 @@ def _with_margin(window, shape):
 
 
 def resize_uint8(image, size, antialias: bool = True):
-  """Bilinear resize of a uint8 image to `size` [h, w], rounded back to uint8."""
+  """Bilinear resize of a uint8 image to `size` [h, w], rounded to uint8."""
   tf = import_tensorflow()
   image = tf.image.resize(image, size, method='bilinear', antialias=antialias)
   return tf.cast(tf.clip_by_value(tf.round(image), 0.0, 255.0), tf.uint8)

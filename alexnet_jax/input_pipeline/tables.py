@@ -54,3 +54,12 @@ class DataSourceTable(_Table):
     images.set_shape(indices.shape)
     labels.set_shape(indices.shape)
     return tf.unstack(images), labels
+
+
+def records(table, start: int = 0):
+  """tf.data of {'image': encoded bytes, 'label'} of the table's records
+  from `start` (those before are not read)."""
+  tf = import_tensorflow()
+  return tf.data.Dataset.range(start, table.size).map(
+      lambda i: dict(zip(('image', 'label'), table.fetch(i))),
+      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

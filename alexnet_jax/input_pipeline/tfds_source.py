@@ -122,7 +122,8 @@ class TFDSSource:
   def image_shapes(self, split: str) -> np.ndarray | None:
     if self.image_shape is None:
       return None
-    return np.tile(np.array(self.image_shape, np.int32), (self.size(split), 1))
+    return np.tile(np.array(self.image_shape, np.int32),
+                   (self.num_examples(split), 1))
 
   def shards(self, split: str, count: int) -> list:
     known = list(self.builder.info.splits.keys())
@@ -151,22 +152,11 @@ class TFDSSource:
     count = int(self._as_dataset(shard).cardinality())
     return count if count >= 0 else self.builder.info.splits[shard].num_examples
 
-  def size(self, split: str) -> int:
-    self.shards(split, 1)  # Checks the split's name.
-    return self.num_examples(split)
-
-  def records(self, shard):
+  def records(self, shard, start: int = 0):
     if self._array_record:
-      table = self._data_source(shard)
-      tf = options_lib.import_tensorflow()
-      return tf.data.Dataset.range(table.size).map(
-          lambda i: dict(zip(('image', 'label'), table.fetch(i))))
-    return self._as_dataset(shard).map(
+      return tables.records(self._data_source(shard), start)
+    return self._as_dataset(shard).skip(start).map(
         lambda ex: {'image': ex['image'], 'label': ex['label']})
-
-  @staticmethod
-  def read(record):
-    return record['image']
 
   def table(self, split: str):
     """Random access to `split`: array_record's, or (tfrecord, read only in
