@@ -55,12 +55,9 @@ def _star(points: int = 5, inner: float = 0.42) -> np.ndarray:
   return np.stack([r * np.cos(t), r * np.sin(t)], axis=1)
 
 
-def _cross(w: float = 0.3) -> np.ndarray:
-  return np.array([(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w),
-                   (w, 1), (-w, 1), (-w, w), (-1, w), (-1, -w), (-w, -w)],
-                  dtype=np.float64)
-
-
+_CROSS = np.array([(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3),
+                   (0.3, 0.3), (0.3, 1), (-0.3, 1), (-0.3, 0.3), (-1, 0.3),
+                   (-1, -0.3), (-0.3, -0.3)], np.float64)
 _ARROW = np.array([(-1.0, -0.25), (0.1, -0.25), (0.1, -0.65), (1.0, 0.0),
                    (0.1, 0.65), (0.1, 0.25), (-1.0, 0.25)])
 _SHAPES: tuple[list[tuple[np.ndarray, bool]], ...] = (  # As CLASS_NAMES.
@@ -69,7 +66,7 @@ _SHAPES: tuple[list[tuple[np.ndarray, bool]], ...] = (  # As CLASS_NAMES.
     [(_regular_polygon(3), True)],
     [(_regular_polygon(5), True)],
     [(_star(), True)],
-    [(_cross(), True)],
+    [(_CROSS, True)],
     [(_ellipse_points(), True), (_ellipse_points(0.55), False)],
     [(_ellipse_points(1.0, 0.5), True)],
     [(_ARROW, True)],

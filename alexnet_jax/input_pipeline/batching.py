@@ -12,6 +12,7 @@ import numpy as np
 from alexnet_jax.input_pipeline import augmentation
 from alexnet_jax.input_pipeline import means
 from alexnet_jax.input_pipeline import options as options_lib
+from alexnet_jax.input_pipeline import tables
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import numpy_batches
 from alexnet_jax.input_pipeline.tfds_source import make_source
@@ -169,14 +170,10 @@ class InputPipeline:
   def _cached_train_squares(self):
     """All training images decoded and resized to the square, in memory."""
     if self._train_squares is None:
-      tf, table = self.tf, self.train_table()
-
-      def square(i):
-        image, label = table.fetch(i)
-        return self.preprocess.decode_and_resize(image), label
-
-      ds = tf.data.Dataset.range(table.size).map(
-          square, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      tf, resize = self.tf, self.preprocess.decode_and_resize
+      ds = tables.records(self.train_table()).map(
+          lambda r: (resize(r['image']), r['label']),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
       squares, labels = zip(*numpy_batches(ds.batch(256), self.source.name,
                                            'caching'))
       self._train_squares = (tf.constant(np.concatenate(squares)),

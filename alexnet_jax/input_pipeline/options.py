@@ -136,19 +136,14 @@ def tf_error_message(error) -> str:
 
 
 def numpy_batches(ds, source_name: str, what: str) -> Iterator[Any]:
-  """`ds` as NumPy; a TensorFlow failure becomes a DataError naming the
-  source and what was being read."""
+  """`ds` as NumPy, in a deterministic order with its maps run in parallel;
+  a TensorFlow failure becomes a DataError naming the source and `what`."""
   tf = import_tensorflow()
+  options = tf.data.Options()
+  options.deterministic = True
+  options.experimental_optimization.map_parallelization = True
   try:
-    yield from ds.with_options(tf_data_options()).as_numpy_iterator()
+    yield from ds.with_options(options).as_numpy_iterator()
   except tf.errors.OpError as e:
     raise DataError(f'Reading {source_name!r} failed during {what}: '
                     f'{tf_error_message(e)}') from None
-
-
-def tf_data_options():
-  """A deterministic order, maps run in parallel."""
-  options = import_tensorflow().data.Options()
-  options.deterministic = True
-  options.experimental_optimization.map_parallelization = True
-  return options

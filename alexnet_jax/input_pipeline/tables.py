@@ -1,23 +1,13 @@
-"""Random access to a split inside tf.data: record indices -> (encoded image
-bytes, labels), for the global shuffle (a process reads only its records)."""
+"""Random access to a split inside tf.data: `fetch_many(int64 [k] indices)`
+gives ([k encoded images' bytes], labels [k]), one Python call for the
+group, for the global shuffle (a process reads only its records)."""
 
 import numpy as np
 
 from alexnet_jax.input_pipeline.options import import_tensorflow
 
 
-class _Table:
-  """Records looked up by index: `fetch_many(int64 [k] indices)` gives ([k
-  encoded images' bytes], labels [k]), one Python call for the group."""
-
-  def fetch(self, index):
-    """int64 scalar index -> (encoded image bytes, label)."""
-    tf = import_tensorflow()
-    images, labels = self.fetch_many(tf.reshape(index, [1]))
-    return images[0], labels[0]
-
-
-class MemoryTable(_Table):
+class MemoryTable:
   """A split held in memory: encoded bytes or file paths, and labels."""
 
   def __init__(self, keys: np.ndarray, labels: np.ndarray, are_paths: bool):
@@ -34,7 +24,7 @@ class MemoryTable(_Table):
     return images, tf.gather(self._labels, indices)
 
 
-class DataSourceTable(_Table):
+class DataSourceTable:
   """An array_record TFDS split (`tfds.data_source`)."""
 
   def __init__(self, source):
@@ -60,6 +50,9 @@ def records(table, start: int = 0):
   """tf.data of {'image': encoded bytes, 'label'} of the table's records
   from `start` (those before are not read)."""
   tf = import_tensorflow()
+
+  def record(index):
+    images, labels = table.fetch_many(tf.reshape(index, [1]))
+    return {'image': images[0], 'label': labels[0]}
   return tf.data.Dataset.range(start, table.size).map(
-      lambda i: dict(zip(('image', 'label'), table.fetch(i))),
-      num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      record, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)

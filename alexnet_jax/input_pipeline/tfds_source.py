@@ -46,9 +46,9 @@ def get_builder(options: DataOptions):
   if name == options_lib.TFDS_DIRECTORY:
     path = os.path.expanduser(options.dataset_dir)
     if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
-      raise options_lib.invalid('dataset_dir', options.dataset_dir,
-                    'holds no TFDS dataset (no dataset_info.json; '
-                    'alexnet_jax.prepare_dataset writes one)')
+      raise options_lib.invalid(
+          'dataset_dir', options.dataset_dir, 'holds no TFDS dataset (no '
+          'dataset_info.json; alexnet_jax.prepare_dataset writes one)')
     return tfds.builder_from_directory(path)
   kwargs = {'data_dir': options.data_dir} if options.data_dir else {}
   try:
