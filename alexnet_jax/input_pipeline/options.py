@@ -71,15 +71,13 @@ class DataOptions:
     from alexnet_jax.input_pipeline.preprocess import Preprocess  # pylint: disable=g-import-not-at-top
     config_lib.validate_data(config)
     augment, norm = config.augment, config.normalization
+    same = ('dataset', 'train_split', 'eval_split', 'validation_fraction',
+            'bad_images', 'batch_size', 'eval_batch_size', 'seed', 'cache',
+            'ten_crop')
+    optional = ('dataset_dir', 'data_dir', 'manual_dir')
     return cls(
-        dataset=config.dataset, dataset_dir=config.get('dataset_dir', None),
-        data_dir=config.get('data_dir', None),
-        manual_dir=config.get('manual_dir', None),
-        train_split=config.train_split, eval_split=config.eval_split,
-        validation_fraction=config.validation_fraction,
-        bad_images=config.bad_images, batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size, seed=config.seed,
-        cache=config.cache, ten_crop=config.ten_crop,
+        **{name: config[name] for name in same},
+        **{name: config.get(name, None) for name in optional},
         mean=tuple(float(v) for v in norm.mean),
         mean_from_data=norm.mean_from_data,
         mean_image=norm.get('mean_image', False),
