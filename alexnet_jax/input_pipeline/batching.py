@@ -242,10 +242,8 @@ class InputPipeline:
     for batch in numpy_batches(ds, source.name, 'evaluation'):
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
-    crops = (10,) if ten_crop else ()
-    size = pre.image_size
-    dtype = np.uint8 if self.mean_image is None else np.float32
-    empty = np.zeros((0,) + crops + (size, size, 3), dtype)
+    spec = ds.element_spec['image']
+    empty = np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
     for _ in range(self.eval_steps - count):
       yield self._pad_and_shard(empty, np.zeros((0,), np.int64))
 
