@@ -333,7 +333,7 @@ def test_evaluate_a_pth_file_on_fake_data(tmp_path):
   """config.checkpoint=.pth: the eval loss is PyTorch's on the same images."""
   torch = pytest.importorskip('torch', reason=TORCH_REASON)
   from alexnet_jax.tools import evaluate  # pylint: disable=g-import-not-at-top
-  from alexnet_jax.input_pipeline import fake_data  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   from alexnet_jax import metrics_writer  # pylint: disable=g-import-not-at-top
   from configs import imagenet_eval  # pylint: disable=g-import-not-at-top
   config = imagenet_eval.get_config()
@@ -349,7 +349,8 @@ def test_evaluate_a_pth_file_on_fake_data(tmp_path):
 
   metrics = evaluate.evaluate(config, str(tmp_path / 'eval'))
 
-  batch = next(fake_data.FakeData(config).eval_batches())  # Same seed.
+  # The same seed as the evaluation.
+  batch = next(input_pipeline.create_data(config).eval_batches())
   images = np.asarray(batch['image']).reshape(-1, 64, 64, 3).astype(np.float32)
   labels = np.asarray(batch['label']).reshape(-1)
   mean = np.array(config.normalization.mean, np.float32)

@@ -268,18 +268,27 @@ def test_crops_are_resized_by_half_pixel_bilinear_within_one_level():
     assert np.abs(crop - want).mean() < 0.3
 
 
-@pytest.mark.parametrize('mode', ['crop', 'squash'])
-def test_windows_planned_in_numpy_equal_tensorflows(mode):
+@pytest.mark.parametrize('mode,shape,offset,want', [
+    # 100x150 -> 72x108; the square's crop at (5, 2 + 18) scaled by 100/72.
+    ('crop', (100, 150), (5, 2), (7, 28, 93, 93)),
+    # 60x90 squashed to 72x72: scaled by 60/72 down and 90/72 across.
+    ('squash', (60, 90), (4, 3), (3, 4, 56, 84)),
+])
+def test_crop_windows_by_hand_one_or_many_at_once(mode, shape, offset, want):
   pre = Preprocess(image_size=67, resize_size=72, resize_mode=mode,
                    random_crop=True, flip=True, lighting_std=0.0)
+  got = pre.crop_window(tf.constant(shape, tf.int32),
+                        tf.constant(offset, tf.int32))
+  np.testing.assert_array_equal(got, want)
+  # Many at once (as the epoch's windows are planned): each as on its own.
   rng = np.random.default_rng(1)
-  shapes = np.concatenate([rng.integers(30, 600, (30, 2)), [[72, 72]] * 2])
-  offsets = rng.integers(0, 6, (len(shapes), 2))
-  starts, sizes = pre.crop_windows(shapes, offsets)
-  for shape, offset, start, size in zip(shapes, offsets, starts, sizes):
-    want = pre.crop_window(tf.constant(shape, tf.int32),
-                           tf.constant(offset, tf.int32)).numpy()
-    np.testing.assert_array_equal(np.concatenate([start, size]), want)
+  shapes = np.concatenate([rng.integers(30, 600, (30, 2)), [[72, 72]] * 2,
+                           [shape]]).astype(np.int32)
+  offsets = rng.integers(0, 6, (len(shapes), 2)).astype(np.int32)
+  windows = pre.crop_window(shapes, offsets).numpy()
+  for shape, offset, window in zip(shapes, offsets, windows):
+    np.testing.assert_array_equal(window, pre.crop_window(
+        tf.constant(shape), tf.constant(offset)))
 
 
 def test_ten_crops_are_corners_centre_and_mirrors_all_distinct():
@@ -335,12 +344,14 @@ def test_evaluation_counts_every_example_once(tmp_path, ten_crop):
   config.ten_crop = ten_crop
   data = input_pipeline.create_data(config)
   assert data.num_eval_examples == 7 and data.eval_steps == 2
+  data.eval_steps = 3  # As beside a process with a longer shard.
   got = collections.Counter()
   batches = list(data.eval_batches())
-  assert len(batches) == 2
+  assert len(batches) == 3 and not batches[-1]['mask'].any()
   for batch in batches:
     crops = (10,) if ten_crop else ()
     assert batch['image'].shape == (1, 4) + crops + (67, 67, 3)
+    assert batch['image'].dtype == np.uint8
     assert batch['mask'].shape == batch['label'].shape == (1, 4)
     for image, label, m in zip(batch['image'][0], batch['label'][0],
                                batch['mask'][0]):

@@ -15,7 +15,7 @@ def test_per_worker_matches_a_sequential_reference_and_one_worker_global():
       config = config_for('hybrid', hybrid_fc_batch='per_worker')
       model = models.model_from_config(config.model)
       tx = optim.create_optimizer(config.optimizer)
-      batch = next(fake_data.FakeData(config).train_batches())
+      batch = next(input_pipeline.create_data(config).train_batches())
       images = steps.training_images(
           {'image': jnp.reshape(batch['image'], (16, 67, 67, 3))},
           steps.Normalization.from_config(config.normalization))

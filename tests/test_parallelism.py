@@ -23,7 +23,7 @@ jax.config.update('jax_disable_most_optimizations', True)
 from jax.sharding import NamedSharding
 from conftest import tiny_config
 from alexnet_jax import models, optim, parallelism as par
-from alexnet_jax.input_pipeline import fake_data
+from alexnet_jax import input_pipeline
 from alexnet_jax import placement, steps, train
 from experiments import collectives as col
 assert jax.device_count() == 8
@@ -81,7 +81,7 @@ def test_towers_and_hybrid_train_the_single_device_net(tmp_path):
 
       # 3 steps in each mode: data (8), towers (4 x 2), hybrid (8).
       tx = optim.create_optimizer(config.optimizer)
-      batch = next(fake_data.FakeData(config).train_batches())
+      batch = next(input_pipeline.create_data(config).train_batches())
       built, losses, norms, finals = {}, {}, {}, {}
       for mode in ('data', 'towers', 'hybrid'):
         state = steps.create_train_state(model, tx, 67, config.seed)

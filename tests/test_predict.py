@@ -311,9 +311,9 @@ def test_evaluate_cli_on_a_training_checkpoint(trained, tmp_path):
     assert f.read().split('\n')[:2] == ['0', '1']
   # The loss is that of the checkpoint's params on the fake eval batch (with
   # imagenet_eval's torchvision normalization).
-  from alexnet_jax.input_pipeline import fake_data  # pylint: disable=g-import-not-at-top
+  from alexnet_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   eval_config = _fake_eval_config(workdir)
-  batch = next(fake_data.FakeData(eval_config).eval_batches())
+  batch = next(input_pipeline.create_data(eval_config).eval_batches())
   images = np.asarray(batch['image']).reshape((-1,) + batch['image'].shape[2:])
   labels = np.asarray(batch['label']).reshape(-1)
   mean, std = saved['normalization']['mean'], saved['normalization']['std']

@@ -1,9 +1,6 @@
 """The random side of training, in NumPy: each epoch's order of the records
 and each example's augmentation, functions of (seed, epoch, global position)
-alone, the same for any number of processes, drawn for the whole epoch at
-once (no random-number op runs per image)."""
-
-from __future__ import annotations
+alone (the same for any number of processes), drawn for a whole epoch."""
 
 import dataclasses
 
@@ -11,10 +8,8 @@ import numpy as np
 
 from alexnet_jax.input_pipeline.preprocess import Preprocess
 
-# PCA lighting noise (the paper, section 4.1; fb.resnet.torch's constants
-# for pixels in [0, 1], scaled here by 255 for 0-255 pixels). Columns of
-# LIGHTING_EIGVEC are the eigenvectors: the RGB offset is
-# LIGHTING_EIGVEC @ (alpha * LIGHTING_EIGVAL).
+# PCA lighting (the paper, section 4.1): fb.resnet.torch's ImageNet constants
+# for pixels in [0, 1]; the columns of LIGHTING_EIGVEC are the eigenvectors.
 LIGHTING_EIGVAL = np.array([0.2175, 0.0188, 0.0045], np.float32)
 LIGHTING_EIGVEC = np.array([[-0.5675, 0.7192, 0.4009],
                             [-0.5808, -0.0045, -0.8140],
@@ -26,10 +21,9 @@ AUGMENTATION_STREAM = 1
 def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
                 num_processes: int, process: int
                 ) -> tuple[np.ndarray, np.ndarray]:
-  """(record indices, global positions) that `process` reads in `epoch`: the
-  epoch is one permutation of all records, seeded by (seed, epoch), global
-  batch s its positions [s * global_batch, (s + 1) * global_batch), and each
-  process reads its contiguous slice of every global batch."""
+  """(record indices, global positions) that `process` reads in `epoch`: one
+  permutation of all records seeded by (seed, epoch), cut into global
+  batches, of which each process reads its contiguous slice."""
   steps = num_examples // global_batch
   per_process = global_batch // num_processes
   permutation = np.random.default_rng([seed, epoch]).permutation(num_examples)
@@ -40,8 +34,7 @@ def epoch_order(num_examples: int, global_batch: int, epoch: int, seed: int,
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-  """The random choices of an epoch's training examples, by global position
-  (the flip and the lighting are applied on the accelerator)."""
+  """An epoch's random choices, by global position."""
   offsets: np.ndarray  # int32 [n, 2]: the crop's corner in the resized square.
   flips: np.ndarray  # bool [n]: mirror the crop left-right.
   lights: np.ndarray  # float32 [n, 3]: PCA lighting's RGB offset, 0-255 scale.
@@ -50,10 +43,9 @@ class Augmentation:
 def draw_augmentation(preprocess: Preprocess, num_positions: int, epoch: int,
                       seed: int, lighting: tuple[np.ndarray, np.ndarray] = (
                           LIGHTING_EIGVAL, LIGHTING_EIGVEC)) -> Augmentation:
-  """The choices for global positions [0, num_positions) of `epoch`. Every
+  """The choices for global positions [0, num_positions) of `epoch`; every
   draw is made whatever the switches say, so turning one off leaves the
-  others unchanged. `lighting`: (eigenvalues, eigenvectors as columns) of
-  the RGB covariance, [0, 1] scale."""
+  others unchanged. `lighting`: (eigenvalues, eigenvectors as columns)."""
   pre, n = preprocess, num_positions
   rng = np.random.default_rng([seed, epoch, AUGMENTATION_STREAM])
   room = pre.resize_size - pre.image_size

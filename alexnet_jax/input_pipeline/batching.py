@@ -1,47 +1,27 @@
-"""`InputPipeline`: the train and eval batches of this process, as tf.data
-pipelines and as the NumPy batches the loop takes: [local devices, per
-device, ...].
-
-Training reads records by index in the epoch's global order
-(`augmentation.epoch_order`), so a restart at step `s` (with any process
-count) starts at the right place without reading what came before. A
-tfrecord-format TFDS split, read only in sequence, is loaded into memory once
-for this. With `cache` the resized squares are decoded once and kept in
-memory (every process holds all: the global shuffle may give it any).
-"""
-
-from __future__ import annotations
+"""`InputPipeline`: this process's train and eval batches, [local devices,
+per device, ...], read by index in the epoch's global order (a restart at any
+step, with any process count, reads nothing before it)."""
 
 import functools
 import math
 from typing import Iterator
 
-from absl import logging
 import jax
 import numpy as np
 
+from alexnet_jax.input_pipeline import augmentation
 from alexnet_jax.input_pipeline import means
-from alexnet_jax.input_pipeline.augmentation import Augmentation
-from alexnet_jax.input_pipeline.augmentation import draw_augmentation
-from alexnet_jax.input_pipeline.augmentation import epoch_order
-from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVAL
-from alexnet_jax.input_pipeline.augmentation import LIGHTING_EIGVEC
-from alexnet_jax.input_pipeline.options import DataError
+from alexnet_jax.input_pipeline import options as options_lib
+from alexnet_jax.input_pipeline import tables
 from alexnet_jax.input_pipeline.options import DataOptions
-from alexnet_jax.input_pipeline.options import import_tensorflow
-from alexnet_jax.input_pipeline.options import invalid
 from alexnet_jax.input_pipeline.options import numpy_batches
-from alexnet_jax.input_pipeline.options import tf_data_options
-from alexnet_jax.input_pipeline.preprocess import NUM_TEN_CROPS
 from alexnet_jax.input_pipeline.tfds_source import make_source
 
 # Epochs shorter than this many batches are read by one tf.data pipeline:
 # starting a pipeline costs about as much as a few batches.
 MIN_BATCHES_PER_PIPELINE = 500
 # Training crops made per tf.data map call (the largest divisor of the batch
-# up to this): one Python call then reads or resizes them all, where a call
-# per crop costs about as much as the work. Many more, and the decoded
-# windows have left the CPU's caches by the time they are resized.
+# up to this): a Python call per crop costs about as much as the work.
 CROPS_PER_CALL = 8
 
 
@@ -53,67 +33,52 @@ def group_size(batch: int, most: int) -> int:
 
 
 class InputPipeline:
-  """Train and eval batches of `options.dataset` for this process.
-
-  Attributes: num_classes, class_names, steps_per_epoch, num_train_examples
-  (of one epoch, all processes), num_eval_examples, eval_steps (the same on
-  every process), normalization_mean (RGB, 0-255: the options', or measured
-  on the training split with mean_from_data), mean_image (float32
-  [resize_size, resize_size, 3] with options.mean_image, else None; one
-  given is used as it is), lighting (PCA eigenvalues, eigenvectors),
-  bad_images ({path: reason} skipped in an image folder).
-  """
+  """Train and eval batches of `options.dataset` for this process, with
+  the normalization_mean (RGB, 0-255), mean_image, lighting (eigenvalues,
+  eigenvectors) and bad_images ({path: reason} skipped) it uses."""
 
   def __init__(self, options: DataOptions, builder=None, mean_image=None):
-    self.tf = import_tensorflow()
+    self.tf = options_lib.import_tensorflow()
     self.options = opts = options
-    self.source = make_source(options, builder)
-    self.num_classes = self.source.num_classes
-    self.class_names = self.source.class_names
-    self.bad_images = dict(getattr(self.source, 'bad_images', {}))
-    self.preprocess = pre = options.preprocess
+    self.source = source = make_source(options, builder)
+    self.num_classes = source.num_classes
+    self.class_names = source.class_names
+    self.bad_images = dict(getattr(source, 'bad_images', {}))
+    self.preprocess = options.preprocess
     self.local_devices = jax.local_device_count()
     self.per_process_batch = opts.batch_size // jax.process_count()
     self.eval_per_process_batch = opts.eval_batch_size // jax.process_count()
     # Built on first use, so evaluation alone reads no training data.
     self._train_table = self._train_squares = self._eval_base = None
 
-    split, cache_dir = opts.train_split, opts.cache_dir()
-    self.num_train_examples = self.source.size(split)
+    split = opts.train_split
+    self.num_train_examples = source.num_examples(source.shards(split, 1)[0])
     self.steps_per_epoch = self.num_train_examples // opts.batch_size
     if self.steps_per_epoch < 1:
-      raise invalid('batch_size', opts.batch_size,
-                    f'larger than the {split!r} split of '
-                    f'{self.source.name!r} ({self.num_train_examples} '
-                    f'examples)')
-    self._init_eval()
-    self.normalization_mean = opts.mean
-    if opts.mean_from_data:
-      self.normalization_mean = means.channel_mean(self.source, split, pre,
-                                                   cache_dir)
-      logging.info('Mean RGB of the %r split: %s', split,
-                   self.normalization_mean)
-    if opts.mean_image and mean_image is None:
-      mean_image = means.mean_image(self.source, split, pre, cache_dir)
-    self.mean_image = mean_image if opts.mean_image else None
-    self.lighting = (LIGHTING_EIGVAL, LIGHTING_EIGVEC)  # ImageNet's.
-    if opts.lighting_from_data:
-      self.lighting = means.rgb_principal_components(self.source, split, pre,
-                                                     cache_dir)
-      logging.info('PCA lighting of the %r split: eigenvalues %s', split,
-                   self.lighting[0])
-
-  def _init_eval(self) -> None:
-    """This process's eval shard, and the eval steps every process takes."""
-    split = self.options.eval_split
-    shards = self.source.shards(split, jax.process_count())
+      raise options_lib.invalid(
+          'batch_size', opts.batch_size, f'larger than the {split!r} split '
+          f'of {source.name!r} ({self.num_train_examples} examples)')
+    shards = source.shards(opts.eval_split, jax.process_count())
     self._eval_shard = shards[jax.process_index()]
-    sizes = [self.source.num_examples(s) for s in shards]
+    sizes = [source.num_examples(s) for s in shards]
     self.num_eval_examples = sum(sizes)
     if not self.num_eval_examples:
-      raise invalid('eval_split', split,
-                    f'the split of {self.source.name!r} is empty')
+      raise options_lib.invalid('eval_split', opts.eval_split,
+                                f'the split of {source.name!r} is empty')
+    # The same on every process, so collective eval steps stay in lockstep.
     self.eval_steps = math.ceil(max(sizes) / self.eval_per_process_batch)
+
+    measure = lambda statistic: statistic(source, split, self.preprocess,
+                                          opts.cache_dir())
+    self.normalization_mean = (measure(means.channel_mean)
+                               if opts.mean_from_data else opts.mean)
+    if opts.mean_image and mean_image is None:
+      mean_image = measure(means.mean_image)
+    self.mean_image = mean_image if opts.mean_image else None
+    self.lighting = (measure(means.rgb_principal_components)
+                     if opts.lighting_from_data else
+                     (augmentation.LIGHTING_EIGVAL,  # ImageNet's.
+                      augmentation.LIGHTING_EIGVEC))
 
   def train_table(self):
     """Random access to the training split (`tables`), built once."""
@@ -121,7 +86,7 @@ class InputPipeline:
       split = self.options.train_split
       self._train_table = self.source.table(split)
       if self._train_table.size != self.num_train_examples:
-        raise DataError(
+        raise options_lib.DataError(
             f'The {split!r} split of {self.source.name!r} read '
             f'{self._train_table.size} records; its metadata says '
             f'{self.num_train_examples}.')
@@ -130,15 +95,15 @@ class InputPipeline:
   # Training.
 
   @functools.lru_cache(maxsize=2)  # train_batches and train_dataset share.
-  def _epoch(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-    return epoch_order(self.num_train_examples, self.options.batch_size,
-                       epoch, self.options.seed, jax.process_count(),
-                       jax.process_index())
-
-  @functools.lru_cache(maxsize=2)
-  def _augmentation(self, epoch: int) -> Augmentation:
-    return draw_augmentation(self.preprocess, self.num_train_examples, epoch,
-                             self.options.seed, self.lighting)
+  def _epoch(self, epoch: int):
+    """(record indices, global positions) of this process's share of
+    `epoch`, and the epoch's `augmentation.Augmentation`."""
+    seed, n = self.options.seed, self.num_train_examples
+    indices, positions = augmentation.epoch_order(
+        n, self.options.batch_size, epoch, seed, jax.process_count(),
+        jax.process_index())
+    return indices, positions, augmentation.draw_augmentation(
+        self.preprocess, n, epoch, seed, self.lighting)
 
   def train_dataset(self, epoch: int, skip_examples: int = 0,
                     epochs: int = 1):
@@ -152,7 +117,7 @@ class InputPipeline:
           f'per-process batch ({self.per_process_batch})')
     span = range(epoch, epoch + epochs)
     indices = np.concatenate([self._epoch(e)[0] for e in span])
-    offsets = np.concatenate([self._augmentation(e).offsets[self._epoch(e)[1]]
+    offsets = np.concatenate([self._epoch(e)[2].offsets[self._epoch(e)[1]]
                               for e in span])
     plans, crops = self._crops(indices, offsets)
     group = group_size(self.per_process_batch, CROPS_PER_CALL)
@@ -174,12 +139,11 @@ class InputPipeline:
     ds = ds.map(lambda images, labels: (
         tf.reshape(images, (-1,) + tuple(images.shape[2:])),
         tf.reshape(labels, (-1,))))
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(tf_data_options())
+    return ds.prefetch(tf.data.AUTOTUNE)
 
   def _crops(self, indices: np.ndarray, offsets: np.ndarray):
-    """(per-example crop plans, fn(record indices [k], plans [k]) -> (crops
-    [k, ...], labels [k])) for crops at `offsets` of the resized squares of
-    records `indices`."""
+    """(per-example plans, fn(record indices [k], plans [k]) -> (crops, labels
+    [k])) of the crops at `offsets` of records `indices`' resized squares."""
     tf, pre, source = self.tf, self.preprocess, self.source
     if self.options.cache:
       squares, labels = self._cached_train_squares()
@@ -206,14 +170,10 @@ class InputPipeline:
   def _cached_train_squares(self):
     """All training images decoded and resized to the square, in memory."""
     if self._train_squares is None:
-      tf, table = self.tf, self.train_table()
-
-      def square(i):
-        image, label = table.fetch(i)
-        return self.preprocess.decode_and_resize(image), label
-
-      ds = tf.data.Dataset.range(table.size).map(
-          square, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+      tf, resize = self.tf, self.preprocess.decode_and_resize
+      ds = tables.records(self.train_table()).map(
+          lambda r: (resize(r['image']), r['label']),
+          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
       squares, labels = zip(*numpy_batches(ds.batch(256), self.source.name,
                                            'caching'))
       self._train_squares = (tf.constant(np.concatenate(squares)),
@@ -221,18 +181,19 @@ class InputPipeline:
     return self._train_squares
 
   def _minus_mean_image(self, crops, crop_of):
-    """`crops` less the same crops (`crop_of`) of the mean image, in float;
-    `crops` as they are without one."""
+    """`crops` less the same crops (`crop_of`) of the mean image, in float
+    (as they are without one)."""
     if self.mean_image is None:
       return crops
     tf = self.tf
     return tf.cast(crops, tf.float32) - crop_of(tf.constant(self.mean_image))
 
-  def train_batches(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  def train_batches(self, start_step: int = 0) -> Iterator[dict]:
     """Endless training batches from global step `start_step`: uint8
     'image' crops, 'label', and the 'flip' and 'light' the accelerator
     applies (`steps.training_images`)."""
     steps, b = self.steps_per_epoch, self.per_process_batch
+    d = self.local_devices
     span = -(-MIN_BATCHES_PER_PIPELINE // steps)  # Epochs per pipeline.
     first, skip_batches = divmod(start_step, steps)
     while True:
@@ -241,60 +202,48 @@ class InputPipeline:
                               f'training epochs {first}-{first + span - 1}')
       for j, (images, labels) in enumerate(batches, start=skip_batches):
         epoch, k = divmod(j, steps)
-        _, positions = self._epoch(first + epoch)
-        augmentation = self._augmentation(first + epoch)
-        batch = self._shard(images, labels)
+        _, positions, drawn = self._epoch(first + epoch)
         at = positions[k * b:(k + 1) * b]
-        d = self.local_devices
-        batch['flip'] = augmentation.flips[at].reshape(d, -1)
-        batch['light'] = augmentation.lights[at].reshape(d, -1, 3)
-        yield batch
+        yield dict(self._shard(images, labels),
+                   flip=drawn.flips[at].reshape(d, -1),
+                   light=drawn.lights[at].reshape(d, -1, 3))
       first += span
       skip_batches = 0
 
   # Evaluation.
 
-  def eval_dataset(self, ten_crop: bool | None = None):
-    """tf.data of this process's evaluation batches (unpadded); `ten_crop`
-    None: the options'."""
+  def eval_batches(self, ten_crop: bool | None = None
+                   ) -> Iterator[dict[str, np.ndarray]]:
+    """Every example of this process's eval shard once, padded and masked, in
+    `eval_steps` batches (fully masked ones at the end). With ten crops
+    (`ten_crop`; None: the options') the images are [devices, per_device, 10,
+    H, W, 3]."""
     tf, pre, source = self.tf, self.preprocess, self.source
     cached = self.options.cache
     if self._eval_base is None:
       self._eval_base = source.records(self._eval_shard)
       if cached:
         self._eval_base = self._eval_base.map(
-            lambda r: dict(r, image=pre.decode_and_resize(source.read(r))),
+            lambda r: dict(r, image=pre.decode_and_resize(r['image'])),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
-    ten = self.options.ten_crop if ten_crop is None else ten_crop
+    ten_crop = self.options.ten_crop if ten_crop is None else ten_crop
+    crop_of = pre.ten_crops if ten_crop else pre.center_crop
 
     def example(record):
       square = (record['image'] if cached else
-                pre.decode_and_resize(source.read(record)))
-      crop_of = pre.ten_crops if ten else pre.center_crop
+                pre.decode_and_resize(record['image']))
       image = self._minus_mean_image(crop_of(square), crop_of)
       return {'image': image, 'label': record['label']}
 
     ds = self._eval_base.map(example, num_parallel_calls=tf.data.AUTOTUNE,
                              deterministic=True)
-    ds = ds.batch(self.eval_per_process_batch)
-    return ds.prefetch(tf.data.AUTOTUNE).with_options(tf_data_options())
-
-  def eval_batches(self, ten_crop: bool | None = None
-                   ) -> Iterator[dict[str, np.ndarray]]:
-    """Every example of this process's eval shard once, padded and masked,
-    in `eval_steps` batches on every process (fully masked ones at the end),
-    so collective eval steps stay in lockstep. With ten crops (`ten_crop`;
-    None: the options') the images are [devices, per_device, 10, H, W, 3]."""
-    ten_crop = self.options.ten_crop if ten_crop is None else ten_crop
-    size = self.preprocess.image_size
+    ds = ds.batch(self.eval_per_process_batch).prefetch(tf.data.AUTOTUNE)
     count = 0
-    for batch in numpy_batches(self.eval_dataset(ten_crop), self.source.name,
-                               'evaluation'):
+    for batch in numpy_batches(ds, source.name, 'evaluation'):
       count += 1
       yield self._pad_and_shard(batch['image'], batch['label'])
-    crops = (NUM_TEN_CROPS,) if ten_crop else ()
-    dtype = np.uint8 if self.mean_image is None else np.float32
-    empty = np.zeros((0,) + crops + (size, size, 3), dtype)
+    spec = ds.element_spec['image']
+    empty = np.zeros((0, *spec.shape[1:]), spec.dtype.as_numpy_dtype)
     for _ in range(self.eval_steps - count):
       yield self._pad_and_shard(empty, np.zeros((0,), np.int64))
 

@@ -1,15 +1,9 @@
-"""Image folders as sources: `dataset_dir` holds split folders,
-root/<split>/<class>/<image> (as `tfds.folder_dataset.ImageFolder` reads), or
-class folders only, root/<class>/<image>, split here into 'train' and
-'validation' by a hash of each file's name (`in_validation`).
+"""Image folders as sources: root/<split>/<class>/<image> (as
+`tfds.folder_dataset.ImageFolder` reads), or root/<class>/<image> split here
+into 'train' and 'validation' by a hash of each file's name. One scan
+decodes every image once (cached); unreadable ones are skipped or stop the
+run (`bad_images`)."""
 
-One scan decodes every image once (cached next to the TFDS data); unreadable
-ones are skipped or stop the run (`bad_images`).
-"""
-
-from __future__ import annotations
-
-import dataclasses
 import hashlib
 import os
 import time
@@ -18,43 +12,33 @@ from typing import Sequence
 from absl import logging
 import numpy as np
 
-from alexnet_jax.input_pipeline import cache
+from alexnet_jax.input_pipeline import options as options_lib
+from alexnet_jax.input_pipeline import tables
 from alexnet_jax.input_pipeline.options import ConfigError
-from alexnet_jax.input_pipeline.options import DataError
-from alexnet_jax.input_pipeline.options import DataOptions
-from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
 from alexnet_jax.input_pipeline.options import import_tensorflow
-from alexnet_jax.input_pipeline.options import invalid
-from alexnet_jax.input_pipeline.options import tf_error_message
-from alexnet_jax.input_pipeline.tables import MemoryTable
 
 # Those of tfds.folder_dataset.ImageFolder (compared lower-case).
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
-_FOLDER_SPLITS = ('train', 'validation')  # Of a folder without split folders.
-
-
-@dataclasses.dataclass(frozen=True)
-class FolderShard:
-  paths: tuple[str, ...]
-  labels: tuple[int, ...]
 
 
 class FolderSource:
-  """Images in class folders. Classes are the sorted folder names (numbered
+  """Images in class folders; classes are the sorted folder names (numbered
   as tfds.folder_dataset.ImageFolder numbers them)."""
 
-  def __init__(self, options: DataOptions):
+  def __init__(self, options: options_lib.DataOptions):
+    folder = options_lib.IMAGE_FOLDER
     if not options.dataset_dir:  # A placeholder in the config files.
-      raise invalid('dataset_dir', options.dataset_dir,
-                    f"dataset={IMAGE_FOLDER!r} needs the folder's path")
+      raise options_lib.invalid('dataset_dir', options.dataset_dir,
+                                f"dataset={folder!r} needs the folder's path")
     self.root = os.path.abspath(os.path.expanduser(options.dataset_dir))
-    self.name = f'{IMAGE_FOLDER}:{self.root}'
+    self.name = f'{folder}:{self.root}'
     if not os.path.isdir(self.root):
-      raise invalid('dataset_dir', options.dataset_dir, 'not a directory')
+      raise options_lib.invalid('dataset_dir', options.dataset_dir,
+                                'not a directory')
     self.split_files, self.class_names = list_image_folder(
         self.root, options.validation_fraction)
     self.num_classes = len(self.class_names)
-    self.bad_images, not_jpeg, self._shapes = self._scan(options)
+    self.bad_images, self._shapes, not_jpeg = self._scan(options.cache_dir())
     self.jpeg_only = not not_jpeg
     if self.bad_images:
       self._drop_bad_images(options.bad_images)
@@ -66,49 +50,42 @@ class FolderSource:
   def _drop_bad_images(self, policy: str) -> None:
     """Stops with an error naming the bad images (policy 'error'), or logs
     them and leaves them out of every split ('skip')."""
-    bad = self.bad_images
+    bad, total = self.bad_images, sum(map(len, self.split_files.values()))
     shown = '\n'.join(f'  {os.path.join(self.root, p)}: {why}'
                       for p, why in sorted(bad.items())[:20])
-    more = len(bad) - 20
-    shown += f'\n  ... and {more} more' if more > 0 else ''
-    total = sum(len(v) for v in self.split_files.values())
+    if len(bad) > 20:
+      shown += f'\n  ... and {len(bad) - 20} more'
     if policy == 'error':
-      raise DataError(
-          f'{len(bad)} of {total} images in {self.root} cannot '
-          f'be decoded (config.bad_images="error"):\n{shown}\nRemove or '
-          f'replace them, or set config.bad_images="skip".')
+      raise options_lib.DataError(
+          f'{len(bad)} of {total} images in {self.root} cannot be decoded '
+          f'(config.bad_images="error"):\n{shown}\nRemove or replace them, '
+          f'or set config.bad_images="skip".')
     logging.warning('Skipping %d of %d images in %s that cannot be decoded '
                     '(config.bad_images="skip"):\n%s', len(bad), total,
                     self.root, shown)
-    self.split_files = {
-        s: [(p, y) for p, y in files if p not in bad]
-        for s, files in self.split_files.items()}
+    self.split_files = {s: [(p, y) for p, y in files if p not in bad]
+                        for s, files in self.split_files.items()}
 
-  def _scan(self, options: DataOptions
-            ) -> tuple[dict[str, str], list[str], dict[str, list[int]]]:
-    """({relative path: reason} of the images TensorFlow cannot decode, the
-    readable ones that are not JPEGs, {relative path: [height, width]} of the
-    readable ones), cached by the files' sizes and modification times."""
+  def _scan(self, cache_dir: str):
+    """`scan_images` of every file, cached by the files' sizes and
+    modification times."""
     files = sorted(p for f in self.split_files.values() for p, _ in f)
     stats = [os.stat(os.path.join(self.root, p)) for p in files]
-    signature = cache.digest([(p, st.st_size, st.st_mtime_ns)
-                              for p, st in zip(files, stats)])
-    path = os.path.join(options.cache_dir(), 'image_folder_scans',
-                        cache.digest(self.root)[:24] + '.json')
-    cached = cache.read_json(path)
-    if cached and cached.get('signature') == signature and 'shapes' in cached:
-      return (dict(cached['bad']), list(cached['not_jpeg']),
-              dict(cached['shapes']))
+    signature = options_lib.digest([(p, st.st_size, st.st_mtime_ns)
+                                    for p, st in zip(files, stats)])
+    path = os.path.join(cache_dir, 'image_folder_scans',
+                        options_lib.digest(self.root)[:24] + '.json')
+    cached = options_lib.read_cache(path)
+    if cached and cached.get('signature') == signature and 'scan' in cached:
+      return cached['scan']
     start = time.perf_counter()
-    bad, shapes = scan_images(self.root, files)
-    not_jpeg = [p for p in files if p not in bad and
-                not _starts_as_jpeg(os.path.join(self.root, p))]
+    scan = scan_images(self.root, files)
     logging.info('Scanned %d images of %s in %.1f s: %d cannot be decoded.',
-                 len(files), self.root, time.perf_counter() - start, len(bad))
-    cache.write_json(path, {'root': self.root, 'signature': signature,
-                            'bad': bad, 'not_jpeg': not_jpeg,
-                            'shapes': shapes})
-    return bad, not_jpeg, shapes
+                 len(files), self.root, time.perf_counter() - start,
+                 len(scan[0]))
+    options_lib.write_cache(path, {'root': self.root, 'signature': signature,
+                                   'scan': scan})
+    return scan
 
   def _split(self, split: str) -> list[tuple[str, int]]:
     files = []
@@ -121,51 +98,33 @@ class FolderSource:
       files += self.split_files[part]
     return files
 
-  def shards(self, split: str, count: int) -> list[FolderShard]:
+  def shards(self, split: str, count: int) -> list[list[tuple[str, int]]]:
     files = self._split(split)
     bounds = [i * len(files) // count for i in range(count + 1)]
-    parts = [files[a:b] for a, b in zip(bounds, bounds[1:])]
-    return [FolderShard(tuple(os.path.join(self.root, p) for p, _ in part),
-                        tuple(y for _, y in part)) for part in parts]
+    return [files[a:b] for a, b in zip(bounds, bounds[1:])]
 
   @staticmethod
-  def num_examples(shard: FolderShard) -> int:
-    return len(shard.paths)
+  def num_examples(shard: list[tuple[str, int]]) -> int:
+    return len(shard)
 
-  @staticmethod
-  def records(shard: FolderShard):
-    tf = import_tensorflow()
-    return tf.data.Dataset.from_tensor_slices({
-        'image': tf.constant(shard.paths, tf.string, shape=(len(shard.paths),)),
-        'label': tf.constant(shard.labels, tf.int64,
-                             shape=(len(shard.labels),))})
+  def records(self, shard: list[tuple[str, int]], start: int = 0):
+    return tables.records(self.table(shard), start)
 
-  @staticmethod
-  def read(record):
-    return import_tensorflow().io.read_file(record['image'])
-
-  def size(self, split: str) -> int:
-    return len(self._split(split))
-
-  def table(self, split: str) -> MemoryTable:
-    files = self._split(split)
-    return MemoryTable(
+  def table(self, split: str | list[tuple[str, int]]) -> tables.MemoryTable:
+    """Random access to a split, or to a shard's files."""
+    files = self._split(split) if isinstance(split, str) else split
+    return tables.MemoryTable(
         np.array([os.path.join(self.root, p) for p, _ in files], object),
         np.array([y for _, y in files], np.int64), are_paths=True)
 
   def image_shapes(self, split: str) -> np.ndarray:
-    """int32 [n, 2]: (h, w) of `split`'s images in `table`'s order (scanned)."""
+    """int32 [n, 2]: (h, w) of `split`'s images in `table`'s order."""
     return np.array([self._shapes[p] for p, _ in self._split(split)],
                     np.int32).reshape(-1, 2)
 
   def identity(self, split: str) -> list:
     return ['folder', self.root, split,
-            cache.digest(sorted(self._split(split)))]
-
-
-def _starts_as_jpeg(path: str) -> bool:
-  with open(path, 'rb') as f:
-    return f.read(3) == b'\xff\xd8\xff'  # JPEG's start-of-image marker.
+            options_lib.digest(sorted(self._split(split)))]
 
 
 def _subdirs(path: str) -> list[str]:
@@ -180,9 +139,8 @@ def _images(path: str) -> list[str]:
 
 
 def in_validation(file_name: str, fraction: float) -> bool:
-  """Whether a file of a class folder is held out: a hash of its name, as a
-  number in [0, 1), below `fraction`. Its side depends on its name alone, so
-  adding files moves no other; each class's share is `fraction` on average."""
+  """Whether a file of a class folder is held out: a hash of its name alone
+  (adding files moves no other), as a number in [0, 1), below `fraction`."""
   digest = hashlib.sha256(file_name.encode()).hexdigest()
   return int(digest[:16], 16) / 2**64 < fraction
 
@@ -204,7 +162,7 @@ def _class_images(root: str, relpath: str) -> list[str]:
 def _held_out_splits(root: str, classes: list[str], validation_fraction: float
                      ) -> dict[str, list[tuple[str, int]]]:
   """'train' and 'validation' (left out when empty) of class folders."""
-  splits = {s: [] for s in _FOLDER_SPLITS}
+  splits = {'train': [], 'validation': []}
   for label, name in enumerate(classes):
     for f in _class_images(root, name):
       split = ('validation' if in_validation(f, validation_fraction)
@@ -237,11 +195,10 @@ def list_image_folder(root: str, validation_fraction: float
   else:
     classes = sorted({c for s in top for c in _subdirs(os.path.join(root, s))})
     index = {c: i for i, c in enumerate(classes)}
-    splits = {}
-    for s in top:
-      splits[s] = [(os.path.join(s, c, f), index[c])
-                   for c in _subdirs(os.path.join(root, s))
-                   for f in _class_images(root, os.path.join(s, c))]
+    splits = {s: [(os.path.join(s, c, f), index[c])
+                  for c in _subdirs(os.path.join(root, s))
+                  for f in _class_images(root, os.path.join(s, c))]
+              for s in top}
   for s in splits:
     splits[s].sort()
   if not any(splits.values()):
@@ -256,25 +213,23 @@ def list_image_folder(root: str, validation_fraction: float
 
 
 def scan_images(root: str, relpaths: Sequence[str]
-                ) -> tuple[dict[str, str], dict[str, list[int]]]:
-  """({relative path: reason} of the files TensorFlow cannot read or
-  decode, {relative path: [height, width]} of the others), in parallel."""
+                ) -> tuple[dict[str, str], dict[str, list[int]], list[str]]:
+  """({relative path: reason} of the files TensorFlow cannot read or decode,
+  {relative path: [height, width]} of the others, those of them that are
+  not JPEGs), decoded in parallel."""
   tf = import_tensorflow()
-  if not relpaths:
-    return {}, {}
   paths = [os.path.join(root, p) for p in relpaths]
-  ds = tf.data.Dataset.from_tensor_slices(
-      (tf.range(len(paths), dtype=tf.int64), tf.constant(paths)))
 
   def check(index, path):
-    image = tf.io.decode_image(tf.io.read_file(path), channels=3,
-                               expand_animations=False)
-    return index, tf.shape(image)[:2]
+    data = tf.io.read_file(path)
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)
+    return index, tf.shape(image)[:2], tf.io.is_jpeg(data)
 
+  ds = tf.data.Dataset.from_tensor_slices(
+      (tf.range(len(paths), dtype=tf.int64), tf.constant(paths, tf.string)))
   ds = ds.map(check, num_parallel_calls=tf.data.AUTOTUNE, deterministic=False)
-  ds = ds.ignore_errors()
-  good = {int(i): [int(v) for v in shape]
-          for i, shape in ds.as_numpy_iterator()}
+  good = {int(i): ([int(v) for v in shape], bool(jpeg))
+          for i, shape, jpeg in ds.ignore_errors().as_numpy_iterator()}
   bad = {}
   for i, path in enumerate(paths):
     if i in good:
@@ -284,7 +239,7 @@ def scan_images(root: str, relpaths: Sequence[str]
                          expand_animations=False)
       reason = 'failed to decode in the scan'
     except tf.errors.OpError as e:
-      reason = tf_error_message(e)
+      reason = options_lib.tf_error_message(e)
     bad[relpaths[i]] = reason
-  return bad, {relpaths[i]: shape for i, shape in good.items()}
-
+  return (bad, {relpaths[i]: shape for i, (shape, _) in good.items()},
+          sorted(relpaths[i] for i, (_, jpeg) in good.items() if not jpeg))

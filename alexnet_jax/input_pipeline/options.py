@@ -1,14 +1,16 @@
 """What every stage of the pipeline shares: its options (read from the config
-once, by `DataOptions.from_config`), the errors it raises, and TensorFlow,
-imported only when a data function runs."""
-
-from __future__ import annotations
+once, by `DataOptions.from_config`), its errors, TensorFlow (imported only
+when a data function runs) and the cache files of costly results."""
 
 import dataclasses
-import functools
+import hashlib
+import json
 import os
 import re
 from typing import Any, Iterator
+
+from absl import logging
+import numpy as np
 
 from alexnet_jax import config_lib
 
@@ -23,9 +25,8 @@ class DataError(RuntimeError):
 
 
 def invalid(field: str, value: Any, allowed: str) -> ConfigError:
-  """The error for a config field, worded as config_lib words its own."""
-  return ConfigError(
-      f'config.{field}={value!r} is invalid: {allowed}.')
+  """A config field's error, worded as config_lib words its own."""
+  return ConfigError(f'config.{field}={value!r} is invalid: {allowed}.')
 
 
 def import_tensorflow():
@@ -33,14 +34,6 @@ def import_tensorflow():
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   return tf
-
-
-@functools.cache  # Called for every group of resized crops: set threads once.
-def import_cv2():
-  """OpenCV, single-threaded: tf.data already runs the resizes in parallel."""
-  import cv2  # pylint: disable=g-import-not-at-top
-  cv2.setNumThreads(1)
-  return cv2
 
 
 def import_tfds():
@@ -78,15 +71,13 @@ class DataOptions:
     from alexnet_jax.input_pipeline.preprocess import Preprocess  # pylint: disable=g-import-not-at-top
     config_lib.validate_data(config)
     augment, norm = config.augment, config.normalization
+    same = ('dataset', 'train_split', 'eval_split', 'validation_fraction',
+            'bad_images', 'batch_size', 'eval_batch_size', 'seed', 'cache',
+            'ten_crop')
+    optional = ('dataset_dir', 'data_dir', 'manual_dir')
     return cls(
-        dataset=config.dataset, dataset_dir=config.get('dataset_dir', None),
-        data_dir=config.get('data_dir', None),
-        manual_dir=config.get('manual_dir', None),
-        train_split=config.train_split, eval_split=config.eval_split,
-        validation_fraction=config.validation_fraction,
-        bad_images=config.bad_images, batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size, seed=config.seed,
-        cache=config.cache, ten_crop=config.ten_crop,
+        **{name: config[name] for name in same},
+        **{name: config.get(name, None) for name in optional},
         mean=tuple(float(v) for v in norm.mean),
         mean_from_data=norm.mean_from_data,
         mean_image=norm.get('mean_image', False),
@@ -103,6 +94,38 @@ class DataOptions:
     return os.path.join(os.path.expanduser(root), CACHE_SUBDIR)
 
 
+def digest(*parts: Any) -> str:
+  return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def read_cache(path: str) -> Any:
+  """The JSON or .npy file at `path`; None where it cannot be read."""
+  try:
+    if path.endswith('.npy'):
+      return np.load(path)
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return None
+
+
+def write_cache(path: str, value: Any) -> None:
+  """Writes a temporary file renamed to `path` (readers never see half a
+  file); a failure is only logged."""
+  npy = path.endswith('.npy')
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'wb' if npy else 'w') as f:
+      if npy:
+        np.save(f, value)
+      else:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+  except OSError as e:
+    logging.warning('Could not write the cache file %s: %s', path, e)
+
+
 def tf_error_message(error) -> str:
   """The first line of a TensorFlow error, without the op decorations."""
   lines = error.message.strip().splitlines() or ['']
@@ -111,24 +134,14 @@ def tf_error_message(error) -> str:
 
 
 def numpy_batches(ds, source_name: str, what: str) -> Iterator[Any]:
-  """`ds` as NumPy; a TensorFlow failure becomes a DataError naming the
-  source and `what` was being read."""
+  """`ds` as NumPy, in a deterministic order with its maps run in parallel;
+  a TensorFlow failure becomes a DataError naming the source and `what`."""
   tf = import_tensorflow()
-  iterator = ds.with_options(tf_data_options()).as_numpy_iterator()
-  while True:
-    try:
-      batch = next(iterator)
-    except StopIteration:
-      return
-    except tf.errors.OpError as e:
-      raise DataError(f'Reading {source_name!r} failed during {what}: '
-                      f'{tf_error_message(e)}') from None
-    yield batch
-
-
-def tf_data_options():
-  """A deterministic order, maps run in parallel."""
-  options = import_tensorflow().data.Options()
+  options = tf.data.Options()
   options.deterministic = True
   options.experimental_optimization.map_parallelization = True
-  return options
+  try:
+    yield from ds.with_options(options).as_numpy_iterator()
+  except tf.errors.OpError as e:
+    raise DataError(f'Reading {source_name!r} failed during {what}: '
+                    f'{tf_error_message(e)}') from None

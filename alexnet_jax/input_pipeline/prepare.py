@@ -1,6 +1,5 @@
-"""Writing a dataset resized once (the paper's storage) as TFDS array_record
-shards: the library behind `alexnet_jax.prepare_dataset` (which has the
-command line and the full story)."""
+"""Writes a dataset resized once (the paper's storage) as TFDS array_record
+shards: the library behind `alexnet_jax.tools.prepare_dataset`."""
 
 import glob
 import io
@@ -26,32 +25,20 @@ def _shard_path(output_dir: str, split: str, index: int, count: int) -> str:
       f'{DATASET_NAME}-{split}.array_record-{index:05d}-of-{count:05d}')
 
 
-def _features(class_names, square: int | None):
-  """The dataset's features; `square`: every image is square x square (the
-  pipeline then plans each crop's window ahead)."""
-  tfds = import_tfds()
-  return tfds.features.FeaturesDict({
-      'image': tfds.features.Image(shape=(square, square, 3),
-                                   encoding_format='jpeg'),
-      'label': tfds.features.ClassLabel(names=list(class_names)),
-  })
-
-
 def _encoded_examples(source, shard, preprocess, start: int, count: int,
                       central_square: bool, quality: int):
   """(JPEG bytes, label) of examples [start, start + count) of `shard`."""
   tf = import_tensorflow()
 
   def encode(record):
-    image = preprocess.decode(source.read(record))
+    image = preprocess.decode(record['image'])
     if central_square:
       image = preprocess.resize_square(image)
     else:
-      target = preprocess.resized_shape(tf.shape(image)[:2])
-      image = resize_uint8(image, target)
+      image = resize_uint8(image, preprocess.resized_shape(tf.shape(image)[:2]))
     return tf.io.encode_jpeg(image, quality=quality), record['label']
 
-  ds = source.records(shard).skip(start).take(count)
+  ds = source.records(shard, start).take(count)
   ds = ds.map(encode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
   return ds.prefetch(tf.data.AUTOTUNE).as_numpy_iterator()
 
@@ -69,10 +56,9 @@ def write_split(source, split: str, name: str, output_dir: str, preprocess,
       features.get_serialized_info())
   lengths = [min(examples_per_shard, total - i * examples_per_shard)
              for i in range(count)]
-  stale = glob.glob(glob.escape(_shard_path(output_dir, name, 0, count))
-                    .replace('00000-of', '*-of') + '.tmp*')
-  for path in stale:  # From a run killed mid-shard.
-    os.remove(path)
+  for path in glob.glob(glob.escape(_shard_path(output_dir, name, 0, count))
+                        .replace('00000-of', '*-of') + '.tmp*'):
+    os.remove(path)  # From a run killed mid-shard.
   start_time, done = time.perf_counter(), 0
   for index, length in enumerate(lengths):
     path = _shard_path(output_dir, name, index, count)
@@ -95,10 +81,9 @@ def write_split(source, split: str, name: str, output_dir: str, preprocess,
         os.remove(tmp)
     done += length
     rate = done / (time.perf_counter() - start_time)
-    left = sum(lengths[index + 1:])
     logging.info('%s: shard %d of %d written (%d images); %.0f images/s, '
                  'about %.0f min left.', name, index + 1, count, length, rate,
-                 left / rate / 60)
+                 sum(lengths[index + 1:]) / rate / 60)
   num_bytes = sum(os.path.getsize(_shard_path(output_dir, name, i, count))
                   for i in range(count))
   return tfds.core.SplitInfo(name=name, shard_lengths=lengths,
@@ -120,18 +105,24 @@ def prepare(options: DataOptions, output_dir: str, splits=None,
   preprocess = options.preprocess
   names = ({s: s for s in splits} if splits else
            {options.train_split: 'train', options.eval_split: 'validation'})
-  features = _features(source.class_names,
-                       preprocess.resize_size if central_square else None)
+  # With central squares every image is the same size: the pipeline then
+  # plans each crop's window ahead.
+  square = preprocess.resize_size if central_square else None
+  features = tfds.features.FeaturesDict({
+      'image': tfds.features.Image(shape=(square, square, 3),
+                                   encoding_format='jpeg'),
+      'label': tfds.features.ClassLabel(names=list(source.class_names))})
   os.makedirs(output_dir, exist_ok=True)
   infos = [write_split(source, split, name, output_dir, preprocess, features,
                        examples_per_shard, central_square, jpeg_quality)
            for split, name in names.items()]
   tfds.folder_dataset.write_metadata(
-      data_dir=output_dir, features=features, split_infos=infos, check_data=False,
+      data_dir=output_dir, features=features, split_infos=infos,
+      check_data=False,
       description=(f'{source.name} resized to {preprocess.resize_size} '
                    f'({preprocess.resize_mode}; central square: '
                    f'{central_square}; JPEG quality {jpeg_quality}) by '
-                   f'alexnet_jax.prepare_dataset.'))
+                   f'alexnet_jax.tools.prepare_dataset.'))
   logging.info('Prepared %s in %s: splits %s.', source.name, output_dir,
                {i.name: i.num_examples for i in infos})
   return output_dir

@@ -1,19 +1,8 @@
-"""The dataset as a source of records: a TFDS name (prepared on first use, as
-array_record for random access; `imagenet2012` from the tars in
-`manual_dir`), the embedded `alexnet_shapes`, a TFDS dataset written in
-`dataset_dir` ('tfds_directory', e.g. by `alexnet_jax.prepare_dataset`), or an
-image folder (`image_folder.FolderSource`).
-
-A source has `name`, `num_classes`, `class_names`, `jpeg_only`, and
-shards(split, count) (one per process), num_examples(shard),
-size(split), records(shard) (tf.data of {'image', 'label'}: `read(record)` is
-the encoded bytes), table(split) (random access, `tables`),
-image_shapes(split) ((h, w) per record, or None where unknown) and
-identity(split) (for cache keys). Images stay encoded
-(`tfds.decode.SkipDecoding`): the pipeline decodes only each crop's window.
-"""
-
-from __future__ import annotations
+"""The dataset as a source of records: a TFDS name (prepared on first use as
+array_record, for random access; `imagenet2012` from the tars in
+`manual_dir`), the embedded `alexnet_shapes`, a TFDS dataset in `dataset_dir`
+('tfds_directory') or an image folder. docs/input_pipeline.md lists what a
+source offers; images stay encoded until the pipeline decodes a window."""
 
 import difflib
 import os
@@ -21,23 +10,18 @@ import os
 from absl import logging
 import numpy as np
 
+from alexnet_jax.input_pipeline import options as options_lib
+from alexnet_jax.input_pipeline import tables
 from alexnet_jax.input_pipeline.image_folder import FolderSource
-from alexnet_jax.input_pipeline.options import ConfigError
 from alexnet_jax.input_pipeline.options import DataError
 from alexnet_jax.input_pipeline.options import DataOptions
 from alexnet_jax.input_pipeline.options import IMAGE_FOLDER
-from alexnet_jax.input_pipeline.options import import_tensorflow
 from alexnet_jax.input_pipeline.options import import_tfds
-from alexnet_jax.input_pipeline.options import invalid
-from alexnet_jax.input_pipeline.options import TFDS_DIRECTORY
-from alexnet_jax.input_pipeline.tables import DataSourceTable
-from alexnet_jax.input_pipeline.tables import MemoryTable
 
 EMBEDDED_DATASETS = ('alexnet_shapes',)
 # Files TFDS needs in `manual_dir` to prepare these datasets.
-MANUAL_FILES = {
-    'imagenet2012': ('ILSVRC2012_img_train.tar', 'ILSVRC2012_img_val.tar'),
-}
+MANUAL_FILES = {'imagenet2012': ('ILSVRC2012_img_train.tar',
+                                 'ILSVRC2012_img_val.tar')}
 # A tfrecord-format split larger than this is not loaded into memory.
 MEMORY_TABLE_LIMIT = 4 * 2**30
 
@@ -54,17 +38,17 @@ def make_source(options: DataOptions, builder=None):
 def get_builder(options: DataOptions):
   """The TFDS builder of `options.dataset`, prepared if it is not yet."""
   tfds = import_tfds()
-  import_tensorflow()  # Off the accelerator before TFDS uses it.
+  options_lib.import_tensorflow()  # Off the accelerator before TFDS uses it.
   name = options.dataset
   if name in EMBEDDED_DATASETS:
     from alexnet_jax.datasets import shapes  # pylint: disable=g-import-not-at-top
     return shapes.build(options.data_dir)
-  if name == TFDS_DIRECTORY:
+  if name == options_lib.TFDS_DIRECTORY:
     path = os.path.expanduser(options.dataset_dir)
     if not os.path.isfile(os.path.join(path, 'dataset_info.json')):
-      raise invalid('dataset_dir', options.dataset_dir,
-                    'holds no TFDS dataset (no dataset_info.json; '
-                    'alexnet_jax.prepare_dataset writes one)')
+      raise options_lib.invalid(
+          'dataset_dir', options.dataset_dir, 'holds no TFDS dataset (no '
+          'dataset_info.json; alexnet_jax.tools.prepare_dataset writes one)')
     return tfds.builder_from_directory(path)
   kwargs = {'data_dir': options.data_dir} if options.data_dir else {}
   try:
@@ -72,7 +56,7 @@ def get_builder(options: DataOptions):
   except Exception as e:  # TFDS raises its own DatasetNotFoundError.
     if 'not found' in str(e).lower():
       close = difflib.get_close_matches(name, tfds.list_builders(), n=5)
-      raise ConfigError(
+      raise options_lib.ConfigError(
           f'config.dataset={name!r} is not a TFDS dataset; close matches: '
           f'{close} (or {IMAGE_FOLDER!r} with config.dataset_dir).') from None
     raise
@@ -84,11 +68,27 @@ def get_builder(options: DataOptions):
 
 
 def _prepare(builder, options: DataOptions) -> None:
-  """Prepares a TFDS dataset, checking its manual files first."""
+  """Prepares a TFDS dataset; first refuses one whose downloaded-by-hand files
+  are missing, saying which go where (TFDS would say less)."""
   tfds = import_tfds()
   manual_dir = os.path.expanduser(options.manual_dir or os.path.join(
       os.fspath(builder.data_dir_root), 'downloads', 'manual'))
-  _check_manual_files(builder, manual_dir)
+  needed = next((files for prefix, files in MANUAL_FILES.items()
+                 if builder.name.startswith(prefix)), ())
+  advice = ' '.join(
+      (getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None) or '').split())
+  missing = [f for f in needed
+             if not os.path.isfile(os.path.join(manual_dir, f))]
+  if missing or (advice and not needed and not (
+      os.path.isdir(manual_dir) and os.listdir(manual_dir))):
+    todo = (f'put {", ".join(missing)} into {manual_dir} (config.manual_dir)'
+            if missing else f'the manual dir {manual_dir} is empty')
+    raise DataError(
+        f'TFDS dataset {builder.name!r} is not prepared in '
+        f'{builder.data_dir_root} and needs files you download yourself: '
+        f'{todo}; TFDS prepares the dataset from them once.'
+        + (f" TFDS's instructions: {advice}" if advice and not missing
+           else ''))
   logging.info('Preparing TFDS dataset %r in %s (once).', builder.name,
                builder.data_dir_root)
   try:
@@ -102,27 +102,6 @@ def _prepare(builder, options: DataOptions) -> None:
         f'{IMAGE_FOLDER!r}.)') from e
 
 
-def _check_manual_files(builder, manual_dir: str) -> None:
-  """Refuses to prepare a dataset whose downloaded-by-hand files are not
-  there, saying which go where (before TFDS fails with less to say)."""
-  needed = next((files for prefix, files in MANUAL_FILES.items()
-                 if builder.name.startswith(prefix)), ())
-  instructions = getattr(builder, 'MANUAL_DOWNLOAD_INSTRUCTIONS', None)
-  missing = [f for f in needed
-             if not os.path.isfile(os.path.join(manual_dir, f))]
-  if missing or (instructions and not needed and not (
-      os.path.isdir(manual_dir) and os.listdir(manual_dir))):
-    todo = (f'put {", ".join(missing)} into {manual_dir} (config.manual_dir)'
-            if missing else f'the manual dir {manual_dir} is empty')
-    advice = ' '.join((instructions or '').split())
-    raise DataError(
-        f'TFDS dataset {builder.name!r} is not prepared in '
-        f'{builder.data_dir_root} and needs files you download yourself: '
-        f'{todo}; TFDS prepares the dataset from them once.'
-        + (f" TFDS's instructions: {advice}" if advice and not missing
-           else ''))
-
-
 class TFDSSource:
   """A TFDS dataset; shards are `tfds.even_splits` sub-splits."""
 
@@ -132,27 +111,28 @@ class TFDSSource:
     label = builder.info.features['label']
     self.num_classes = label.num_classes
     self.class_names = list(label.names)
-    # Every image a JPEG: training crops skip the per-image format check.
     image = builder.info.features['image']
     self.jpeg_only = getattr(image, 'encoding_format', None) == 'jpeg'
     shape = tuple(getattr(image, 'shape', (None,))[:2])
-    # (h, w) when every image has it (None where they differ).
-    self.image_shape = shape if None not in shape else None
+    self.image_shape = shape if None not in shape else None  # If all alike.
+    # Random access, through tfds.data_source (as_dataset does not read it).
+    self._array_record = (getattr(builder.info, 'file_format', None) ==
+                          import_tfds().core.FileFormat.ARRAY_RECORD)
 
   def image_shapes(self, split: str) -> np.ndarray | None:
     if self.image_shape is None:
       return None
-    return np.tile(np.array(self.image_shape, np.int32), (self.size(split), 1))
+    return np.tile(np.array(self.image_shape, np.int32),
+                   (self.num_examples(split), 1))
 
   def shards(self, split: str, count: int) -> list:
-    tfds = import_tfds()
     known = list(self.builder.info.splits.keys())
     parts = [p.split('[')[0] for p in split.split('+')]
     if known and any(p not in known for p in parts):
-      raise ConfigError(
+      raise options_lib.ConfigError(
           f'split {split!r} is not a split of {self.name!r}; its splits are '
           f'{known} (set config.train_split / config.eval_split).')
-    return tfds.even_splits(split, n=count)
+    return import_tfds().even_splits(split, n=count)
 
   def _as_dataset(self, shard):
     tfds = import_tfds()
@@ -161,48 +141,28 @@ class TFDSSource:
         decoders={'image': tfds.decode.SkipDecoding()},
         read_config=tfds.ReadConfig(try_autocache=False))
 
-  def _array_record(self) -> bool:
-    """Whether the records are array_record (random access, through
-    tfds.data_source; as_dataset does not read it)."""
-    tfds = import_tfds()
-    return (getattr(self.builder.info, 'file_format', None) ==
-            tfds.core.FileFormat.ARRAY_RECORD)
-
-  def _data_source(self, shard) -> DataSourceTable:
-    tfds = import_tfds()
-    return DataSourceTable(self.builder.as_data_source(
-        shard, decoders={'image': tfds.decode.SkipDecoding()}))
+  def _data_source(self, shard) -> tables.DataSourceTable:
+    return tables.DataSourceTable(self.builder.as_data_source(
+        shard, decoders={'image': import_tfds().decode.SkipDecoding()}))
 
   def num_examples(self, shard) -> int:
-    if self._array_record():
+    if self._array_record:
       return self._data_source(shard).size
     # TFDS sets the cardinality from the split's metadata (mock_data too).
     count = int(self._as_dataset(shard).cardinality())
-    if count < 0:
-      count = self.builder.info.splits[shard].num_examples
-    return count
+    return count if count >= 0 else self.builder.info.splits[shard].num_examples
 
-  def size(self, split: str) -> int:
-    self.shards(split, 1)  # Checks the split's name.
-    return self.num_examples(split)
-
-  def records(self, shard):
-    if self._array_record():
-      table = self._data_source(shard)
-      return import_tensorflow().data.Dataset.range(table.size).map(
-          lambda i: dict(zip(('image', 'label'), table.fetch(i))))
-    return self._as_dataset(shard).map(
+  def records(self, shard, start: int = 0):
+    if self._array_record:
+      return tables.records(self._data_source(shard), start)
+    return self._as_dataset(shard).skip(start).map(
         lambda ex: {'image': ex['image'], 'label': ex['label']})
-
-  @staticmethod
-  def read(record):
-    return record['image']
 
   def table(self, split: str):
     """Random access to `split`: array_record's, or (tfrecord, read only in
     sequence) the encoded images loaded into memory once."""
     self.shards(split, 1)  # Checks the split's name.
-    if self._array_record():
+    if self._array_record:
       return self._data_source(split)
     try:
       size = int(self.builder.info.splits[split].num_bytes)
@@ -216,15 +176,14 @@ class TFDSSource:
           f'array_record format (random access): move '
           f'{self.builder.data_dir} aside and run again (this pipeline '
           f'prepares datasets as array_record).')
-    images, labels = [], []
+    images, labels = [], [np.zeros(0, np.int64)]
     for batch in self.records(split).batch(1024).as_numpy_iterator():
       images.extend(batch['image'])
       labels.append(batch['label'])
-    labels = np.concatenate(labels) if labels else np.zeros(0, np.int64)
-    return MemoryTable(np.array(images, object), labels, are_paths=False)
+    return tables.MemoryTable(np.array(images, object),
+                              np.concatenate(labels), are_paths=False)
 
   def identity(self, split: str) -> list:
     """Identifies a split's content (for cache keys)."""
     return ['tfds', self.name, str(self.builder.version),
             os.fspath(self.builder.data_dir), split]
-
