@@ -74,6 +74,17 @@ def as_record(config) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def set_absent(record, field: str, value: Any) -> None:
+  """Sets dotted `field` of a dict or ConfigDict where it is absent."""
+  *parents, leaf = field.split('.')
+  for part in parents:
+    record = record.get(part)
+    if not hasattr(record, 'get'):
+      return  # A record without the section: nothing to complete.
+  if leaf not in record:
+    record[leaf] = value
+
+
 def is_identity(field: str) -> bool:
   """Undeclared fields count as identity: a change of one is refused."""
   return field not in FREE

@@ -1,8 +1,6 @@
-"""Metrics to TensorBoard (tensorboardX) and to `workdir/metrics.jsonl`.
-
-TensorBoard (`tensorboard --logdir WORKDIR`) finds the scalars under
-`train/` and `eval/`, the config in the text tab and the HParams dashboard.
-"""
+"""Metrics to `workdir/metrics.jsonl` and TensorBoard (tensorboardX): the
+scalars under `train/` and `eval/`, the config in the text tab and the HParams
+dashboard."""
 
 from __future__ import annotations
 
@@ -16,13 +14,10 @@ from alexnet_jax import config_fields
 
 
 class MetricsWriter:
-  """One JSON object per logged step, and the same scalars for TensorBoard.
-
-  `enabled=False` (processes other than 0) writes nothing. A training run
-  that starts at `resume_step` (0 for a fresh start) first drops the rows a
-  crashed run wrote after that step, so the file reads as one uninterrupted
-  run; `resume_step=None` keeps every row and appends.
-  """
+  """One JSON object per logged step, and the same scalars for TensorBoard;
+  `enabled=False` (processes other than 0) writes nothing. A run starting at
+  `resume_step` first drops the rows a crashed run wrote after it, so the
+  file reads as one run; `resume_step=None` keeps every row."""
 
   def __init__(self, workdir: str, enabled: bool = True,
                resume_step: int | None = None):
@@ -58,18 +53,18 @@ class MetricsWriter:
         self._tb.add_scalar(tag, value, global_step=int(step))
     self._tb.flush()
 
-  def write_config(self, config) -> None:
-    """The resolved config, as text and as hyperparameters (TensorBoard's
-    HParams dashboard, which compares runs by them and HPARAM_METRICS)."""
+  def write_config(self, record: dict) -> None:
+    """The resolved config record, as text and as hyperparameters (the
+    HParams dashboard compares runs by them and HPARAM_METRICS)."""
     if not self.enabled:
       return
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    text = json.dumps(record, indent=2, sort_keys=True)
     # Indented four spaces: a Markdown code block in TensorBoard's text tab.
     self._tb.add_text('config', '\n'.join('    ' + line
                                          for line in text.splitlines()))
     experiment, session_start, _ = summary.hparams(
-        flat_hparams(config), dict.fromkeys(HPARAM_METRICS, 0.0))
+        flat_hparams(record), dict.fromkeys(HPARAM_METRICS, 0.0))
     self._tb.file_writer.add_summary(experiment)
     self._tb.file_writer.add_summary(session_start)
     self._tb.flush()
@@ -86,9 +81,8 @@ HPARAM_METRICS = ('eval/top1', 'eval/top5', 'eval/loss', 'train/loss',
 
 
 def tensorboard_tag(name: str) -> str | None:
-  """The TensorBoard tag of a metrics.jsonl field: eval_* under 'eval/',
-  the rest under 'train/'. None for fields that are no curve (the step, the
-  number of evaluated examples, a constant of the dataset)."""
+  """eval_* under 'eval/', the rest under 'train/'; None for fields that
+  are no curve."""
   if name in ('step', 'eval_examples'):
     return None
   if name.startswith('eval_'):
@@ -96,10 +90,10 @@ def tensorboard_tag(name: str) -> str | None:
   return 'train/' + name.removeprefix('train_')
 
 
-def flat_hparams(config) -> dict[str, bool | int | float | str]:
-  """The config's leaves by dotted name; sequences and None as text."""
+def flat_hparams(record: dict) -> dict[str, bool | int | float | str]:
+  """A config record's leaves by dotted name; sequences and None as text."""
   return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in config_fields.flatten(config).items()}
+          for k, v in config_fields.flatten(record).items()}
 
 
 def _parse(path: str) -> tuple[list[dict], int | None]:

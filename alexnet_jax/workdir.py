@@ -1,21 +1,8 @@
-"""The training workdir's records: the lock and the configs each run used.
-
-* `WorkdirLock`: one training run per workdir. `workdir/.lock` is held with
-  `fcntl.flock` for the run's lifetime; the kernel releases it when the
-  process dies (even by SIGKILL), so a crashed run never blocks the next. The
-  file names the holder (host, pid, start time) for the error message.
-* `check_records`: a workdir holding a run's records (metrics, checkpoints
-  set aside) but no checkpoint is refused, so that a relaunch never replaces
-  them; `config.start_over` moves them to `old_records.<time>/` instead.
-* `start_records`: what a training run writes as it starts (the config
-  records, the mean image, provenance) and its metrics writer.
-* `record_config`: the first run writes `config.json`; a resume compares the
-  run's identity (alexnet_jax.config_fields) with the one its checkpoint
-  carries, or else with the newest record, and refuses a change (naming the
-  fields) unless `config.allow_config_change`; any accepted change is written
-  to `config.<step>.json` (the step it applies from), so `config.json` always
-  stays what the first steps used.
-"""
+"""The training workdir's records: the lock (one run per workdir), the refusal
+of a launch that would replace a run's records, and the config each session
+used (`config.json`, then `config.<step>.json` for an accepted change; a
+resume that changes the run's identity is refused). Functions take the config
+as its flat JSON record (config_fields.as_record)."""
 
 from __future__ import annotations
 
@@ -38,10 +25,8 @@ from alexnet_jax import provenance
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
-# config.normalization.mean_image: the mean image a run subtracted.
-MEAN_IMAGE_FILE = 'mean_image.npy'
+MEAN_IMAGE_FILE = 'mean_image.npy'  # config.normalization.mean_image's.
 _STEP_RECORD = re.compile(r'^(config|class_names)\.(\d+)\.(json|txt)$')
-
 OLD_RECORDS = 'old_records.'  # + the UTC time a start over set them aside.
 
 
@@ -58,7 +43,9 @@ class ConfigChangedError(RecordsError):
 
 
 class WorkdirLock:
-  """An exclusive `fcntl.flock` on `workdir/.lock` while the run lasts."""
+  """An exclusive `fcntl.flock` on `workdir/.lock` while the run lasts: the
+  kernel releases it when the process dies, even by SIGKILL. The file names
+  the holder for the error message."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)
@@ -114,23 +101,12 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
-def set_absent(record, field: str, value: Any) -> None:
-  """Sets dotted `field` of a dict or ConfigDict where it is absent."""
-  *parents, leaf = field.split('.')
-  for part in parents:
-    record = record.get(part)
-    if not hasattr(record, 'get'):
-      return  # A record without the section: nothing to complete.
-  if leaf not in record:
-    record[leaf] = value
-
-
 def read_config(path: str) -> dict[str, Any]:
   """A config record as a dict, with the fields added since it was written
   set to what the code that wrote it did."""
   record = json.loads(_read(path))
-  for field, value in config_fields.with_older_values({}).items():
-    set_absent(record, field, value)
+  for field, value in config_fields.ADDED.items():
+    config_fields.set_absent(record, field, value)
   return record
 
 
@@ -147,19 +123,18 @@ def resolved_flat(record: dict[str, Any]) -> dict[str, Any]:
   return flat
 
 
-def run_identity(config, class_names: Iterable[str]) -> dict[str, Any]:
+def run_identity(record: dict[str, Any], class_names: Iterable[str]
+                 ) -> dict[str, Any]:
   """What a checkpoint carries of its run: the identity fields of the
-  (resolved) config, the class list, and a digest of both."""
-  fields = config_fields.identity_of(
-      config_fields.flatten(config_fields.as_record(config)))
+  (resolved) config record, the class list, and a digest of both."""
+  fields = config_fields.identity_of(config_fields.flatten(record))
   classes = list(class_names)
   return {'fields': fields, 'classes': classes,
           'digest': config_fields.digest(fields, classes)}
 
 
 def _results(workdir: str) -> list[str]:
-  """The records of a run's results in `workdir` (a metrics file with rows,
-  checkpoints set aside, configs of resumes); a corrupt metrics file is
+  """The records of a run's results in `workdir`; a corrupt metrics file is
   refused here, before anything is written."""
   found = []
   if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
@@ -220,31 +195,30 @@ def _write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def start_records(workdir: str, config, data, start_step: int,
+def start_records(workdir: str, record: dict[str, Any], data, start_step: int,
                   carried: dict[str, Any] | None, is_writer: bool
                   ) -> metrics_writer.MetricsWriter:
-  """Writes the config, class names, mean image and provenance (where
+  """Writes the config record, class names, mean image and provenance (where
   `is_writer`: process 0); returns the metrics writer."""
   if is_writer:
-    record_config(workdir, config, data.class_names, start_step, carried)
+    record_config(workdir, record, data.class_names, start_step, carried)
     if getattr(data, 'mean_image', None) is not None:  # For predict.
       np.save(os.path.join(workdir, MEAN_IMAGE_FILE), data.mean_image)
     provenance.record(workdir, start_step)
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
-  writer.write_config(config)
+  writer.write_config(record)
   return writer
 
 
-def record_config(workdir: str, config, class_names: list[str], step: int,
+def record_config(workdir: str, record: dict[str, Any],
+                  class_names: list[str], step: int,
                   carried: dict[str, Any] | None = None) -> None:
-  """Writes the run's config and class names, refusing a changed resume.
-
-  `step`: the step training starts from (0 for a new run, whose records
-  replace those of a run that left no results: `check_records`).
-  `carried`: the identity the checkpoint of `step` carries.
+  """Writes the run's config record and class names, refusing a changed
+  resume. `step`: where training starts (0: a new run, whose records replace
+  those of a run that left no results); `carried`: its checkpoint's identity.
   """
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
+  text = json.dumps(record, indent=2, sort_keys=True)
   names = ''.join(f'{name}\n' for name in class_names)
   if step == 0:
     for _, path in _records(workdir, 'config') + _records(workdir,
@@ -253,7 +227,7 @@ def record_config(workdir: str, config, class_names: list[str], step: int,
     _write(os.path.join(workdir, CONFIG_FILE), text)
     _write(os.path.join(workdir, CLASS_NAMES_FILE), names)
     return
-  check_resume(workdir, config, step, carried, class_names)
+  check_resume(workdir, record, step, carried, class_names)
   last = record_path(workdir, 'config')
   if last is None or json.loads(_read(last)) != json.loads(text):
     _write(os.path.join(workdir, f'config.{step}.json'), text)
@@ -283,24 +257,23 @@ def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
   return old, config_fields.identity_of(old), classes, os.path.basename(path)
 
 
-def check_resume(workdir: str, config, step: int,
+def check_resume(workdir: str, record: dict[str, Any], step: int,
                  carried: dict[str, Any] | None = None,
                  class_names: list[str] | None = None,
                  log_changes: bool = True) -> None:
-  """Raises ConfigChangedError if `config` (resolved) or `class_names`
-  change the run's identity, as the checkpoint of `step` carries it
-  (`carried`) or else as the newest config record says, unless
-  config.allow_config_change; logs every change it accepts if
-  `log_changes`."""
+  """Raises ConfigChangedError if the config `record` (resolved) or
+  `class_names` change the run's identity, as the checkpoint of `step`
+  carries it (`carried`) or else as the newest config record says, unless
+  allow_config_change; logs every change it accepts if `log_changes`."""
   old, fields, classes, where = _recorded(workdir, step, carried)
   if fields is None:
     return
-  new = resolved_flat(config_fields.as_record(config))
+  new = resolved_flat(record)
   found = config_fields.changes(fields, config_fields.identity_of(new))
   if class_names is not None and classes is not None and (
       list(classes) != list(class_names)):
     found.append(('classes', list(classes), list(class_names)))
-  if found and not config.get('allow_config_change', False):
+  if found and not record.get('allow_config_change', False):
     raise ConfigChangedError(
         f'{workdir} holds a run (resumed here at step {step}) of another '
         f'experiment: {config_fields.describe(found)} (as recorded in '

@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from alexnet_jax import config_fields
 from alexnet_jax import metrics_writer
 from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
@@ -314,6 +315,8 @@ def test_a_record_older_than_lrn_across_towers_means_across(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(record))
   with pytest.raises(workdir_lib.ConfigChangedError,
                      match='model.lrn_across_towers True -> False'):
-    workdir_lib.check_resume(str(tmp_path), config, step=4)
+    workdir_lib.check_resume(str(tmp_path), config_fields.as_record(config),
+                             step=4)
   config.model.lrn_across_towers = True
-  workdir_lib.check_resume(str(tmp_path), config, step=4)  # The same model.
+  workdir_lib.check_resume(str(tmp_path), config_fields.as_record(config),
+                             step=4)  # The same model.
