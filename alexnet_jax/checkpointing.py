@@ -111,15 +111,12 @@ class Checkpointer:
     quiet_orbax()
     self.directory = os.path.abspath(directory)
     self._aside_dir = self.directory + '.unreadable'
-    if asynchronous is None:
-      asynchronous = jax.default_backend() != 'cpu'
-    best = {}
-    if best_metric:
-      best = dict(best_fn=lambda metrics: metrics[best_metric],
-                  best_mode='max', keep_checkpoints_without_metrics=False)
+    best = dict(best_fn=lambda metrics: metrics[best_metric], best_mode='max',
+                keep_checkpoints_without_metrics=False) if best_metric else {}
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True,
-        enable_async_checkpointing=asynchronous, **best)
+        max_to_keep=max_to_keep, create=True, **best,
+        enable_async_checkpointing=(jax.default_backend() != 'cpu'
+                                    if asynchronous is None else asynchronous))
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers=ocp.StandardCheckpointHandler())
@@ -133,9 +130,8 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return
     # Each process holds the whole state; the primary process writes it.
-    host_state = host_copy(state)
     with self._writing(f'the checkpoint of step {step}'):
-      self._manager.save(step, args=ocp.args.StandardSave(host_state),
+      self._manager.save(step, args=ocp.args.StandardSave(host_copy(state)),
                          metrics=metrics, custom_metadata=identity or {})
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 

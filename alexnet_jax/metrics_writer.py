@@ -28,9 +28,12 @@ class MetricsWriter:
       return
     path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(path) and resume_step is not None:
-      rows = read_metrics(workdir)
-      keep = [r for r in rows if r['step'] <= resume_step]
-      if len(keep) != len(rows) or _has_torn_line(path):
+      keep = [r for r in read_metrics(workdir) if r['step'] <= resume_step]
+      with open(path) as f:
+        text = f.read()
+      # Rows dropped, a torn last line, or one without its newline.
+      lines = [line for line in text.splitlines() if line.strip()]
+      if len(keep) != len(lines) or not text.endswith('\n'):
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
           f.writelines(json.dumps(r) + '\n' for r in keep)
@@ -63,8 +66,11 @@ class MetricsWriter:
     # Indented four spaces: a Markdown code block in TensorBoard's text tab.
     self._tb.add_text('config', '\n'.join('    ' + line
                                          for line in text.splitlines()))
+    # Sequences and None as text.
+    hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+               for k, v in config_fields.flatten(record).items()}
     experiment, session_start, _ = summary.hparams(
-        flat_hparams(record), dict.fromkeys(HPARAM_METRICS, 0.0))
+        hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
     self._tb.file_writer.add_summary(experiment)
     self._tb.file_writer.add_summary(session_start)
     self._tb.flush()
@@ -90,12 +96,6 @@ def tensorboard_tag(name: str) -> str | None:
   return 'train/' + name.removeprefix('train_')
 
 
-def flat_hparams(record: dict) -> dict[str, bool | int | float | str]:
-  """A config record's leaves by dotted name; sequences and None as text."""
-  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in config_fields.flatten(record).items()}
-
-
 def _parse(path: str) -> tuple[list[dict], int | None]:
   """The complete rows of `path`, and the line number of a torn last line
   (a write cut short by a crash), if any."""
@@ -111,18 +111,6 @@ def _parse(path: str) -> tuple[list[dict], int | None]:
       raise ValueError(f'{path}, line {number}: not a JSON object: '
                        f'{line[:80]!r}') from None
   return rows, None
-
-
-def _has_torn_line(path: str) -> bool:
-  """A torn last line, or a last line without its newline (the next row
-  would be appended to it)."""
-  with open(path, 'rb') as f:
-    f.seek(0, os.SEEK_END)
-    if f.tell():
-      f.seek(-1, os.SEEK_END)
-      if f.read(1) != b'\n':
-        return True
-  return _parse(path)[1] is not None
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -1,6 +1,5 @@
-"""Training progress: the wall time of a run across resumes, a smoothed
-training rate, an ETA that counts the evaluations still to come, and a
-profiler trace of a few steps."""
+"""Training progress: a run's wall time across resumes, a smoothed rate, an
+ETA counting the evaluations to come, and a profiler trace of a few steps."""
 
 from __future__ import annotations
 
@@ -16,10 +15,8 @@ from alexnet_jax import metrics_writer
 
 
 def resumed_elapsed(workdir: str, step: int) -> float:
-  """`elapsed_s` of the last metrics.jsonl row at or before `step` (the
-  run's wall time before this resume; 0 for a new run or rows without it).
-  Read from the metrics, not the checkpoint, so that checkpoints keep the
-  training state alone and old ones still restore."""
+  """`elapsed_s` of the last metrics.jsonl row at or before `step` (0 if
+  none): read there so that checkpoints keep the training state alone."""
   if not step or not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     return 0.0
   rows = [r for r in metrics_writer.read_metrics(workdir)
@@ -28,21 +25,11 @@ def resumed_elapsed(workdir: str, step: int) -> float:
 
 
 class Progress:
-  """Measures the loop between logging points.
-
-  The loop calls `start_window(step)` once the first step has compiled and
-  run, `end_window(step)` at each log step (the window's rate, in steps/s),
-  and wraps evaluations in `timing_eval()`: evaluation time is left out of
-  the training rate (the window's clock pauses) and measured on its own for
-  the ETA. The training rate
-  is smoothed over windows by an exponential moving average (weight
-  `smoothing` on the newest window), so one slow window (a checkpoint, a
-  busy host) moves the ETA only a little. A log step with no timed step
-  before it (the first step after a start or resume, `start_step` + 1) gets
-  the rate of the real time since this object was made, the first step's
-  compilation included: slower than the steps to come, never 0; the ETA
-  uses it until a window has been timed.
-  """
+  """The loop's rate between log steps (`start_window` once the first step
+  has compiled, `end_window` at each log step) without the evaluations it
+  wraps in `timing_eval` (timed apart for the ETA). The rate is smoothed by
+  an exponential moving average (`smoothing` on the newest window); before
+  a window is timed it is that of the time since start, compilation in."""
 
   def __init__(self, total_steps: int, eval_every_steps: int,
                elapsed_before: float = 0.0, smoothing: float = 0.3,
@@ -60,12 +47,11 @@ class Progress:
     self.eval_seconds: float | None = None  # The last evaluation's.
 
   def elapsed(self) -> float:
-    """Wall seconds of the run: before this resume, and since."""
+    """Wall seconds of the run, before this resume and since."""
     return self._elapsed_before + self._clock() - self._started
 
   @property
-  def timing(self) -> bool:
-    """Whether `start_window` has been called."""
+  def timing(self) -> bool:  # Whether `start_window` has been called.
     return self._window is not None
 
   def start_window(self, step: int) -> None:
@@ -124,9 +110,8 @@ def format_eta(seconds: float) -> str:
 
 
 class StepTrace:
-  """A jax.profiler trace of `num_steps` training steps (0: none), from the
-  first log step on (compiled, past the first steps' warm-up), into `logdir`
-  (TensorBoard's profile tab, or Perfetto, reads its *.xplane.pb)."""
+  """A jax.profiler trace of `num_steps` training steps (0: none) from the
+  first log step on (past the warm-up), into `logdir` (TensorBoard)."""
 
   def __init__(self, logdir: str, num_steps: int):
     self.logdir = logdir
@@ -135,7 +120,6 @@ class StepTrace:
     self._done = not num_steps
 
   def after_step(self, step: int, logged: bool, outputs) -> None:
-    """Called after each step with its outputs (to wait for at the end)."""
     if self._done:
       return
     if self._first is None:

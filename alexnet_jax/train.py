@@ -38,11 +38,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
-
-  Returns the last logged metrics. Process 0 holds `workdir`'s lock for the
-  run, so a second run on the same workdir is refused.
-  """
+  """Trains (resuming from `workdir`'s checkpoints) and evaluates; returns
+  the last logged metrics. Process 0 holds `workdir`'s lock for the run."""
   validate(config)
   config = resolve(config)  # Recorded as the run uses it.
   workdir = os.path.abspath(workdir)
@@ -88,13 +85,14 @@ def resolve(config):
 
 
 def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  primary = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                     max_to_keep=config.keep_checkpoints)
   latest = ckpt.latest_step()
   # Refused before anything is built or written: records no checkpoint
   # continues, a corrupt metrics file, a resume of another experiment.
   workdir_lib.check_records(workdir, latest is not None, config.start_over,
-                            move=jax.process_index() == 0)
+                            move=primary)
   if latest:
     workdir_lib.check_resume(workdir, config_fields.as_record(config), latest,
                              ckpt.carried(latest), log_changes=False)
@@ -113,7 +111,12 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
   model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, config.image_size, config.seed)
-  state = _restore(ckpt, state, config, workdir)
+  try:
+    state = ckpt.restore_latest(state)
+  except checkpointing.UnreadableCheckpointError:
+    if not config.start_over:
+      raise
+    workdir_lib.check_records(workdir, False, True, move=primary)
   start_step = int(state.step)
   carried = ckpt.carried(start_step) if start_step else None
   offset = _step_offset(config, start_step, carried)
@@ -124,9 +127,8 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                config.batch_size, spe, jax.device_count())
   if start_step:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
-  writer = workdir_lib.start_records(
-      workdir, record, data, start_step, carried,
-      is_writer=jax.process_index() == 0)
+  writer = workdir_lib.start_records(workdir, record, data, start_step,
+                                     carried, is_writer=primary)
   train_step, eval_step, put = make_steps(
       model, tx, step_options(config, spe, total_steps, offset), config)
   loop = _Loop(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
@@ -145,9 +147,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
       data.train_batches(start_step + offset), put=put)
   last_logged, step = loop.run(placement.replicate(state), train_step,
                                batches, start_step, trace)
-  for record in (trace, ckpt, best, writer):
-    if record is not None:
-      record.close()
+  for files in (trace, ckpt, best, writer):
+    if files is not None:
+      files.close()
   if step < total_steps:
     raise preemption.Stopped(
         f'SIGTERM: stopped at step {step} of {total_steps} with its '
@@ -166,24 +168,11 @@ def step_options(config, steps_per_epoch: int, total_steps: int,
                                           total_steps, step_offset))
 
 
-def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
-  """The newest readable checkpoint, or `state` where none can be read and
-  config.start_over (the old records set aside first)."""
-  try:
-    return ckpt.restore_latest(state)
-  except checkpointing.UnreadableCheckpointError:
-    if not config.start_over:
-      raise
-  workdir_lib.check_records(workdir, False, True,
-                            move=jax.process_index() == 0)
-  return state
-
-
 def _step_offset(config, start_step: int,
                  carried: dict[str, Any] | None) -> int:
-  """The steps of config.batch_size the images seen before `start_step`
-  make, less `start_step`: 0 unless a resume changed the batch size. The
-  data order, the schedule and the epochs read the step plus this offset."""
+  """The steps of config.batch_size in the images seen before `start_step`,
+  less `start_step` (0 unless a resume changed the batch size): the data
+  order, the schedule and the epochs read the step plus this offset."""
   if not start_step:
     return 0
   seen = (carried or {}).get('images_seen', start_step * config.batch_size)

@@ -26,7 +26,6 @@ LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
 MEAN_IMAGE_FILE = 'mean_image.npy'  # config.normalization.mean_image's.
-_STEP_RECORD = re.compile(r'^(config|class_names)\.(\d+)\.(json|txt)$')
 OLD_RECORDS = 'old_records.'  # + the UTC time a start over set them aside.
 
 
@@ -84,15 +83,11 @@ class WorkdirLock:
 def _records(workdir: str, kind: str) -> list[tuple[int, str]]:
   """(step, path) of the records of `kind` ('config' or 'class_names'),
   oldest first; the undated file counts as step 0."""
-  base = CONFIG_FILE if kind == 'config' else CLASS_NAMES_FILE
-  found = []
-  if os.path.exists(os.path.join(workdir, base)):
-    found.append((0, os.path.join(workdir, base)))
-  for name in os.listdir(workdir) if os.path.isdir(workdir) else ():
-    m = _STEP_RECORD.match(name)
-    if m and m.group(1) == kind:
-      found.append((int(m.group(2)), os.path.join(workdir, name)))
-  return sorted(found)
+  pattern = re.compile(kind + r'(?:\.(\d+))?\.' +
+                       ('json' if kind == 'config' else 'txt'))
+  names = os.listdir(workdir) if os.path.isdir(workdir) else []
+  return sorted((int(m.group(1) or 0), os.path.join(workdir, name))
+                for name in names if (m := pattern.fullmatch(name)))
 
 
 def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
@@ -133,9 +128,12 @@ def run_identity(record: dict[str, Any], class_names: Iterable[str]
           'digest': config_fields.digest(fields, classes)}
 
 
-def _results(workdir: str) -> list[str]:
-  """The records of a run's results in `workdir`; a corrupt metrics file is
-  refused here, before anything is written."""
+def check_records(workdir: str, has_checkpoint: bool, start_over: bool,
+                  move: bool) -> None:
+  """Refuses a launch on a workdir whose records no checkpoint continues (a
+  fresh start would replace them), or with `start_over` moves them to
+  old_records.<time>/ (where `move`: one process does); refuses a corrupt
+  metrics file on any launch, before anything is written."""
   found = []
   if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     try:
@@ -150,21 +148,11 @@ def _results(workdir: str) -> list[str]:
   if os.path.isdir(aside) and os.listdir(aside):
     found.append('checkpoints.unreadable')
   found += [os.path.basename(p) for s, p in _records(workdir, 'config') if s]
-  return found
-
-
-def check_records(workdir: str, has_checkpoint: bool,
-                  start_over: bool = False, move: bool = True) -> None:
-  """Refuses a launch on a workdir whose records no checkpoint continues
-  (a fresh start would replace them), or with `start_over` moves them to
-  old_records.<time>/ (where `move`: one process does); refuses a corrupt
-  metrics file on any launch."""
-  results = _results(workdir)
-  if has_checkpoint or not results:
+  if has_checkpoint or not found:
     return
   if not start_over:
     raise RecordsError(
-        f'{workdir} holds the records of a run ({", ".join(results)}) but no '
+        f'{workdir} holds the records of a run ({", ".join(found)}) but no '
         f'checkpoint that can be read, so it cannot resume; a fresh start '
         f'would replace them. Use a new --workdir, restore the checkpoints '
         f'from a backup, or pass --config.start_over=True to train anew '
