@@ -107,10 +107,9 @@ def _check_loop(config) -> None:
   if not isinstance(dataset, str) or not dataset:
     c.fail('dataset', dataset,
            "expected a TFDS name, 'alexnet_shapes' or 'fake'")
-  c.int_at_least('batch_size', 1)
-  c.int_at_least('eval_batch_size', 1)
   devices = jax.device_count()
   for field in ('batch_size', 'eval_batch_size'):
+    c.int_at_least(field, 1)
     if c.get(field) % devices:
       c.fail(field, c.get(field),
              f'the global batch must be divisible by the device count '

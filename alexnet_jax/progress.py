@@ -81,8 +81,7 @@ class Progress:
       self._window = (self._window[0], self._window[1] + now - start)
 
   def remaining_evals(self, step: int) -> int:
-    """Evaluations at `step` (the loop logs before it evaluates) and after:
-    every eval_every_steps, and at the last step."""
+    """Evaluations at `step` (logged before it evaluates) and after."""
     if step > self.total_steps:
       return 0
     every = self.eval_every_steps
@@ -92,13 +91,13 @@ class Progress:
     return periodic + (1 if self.total_steps % every else 0)
 
   def eta(self, step: int) -> float | None:
-    """Seconds to the end of training (None before a rate is known)."""
+    """Seconds to the end of training (None before a rate is known); an
+    evaluation not yet timed counts 0."""
     rate = self.steps_per_sec or self._first_rate
     if not rate:
       return None
-    seconds = (self.total_steps - step) / rate
-    # Until the first evaluation has been timed, its cost is unknown (0).
-    return seconds + self.remaining_evals(step) * (self.eval_seconds or 0.0)
+    return ((self.total_steps - step) / rate +
+            self.remaining_evals(step) * (self.eval_seconds or 0.0))
 
 
 def format_eta(seconds: float) -> str:
@@ -130,8 +129,7 @@ class StepTrace:
       jax.block_until_ready(outputs)
       self.close()
 
-  def close(self) -> None:
-    """Ends a trace still running (a run shorter than the trace)."""
+  def close(self) -> None:  # A trace still running: a run shorter than it.
     if self._first is not None and not self._done:
       jax.profiler.stop_trace()
       logging.info('Wrote a jax.profiler trace of steps %d-%d to %s '

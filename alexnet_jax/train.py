@@ -322,9 +322,9 @@ class _Loop:
       self.consecutive_skips = 0
       return
     kept, limit = self.ckpt.latest_step(), self.config.max_consecutive_skips
-    last_good = (f'The last good checkpoint (step {kept}) is kept in '
-                 f'{self.ckpt.directory}' if kept is not None else
-                 'No checkpoint had been saved yet')
+    last_good = ('No checkpoint had been saved yet' if kept is None else
+                 f'The last good checkpoint (step {kept}) is kept in '
+                 f'{self.ckpt.directory}')
     if self.config.nonfinite == 'stop':
       raise NonFiniteLossError(
           f'Non-finite training loss ({float(metrics["step_loss"][0])}) or '
