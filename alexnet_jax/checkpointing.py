@@ -136,8 +136,7 @@ class Checkpointer:
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:
-    """The newest readable checkpoint restored into `state`'s structure, or
-    `state` if there is none."""
+    """The newest readable checkpoint in `state`'s structure, or `state`."""
     steps = sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       return state
@@ -169,8 +168,7 @@ class Checkpointer:
         f'(the old records are kept aside).')
 
   def carried(self, step: int) -> dict[str, Any] | None:
-    """The identity the checkpoint of `step` carries (None: a checkpoint
-    from before they carried one, or unreadable metadata)."""
+    """The identity the checkpoint of `step` carries (None if it has none)."""
     try:
       metadata = self._manager.metadata(step)
     except Exception:  # pylint: disable=broad-except

@@ -16,8 +16,7 @@ from absl import flags
 
 
 class _NoTpuProbeNotice(logging.Filter):
-  """Drops JAX's INFO line about the TPU backend it probes for and, on a
-  machine without one, does not find."""
+  """Drops JAX's INFO line about the TPU backend it did not find."""
 
   def filter(self, record):
     return not record.getMessage().startswith(
@@ -54,8 +53,7 @@ def help_text(module_name: str, flag_modules: Sequence[str]) -> str:
 
 def run_console_script(main, module_name: str, *flag_modules: str,
                        argv: Sequence[str] | None = None) -> None:
-  """Runs `main` under absl as the command of `module_name`, its flags and
-  those of `flag_modules` shown by `--help`."""
+  """Runs `main` under absl as the command of `module_name`."""
   quiet_console()
   modules = (module_name, *flag_modules)
   if wants_help(sys.argv if argv is None else argv):

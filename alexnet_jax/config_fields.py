@@ -95,8 +95,7 @@ def undeclared(flat: Mapping[str, Any]) -> list[str]:
 
 
 def with_older_values(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """A flat record with the fields added since it was written set to what
-  the code that wrote it did."""
+  """A flat record, fields added since set as the code before them did."""
   return {**ADDED, **flat}
 
 

@@ -205,8 +205,7 @@ def _check_parallelism(config) -> None:
 
 
 def total_steps(config, steps_per_epoch: int, step_offset: int = 0) -> int:
-  """num_train_steps, else num_epochs of `steps_per_epoch` less
-  `step_offset` (train._step_offset's)."""
+  """num_train_steps, else num_epochs less `step_offset` (train's)."""
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
   return int(math.ceil(config.num_epochs * steps_per_epoch)) - step_offset

@@ -87,8 +87,7 @@ HPARAM_METRICS = ('eval/top1', 'eval/top5', 'eval/loss', 'train/loss',
 
 
 def tensorboard_tag(name: str) -> str | None:
-  """eval_* under 'eval/', the rest under 'train/'; None for fields that
-  are no curve."""
+  """eval_* under 'eval/', the rest under 'train/'; None for no curve."""
   if name in ('step', 'eval_examples'):
     return None
   if name.startswith('eval_'):
@@ -114,8 +113,7 @@ def _parse(path: str) -> tuple[list[dict], int | None]:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """The rows of `workdir/metrics.jsonl`; a torn last line is dropped with a
-  warning."""
+  """The rows of `workdir/metrics.jsonl`, without a torn last line."""
   path = os.path.join(workdir, 'metrics.jsonl')
   rows, torn = _parse(path)
   if torn is not None:

@@ -28,17 +28,16 @@ class Progress:
   """The loop's rate between log steps (`start_window` once the first step
   has compiled, `end_window` at each log step) without the evaluations it
   wraps in `timing_eval` (timed apart for the ETA). The rate is smoothed by
-  an exponential moving average (`smoothing` on the newest window); before
+  an exponential moving average (0.3 on the newest window); before
   a window is timed it is that of the time since start, compilation in."""
 
   def __init__(self, total_steps: int, eval_every_steps: int,
-               elapsed_before: float = 0.0, smoothing: float = 0.3,
+               elapsed_before: float = 0.0,
                clock: Callable[[], float] | None = None, start_step: int = 0):
     self.total_steps = total_steps
     self.start_step = start_step
     self._first_rate: float | None = None  # Compilation included.
     self.eval_every_steps = eval_every_steps
-    self.smoothing = smoothing
     self._clock = clock or time.perf_counter
     self._started = self._clock()
     self._elapsed_before = elapsed_before
@@ -64,7 +63,7 @@ class Progress:
     if step > start_step and now > start_time:
       rate = (step - start_step) / (now - start_time)
       self.steps_per_sec = rate if self.steps_per_sec is None else (
-          self.smoothing * rate + (1 - self.smoothing) * self.steps_per_sec)
+          0.3 * rate + 0.7 * self.steps_per_sec)
     elif step > self.start_step and now > self._started:
       rate = self._first_rate = (step - self.start_step) / (now - self._started)
     self._window = (step, now)
@@ -91,8 +90,7 @@ class Progress:
     return periodic + (1 if self.total_steps % every else 0)
 
   def eta(self, step: int) -> float | None:
-    """Seconds to the end of training (None before a rate is known); an
-    evaluation not yet timed counts 0."""
+    """Seconds to the end (None before a rate); untimed evaluations: 0."""
     rate = self.steps_per_sec or self._first_rate
     if not rate:
       return None

@@ -44,10 +44,10 @@ def _git(args: list[str], cwd: str) -> str | None:
   return done.stdout.strip()
 
 
-def git_state(path: str | None = None) -> dict[str, Any] | None:
-  """The commit of the git checkout holding `path` (default: this package)
-  and whether tracked files differ from it; None outside a checkout."""
-  path = path or os.path.dirname(os.path.abspath(__file__))
+def git_state() -> dict[str, Any] | None:
+  """The commit of the git checkout holding this package and whether tracked
+  files differ from it; None outside a checkout."""
+  path = os.path.dirname(os.path.abspath(__file__))
   commit = _git(['rev-parse', 'HEAD'], path)
   if not commit:
     return None

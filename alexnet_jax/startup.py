@@ -48,8 +48,7 @@ _settled: dict[str, str] | None = None
 
 
 def set_xla_flags(library: str) -> None:
-  """Puts the XLA options of config.execution.xla_cpu_conv_library `library`
-  into XLA_FLAGS, once per process: a later call asking for others raises."""
+  """Puts `library`'s XLA options into XLA_FLAGS, once per process."""
   global _settled
   options = _conv_options(library)
   if _settled is not None and options != _settled:

@@ -71,8 +71,7 @@ _WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
 
 
 def resolve(config):
-  """A copy of a training config with every value the run will use (absent
-  fields; the model's defaults and the variant's values for None)."""
+  """A copy of a training config with every value the run will use."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for field, value in _WHEN_ABSENT.items():
@@ -185,14 +184,14 @@ def _step_offset(config, start_step: int,
   return batches - start_step
 
 
-def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
+def make_steps(model, tx, options: steps.TrainOptions, config):
   """(train step, eval step, batch put or None) for config.parallelism."""
   mode = config.get('parallelism', 'data')
   if mode == 'data':
-    return (*make_pmapped_steps(model, tx, options, devices), None)
+    return (*make_pmapped_steps(model, tx, options), None)
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
   return parallelism.make_sharded_steps(
-      model, tx, options, mode, config.image_size, devices=devices,
+      model, tx, options, mode, config.image_size,
       per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker',
       conv_lr_scaling=config.get('hybrid_conv_lr_scaling', 'none'))
 
@@ -250,8 +249,7 @@ class _Loop:
 
   def _sync(self, state, step: int, log_now: bool, eval_now: bool,
             save: bool):
-    """Logs, evaluates and checkpoints as due; returns the state and the row
-    written to the metrics ({} if none)."""
+    """Logs, evaluates and checkpoints as due; returns state and metrics row."""
     summary, row = self._summary(step), {}
     if log_now:  # The training window's metrics with its rate, on one line.
       rate = self.progress.end_window(step) * self.config.batch_size
@@ -287,8 +285,7 @@ class _Loop:
 
   def _evaluate(self, params, step: int, ten_crop: bool = False
                 ) -> dict[str, float]:
-    """The eval split's metrics (eval_*); with `ten_crop`, the paper's
-    test-time averaging over ten crops (config.final_ten_crop) as eval10_*."""
+    """The eval split's metrics (eval_*), or the paper's ten-crop's eval10_*."""
     with self.progress.timing_eval():  # Not training time; for the ETA.
       metrics = steps.evaluate_batches(
           self.eval_step, params, self.data.eval_batches(ten_crop or None))

@@ -97,8 +97,7 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
 
 
 def read_config(path: str) -> dict[str, Any]:
-  """A config record as a dict, with the fields added since it was written
-  set to what the code that wrote it did."""
+  """A config record, fields added since set as the code before them did."""
   record = json.loads(_read(path))
   for field, value in config_fields.ADDED.items():
     config_fields.set_absent(record, field, value)
@@ -120,8 +119,7 @@ def resolved_flat(record: dict[str, Any]) -> dict[str, Any]:
 
 def run_identity(record: dict[str, Any], class_names: Iterable[str]
                  ) -> dict[str, Any]:
-  """What a checkpoint carries of its run: the identity fields of the
-  (resolved) config record, the class list, and a digest of both."""
+  """What a checkpoint carries: identity fields, classes and their digest."""
   fields = config_fields.identity_of(config_fields.flatten(record))
   classes = list(class_names)
   return {'fields': fields, 'classes': classes,
@@ -186,8 +184,7 @@ def _write(path: str, text: str) -> None:
 def start_records(workdir: str, record: dict[str, Any], data, start_step: int,
                   carried: dict[str, Any] | None, is_writer: bool
                   ) -> metrics_writer.MetricsWriter:
-  """Writes the config record, class names, mean image and provenance (where
-  `is_writer`: process 0); returns the metrics writer."""
+  """Writes the run's records (where `is_writer`); returns the writer."""
   if is_writer:
     record_config(workdir, record, data.class_names, start_step, carried)
     if getattr(data, 'mean_image', None) is not None:  # For predict.
