@@ -95,9 +95,10 @@ def tensorboard_tag(name: str) -> str | None:
   return 'train/' + name.removeprefix('train_')
 
 
-def _parse(path: str) -> tuple[list[dict], int | None]:
-  """The complete rows of `path`, and the line number of a torn last line
-  (a write cut short by a crash), if any."""
+def read_metrics(workdir: str) -> list[dict]:
+  """The rows of `workdir/metrics.jsonl`, without a torn last line (a write
+  cut short by a crash); any other line that is no JSON raises."""
+  path = os.path.join(workdir, 'metrics.jsonl')
   with open(path) as f:
     lines = [line for line in f if line.strip()]
   rows = []
@@ -105,18 +106,9 @@ def _parse(path: str) -> tuple[list[dict], int | None]:
     try:
       rows.append(json.loads(line))
     except ValueError:
-      if number == len(lines):
-        return rows, number
-      raise ValueError(f'{path}, line {number}: not a JSON object: '
-                       f'{line[:80]!r}') from None
-  return rows, None
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """The rows of `workdir/metrics.jsonl`, without a torn last line."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  rows, torn = _parse(path)
-  if torn is not None:
-    logging.warning('%s: dropped its last line (%d), cut short by a crash.',
-                    path, torn)
+      if number < len(lines):
+        raise ValueError(f'{path}, line {number}: not a JSON object: '
+                         f'{line[:80]!r}') from None
+      logging.warning('%s: dropped its last line (%d), cut short by a crash.',
+                      path, number)
   return rows

@@ -48,7 +48,6 @@ class WorkdirLock:
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)
-    self._fd = None
 
   def __enter__(self) -> 'WorkdirLock':
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -73,11 +72,9 @@ class WorkdirLock:
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._fd is not None:
-      os.ftruncate(self._fd, 0)
-      fcntl.flock(self._fd, fcntl.LOCK_UN)
-      os.close(self._fd)
-      self._fd = None
+    os.ftruncate(self._fd, 0)
+    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    os.close(self._fd)
 
 
 def _records(workdir: str, kind: str) -> list[tuple[int, str]]:
