@@ -99,6 +99,17 @@ def test_metrics_writer_keeps_rows_without_a_resume_step(tmp_path):
   assert metrics_writer.read_metrics(str(tmp_path)) == rows[:1]
 
 
+def test_a_resume_ends_a_last_row_that_lacks_its_newline(tmp_path):
+  rows = [{'step': 2, 'a': 1.0}, {'step': 4, 'a': 2.0}]
+  (tmp_path / 'metrics.jsonl').write_text(
+      json.dumps(rows[0]) + '\n' + json.dumps(rows[1]))  # Cut before '\n'.
+  writer = metrics_writer.MetricsWriter(str(tmp_path), resume_step=4)
+  writer.write(6, {'a': 3.0})
+  writer.close()
+  assert metrics_writer.read_metrics(str(tmp_path)) == rows + [
+      {'step': 6, 'a': 3.0}]
+
+
 # Resuming with another config.
 
 
