@@ -93,7 +93,7 @@ def _reporting_user_errors(main):
     try:
       return main(argv)
     except preemption.Stopped as e:
-      _exit(str(e), preemption.EXIT_STOPPED)
+      _fail(str(e), preemption.EXIT_STOPPED)
     except Exception as e:  # pylint: disable=broad-except
       if not isinstance(e, user_errors()):
         raise
@@ -106,12 +106,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
                for module, names in _USER_ERRORS.items()
                if module in sys.modules for name in names
                if hasattr(sys.modules[module], name))
-
-
-def _exit(line: str, status: int = 1) -> None:
-  """Prints `line` as the command's last words and exits with `status`."""
-  print(line, file=sys.stderr, flush=True)
-  sys.exit(status)
 
 
 def value_of(argv: Sequence[str], name: str) -> str | None:
@@ -183,9 +177,13 @@ def _config_file_error(argv: Sequence[str]) -> str | None:
   return None
 
 
-def _fail(message: str | None) -> None:
+def _fail(message: str | None, status: int = 1) -> None:
+  """Prints `message` as the command's last line (an error's, but for a
+  stopped run) and exits with `status`; nothing if there is no message."""
   if message:
-    _exit('error: ' + ' '.join(message.split()))
+    prefix = 'error: ' if status == 1 else ''
+    print(prefix + ' '.join(message.split()), file=sys.stderr, flush=True)
+    sys.exit(status)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:

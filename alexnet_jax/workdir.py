@@ -200,22 +200,21 @@ def record_config(workdir: str, record: dict[str, Any],
   resume. `step`: where training starts (0: a new run, whose records replace
   those of a run that left no results); `carried`: its checkpoint's identity.
   """
-  text = json.dumps(record, indent=2, sort_keys=True)
   names = ''.join(f'{name}\n' for name in class_names)
   if step == 0:
     for _, path in _records(workdir, 'config') + _records(workdir,
                                                           'class_names'):
       os.remove(path)  # No checkpoint survives from the steps they describe.
-    _write(os.path.join(workdir, CONFIG_FILE), text)
-    _write(os.path.join(workdir, CLASS_NAMES_FILE), names)
-    return
-  check_resume(workdir, record, step, carried, class_names)
+  else:
+    check_resume(workdir, record, step, carried, class_names)
+  suffix = f'.{step}' if step else ''  # config.json, else config.<step>.json.
   last = record_path(workdir, 'config')
-  if last is None or json.loads(_read(last)) != json.loads(text):
-    _write(os.path.join(workdir, f'config.{step}.json'), text)
-  names_path = record_path(workdir, 'class_names')
-  if (_read(names_path) if names_path else None) != names:
-    _write(os.path.join(workdir, f'class_names.{step}.txt'), names)
+  if last is None or json.loads(_read(last)) != record:
+    _write(os.path.join(workdir, f'config{suffix}.json'),
+           json.dumps(record, indent=2, sort_keys=True))
+  last = record_path(workdir, 'class_names')
+  if last is None or _read(last) != names:
+    _write(os.path.join(workdir, f'class_names{suffix}.txt'), names)
 
 
 def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
