@@ -1,22 +1,8 @@
-"""Orbax checkpoints of the training state, with automatic resume.
-
-Orbax writes each step to a temporary directory and renames it when complete,
-so a run killed mid-save never leaves a checkpoint that would be loaded.
-
-A checkpoint whose structure or shapes (orbax's metadata) differ from the
-config's state is a mismatch: an error, nothing is touched. One whose metadata
-fits but whose arrays fail to read with an error that proves corruption (data
-lost, truncated or missing in a finished checkpoint; undecodable metadata) is
-corrupt: it is moved aside to `<checkpoints>.unreadable/<step>` (kept on
-disk, out of orbax's reach, so `max_to_keep` never deletes a good checkpoint
-in its favour and the step can be saved again) and the next older checkpoint
-is tried. Any other error (an
-I/O error, memory) is raised as it is: the checkpoint may be sound.
-
-Each checkpoint carries what identifies its run (`save`'s `identity`: the
-config's identity fields, the class list, the images seen) in orbax's step
-metadata, read back by `carried`.
-"""
+"""Orbax checkpoints of the training state, with automatic resume. Orbax
+renames a step's directory when complete, so a run killed mid-save leaves
+none to load. A checkpoint that proves corrupt is moved aside and the next
+older one tried; other errors are raised as they are (it may be sound). Each
+carries its run's identity in orbax's step metadata (`save`, `carried`)."""
 
 from __future__ import annotations
 
@@ -43,8 +29,7 @@ class UnreadableCheckpointError(ValueError):
 
 
 def _shapes(tree) -> dict[str, tuple]:
-  """Leaf shapes by path ('params/conv1/bias'), for a state or for orbax's
-  metadata of one (dicts and lists where the state has dataclasses)."""
+  """Leaf shapes by path ('params/conv1/bias') of a state or its metadata."""
   flat = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {jax.tree_util.keystr(path, simple=True, separator='/'):
           tuple(getattr(leaf, 'shape', ())) for path, leaf in flat}
@@ -73,9 +58,8 @@ def proves_corruption(error: Exception) -> bool:
 
 
 class _OrbaxNoise(logging_lib.Filter):
-  """Drops the tracebacks the caller reports in one line: orbax's background
-  threads' failed saves (CheckpointWriteError), and asyncio's report of the
-  reads a failed restore abandoned (the corruption it names)."""
+  """Drops the tracebacks of failures the caller reports in one line: orbax's
+  failed background saves, asyncio's of a failed restore's abandoned reads."""
 
   def filter(self, record):
     message = record.getMessage()
@@ -87,8 +71,7 @@ class _OrbaxNoise(logging_lib.Filter):
 
 
 def quiet_orbax() -> None:
-  """Keeps orbax's tracebacks of failed reads and writes off the console
-  (once per process); the caller reports each failure in one line."""
+  """Installs _OrbaxNoise (once per process) and drops one more such error."""
   absl_logger = logging_lib.getLogger('absl')
   if any(isinstance(f, _OrbaxNoise) for f in absl_logger.filters):
     return
@@ -107,9 +90,8 @@ def quiet_orbax() -> None:
 
 
 def host_copy(tree: Any) -> Any:
-  """`tree` as NumPy arrays, whole on every process: an array sharded over
-  several processes' devices (towers, hybrid) is gathered first, so the
-  checkpoint is the same whatever the run's mode and processes."""
+  """`tree` as NumPy arrays, whole on every process (gathered across them),
+  so the checkpoint is the same whatever the run's mode and processes."""
   def fetch(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
@@ -119,14 +101,9 @@ def host_copy(tree: Any) -> Any:
 
 
 class Checkpointer:
-  """Saves every `save` call; keeps the newest `max_to_keep`.
-
-  With `best_metric` (e.g. 'eval_top1') it keeps instead the `max_to_keep`
-  checkpoints with the highest value of that metric (orbax's best_fn),
-  which `save` then needs. Saving is asynchronous (orbax writes in the
-  background while training goes on) where `asynchronous` says, by default
-  on accelerators: the state is copied to host memory first either way.
-  """
+  """Keeps the newest `max_to_keep` checkpoints, or with `best_metric` those
+  with its highest values (`save` then needs it). Saves in the background
+  where `asynchronous` (default: on accelerators), from a host copy."""
 
   def __init__(self, directory: str, max_to_keep: int = 3,
                best_metric: str | None = None,
@@ -134,15 +111,12 @@ class Checkpointer:
     quiet_orbax()
     self.directory = os.path.abspath(directory)
     self._aside_dir = self.directory + '.unreadable'
-    if asynchronous is None:
-      asynchronous = jax.default_backend() != 'cpu'
-    best = {}
-    if best_metric:
-      best = dict(best_fn=lambda metrics: metrics[best_metric],
-                  best_mode='max', keep_checkpoints_without_metrics=False)
+    best = dict(best_fn=lambda metrics: metrics[best_metric], best_mode='max',
+                keep_checkpoints_without_metrics=False) if best_metric else {}
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, create=True,
-        enable_async_checkpointing=asynchronous, **best)
+        max_to_keep=max_to_keep, create=True, **best,
+        enable_async_checkpointing=(jax.default_backend() != 'cpu'
+                                    if asynchronous is None else asynchronous))
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers=ocp.StandardCheckpointHandler())
@@ -155,17 +129,14 @@ class Checkpointer:
            identity: dict[str, Any] | None = None) -> None:
     if step in self._manager.all_steps():
       return
-    # Saved from host memory: with several processes each holds the whole
-    # state and only the primary process writes it.
-    host_state = host_copy(state)
+    # Each process holds the whole state; the primary process writes it.
     with self._writing(f'the checkpoint of step {step}'):
-      self._manager.save(step, args=ocp.args.StandardSave(host_state),
+      self._manager.save(step, args=ocp.args.StandardSave(host_copy(state)),
                          metrics=metrics, custom_metadata=identity or {})
     logging.info('Saved the checkpoint of step %d to %s.', step, self.directory)
 
   def restore_latest(self, state: Any) -> Any:
-    """The newest readable checkpoint restored into `state`'s structure, or
-    `state` if there is none."""
+    """The newest readable checkpoint in `state`'s structure, or `state`."""
     steps = sorted(self._manager.all_steps(), reverse=True)
     if not steps:
       return state
@@ -197,8 +168,7 @@ class Checkpointer:
         f'(the old records are kept aside).')
 
   def carried(self, step: int) -> dict[str, Any] | None:
-    """The identity the checkpoint of `step` carries (None: a checkpoint
-    from before they carried one, or unreadable metadata)."""
+    """The identity the checkpoint of `step` carries (None if it has none)."""
     try:
       metadata = self._manager.metadata(step)
     except Exception:  # pylint: disable=broad-except
@@ -206,8 +176,8 @@ class Checkpointer:
     return dict(getattr(metadata, 'custom_metadata', None) or {}) or None
 
   def _check_fits(self, step: int, target: Any) -> None:
-    """Raises IncompatibleCheckpointError if orbax's metadata of `step` has
-    other arrays or shapes than `target`."""
+    """Raises IncompatibleCheckpointError (touching nothing) if orbax's
+    metadata of `step` has other arrays or shapes than `target`."""
     try:
       metadata = self._manager.item_metadata(step).tree
     except Exception:  # pylint: disable=broad-except
@@ -216,23 +186,26 @@ class Checkpointer:
     diff = [f'{k}: checkpoint {got.get(k, "absent")} vs config '
             f'{wanted.get(k, "absent")}' for k in sorted(set(wanted) | set(got))
             if got.get(k) != wanted.get(k)]
-    if diff and all(not d.startswith('params/') for d in diff):
+    if not diff:
+      return
+    where = f'The checkpoint at step {step} in {self.directory} holds'
+    arrays = f'({len(diff)} arrays differ, e.g. {"; ".join(diff[:3])})'
+    if all(not d.startswith('params/') for d in diff):
       raise IncompatibleCheckpointError(
-          f'The checkpoint at step {step} in {self.directory} holds the same '
-          f'model but another optimizer state ({len(diff)} arrays differ, '
-          f'e.g. {"; ".join(diff[:3])}): written by an earlier version of '
-          f'this code or for another optimizer, it cannot resume. Its '
-          f'parameters still evaluate and predict; train anew with a new '
-          f'--workdir or --config.start_over=True.')
-    if diff:
-      raise IncompatibleCheckpointError(
-          f'The checkpoint at step {step} in {self.directory} holds a different '
-          f'model than this config builds ({len(diff)} arrays differ, e.g. '
-          f'{"; ".join(diff[:3])}). Use a new --workdir, or the config the '
-          f'checkpoint was trained with (see config.json there).')
+          f'{where} the same model but another optimizer state {arrays}: '
+          f'written by an earlier version of this code or for another '
+          f'optimizer, it cannot resume. Its parameters still evaluate and '
+          f'predict; train anew with a new --workdir or '
+          f'--config.start_over=True.')
+    raise IncompatibleCheckpointError(
+        f'{where} a different model than this config builds {arrays}. Use a '
+        f'new --workdir, or the config the checkpoint was trained with (see '
+        f'config.json there).')
 
   def _set_aside(self, step: int) -> str:
-    """Moves step's directory out of the manager's directory (process 0)."""
+    """Moves step's directory to `<checkpoints>.unreadable/` (process 0): out
+    of orbax's reach, so `max_to_keep` never deletes a good checkpoint in its
+    favour and the step can be saved again."""
     source = os.path.join(self.directory, str(step))
     dest = os.path.join(self._aside_dir, str(step))
     n = 1

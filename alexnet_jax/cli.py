@@ -1,12 +1,7 @@
-"""What the command lines share: a quiet console; `--help` that lists the
-command's own flags when it runs as a console script; and, for those that
-take `--config` (ml_collections), flag parsing with one-line errors.
-
-`parse_flags` is given to `absl.app.run(main, flags_parser=...)`: a config
-file that cannot be loaded, a `--config.field` that names no field (with the
-close matches) or a bad value gives one line on stderr and exit status 1,
-instead of the traceback of the flag library.
-"""
+"""What the command lines share: a quiet console, `--help` listing the
+command's own flags, and for `--config` (ml_collections) one-line errors: a
+file that cannot load, a `--config.field` that names no field (with close
+matches) or a bad value prints one line and exits with status 1."""
 
 from __future__ import annotations
 
@@ -21,41 +16,26 @@ from absl import flags
 
 
 class _NoTpuProbeNotice(logging.Filter):
-  """Drops JAX's INFO line about the TPU backend it probes for and, on a
-  machine without one, does not find; its other messages still show."""
+  """Drops JAX's INFO line about the TPU backend it did not find."""
 
   def filter(self, record):
-    message = record.getMessage()
-    return not message.startswith("Unable to initialize backend 'tpu'")
+    return not record.getMessage().startswith(
+        "Unable to initialize backend 'tpu'")
 
 
 def quiet_console() -> None:
-  """Silences start-up notices that say nothing about the run. Call before
-  TensorFlow is imported; a variable the user has set is left as it is."""
-  # TensorFlow's C++ INFO lines (its oneDNN notice, CPU feature guard) and
-  # the "log messages before absl::InitializeLog()" line they trigger.
-  # Warnings and errors still show.
+  """Silences start-up notices; call before TensorFlow is imported. A
+  variable the user has set is left as it is."""
+  # TensorFlow's C++ INFO lines (oneDNN, CPU feature guard); warnings show.
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '1')
-  # TensorFlow runs only the input pipeline (decoding, resizing, cropping),
-  # where oneDNN's custom operations do not matter; off, TensorFlow also
-  # does not announce them.
+  # TensorFlow only decodes and crops, where oneDNN's operations do not
+  # matter; off, it does not announce them either.
   os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '0')
   logging.getLogger('jax._src.xla_bridge').addFilter(_NoTpuProbeNotice())
 
 
-def list_own_flags_in_help(module_name: str) -> None:
-  """absl's --help lists the flags of the module named by sys.argv[0]; a
-  console script's argv[0] is the script, which defines none. This makes
-  `module_name`'s flags the script's own."""
-  for flag in flags.FLAGS.get_key_flags_for_module(module_name):
-    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
-
-
-HELP_ARGS = ('--help', '-h', '-?', '--helpshort')
-
-
 def wants_help(argv: Sequence[str]) -> bool:
-  return any(arg in HELP_ARGS for arg in argv[1:])
+  return any(arg in ('--help', '-h', '-?', '--helpshort') for arg in argv[1:])
 
 
 def help_text(module_name: str, flag_modules: Sequence[str]) -> str:
@@ -73,16 +53,17 @@ def help_text(module_name: str, flag_modules: Sequence[str]) -> str:
 
 def run_console_script(main, module_name: str, *flag_modules: str,
                        argv: Sequence[str] | None = None) -> None:
-  """Runs `main` under absl as the command of `module_name`: a quiet console,
-  `--help` (exit 0) with the module's description, example and flags (its
-  own and those of `flag_modules`), one-line flag errors."""
+  """Runs `main` under absl as the command of `module_name`."""
   quiet_console()
   modules = (module_name, *flag_modules)
   if wants_help(sys.argv if argv is None else argv):
     print(help_text(module_name, modules))
     sys.exit(0)
+  # absl's --help lists the flags of sys.argv[0]'s module; a console script
+  # defines none, so the modules' flags become the script's own.
   for name in modules:
-    list_own_flags_in_help(name)
+    for flag in flags.FLAGS.get_key_flags_for_module(name):
+      flags.FLAGS.register_key_flag_for_module(sys.argv[0], flag)
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
   startup.quiet_library_logs()
   app.run(_reporting_user_errors(main), argv=argv, flags_parser=parse_flags)
@@ -106,20 +87,13 @@ _USER_ERRORS = {
 }
 
 
-def user_errors() -> tuple[type[BaseException], ...]:
-  return tuple(getattr(sys.modules[module], name)
-               for module, names in _USER_ERRORS.items()
-               if module in sys.modules for name in names
-               if hasattr(sys.modules[module], name))
-
-
 def _reporting_user_errors(main):
   def run_main(argv):
     from alexnet_jax import preemption  # pylint: disable=g-import-not-at-top
     try:
       return main(argv)
     except preemption.Stopped as e:
-      _exit_with(preemption.EXIT_STOPPED, str(e))
+      _fail(str(e), preemption.EXIT_STOPPED)
     except Exception as e:  # pylint: disable=broad-except
       if not isinstance(e, user_errors()):
         raise
@@ -127,7 +101,11 @@ def _reporting_user_errors(main):
   return run_main
 
 
-CONFIG_FLAG = 'config'
+def user_errors() -> tuple[type[BaseException], ...]:
+  return tuple(getattr(sys.modules[module], name)
+               for module, names in _USER_ERRORS.items()
+               if module in sys.modules for name in names
+               if hasattr(sys.modules[module], name))
 
 
 def value_of(argv: Sequence[str], name: str) -> str | None:
@@ -141,27 +119,11 @@ def value_of(argv: Sequence[str], name: str) -> str | None:
   return value
 
 
-def _load_base_config(argv: Sequence[str], name: str):
-  """The config file of `--name`, loaded on its own (no overrides)."""
-  path = value_of(argv, name)
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  holder = flags.FlagValues()
-  config_flags.DEFINE_config_file(name, None, '', flag_values=holder)
-  alone = [argv[0], f'--{name}={path}']
-  saved, sys.argv = sys.argv, alone  # config_flags reads overrides there too.
-  try:
-    holder(alone)
-  finally:
-    sys.argv = saved
-  return holder[name].value
-
-
 def _missing_field(config, dotted: str) -> str | None:
   """Why `dotted` names no field of `config` (None if it does)."""
-  from ml_collections import config_dict  # pylint: disable=g-import-not-at-top
   node, walked = config, []
   for part in dotted.split('.'):
-    if not isinstance(node, (config_dict.ConfigDict, dict)):
+    if not hasattr(node, 'keys'):
       return f'{".".join(walked)} is a value, not a group of fields'
     if part not in node:
       where = f'config.{".".join(walked)}' if walked else 'the config'
@@ -173,48 +135,33 @@ def _missing_field(config, dotted: str) -> str | None:
   return None
 
 
-def _explain_override(argv: Sequence[str], name: str) -> str | None:
-  """Names the first `--name.field` of argv that is not a field."""
+def _explain_override(argv: Sequence[str]) -> str | None:
+  """Names the first `--config.field` of argv that is not a field."""
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  holder = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, '', flag_values=holder)
+  alone = [argv[0], f'--config={value_of(argv, "config")}']
+  saved, sys.argv = sys.argv, alone  # config_flags reads overrides there too.
   try:
-    config = _load_base_config(argv, name)
+    holder(alone)  # The config file on its own, without the overrides.
+    config = holder['config'].value
   except Exception:  # pylint: disable=broad-except
     return None
+  finally:
+    sys.argv = saved
   for arg in argv[1:]:
-    if arg.startswith(f'--{name}.'):
-      dotted = arg[len(name) + 3:].split('=', 1)[0]
+    if arg.startswith('--config.'):
+      dotted = arg[len('--config.'):].split('=', 1)[0]
       why = _missing_field(config, dotted)
       if why:
-        return f'--{name}.{dotted}: {why}'
+        return f'--config.{dotted}: {why}'
   return None
 
 
-def _load_error(argv: Sequence[str], name: str) -> str | None:
-  """Why the config file of `--name` could not be loaded (None if it was)."""
-  if name not in flags.FLAGS or value_of(argv, name) is None:
-    return None
-  try:
-    flags.FLAGS[name].value.get('model')  # An unloadable file raises here.
-  except (IOError, AttributeError) as e:
-    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-    return (f'--{name}={value_of(argv, name)}: cannot load the config file '
-            f'({lines[-1] if lines else type(e).__name__})')
-  return None
-
-
-def _fail(message: str) -> None:
-  _exit_with(1, 'error: ' + ' '.join(message.split()))
-
-
-def _exit_with(status: int, line: str) -> None:
-  """Prints `line` as the command's last words and exits with `status`."""
-  print(line, file=sys.stderr, flush=True)
-  sys.exit(status)
-
-
-def _config_file_error(argv: Sequence[str], name: str) -> str | None:
-  """Why the Python file of `--name=FILE[:args]` cannot load: missing, or a
-  syntax error (its file:line); None if it compiles."""
-  path = value_of(argv, name)
+def _config_file_error(argv: Sequence[str]) -> str | None:
+  """Why the Python file of `--config=FILE[:args]` cannot load: missing, or
+  a syntax error (its file:line); None if it compiles."""
+  path = value_of(argv, 'config')
   if path is None:
     return None
   if not os.path.exists(path) and ':' in path:
@@ -223,45 +170,52 @@ def _config_file_error(argv: Sequence[str], name: str) -> str | None:
     with open(path) as f:
       compile(f.read(), path, 'exec')
   except OSError as e:
-    return f'--{name}={path}: cannot load the config file ({e.strerror})'
+    return f'--config={path}: cannot load the config file ({e.strerror})'
   except SyntaxError as e:
-    return (f'--{name}={path}: the config file does not parse: {e.msg} at '
+    return (f'--config={path}: the config file does not parse: {e.msg} at '
             f'{e.filename}:{e.lineno}')
   return None
 
 
+def _fail(message: str | None, status: int = 1) -> None:
+  """Prints `message` as the command's last line (an error's, but for a
+  stopped run) and exits with `status`; nothing if there is no message."""
+  if message:
+    prefix = 'error: ' if status == 1 else ''
+    print(prefix + ' '.join(message.split()), file=sys.stderr, flush=True)
+    sys.exit(status)
+
+
 def parse_flags(argv: Sequence[str]) -> list[str]:
-  """absl's flag parsing, with one-line errors for `--config` problems."""
-  if CONFIG_FLAG in flags.FLAGS:
-    message = _config_file_error(argv, CONFIG_FLAG)
-    if message:
-      _fail(message)
+  """absl's flag parsing, with one-line errors for `--config` problems; then
+  the config's XLA options into XLA_FLAGS, before the command can start a
+  JAX backend (XLA reads them only then)."""
+  has_config = 'config' in flags.FLAGS
+  if has_config:
+    _fail(_config_file_error(argv))
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
     _fail(str(e))
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for an override naming no field.
-    message = _explain_override(argv, CONFIG_FLAG)
-    _fail(message or f'{type(e).__name__}: {str(e).splitlines()[0]}')
-  message = _load_error(argv, CONFIG_FLAG)
-  if message:
-    _fail(message)
-  _settle_xla_flags()
-  return rest
-
-
-def _settle_xla_flags() -> None:
-  """Puts the config's XLA options into XLA_FLAGS now, before the command's
-  code can start a JAX backend (XLA reads them only then)."""
-  if CONFIG_FLAG not in flags.FLAGS:
-    return
-  config = flags.FLAGS[CONFIG_FLAG].value
-  if config is None or 'execution' not in config:
-    return
-  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+    _fail(_explain_override(argv) or
+          f'{type(e).__name__}: {str(e).splitlines()[0]}')
+  if not has_config:
+    return rest
   try:
-    startup.set_xla_flags(config)
-  except config_lib.ConfigError as e:
-    _fail(str(e))
+    config = flags.FLAGS['config'].value
+    if value_of(argv, 'config') is not None:
+      config.get('model')  # An unloadable file raises here.
+  except (IOError, AttributeError) as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    _fail(f'--config={value_of(argv, "config")}: cannot load the config file '
+          f'({lines[-1] if lines else type(e).__name__})')
+  if config is not None and 'execution' in config:
+    from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+    from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
+    try:
+      startup.set_xla_flags(config.execution.xla_cpu_conv_library)
+    except config_lib.ConfigError as e:
+      _fail(str(e))
+  return rest

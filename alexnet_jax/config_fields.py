@@ -1,144 +1,60 @@
-"""The role of every config field, declared once.
-
-A field is part of the run's *identity* (the experiment: its architecture,
-its data and their order, normalization, augmentation, optimizer, seed and
-global batch) or *free* to change between the sessions of one run (how it
-executes, what it logs, how long it runs, where files are). The resume guard
-(alexnet_jax.workdir), the identity a checkpoint carries (alexnet_jax.train),
-the sweeps' same-experiment check (experiments.common), the reader of older
-records and the flattening for TensorBoard all read `FIELDS`.
-
-Declaring a field is one line in `FIELDS`: `'section.name': IDENTITY,` or
-`FREE,`; a field added after runs were recorded (so that older config.json
-files lack it) names the value that reproduces what the code did before it,
-`'section.name': identity(before=value),`. tests/test_identity.py fails for
-a field of a config file or of `models.AlexNet` that is not declared.
-
-Nothing here imports JAX: commands read records before they start it.
-"""
+"""The role of every config field, declared once: part of the run's identity
+(the experiment) or free to change between the sessions of one run. The
+resume guard, the identity a checkpoint carries, the sweeps' same-experiment
+check, the reader of older records and TensorBoard's flattening read it;
+tests/test_identity.py fails for a config field no list below declares.
+Nothing here imports JAX: commands read records before they start it."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from typing import Any, Mapping
 
-_NOTHING = object()
+# The experiment: its data and their order, preprocessing, architecture
+# (models.AlexNet's fields), optimizer and schedule (in epochs), seed, batch.
+IDENTITY = (
+    'dataset', 'dataset_dir', 'train_split', 'eval_split',
+    'validation_fraction', 'fake_data.num_train_examples',
+    'fake_data.eval_steps', 'image_size', 'resize_size', 'resize_mode',
+    'ten_crop', 'augment.random_crop', 'augment.flip', 'augment.lighting_std',
+    'normalization.mean', 'normalization.std', 'normalization.mean_from_data',
+    'model.num_classes', 'model.variant', 'model.groups', 'model.lrn',
+    'model.overlap_pool', 'model.dropout_rate', 'model.activation',
+    'model.width', 'model.dtype', 'model.initialization', 'model.lrn_depth',
+    'model.lrn_bias', 'model.lrn_alpha', 'model.lrn_beta', 'optimizer.rule',
+    'optimizer.learning_rate', 'optimizer.momentum', 'optimizer.weight_decay',
+    'optimizer.schedule', 'optimizer.warmup_epochs', 'optimizer.lr_drop_epochs',
+    'optimizer.lr_drop_factor', 'optimizer.plateau_patience',
+    'optimizer.plateau_min_delta', 'optimizer.plateau_max_drops', 'seed',
+    'batch_size')
 
-
-@dataclasses.dataclass(frozen=True)
-class Role:
-  identity: bool
-  # The value a record without the field means (fields added later only).
-  before: Any = _NOTHING
-
-
-IDENTITY = Role(True)
-FREE = Role(False)
-
-
-def identity(before: Any) -> Role:
-  """An identity field added after runs were recorded without it."""
-  return Role(True, before)
-
-
-FIELDS: dict[str, Role] = {
-    # The data, their split, order and preprocessing.
-    'dataset': IDENTITY,
-    'dataset_dir': IDENTITY,
-    'train_split': IDENTITY,
-    'eval_split': IDENTITY,
-    'validation_fraction': IDENTITY,
-    'fake_data.num_train_examples': IDENTITY,
-    'fake_data.eval_steps': IDENTITY,
-    'image_size': IDENTITY,
-    'resize_size': IDENTITY,
-    'resize_mode': IDENTITY,
-    'ten_crop': IDENTITY,
-    'augment.random_crop': IDENTITY,
-    'augment.flip': IDENTITY,
-    'augment.lighting_std': IDENTITY,
-    'augment.lighting_from_data': identity(before=False),
-    'normalization.mean': IDENTITY,
-    'normalization.std': IDENTITY,
-    'normalization.mean_from_data': IDENTITY,
-    'normalization.mean_image': identity(before=False),
-    # The architecture (models.AlexNet's fields).
-    'model.num_classes': IDENTITY,
-    'model.variant': IDENTITY,
-    'model.groups': IDENTITY,
-    'model.lrn': IDENTITY,
-    'model.lrn_across_towers': identity(before=True),
-    'model.overlap_pool': IDENTITY,
-    'model.dropout_rate': IDENTITY,
-    'model.activation': IDENTITY,
-    'model.width': IDENTITY,
-    'model.dtype': IDENTITY,
-    'model.initialization': IDENTITY,
-    'model.lrn_depth': IDENTITY,
-    'model.lrn_bias': IDENTITY,
-    'model.lrn_alpha': IDENTITY,
-    'model.lrn_beta': IDENTITY,
-    'model.lrn_convention': identity(before='paper'),
-    # The optimizer and its schedule (in epochs: free of the run's length).
-    'optimizer.rule': IDENTITY,
-    'optimizer.learning_rate': IDENTITY,
-    'optimizer.momentum': IDENTITY,
-    'optimizer.weight_decay': IDENTITY,
-    'optimizer.decay_biases': identity(before=True),
-    'optimizer.schedule': IDENTITY,
-    'optimizer.warmup_epochs': IDENTITY,
-    'optimizer.lr_drop_epochs': IDENTITY,
-    'optimizer.lr_drop_factor': IDENTITY,
-    'optimizer.plateau_patience': IDENTITY,
-    'optimizer.plateau_min_delta': IDENTITY,
-    'optimizer.plateau_max_drops': IDENTITY,
-    # The randomness and the global batch.
-    'seed': IDENTITY,
-    'batch_size': IDENTITY,
-    # 'hybrid' only: one update per step, or fc6-fc8 per worker (owt.py).
-    'hybrid_fc_batch': identity(before='global'),
-    'hybrid_conv_lr_scaling': identity(before='none'),
-    # How it runs: the same function and parameters either way (a step split
-    # another way over the devices: docs/parallelism.md).
-    'parallelism': FREE,
-    'execution.xla_cpu_conv_library': FREE,
-    'cache': FREE,
-    'bad_images': FREE,
-    'eval_batch_size': FREE,
-    'nonfinite': FREE,
-    'max_consecutive_skips': FREE,
-    # How long it runs, what it logs and keeps, where its files are.
-    'num_epochs': FREE,
-    'num_train_steps': FREE,
-    'log_every_steps': FREE,
-    'eval_every_steps': FREE,
-    'checkpoint_every_steps': FREE,
-    'keep_checkpoints': FREE,
-    'keep_best_checkpoint': FREE,
-    'final_ten_crop': FREE,  # A ten-crop evaluation also logged at the end.
-    'profile_steps': FREE,
-    'data_dir': FREE,
-    'manual_dir': FREE,
-    'checkpoint': FREE,  # configs/imagenet_eval.py: the weights evaluated.
-    'allow_config_change': FREE,
-    'start_over': FREE,
-    # Older records only: the forms of the operations they chose (in
-    # config.execution, earlier in config.model: models.model_from_config
-    # leaves them out), XLA's option at the top level, and the shuffle
-    # buffer the present input pipeline no longer has.
-    'execution.conv1_impl': FREE,
-    'execution.lrn_impl': FREE,
-    'execution.pool_impl': FREE,
-    'execution.conv_impl': FREE,
-    'model.conv1_impl': FREE,
-    'model.lrn_impl': FREE,
-    'model.pool_impl': FREE,
-    'model.conv_impl': FREE,
-    'xla_cpu_conv_library': FREE,
-    'shuffle_buffer': FREE,
+# Identity fields added after runs were recorded without them: the value that
+# reproduces what the code did before. 'hybrid_*': fc6-fc8 per worker (owt).
+ADDED = {
+    'augment.lighting_from_data': False,
+    'normalization.mean_image': False,
+    'model.lrn_across_towers': True,
+    'model.lrn_convention': 'paper',
+    'optimizer.decay_biases': True,
+    'hybrid_fc_batch': 'global',
+    'hybrid_conv_lr_scaling': 'none',
 }
+
+# How it runs (the same function either way: docs/parallelism.md), how long,
+# what it logs and keeps, where its files are; then older records' fields
+# (forms of the operations, XLA's option at the top, the shuffle buffer).
+FREE = (
+    'parallelism', 'execution.xla_cpu_conv_library', 'cache', 'bad_images',
+    'eval_batch_size', 'nonfinite', 'max_consecutive_skips', 'num_epochs',
+    'num_train_steps', 'log_every_steps', 'eval_every_steps',
+    'checkpoint_every_steps', 'keep_checkpoints', 'keep_best_checkpoint',
+    'final_ten_crop', 'profile_steps', 'data_dir', 'manual_dir', 'checkpoint',
+    'allow_config_change', 'start_over',
+    'execution.conv1_impl', 'execution.lrn_impl', 'execution.pool_impl',
+    'execution.conv_impl', 'model.conv1_impl', 'model.lrn_impl',
+    'model.pool_impl', 'model.conv_impl', 'xla_cpu_conv_library',
+    'shuffle_buffer')
 
 SCHEDULE = ('num_train_steps', 'num_epochs')  # They set the run's length.
 
@@ -159,23 +75,29 @@ def as_record(config) -> dict[str, Any]:
   return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
+def set_absent(record, field: str, value: Any) -> None:
+  """Sets dotted `field` of a dict or ConfigDict where it is absent."""
+  *parents, leaf = field.split('.')
+  for part in parents:
+    record = record.get(part)
+    if not hasattr(record, 'get'):
+      return  # A record without the section: nothing to complete.
+  if leaf not in record:
+    record[leaf] = value
+
+
 def is_identity(field: str) -> bool:
   """Undeclared fields count as identity: a change of one is refused."""
-  return FIELDS.get(field, IDENTITY).identity
+  return field not in FREE
 
 
 def undeclared(flat: Mapping[str, Any]) -> list[str]:
-  return sorted(k for k in flat if k not in FIELDS)
+  return sorted(k for k in flat if k not in IDENTITY + FREE + tuple(ADDED))
 
 
 def with_older_values(flat: Mapping[str, Any]) -> dict[str, Any]:
-  """A flat record with the fields added since it was written set to what
-  the code that wrote it did."""
-  flat = dict(flat)
-  for field, role in FIELDS.items():
-    if role.before is not _NOTHING:
-      flat.setdefault(field, role.before)
-  return flat
+  """A flat record, fields added since set as the code before them did."""
+  return {**ADDED, **flat}
 
 
 def identity_of(flat: Mapping[str, Any]) -> dict[str, Any]:

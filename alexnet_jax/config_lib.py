@@ -1,11 +1,7 @@
-"""The checks of a training config, before anything is built or compiled.
-
-`Fields` holds the checks; each module checks its own section with them
-(models.check_config, optim.check_config; alexnet_jax.train.validate runs them
-all). This module imports none of the others, so the input pipeline can use
-it without the model. Every message names the field, the value and what is
-allowed.
-"""
+"""The checks of a training config, before anything is built or compiled;
+each message names the field, the value and what is allowed. The model's and
+optimizer's modules check their sections with `Fields`. This module imports
+none of the others, so the input pipeline can use it without the model."""
 
 from __future__ import annotations
 
@@ -42,8 +38,8 @@ def is_number(v) -> bool:
 
 
 class Fields:
-  """Checks of the fields of `node`, the config's section `section` ('' for
-  the whole config); errors name the field from the top (config.a.b)."""
+  """Checks of the fields of `node`, the config's `section` ('' for all);
+  errors name the field from the top (config.a.b)."""
 
   def __init__(self, node, section: str = ''):
     self.node = node
@@ -86,16 +82,9 @@ class Fields:
       self.fail(field, value, f'expected a number in {lb}{low}, {high}{hb}')
 
 
-# The top-level forms that _check_execution uses.
-_fail = Fields(None).fail
-_get = lambda config, field: Fields(config).get(field)
-_one_of = lambda config, field, choices: Fields(config).one_of(field, choices)
-
-
 def validate(config) -> None:
-  """The fields of the loop, the data, the normalization, the execution and
-  the parallelism mode; raises ConfigError naming the first invalid one (the
-  model's and the optimizer's: alexnet_jax.train.validate)."""
+  """Raises ConfigError naming the first invalid field (but the model's and
+  the optimizer's: alexnet_jax.train.validate)."""
   _check_loop(config)
   _check_execution(config)
   _check_parallelism(config)
@@ -118,10 +107,9 @@ def _check_loop(config) -> None:
   if not isinstance(dataset, str) or not dataset:
     c.fail('dataset', dataset,
            "expected a TFDS name, 'alexnet_shapes' or 'fake'")
-  c.int_at_least('batch_size', 1)
-  c.int_at_least('eval_batch_size', 1)
   devices = jax.device_count()
   for field in ('batch_size', 'eval_batch_size'):
+    c.int_at_least(field, 1)
     if c.get(field) % devices:
       c.fail(field, c.get(field),
              f'the global batch must be divisible by the device count '
@@ -143,8 +131,7 @@ def _check_loop(config) -> None:
 
 
 def validate_data(config) -> None:
-  """The input pipeline's fields (checked here only; the pipeline calls this
-  too, for callers that build data without `validate`)."""
+  """The input pipeline's fields (the pipeline calls this too)."""
   c = Fields(config)
   if c.get('dataset') == 'fake':
     return
@@ -169,26 +156,24 @@ def validate_data(config) -> None:
 
 
 def _check_execution(config) -> None:
-  """config.execution: how the steps run (XLA:CPU's convolution library).
-  The operations have one form each (alexnet_jax/ops.py); the fields older
-  configs had for others are refused here, and ignored in records."""
-  _one_of(config, 'execution.xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
-  unknown = sorted(set(_get(config, 'execution')) - {'xla_cpu_conv_library'})
+  """config.execution; the fields older configs had for other forms of the
+  operations are refused here (and ignored in records)."""
+  c = Fields(config)
+  c.one_of('execution.xla_cpu_conv_library', XLA_CPU_CONV_LIBRARIES)
+  unknown = sorted(set(c.get('execution')) - {'xla_cpu_conv_library'})
   if unknown:
-    _fail('execution.' + unknown[0], config.execution[unknown[0]],
-          "unknown field; config.execution takes 'xla_cpu_conv_library' "
-          '(other forms of the operations: experiments/op_variants.py)')
+    c.fail('execution.' + unknown[0], config.execution[unknown[0]],
+           "unknown field; config.execution takes 'xla_cpu_conv_library' "
+           '(other forms of the operations: experiments/op_variants.py)')
 
 
 def model_axis_size(mode: str, devices: int) -> int:
-  """Devices that share one model replica: a pair in 'towers', all in
-  'hybrid', one in 'data'."""
+  """Devices that share one model replica."""
   return {'data': 1, 'towers': 2, 'hybrid': devices}[mode]
 
 
 def _check_parallelism(config) -> None:
-  """config.parallelism against the devices (against the model it splits:
-  parallelism.check_model)."""
+  """config.parallelism against the devices (the model: parallelism's)."""
   if 'parallelism' not in config:
     return  # Configs that predate the field: data parallelism.
   c = Fields(config)
@@ -220,19 +205,17 @@ def _check_parallelism(config) -> None:
 
 
 def total_steps(config, steps_per_epoch: int, step_offset: int = 0) -> int:
-  """The run's last step: num_train_steps, else num_epochs of
-  `steps_per_epoch` less `step_offset` (the steps a run resumed with another
-  batch size counts more than its images: alexnet_jax.train)."""
+  """num_train_steps, else num_epochs less `step_offset` (train's)."""
   if config.num_train_steps > 0:
     return int(config.num_train_steps)
   return int(math.ceil(config.num_epochs * steps_per_epoch)) - step_offset
 
 
 def validate_against_data(config, data) -> None:
-  """Checks the fields that depend on the dataset."""
   if config.model.num_classes != data.num_classes:
-    _fail('model.num_classes', config.model.num_classes,
-          f'dataset {config.dataset!r} has {data.num_classes} classes')
+    Fields(config).fail('model.num_classes', config.model.num_classes,
+                        f'dataset {config.dataset!r} has {data.num_classes} '
+                        f'classes')
 
 
 def check_workdir(workdir: str) -> None:

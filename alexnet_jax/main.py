@@ -2,8 +2,6 @@ r"""Command line: train and evaluate AlexNet from an ml_collections config.
 
   python -m alexnet_jax.main --config=configs/default.py --workdir=DIR \
       [--config.model.lrn=False ...]
-
-Only flags live here; the work is `train.train_and_evaluate(config, workdir)`.
 """
 
 import os
@@ -31,8 +29,7 @@ _NUM_PROCESSES = flags.DEFINE_integer(
 _PROCESS_ID = flags.DEFINE_integer(
     'process_id', None, 'This process\'s index in a multi-process run.')
 
-# Environment variables by which JAX's cluster detection (SLURM, Open MPI,
-# Cloud TPU pods, Kubernetes) recognises a multi-process job.
+# What JAX's cluster detection recognises: SLURM, Open MPI, TPU pods, JobSet.
 _CLUSTER_MARKERS = ('SLURM_JOB_ID', 'OMPI_MCA_orte_hnp_uri',
                     'TPU_WORKER_HOSTNAMES', 'JOBSET_NAME')
 

@@ -1,8 +1,6 @@
-"""Metrics to TensorBoard (tensorboardX) and to `workdir/metrics.jsonl`.
-
-TensorBoard (`tensorboard --logdir WORKDIR`) finds the scalars under
-`train/` and `eval/`, the config in the text tab and the HParams dashboard.
-"""
+"""Metrics to `workdir/metrics.jsonl` and TensorBoard (tensorboardX): the
+scalars under `train/` and `eval/`, the config in the text tab and the HParams
+dashboard."""
 
 from __future__ import annotations
 
@@ -16,13 +14,10 @@ from alexnet_jax import config_fields
 
 
 class MetricsWriter:
-  """One JSON object per logged step, and the same scalars for TensorBoard.
-
-  `enabled=False` (processes other than 0) writes nothing. A training run
-  that starts at `resume_step` (0 for a fresh start) first drops the rows a
-  crashed run wrote after that step, so the file reads as one uninterrupted
-  run; `resume_step=None` keeps every row and appends.
-  """
+  """One JSON object per logged step, and the same scalars for TensorBoard;
+  `enabled=False` (processes other than 0) writes nothing. A run starting at
+  `resume_step` first drops the rows a crashed run wrote after it, so the
+  file reads as one run; `resume_step=None` keeps every row."""
 
   def __init__(self, workdir: str, enabled: bool = True,
                resume_step: int | None = None):
@@ -33,9 +28,12 @@ class MetricsWriter:
       return
     path = os.path.join(workdir, 'metrics.jsonl')
     if os.path.exists(path) and resume_step is not None:
-      rows = read_metrics(workdir)
-      keep = [r for r in rows if r['step'] <= resume_step]
-      if len(keep) != len(rows) or _has_torn_line(path):
+      keep = [r for r in read_metrics(workdir) if r['step'] <= resume_step]
+      with open(path) as f:
+        text = f.read()
+      # Rows dropped, a torn last line, or one without its newline.
+      lines = [line for line in text.splitlines() if line.strip()]
+      if len(keep) != len(lines) or not text.endswith('\n'):
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
           f.writelines(json.dumps(r) + '\n' for r in keep)
@@ -58,18 +56,21 @@ class MetricsWriter:
         self._tb.add_scalar(tag, value, global_step=int(step))
     self._tb.flush()
 
-  def write_config(self, config) -> None:
-    """The resolved config, as text and as hyperparameters (TensorBoard's
-    HParams dashboard, which compares runs by them and HPARAM_METRICS)."""
+  def write_config(self, record: dict) -> None:
+    """The resolved config record, as text and as hyperparameters (the
+    HParams dashboard compares runs by them and HPARAM_METRICS)."""
     if not self.enabled:
       return
     from tensorboardX import summary  # pylint: disable=g-import-not-at-top
-    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    text = json.dumps(record, indent=2, sort_keys=True)
     # Indented four spaces: a Markdown code block in TensorBoard's text tab.
     self._tb.add_text('config', '\n'.join('    ' + line
                                          for line in text.splitlines()))
+    # Sequences and None as text.
+    hparams = {k: v if isinstance(v, (bool, int, float, str)) else str(v)
+               for k, v in config_fields.flatten(record).items()}
     experiment, session_start, _ = summary.hparams(
-        flat_hparams(config), dict.fromkeys(HPARAM_METRICS, 0.0))
+        hparams, dict.fromkeys(HPARAM_METRICS, 0.0))
     self._tb.file_writer.add_summary(experiment)
     self._tb.file_writer.add_summary(session_start)
     self._tb.flush()
@@ -86,9 +87,7 @@ HPARAM_METRICS = ('eval/top1', 'eval/top5', 'eval/loss', 'train/loss',
 
 
 def tensorboard_tag(name: str) -> str | None:
-  """The TensorBoard tag of a metrics.jsonl field: eval_* under 'eval/',
-  the rest under 'train/'. None for fields that are no curve (the step, the
-  number of evaluated examples, a constant of the dataset)."""
+  """eval_* under 'eval/', the rest under 'train/'; None for no curve."""
   if name in ('step', 'eval_examples'):
     return None
   if name.startswith('eval_'):
@@ -96,15 +95,10 @@ def tensorboard_tag(name: str) -> str | None:
   return 'train/' + name.removeprefix('train_')
 
 
-def flat_hparams(config) -> dict[str, bool | int | float | str]:
-  """The config's leaves by dotted name; sequences and None as text."""
-  return {k: v if isinstance(v, (bool, int, float, str)) else str(v)
-          for k, v in config_fields.flatten(config).items()}
-
-
-def _parse(path: str) -> tuple[list[dict], int | None]:
-  """The complete rows of `path`, and the line number of a torn last line
-  (a write cut short by a crash), if any."""
+def read_metrics(workdir: str) -> list[dict]:
+  """The rows of `workdir/metrics.jsonl`, without a torn last line (a write
+  cut short by a crash); any other line that is no JSON raises."""
+  path = os.path.join(workdir, 'metrics.jsonl')
   with open(path) as f:
     lines = [line for line in f if line.strip()]
   rows = []
@@ -112,31 +106,9 @@ def _parse(path: str) -> tuple[list[dict], int | None]:
     try:
       rows.append(json.loads(line))
     except ValueError:
-      if number == len(lines):
-        return rows, number
-      raise ValueError(f'{path}, line {number}: not a JSON object: '
-                       f'{line[:80]!r}') from None
-  return rows, None
-
-
-def _has_torn_line(path: str) -> bool:
-  """A torn last line, or a last line without its newline (the next row
-  would be appended to it)."""
-  with open(path, 'rb') as f:
-    f.seek(0, os.SEEK_END)
-    if f.tell():
-      f.seek(-1, os.SEEK_END)
-      if f.read(1) != b'\n':
-        return True
-  return _parse(path)[1] is not None
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """The rows of `workdir/metrics.jsonl`; a torn last line is dropped with a
-  warning."""
-  path = os.path.join(workdir, 'metrics.jsonl')
-  rows, torn = _parse(path)
-  if torn is not None:
-    logging.warning('%s: dropped its last line (%d), cut short by a crash.',
-                    path, torn)
+      if number < len(lines):
+        raise ValueError(f'{path}, line {number}: not a JSON object: '
+                         f'{line[:80]!r}') from None
+      logging.warning('%s: dropped its last line (%d), cut short by a crash.',
+                      path, number)
   return rows

@@ -9,10 +9,8 @@ import jax
 import numpy as np
 
 
-# The exit status of a command whose run SIGTERM stopped before its last step,
-# its checkpoint saved: sysexits.h's EX_TEMPFAIL ("try again later"), so a
-# scheduler can tell a preempted run, to be resumed, from a finished or a
-# failed one.
+# A run SIGTERM stopped, to be resumed: sysexits.h's EX_TEMPFAIL ("try again
+# later"), so a scheduler can tell it from a finished or failed one.
 EXIT_STOPPED = 75
 
 
@@ -22,10 +20,7 @@ class Stopped(RuntimeError):
 
 class SigtermFlag:
   """Turns SIGTERM into a flag the loop checks between steps."""
-
-  def __init__(self):
-    self.received = False
-    self._previous = None
+  received = False
 
   def __enter__(self):
     try:
@@ -35,7 +30,6 @@ class SigtermFlag:
     return self
 
   def _handle(self, signum, frame):
-    del signum, frame
     self.received = True
 
   def __exit__(self, *exc):
@@ -44,10 +38,9 @@ class SigtermFlag:
 
 
 def stop_requested(received: bool, at_shared_step: bool) -> bool:
-  """Whether to stop for SIGTERM. The signal may reach one process only, so
-  several processes decide together (an all-gather of their flags) at steps
-  that all of them log, evaluate or checkpoint: one leaving the loop alone
-  would leave the others waiting in a collective."""
+  """Whether to stop for SIGTERM. It may reach one process only, so processes
+  decide together (all-gathering their flags) at steps all of them sync at:
+  one leaving alone would leave the others waiting in a collective."""
   if jax.process_count() == 1:
     return received
   if not at_shared_step:

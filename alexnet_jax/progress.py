@@ -1,6 +1,5 @@
-"""Training progress: the wall time of a run across resumes, a smoothed
-training rate, an ETA that counts the evaluations still to come, and a
-profiler trace of a few steps."""
+"""Training progress: a run's wall time across resumes, a smoothed rate, an
+ETA counting the evaluations to come, and a profiler trace of a few steps."""
 
 from __future__ import annotations
 
@@ -16,10 +15,8 @@ from alexnet_jax import metrics_writer
 
 
 def resumed_elapsed(workdir: str, step: int) -> float:
-  """`elapsed_s` of the last metrics.jsonl row at or before `step` (the
-  run's wall time before this resume; 0 for a new run or rows without it).
-  Read from the metrics, not the checkpoint, so that checkpoints keep the
-  training state alone and old ones still restore."""
+  """`elapsed_s` of the last metrics.jsonl row at or before `step` (0 if
+  none): read there so that checkpoints keep the training state alone."""
   if not step or not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     return 0.0
   rows = [r for r in metrics_writer.read_metrics(workdir)
@@ -28,30 +25,19 @@ def resumed_elapsed(workdir: str, step: int) -> float:
 
 
 class Progress:
-  """Measures the loop between logging points.
-
-  The loop calls `start_window(step)` once the first step has compiled and
-  run, `end_window(step)` at each log step (the window's rate, in steps/s),
-  and wraps evaluations in `timing_eval()`: evaluation time is left out of
-  the training rate (the window's clock pauses) and measured on its own for
-  the ETA. The training rate
-  is smoothed over windows by an exponential moving average (weight
-  `smoothing` on the newest window), so one slow window (a checkpoint, a
-  busy host) moves the ETA only a little. A log step with no timed step
-  before it (the first step after a start or resume, `start_step` + 1) gets
-  the rate of the real time since this object was made, the first step's
-  compilation included: slower than the steps to come, never 0; the ETA
-  uses it until a window has been timed.
-  """
+  """The loop's rate between log steps (`start_window` once the first step
+  has compiled, `end_window` at each log step) without the evaluations it
+  wraps in `timing_eval` (timed apart for the ETA). The rate is smoothed by
+  an exponential moving average (0.3 on the newest window); before
+  a window is timed it is that of the time since start, compilation in."""
 
   def __init__(self, total_steps: int, eval_every_steps: int,
-               elapsed_before: float = 0.0, smoothing: float = 0.3,
+               elapsed_before: float = 0.0,
                clock: Callable[[], float] | None = None, start_step: int = 0):
     self.total_steps = total_steps
     self.start_step = start_step
     self._first_rate: float | None = None  # Compilation included.
     self.eval_every_steps = eval_every_steps
-    self.smoothing = smoothing
     self._clock = clock or time.perf_counter
     self._started = self._clock()
     self._elapsed_before = elapsed_before
@@ -60,12 +46,11 @@ class Progress:
     self.eval_seconds: float | None = None  # The last evaluation's.
 
   def elapsed(self) -> float:
-    """Wall seconds of the run: before this resume, and since."""
+    """Wall seconds of the run, before this resume and since."""
     return self._elapsed_before + self._clock() - self._started
 
   @property
-  def timing(self) -> bool:
-    """Whether `start_window` has been called."""
+  def timing(self) -> bool:  # Whether `start_window` has been called.
     return self._window is not None
 
   def start_window(self, step: int) -> None:
@@ -78,7 +63,7 @@ class Progress:
     if step > start_step and now > start_time:
       rate = (step - start_step) / (now - start_time)
       self.steps_per_sec = rate if self.steps_per_sec is None else (
-          self.smoothing * rate + (1 - self.smoothing) * self.steps_per_sec)
+          0.3 * rate + 0.7 * self.steps_per_sec)
     elif step > self.start_step and now > self._started:
       rate = self._first_rate = (step - self.start_step) / (now - self._started)
     self._window = (step, now)
@@ -95,8 +80,7 @@ class Progress:
       self._window = (self._window[0], self._window[1] + now - start)
 
   def remaining_evals(self, step: int) -> int:
-    """Evaluations at `step` (the loop logs before it evaluates) and after:
-    every eval_every_steps, and at the last step."""
+    """Evaluations at `step` (logged before it evaluates) and after."""
     if step > self.total_steps:
       return 0
     every = self.eval_every_steps
@@ -106,13 +90,12 @@ class Progress:
     return periodic + (1 if self.total_steps % every else 0)
 
   def eta(self, step: int) -> float | None:
-    """Seconds to the end of training (None before a rate is known)."""
+    """Seconds to the end (None before a rate); untimed evaluations: 0."""
     rate = self.steps_per_sec or self._first_rate
     if not rate:
       return None
-    seconds = (self.total_steps - step) / rate
-    # Until the first evaluation has been timed, its cost is unknown (0).
-    return seconds + self.remaining_evals(step) * (self.eval_seconds or 0.0)
+    return ((self.total_steps - step) / rate +
+            self.remaining_evals(step) * (self.eval_seconds or 0.0))
 
 
 def format_eta(seconds: float) -> str:
@@ -124,9 +107,8 @@ def format_eta(seconds: float) -> str:
 
 
 class StepTrace:
-  """A jax.profiler trace of `num_steps` training steps (0: none), from the
-  first log step on (compiled, past the first steps' warm-up), into `logdir`
-  (TensorBoard's profile tab, or Perfetto, reads its *.xplane.pb)."""
+  """A jax.profiler trace of `num_steps` training steps (0: none) from the
+  first log step on (past the warm-up), into `logdir` (TensorBoard)."""
 
   def __init__(self, logdir: str, num_steps: int):
     self.logdir = logdir
@@ -135,7 +117,6 @@ class StepTrace:
     self._done = not num_steps
 
   def after_step(self, step: int, logged: bool, outputs) -> None:
-    """Called after each step with its outputs (to wait for at the end)."""
     if self._done:
       return
     if self._first is None:
@@ -146,8 +127,7 @@ class StepTrace:
       jax.block_until_ready(outputs)
       self.close()
 
-  def close(self) -> None:
-    """Ends a trace still running (a run shorter than the trace)."""
+  def close(self) -> None:  # A trace still running: a run shorter than it.
     if self._first is not None and not self._done:
       jax.profiler.stop_trace()
       logging.info('Wrote a jax.profiler trace of steps %d-%d to %s '

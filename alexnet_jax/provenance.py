@@ -22,15 +22,13 @@ PACKAGES = ('alexnet_jax', 'jax', 'jaxlib', 'flax', 'optax',
             'orbax-checkpoint', 'numpy')
 
 
-def _version(dist: str) -> str | None:
-  try:
-    return importlib.metadata.version(dist)
-  except importlib.metadata.PackageNotFoundError:
-    return None
-
-
 def package_versions() -> dict[str, str | None]:
-  versions = {name: _version(name) for name in PACKAGES}
+  versions = {}
+  for name in PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      versions[name] = None
   tf = sys.modules.get('tensorflow')
   if tf is not None:  # Its distribution may be tensorflow or tensorflow-cpu.
     versions['tensorflow'] = getattr(tf, '__version__', None)
@@ -46,10 +44,10 @@ def _git(args: list[str], cwd: str) -> str | None:
   return done.stdout.strip()
 
 
-def git_state(path: str | None = None) -> dict[str, Any] | None:
-  """The commit of the git checkout holding `path` (default: this package)
-  and whether tracked files differ from it; None outside a checkout."""
-  path = path or os.path.dirname(os.path.abspath(__file__))
+def git_state() -> dict[str, Any] | None:
+  """The commit of the git checkout holding this package and whether tracked
+  files differ from it; None outside a checkout."""
+  path = os.path.dirname(os.path.abspath(__file__))
   commit = _git(['rev-parse', 'HEAD'], path)
   if not commit:
     return None
@@ -57,9 +55,10 @@ def git_state(path: str | None = None) -> dict[str, Any] | None:
   return {'commit': commit, 'dirty': None if status is None else bool(status)}
 
 
-def collect(start_step: int) -> dict[str, Any]:
+def record(workdir: str, start_step: int) -> dict[str, Any]:
+  """Appends this start's line to `workdir/provenance.jsonl`; returns it."""
   devices = jax.devices()
-  return {
+  row = {
       'time_utc': datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec='seconds'),
       'start_step': int(start_step),
@@ -73,11 +72,6 @@ def collect(start_step: int) -> dict[str, Any]:
       'process_count': jax.process_count(),
       'git': git_state(),
   }
-
-
-def record(workdir: str, start_step: int) -> dict[str, Any]:
-  """Appends this start's line to `workdir/provenance.jsonl`; returns it."""
-  row = collect(start_step)
   with open(os.path.join(workdir, FILE), 'a') as f:
     f.write(json.dumps(row) + '\n')
   return row

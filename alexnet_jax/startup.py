@@ -1,11 +1,7 @@
 """What a command sets before JAX starts: XLA:CPU's convolution library
-(config.execution.xla_cpu_conv_library) and quiet library logs.
-
-XLA reads XLA_FLAGS once, when JAX starts its first backend (the first
-computation, or `jax.devices()`), so every command that trains or evaluates
-calls `set_xla_flags(config)` before that (cli.parse_flags does, before the
-command's code runs); importing JAX is fine.
-"""
+(config.execution.xla_cpu_conv_library) and quiet library logs. XLA reads
+XLA_FLAGS once, when JAX starts its first backend, so `set_xla_flags` comes
+before that (cli.parse_flags calls it before the command's code runs)."""
 
 from __future__ import annotations
 
@@ -16,10 +12,9 @@ from absl import logging
 
 from alexnet_jax import config_lib
 
-# XLA options by config.execution.xla_cpu_conv_library (other backends ignore
-# xla_cpu_* options). jax 0.10's XLA:CPU runs convolutions with YNNPACK;
-# 'eigen' keeps YNNPACK for dots and leaves convolutions to Eigen, which is
-# 1.3-3.9x faster on AlexNet's convolutions (docs/performance.md).
+# XLA options by library (other backends ignore xla_cpu_* options). jax 0.10's
+# XLA:CPU runs convolutions with YNNPACK; Eigen is 1.3-3.9x faster on
+# AlexNet's (docs/performance.md), so 'eigen' keeps YNNPACK for dots only.
 XLA_CPU_CONV_LIBRARIES = {
     'eigen': {'xla_cpu_experimental_ynn_fusion_type':
               'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT'},
@@ -29,8 +24,7 @@ _OPTION_NAMES = {name for options in XLA_CPU_CONV_LIBRARIES.values()
                  for name in options}
 
 
-def _conv_options(config) -> dict[str, str]:
-  library = config.execution.xla_cpu_conv_library
+def _conv_options(library: str) -> dict[str, str]:
   if library not in XLA_CPU_CONV_LIBRARIES:
     raise config_lib.ConfigError(
         f'config.execution.xla_cpu_conv_library={library!r}; expected one of '
@@ -38,14 +32,14 @@ def _conv_options(config) -> dict[str, str]:
   return dict(XLA_CPU_CONV_LIBRARIES[library])
 
 
-def compiler_options(config, backend: str | None = None) -> dict[str, str]:
-  """The same options for an ahead-of-time compile (`lowered.compile`) on
-  `backend` (default JAX's), where a benchmark compares the libraries within
-  one process."""
+def compiler_options(library: str, backend: str | None = None
+                     ) -> dict[str, str]:
+  """The options of `library` for an ahead-of-time compile on `backend`
+  (default JAX's): a benchmark compares the libraries in one process."""
   if backend is None:
     import jax  # pylint: disable=g-import-not-at-top
     backend = jax.default_backend()
-  return _conv_options(config) if backend == 'cpu' else {}
+  return _conv_options(library) if backend == 'cpu' else {}
 
 
 # The options this process has put into XLA_FLAGS (None: none yet). JAX has
@@ -53,18 +47,15 @@ def compiler_options(config, backend: str | None = None) -> dict[str, str]:
 _settled: dict[str, str] | None = None
 
 
-def set_xla_flags(config) -> None:
-  """Puts config.execution's XLA options into XLA_FLAGS (replacing any value
-  of the same options there). XLA reads them once, so they are settled once
-  per process: a later call asking for other options raises."""
+def set_xla_flags(library: str) -> None:
+  """Puts `library`'s XLA options into XLA_FLAGS, once per process."""
   global _settled
-  options = _conv_options(config)
+  options = _conv_options(library)
   if _settled is not None and options != _settled:
     raise RuntimeError(
-        f'config.execution.xla_cpu_conv_library='
-        f'{config.execution.xla_cpu_conv_library!r} needs other XLA options '
-        f'than this process set already ({_settled}), and XLA reads them only '
-        f'when JAX starts: run it in a new process.')
+        f'config.execution.xla_cpu_conv_library={library!r} needs other XLA '
+        f'options than this process set already ({_settled}), and XLA reads '
+        f'them only when JAX starts: run it in a new process.')
   _settled = options
   kept = [f for f in os.environ.get('XLA_FLAGS', '').split()
           if f.split('=', 1)[0].lstrip('-') not in _OPTION_NAMES]

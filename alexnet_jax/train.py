@@ -1,18 +1,8 @@
 """Training and evaluation: the loop around the steps of alexnet_jax.steps.
-
 `train_and_evaluate(config, workdir)` trains from scratch or resumes from the
-workdir's newest checkpoint. The data order is a function of the step
-(deterministic across restarts); every evaluation counts every example of the
-split once; a non-finite loss stops the run or skips the step (by
-config.nonfinite) without copying the state; SIGTERM saves a checkpoint and
-stops. config.parallelism 'towers' and 'hybrid' take alexnet_jax.parallelism's
-sharded steps instead of the pmapped ones.
-
-Each checkpoint carries the run's identity (alexnet_jax.workdir.run_identity)
-and the images seen: a resume that changes the identity is refused unless
-config.allow_config_change, and one with another batch size goes on in images
-seen (data order, schedule and epochs read the step plus an offset).
-"""
+workdir's newest checkpoint, which carries the run's identity and the images
+seen (a resume with another batch size goes on in images seen); SIGTERM saves
+a checkpoint and stops."""
 
 from __future__ import annotations
 
@@ -26,6 +16,7 @@ from absl import logging
 import jax
 
 from alexnet_jax import checkpointing
+from alexnet_jax import config_fields
 from alexnet_jax import config_lib
 from alexnet_jax import metrics_writer
 from alexnet_jax import models
@@ -47,11 +38,8 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train_and_evaluate(config, workdir: str) -> dict[str, float]:
-  """Trains (resuming from `workdir` if it holds checkpoints) and evaluates.
-
-  Returns the last logged metrics. Process 0 holds `workdir`'s lock for the
-  run, so a second run on the same workdir is refused.
-  """
+  """Trains (resuming from `workdir`'s checkpoints) and evaluates; returns
+  the last logged metrics. Process 0 holds `workdir`'s lock for the run."""
   validate(config)
   config = resolve(config)  # Recorded as the run uses it.
   workdir = os.path.abspath(workdir)
@@ -63,9 +51,7 @@ def train_and_evaluate(config, workdir: str) -> dict[str, float]:
 
 
 def validate(config) -> None:
-  """Every field of a training config (config_lib's, and the model's and
-  optimizer's sections by their modules); raises config_lib.ConfigError
-  naming the first invalid one."""
+  """Raises config_lib.ConfigError naming the config's first invalid field."""
   config_lib.validate(config)
   models.check_config(config.model, config.image_size)
   optim.check_config(config.optimizer)
@@ -76,8 +62,7 @@ def validate(config) -> None:
                             jax.device_count())
 
 
-# What the code does for an optional field a config leaves out, recorded so
-# that config.json says it.
+# What the code does for an optional field a config lacks, for config.json.
 _WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
                 'normalization.mean_image': False, 'start_over': False,
                 'final_ten_crop': False, 'hybrid_fc_batch': 'global',
@@ -86,13 +71,11 @@ _WHEN_ABSENT = {'parallelism': 'data', 'keep_best_checkpoint': False,
 
 
 def resolve(config):
-  """A copy of a training config with every value the run will use: the
-  optional fields it lacks, and config.model as models.AlexNet takes it (its
-  defaults, and the variant's values for fields left None)."""
+  """A copy of a training config with every value the run will use."""
   config = config.copy_and_resolve_references()
   with config.unlocked():
     for field, value in _WHEN_ABSENT.items():
-      workdir_lib.set_absent(config, field, value)
+      config_fields.set_absent(config, field, value)
     if 'model' in config:
       model = models.model_from_config(config.model)
       for name in models.MODEL_FIELDS:
@@ -101,16 +84,17 @@ def resolve(config):
 
 
 def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
+  primary = jax.process_index() == 0
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, 'checkpoints'),
                                     max_to_keep=config.keep_checkpoints)
   latest = ckpt.latest_step()
   # Refused before anything is built or written: records no checkpoint
   # continues, a corrupt metrics file, a resume of another experiment.
   workdir_lib.check_records(workdir, latest is not None, config.start_over,
-                            move=jax.process_index() == 0)
+                            move=primary)
   if latest:
-    workdir_lib.check_resume(workdir, config, latest, ckpt.carried(latest),
-                             log_changes=False)
+    workdir_lib.check_resume(workdir, config_fields.as_record(config), latest,
+                             ckpt.carried(latest), log_changes=False)
   # The best evaluation's state, apart: resuming always reads `ckpt`.
   best = (checkpointing.Checkpointer(
       os.path.join(workdir, 'checkpoints_best'), max_to_keep=1,
@@ -121,11 +105,17 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
     config = config.copy_and_resolve_references()
     config.normalization.mean = tuple(float(v) for v in data.normalization_mean)
   config_lib.validate_against_data(config, data)
+  record = config_fields.as_record(config)
   spe = data.steps_per_epoch
   model = models.model_from_config(config.model)
   tx = optim.create_optimizer(config.optimizer)
   state = steps.create_train_state(model, tx, config.image_size, config.seed)
-  state = _restore(ckpt, state, config, workdir)
+  try:
+    state = ckpt.restore_latest(state)
+  except checkpointing.UnreadableCheckpointError:
+    if not config.start_over:
+      raise
+    workdir_lib.check_records(workdir, False, True, move=primary)
   start_step = int(state.step)
   carried = ckpt.carried(start_step) if start_step else None
   offset = _step_offset(config, start_step, carried)
@@ -136,13 +126,13 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
                config.batch_size, spe, jax.device_count())
   if start_step:
     logging.info('Resumed from the checkpoint at step %d.', start_step)
-  writer = workdir_lib.start_records(
-      workdir, config, data, start_step, carried,
-      is_writer=jax.process_index() == 0)
+  writer = workdir_lib.start_records(workdir, record, data, start_step,
+                                     carried, is_writer=primary)
   train_step, eval_step, put = make_steps(
       model, tx, step_options(config, spe, total_steps, offset), config)
   loop = _Loop(config=config, data=data, total_steps=total_steps, ckpt=ckpt,
                best=best, writer=writer, eval_step=eval_step,
+               identity=workdir_lib.run_identity(record, data.class_names),
                place=(placement.replicate if put is None else
                       train_step.place_tree),
                progress=progress_lib.Progress(
@@ -156,9 +146,9 @@ def _train_and_evaluate(config, workdir: str) -> dict[str, float]:
       data.train_batches(start_step + offset), put=put)
   last_logged, step = loop.run(placement.replicate(state), train_step,
                                batches, start_step, trace)
-  for record in (trace, ckpt, best, writer):
-    if record is not None:
-      record.close()
+  for files in (trace, ckpt, best, writer):
+    if files is not None:
+      files.close()
   if step < total_steps:
     raise preemption.Stopped(
         f'SIGTERM: stopped at step {step} of {total_steps} with its '
@@ -177,28 +167,13 @@ def step_options(config, steps_per_epoch: int, total_steps: int,
                                           total_steps, step_offset))
 
 
-def _restore(ckpt: checkpointing.Checkpointer, state, config, workdir: str):
-  """The newest readable checkpoint, or `state` (config.start_over where
-  none can be read: the old records set aside first)."""
-  try:
-    return ckpt.restore_latest(state)
-  except checkpointing.UnreadableCheckpointError:
-    if not config.start_over:
-      raise
-  workdir_lib.check_records(workdir, False, True,
-                            move=jax.process_index() == 0)
-  return state
-
-
 def _step_offset(config, start_step: int,
                  carried: dict[str, Any] | None) -> int:
-  """The steps of config.batch_size the images seen before `start_step`
-  make, less `start_step`: 0 unless a resume changed the batch size. The
-  data order, the schedule and the epochs read the step plus this offset,
-  so they go on in images seen."""
+  """The steps of config.batch_size in the images seen before `start_step`,
+  less `start_step` (0 unless a resume changed the batch size): the data
+  order, the schedule and the epochs read the step plus this offset."""
   if not start_step:
     return 0
-  # Every checkpoint that resumes counts them; else the same batch size.
   seen = (carried or {}).get('images_seen', start_step * config.batch_size)
   batches, rest = divmod(int(seen), config.batch_size)
   if rest:
@@ -209,14 +184,14 @@ def _step_offset(config, start_step: int,
   return batches - start_step
 
 
-def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
+def make_steps(model, tx, options: steps.TrainOptions, config):
   """(train step, eval step, batch put or None) for config.parallelism."""
   mode = config.get('parallelism', 'data')
   if mode == 'data':
-    return (*make_pmapped_steps(model, tx, options, devices), None)
+    return (*make_pmapped_steps(model, tx, options), None)
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
   return parallelism.make_sharded_steps(
-      model, tx, options, mode, config.image_size, devices=devices,
+      model, tx, options, mode, config.image_size,
       per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker',
       conv_lr_scaling=config.get('hybrid_conv_lr_scaling', 'none'))
 
@@ -224,9 +199,8 @@ def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
 @dataclasses.dataclass
 class _Loop:
   """Steps to total_steps (or SIGTERM), synchronising the device only where
-  it logs, evaluates or checkpoints. The steps' metrics since the last sync
-  are fetched then; non-finite steps stop the run or are counted as skipped
-  (config.nonfinite)."""
+  it logs, evaluates or checkpoints; non-finite steps stop the run or are
+  counted as skipped (config.nonfinite)."""
   config: Any
   data: Any
   total_steps: int
@@ -235,6 +209,7 @@ class _Loop:
   writer: metrics_writer.MetricsWriter
   progress: progress_lib.Progress
   eval_step: Callable  # Compiled: (params, batch) -> sums.
+  identity: dict  # What each checkpoint carries of the run.
   place: Callable  # Where the steps want the state (after a host update).
   step_offset: int  # _step_offset's: data order, schedule, epochs.
   pending: list = dataclasses.field(default_factory=list)  # Since the sync.
@@ -274,8 +249,7 @@ class _Loop:
 
   def _sync(self, state, step: int, log_now: bool, eval_now: bool,
             save: bool):
-    """Logs, evaluates and checkpoints as due; returns the state and the row
-    written to the metrics ({} if none)."""
+    """Logs, evaluates and checkpoints as due; returns state and metrics row."""
     summary, row = self._summary(step), {}
     if log_now:  # The training window's metrics with its rate, on one line.
       rate = self.progress.end_window(step) * self.config.batch_size
@@ -300,9 +274,8 @@ class _Loop:
       row.update(epoch=(step + self.step_offset) / self.data.steps_per_epoch,
                  elapsed_s=self.progress.elapsed())
       self.writer.write(step, row)
-    identity = {  # What each checkpoint carries of the run.
-        **workdir_lib.run_identity(self.config, self.data.class_names),
-        'images_seen': (step + self.step_offset) * self.config.batch_size}
+    identity = {**self.identity, 'images_seen':
+                (step + self.step_offset) * self.config.batch_size}
     if save:
       self.ckpt.save(step, state, identity=identity)
     if eval_now and self.best is not None:
@@ -312,8 +285,7 @@ class _Loop:
 
   def _evaluate(self, params, step: int, ten_crop: bool = False
                 ) -> dict[str, float]:
-    """The eval split's metrics (eval_*); with `ten_crop`, the paper's
-    test-time averaging over ten crops (config.final_ten_crop) as eval10_*."""
+    """The eval split's metrics (eval_*), or the paper's ten-crop's eval10_*."""
     with self.progress.timing_eval():  # Not training time; for the ETA.
       metrics = steps.evaluate_batches(
           self.eval_step, params, self.data.eval_batches(ten_crop or None))
@@ -325,17 +297,15 @@ class _Loop:
     return {prefix + k[len('eval_'):]: v for k, v in metrics.items()}
 
   def _summary(self, step: int) -> dict[str, float]:
-    """The pending steps' window summary at `step` (one host sync)."""
+    """The pending steps' window summary at `step` (one host sync): the
+    window means, norms and rate are in the last step's metrics."""
     fetched = jax.device_get(self.pending)
     for s, metrics in enumerate(fetched, step - len(fetched) + 1):
       self._check_finite(s, metrics)
     self.pending = []
-    # The window means are in the last step's metrics; norms and the
-    # learning rate are the last step's.
     summary = {k: float(v[0]) for k, v in fetched[-1].items()
                if k not in ('finite', 'step_loss', 'window_count')}
-    # Skipped steps are left out of the window means; a window of skipped
-    # steps only has no mean (not a loss of 0).
+    # A window of skipped steps only has no mean (not a loss of 0).
     finite_steps = int(fetched[-1]['window_count'][0])
     if not finite_steps:
       del summary['train_loss'], summary['train_top1']
@@ -349,9 +319,9 @@ class _Loop:
       self.consecutive_skips = 0
       return
     kept, limit = self.ckpt.latest_step(), self.config.max_consecutive_skips
-    last_good = (f'The last good checkpoint (step {kept}) is kept in '
-                 f'{self.ckpt.directory}' if kept is not None else
-                 'No checkpoint had been saved yet')
+    last_good = ('No checkpoint had been saved yet' if kept is None else
+                 f'The last good checkpoint (step {kept}) is kept in '
+                 f'{self.ckpt.directory}')
     if self.config.nonfinite == 'stop':
       raise NonFiniteLossError(
           f'Non-finite training loss ({float(metrics["step_loss"][0])}) or '

@@ -1,21 +1,8 @@
-"""The training workdir's records: the lock and the configs each run used.
-
-* `WorkdirLock`: one training run per workdir. `workdir/.lock` is held with
-  `fcntl.flock` for the run's lifetime; the kernel releases it when the
-  process dies (even by SIGKILL), so a crashed run never blocks the next. The
-  file names the holder (host, pid, start time) for the error message.
-* `check_records`: a workdir holding a run's records (metrics, checkpoints
-  set aside) but no checkpoint is refused, so that a relaunch never replaces
-  them; `config.start_over` moves them to `old_records.<time>/` instead.
-* `start_records`: what a training run writes as it starts (the config
-  records, the mean image, provenance) and its metrics writer.
-* `record_config`: the first run writes `config.json`; a resume compares the
-  run's identity (alexnet_jax.config_fields) with the one its checkpoint
-  carries, or else with the newest record, and refuses a change (naming the
-  fields) unless `config.allow_config_change`; any accepted change is written
-  to `config.<step>.json` (the step it applies from), so `config.json` always
-  stays what the first steps used.
-"""
+"""The training workdir's records: the lock (one run per workdir), the refusal
+of a launch that would replace a run's records, and the config each session
+used (`config.json`, then `config.<step>.json` for an accepted change; a
+resume that changes the run's identity is refused). Functions take the config
+as its flat JSON record (config_fields.as_record)."""
 
 from __future__ import annotations
 
@@ -38,10 +25,7 @@ from alexnet_jax import provenance
 LOCK_FILE = '.lock'
 CONFIG_FILE = 'config.json'
 CLASS_NAMES_FILE = 'class_names.txt'  # One class name per line, by label.
-# config.normalization.mean_image: the mean image a run subtracted.
-MEAN_IMAGE_FILE = 'mean_image.npy'
-_STEP_RECORD = re.compile(r'^(config|class_names)\.(\d+)\.(json|txt)$')
-
+MEAN_IMAGE_FILE = 'mean_image.npy'  # config.normalization.mean_image's.
 OLD_RECORDS = 'old_records.'  # + the UTC time a start over set them aside.
 
 
@@ -58,11 +42,12 @@ class ConfigChangedError(RecordsError):
 
 
 class WorkdirLock:
-  """An exclusive `fcntl.flock` on `workdir/.lock` while the run lasts."""
+  """An exclusive `fcntl.flock` on `workdir/.lock` while the run lasts: the
+  kernel releases it when the process dies, even by SIGKILL. The file names
+  the holder for the error message."""
 
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, LOCK_FILE)
-    self._fd = None
 
   def __enter__(self) -> 'WorkdirLock':
     fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -87,25 +72,19 @@ class WorkdirLock:
     return self
 
   def __exit__(self, *exc) -> None:
-    if self._fd is not None:
-      os.ftruncate(self._fd, 0)
-      fcntl.flock(self._fd, fcntl.LOCK_UN)
-      os.close(self._fd)
-      self._fd = None
+    os.ftruncate(self._fd, 0)
+    fcntl.flock(self._fd, fcntl.LOCK_UN)
+    os.close(self._fd)
 
 
 def _records(workdir: str, kind: str) -> list[tuple[int, str]]:
   """(step, path) of the records of `kind` ('config' or 'class_names'),
   oldest first; the undated file counts as step 0."""
-  base = CONFIG_FILE if kind == 'config' else CLASS_NAMES_FILE
-  found = []
-  if os.path.exists(os.path.join(workdir, base)):
-    found.append((0, os.path.join(workdir, base)))
-  for name in os.listdir(workdir) if os.path.isdir(workdir) else ():
-    m = _STEP_RECORD.match(name)
-    if m and m.group(1) == kind:
-      found.append((int(m.group(2)), os.path.join(workdir, name)))
-  return sorted(found)
+  pattern = re.compile(kind + r'(?:\.(\d+))?\.' +
+                       ('json' if kind == 'config' else 'txt'))
+  names = os.listdir(workdir) if os.path.isdir(workdir) else []
+  return sorted((int(m.group(1) or 0), os.path.join(workdir, name))
+                for name in names if (m := pattern.fullmatch(name)))
 
 
 def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
@@ -114,23 +93,11 @@ def record_path(workdir: str, kind: str, step: int | None = None) -> str | None:
   return found[-1] if found else None
 
 
-def set_absent(record, field: str, value: Any) -> None:
-  """Sets dotted `field` of a dict or ConfigDict where it is absent."""
-  *parents, leaf = field.split('.')
-  for part in parents:
-    record = record.get(part)
-    if not hasattr(record, 'get'):
-      return  # A record without the section: nothing to complete.
-  if leaf not in record:
-    record[leaf] = value
-
-
 def read_config(path: str) -> dict[str, Any]:
-  """A config record as a dict, with the fields added since it was written
-  set to what the code that wrote it did."""
+  """A config record, fields added since set as the code before them did."""
   record = json.loads(_read(path))
-  for field, value in config_fields.with_older_values({}).items():
-    set_absent(record, field, value)
+  for field, value in config_fields.ADDED.items():
+    config_fields.set_absent(record, field, value)
   return record
 
 
@@ -147,20 +114,21 @@ def resolved_flat(record: dict[str, Any]) -> dict[str, Any]:
   return flat
 
 
-def run_identity(config, class_names: Iterable[str]) -> dict[str, Any]:
-  """What a checkpoint carries of its run: the identity fields of the
-  (resolved) config, the class list, and a digest of both."""
-  fields = config_fields.identity_of(
-      config_fields.flatten(config_fields.as_record(config)))
+def run_identity(record: dict[str, Any], class_names: Iterable[str]
+                 ) -> dict[str, Any]:
+  """What a checkpoint carries: identity fields, classes and their digest."""
+  fields = config_fields.identity_of(config_fields.flatten(record))
   classes = list(class_names)
   return {'fields': fields, 'classes': classes,
           'digest': config_fields.digest(fields, classes)}
 
 
-def _results(workdir: str) -> list[str]:
-  """The records of a run's results in `workdir` (a metrics file with rows,
-  checkpoints set aside, configs of resumes); a corrupt metrics file is
-  refused here, before anything is written."""
+def check_records(workdir: str, has_checkpoint: bool, start_over: bool,
+                  move: bool) -> None:
+  """Refuses a launch on a workdir whose records no checkpoint continues (a
+  fresh start would replace them), or with `start_over` moves them to
+  old_records.<time>/ (where `move`: one process does); refuses a corrupt
+  metrics file on any launch, before anything is written."""
   found = []
   if os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
     try:
@@ -175,21 +143,11 @@ def _results(workdir: str) -> list[str]:
   if os.path.isdir(aside) and os.listdir(aside):
     found.append('checkpoints.unreadable')
   found += [os.path.basename(p) for s, p in _records(workdir, 'config') if s]
-  return found
-
-
-def check_records(workdir: str, has_checkpoint: bool,
-                  start_over: bool = False, move: bool = True) -> None:
-  """Refuses a launch on a workdir whose records no checkpoint continues
-  (a fresh start would replace them), or with `start_over` moves them to
-  old_records.<time>/ (where `move`: one process does); refuses a corrupt
-  metrics file on any launch."""
-  results = _results(workdir)
-  if has_checkpoint or not results:
+  if has_checkpoint or not found:
     return
   if not start_over:
     raise RecordsError(
-        f'{workdir} holds the records of a run ({", ".join(results)}) but no '
+        f'{workdir} holds the records of a run ({", ".join(found)}) but no '
         f'checkpoint that can be read, so it cannot resume; a fresh start '
         f'would replace them. Use a new --workdir, restore the checkpoints '
         f'from a backup, or pass --config.start_over=True to train anew '
@@ -220,46 +178,43 @@ def _write(path: str, text: str) -> None:
   os.replace(tmp, path)
 
 
-def start_records(workdir: str, config, data, start_step: int,
+def start_records(workdir: str, record: dict[str, Any], data, start_step: int,
                   carried: dict[str, Any] | None, is_writer: bool
                   ) -> metrics_writer.MetricsWriter:
-  """Writes the config, class names, mean image and provenance (where
-  `is_writer`: process 0); returns the metrics writer."""
+  """Writes the run's records (where `is_writer`); returns the writer."""
   if is_writer:
-    record_config(workdir, config, data.class_names, start_step, carried)
+    record_config(workdir, record, data.class_names, start_step, carried)
     if getattr(data, 'mean_image', None) is not None:  # For predict.
       np.save(os.path.join(workdir, MEAN_IMAGE_FILE), data.mean_image)
     provenance.record(workdir, start_step)
   writer = metrics_writer.MetricsWriter(workdir, enabled=is_writer,
                                         resume_step=start_step)
-  writer.write_config(config)
+  writer.write_config(record)
   return writer
 
 
-def record_config(workdir: str, config, class_names: list[str], step: int,
+def record_config(workdir: str, record: dict[str, Any],
+                  class_names: list[str], step: int,
                   carried: dict[str, Any] | None = None) -> None:
-  """Writes the run's config and class names, refusing a changed resume.
-
-  `step`: the step training starts from (0 for a new run, whose records
-  replace those of a run that left no results: `check_records`).
-  `carried`: the identity the checkpoint of `step` carries.
+  """Writes the run's config record and class names, refusing a changed
+  resume. `step`: where training starts (0: a new run, whose records replace
+  those of a run that left no results); `carried`: its checkpoint's identity.
   """
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
   names = ''.join(f'{name}\n' for name in class_names)
   if step == 0:
     for _, path in _records(workdir, 'config') + _records(workdir,
                                                           'class_names'):
       os.remove(path)  # No checkpoint survives from the steps they describe.
-    _write(os.path.join(workdir, CONFIG_FILE), text)
-    _write(os.path.join(workdir, CLASS_NAMES_FILE), names)
-    return
-  check_resume(workdir, config, step, carried, class_names)
+  else:
+    check_resume(workdir, record, step, carried, class_names)
+  suffix = f'.{step}' if step else ''  # config.json, else config.<step>.json.
   last = record_path(workdir, 'config')
-  if last is None or json.loads(_read(last)) != json.loads(text):
-    _write(os.path.join(workdir, f'config.{step}.json'), text)
-  names_path = record_path(workdir, 'class_names')
-  if (_read(names_path) if names_path else None) != names:
-    _write(os.path.join(workdir, f'class_names.{step}.txt'), names)
+  if last is None or json.loads(_read(last)) != record:
+    _write(os.path.join(workdir, f'config{suffix}.json'),
+           json.dumps(record, indent=2, sort_keys=True))
+  last = record_path(workdir, 'class_names')
+  if last is None or _read(last) != names:
+    _write(os.path.join(workdir, f'class_names{suffix}.txt'), names)
 
 
 def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
@@ -283,24 +238,23 @@ def _recorded(workdir: str, step: int, carried: dict[str, Any] | None):
   return old, config_fields.identity_of(old), classes, os.path.basename(path)
 
 
-def check_resume(workdir: str, config, step: int,
+def check_resume(workdir: str, record: dict[str, Any], step: int,
                  carried: dict[str, Any] | None = None,
                  class_names: list[str] | None = None,
                  log_changes: bool = True) -> None:
-  """Raises ConfigChangedError if `config` (resolved) or `class_names`
-  change the run's identity, as the checkpoint of `step` carries it
-  (`carried`) or else as the newest config record says, unless
-  config.allow_config_change; logs every change it accepts if
-  `log_changes`."""
+  """Raises ConfigChangedError if the config `record` (resolved) or
+  `class_names` change the run's identity, as the checkpoint of `step`
+  carries it (`carried`) or else as the newest config record says, unless
+  allow_config_change; logs every change it accepts if `log_changes`."""
   old, fields, classes, where = _recorded(workdir, step, carried)
   if fields is None:
     return
-  new = resolved_flat(config_fields.as_record(config))
+  new = resolved_flat(record)
   found = config_fields.changes(fields, config_fields.identity_of(new))
   if class_names is not None and classes is not None and (
       list(classes) != list(class_names)):
     found.append(('classes', list(classes), list(class_names)))
-  if found and not config.get('allow_config_change', False):
+  if found and not record.get('allow_config_change', False):
     raise ConfigChangedError(
         f'{workdir} holds a run (resumed here at step {step}) of another '
         f'experiment: {config_fields.describe(found)} (as recorded in '

@@ -248,7 +248,8 @@ def execute(run: Run, train_fn: Callable | None = None) -> dict[str, Any]:
   if train_fn is None:
     from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
     from alexnet_jax import train  # pylint: disable=g-import-not-at-top
-    startup.set_xla_flags(run.config)  # In-process: before JAX's first step.
+    startup.set_xla_flags(  # In-process: before JAX's first step.
+        run.config.execution.xla_cpu_conv_library)
     train_fn = train.train_and_evaluate
   steps = total_steps(run.config, record)
   record.update(total_steps=steps, num_epochs=run.config.num_epochs,

@@ -101,7 +101,7 @@ def test_every_config_field_has_a_declared_role():
     fields |= set(config_fields.flatten(train.resolve(config)))
   fields |= {f'model.{f}' for f in models.MODEL_FIELDS}
   assert not config_fields.undeclared(dict.fromkeys(fields)), (
-      'declare each in alexnet_jax/config_fields.FIELDS')
+      'declare each in alexnet_jax/config_fields (IDENTITY, ADDED or FREE)')
   # What the declaration says, against the kinds the roles stand for.
   for field in ('seed', 'batch_size', 'augment.lighting_std',
                 'normalization.std', 'optimizer.learning_rate',

@@ -23,7 +23,7 @@ def make(total_steps=100, eval_every_steps=25, **kwargs):
 
 
 def test_rate_is_smoothed_over_windows():
-  p, clock = make(smoothing=0.3)
+  p, clock = make()  # The newest window weighs 0.3.
   p.start_window(10)
   clock.now = 10.0
   assert p.end_window(20) == pytest.approx(1.0)  # 10 steps in 10 s.

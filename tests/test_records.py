@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import pytest
 
+from alexnet_jax import config_fields
 from alexnet_jax import metrics_writer
 from alexnet_jax import train
 from alexnet_jax import workdir as workdir_lib
@@ -96,6 +97,17 @@ def test_metrics_writer_keeps_rows_without_a_resume_step(tmp_path):
   assert metrics_writer.read_metrics(str(tmp_path)) == rows
   metrics_writer.MetricsWriter(str(tmp_path), resume_step=2).close()
   assert metrics_writer.read_metrics(str(tmp_path)) == rows[:1]
+
+
+def test_a_resume_ends_a_last_row_that_lacks_its_newline(tmp_path):
+  rows = [{'step': 2, 'a': 1.0}, {'step': 4, 'a': 2.0}]
+  (tmp_path / 'metrics.jsonl').write_text(
+      json.dumps(rows[0]) + '\n' + json.dumps(rows[1]))  # Cut before '\n'.
+  writer = metrics_writer.MetricsWriter(str(tmp_path), resume_step=4)
+  writer.write(6, {'a': 3.0})
+  writer.close()
+  assert metrics_writer.read_metrics(str(tmp_path)) == rows + [
+      {'step': 6, 'a': 3.0}]
 
 
 # Resuming with another config.
@@ -314,6 +326,8 @@ def test_a_record_older_than_lrn_across_towers_means_across(tmp_path):
   (tmp_path / 'config.json').write_text(json.dumps(record))
   with pytest.raises(workdir_lib.ConfigChangedError,
                      match='model.lrn_across_towers True -> False'):
-    workdir_lib.check_resume(str(tmp_path), config, step=4)
+    workdir_lib.check_resume(str(tmp_path), config_fields.as_record(config),
+                             step=4)
   config.model.lrn_across_towers = True
-  workdir_lib.check_resume(str(tmp_path), config, step=4)  # The same model.
+  workdir_lib.check_resume(str(tmp_path), config_fields.as_record(config),
+                             step=4)  # The same model.

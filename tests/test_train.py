@@ -289,11 +289,10 @@ _EIGEN_FLAG = ('--xla_cpu_experimental_ynn_fusion_type='
                'LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT')
 
 
-def test_xla_flags_by_config(tiny, monkeypatch):
+def test_xla_flags_by_config(monkeypatch):
   from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
   from alexnet_jax import startup  # pylint: disable=g-import-not-at-top
-  eigen = _with_conv_library(tiny(), 'eigen')
-  default = _with_conv_library(tiny(), 'xla_default')
+  eigen, default = 'eigen', 'xla_default'
   monkeypatch.setattr(startup, '_settled', None)  # A new process.
   monkeypatch.setenv('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
   startup.set_xla_flags(eigen)
@@ -310,7 +309,7 @@ def test_xla_flags_by_config(tiny, monkeypatch):
   assert os.environ['XLA_FLAGS'] == '--xla_force_host_platform_device_count=2'
   with pytest.raises(config_lib.ConfigError,
                      match=r"execution\.xla_cpu_conv_library='mkl'"):
-    startup.set_xla_flags(_with_conv_library(tiny(), 'mkl'))
+    startup.set_xla_flags('mkl')
   assert startup.compiler_options(eigen, backend='cpu') == {
       _EIGEN_FLAG[2:].split('=')[0]: _EIGEN_FLAG.split('=')[1]}
   assert startup.compiler_options(eigen, backend='gpu') == {}
@@ -327,7 +326,7 @@ def test_eigen_and_default_convolutions_train_alike(tiny):
     step, state, batches = _tiny_steps(config)
     # One process, both libraries: compile options rather than XLA_FLAGS.
     step = step.lower(state, batches[0]).compile(
-        startup.compiler_options(config, backend='cpu') or None)
+        startup.compiler_options(library, backend='cpu') or None)
     for batch in batches[:3]:
       state, metrics = step(state, batch)
     results.append((jax.device_get(state.params),
@@ -368,7 +367,7 @@ def test_eigen_flag_takes_convolutions_out_of_ynnpack_fusions(tiny, tmp_path):
       from alexnet_jax import startup
       import test_train
       config = test_train._with_conv_library(tiny_config(), 'eigen')
-      startup.set_xla_flags(config)
+      startup.set_xla_flags('eigen')
       step, state, batches = test_train._tiny_steps(config)
       with open(%r, 'w') as f:
         f.write(step.lower(state, batches[0]).compile().as_text())
