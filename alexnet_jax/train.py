@@ -184,7 +184,7 @@ def _step_offset(config, start_step: int,
   return batches - start_step
 
 
-def make_steps(model, tx, options: steps.TrainOptions, config):
+def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
   """(train step, eval step, batch put or None) for config.parallelism."""
   mode = config.get('parallelism', 'data')
   if mode == 'data':
@@ -193,7 +193,8 @@ def make_steps(model, tx, options: steps.TrainOptions, config):
   return parallelism.make_sharded_steps(
       model, tx, options, mode, config.image_size,
       per_worker_fc=config.get('hybrid_fc_batch') == 'per_worker',
-      conv_lr_scaling=config.get('hybrid_conv_lr_scaling', 'none'))
+      conv_lr_scaling=config.get('hybrid_conv_lr_scaling', 'none'),
+      devices=devices)
 
 
 @dataclasses.dataclass

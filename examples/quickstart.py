@@ -63,14 +63,15 @@ def has_checkpoint(workdir):
 
 if has_checkpoint(WORKDIR):
   run_dir = WORKDIR
-  startup.set_xla_flags(predict.load_config(run_dir))
+  startup.set_xla_flags(
+      predict.load_config(run_dir).execution.xla_cpu_conv_library)
 else:
   run_dir = BRIEF_WORKDIR
   config = default.get_config()
   config.num_train_steps = 500  # Of the full job's 3,744 (24 epochs).
   config.log_every_steps = 25
   config.eval_every_steps = config.checkpoint_every_steps = 100
-  startup.set_xla_flags(config)
+  startup.set_xla_flags(config.execution.xla_cpu_conv_library)
   cli.quiet_console()  # TensorFlow's start-up notices.
   train.train_and_evaluate(config, run_dir)
 

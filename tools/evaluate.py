@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from alexnet_jax import cli
+from alexnet_jax import config_fields
 from alexnet_jax import config_lib
 from alexnet_jax import input_pipeline
 from alexnet_jax import metrics_writer
@@ -151,7 +152,8 @@ def evaluate(config, workdir: str, run_dir: str | None = None
   out_dir = output_dir(workdir, step)
   if is_writer:
     os.makedirs(out_dir, exist_ok=True)
-    workdir_lib.record_config(out_dir, config, data.class_names, step=0)
+    workdir_lib.record_config(out_dir, config_fields.as_record(config),
+                              data.class_names, step=0)
   metrics = evaluate_checkpoint(model, params, config.normalization, data)
   expected = getattr(data, 'num_eval_examples', None)
   if expected is not None and metrics['eval_examples'] != expected:
