@@ -188,7 +188,7 @@ def make_steps(model, tx, options: steps.TrainOptions, config, devices=None):
   """(train step, eval step, batch put or None) for config.parallelism."""
   mode = config.get('parallelism', 'data')
   if mode == 'data':
-    return (*make_pmapped_steps(model, tx, options), None)
+    return (*make_pmapped_steps(model, tx, options, devices), None)
   from alexnet_jax import parallelism  # pylint: disable=g-import-not-at-top
   return parallelism.make_sharded_steps(
       model, tx, options, mode, config.image_size,
