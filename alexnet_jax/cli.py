@@ -97,7 +97,7 @@ def _reporting_user_errors(main):
     except Exception as e:  # pylint: disable=broad-except
       if not isinstance(e, user_errors()):
         raise
-      _fail(str(e))
+      _fail(str(e) or type(e).__name__)
   return run_main
 
 
@@ -177,13 +177,12 @@ def _config_file_error(argv: Sequence[str]) -> str | None:
   return None
 
 
-def _fail(message: str | None, status: int = 1) -> None:
+def _fail(message: str, status: int = 1) -> None:
   """Prints `message` as the command's last line (an error's, but for a
-  stopped run) and exits with `status`; nothing if there is no message."""
-  if message:
-    prefix = 'error: ' if status == 1 else ''
-    print(prefix + ' '.join(message.split()), file=sys.stderr, flush=True)
-    sys.exit(status)
+  stopped run) and exits with `status`."""
+  prefix = 'error: ' if status == 1 else ''
+  print(prefix + ' '.join(message.split()), file=sys.stderr, flush=True)
+  sys.exit(status)
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -191,12 +190,12 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
   the config's XLA options into XLA_FLAGS, before the command can start a
   JAX backend (XLA reads them only then)."""
   has_config = 'config' in flags.FLAGS
-  if has_config:
-    _fail(_config_file_error(argv))
+  if has_config and (error := _config_file_error(argv)):
+    _fail(error)
   try:
     rest = flags.FLAGS(argv)
   except flags.Error as e:
-    _fail(str(e))
+    _fail(str(e) or type(e).__name__)
   except (AttributeError, KeyError, TypeError, ValueError) as e:
     # ml_collections raises these for an override naming no field.
     _fail(_explain_override(argv) or

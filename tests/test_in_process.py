@@ -90,6 +90,18 @@ def test_flag_helpers():
   assert text.startswith('What the command lines share') and 'flags:' in text
 
 
+def test_a_user_error_without_a_message_still_fails_the_command(capsys):
+  from alexnet_jax import config_lib  # pylint: disable=g-import-not-at-top
+
+  def main(argv):
+    raise config_lib.ConfigError()
+
+  with pytest.raises(SystemExit) as e:
+    cli._reporting_user_errors(main)(['x'])  # pylint: disable=protected-access
+  assert e.value.code == 1
+  assert capsys.readouterr().err == 'error: ConfigError\n'
+
+
 def test_one_worker_per_worker_step_is_the_ordinary_step():
   config = tiny_config(**{'model.dropout_rate': 0.0})
   model = models.model_from_config(config.model)
