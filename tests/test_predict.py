@@ -362,3 +362,26 @@ def test_predict_and_evaluate_do_not_import_the_trainer():
                        text=True, cwd=ROOT, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   assert out.stdout.strip() == '[]'
+
+
+def test_preprocessing_an_image_for_predict_needs_no_tensorflow():
+  # predict resizes with Pillow; TensorFlow's start-up is not its cost.
+  script = ('import sys; import numpy as np; '
+            'from alexnet_jax.tools import predict; '
+            'from alexnet_jax.input_pipeline.preprocess import Preprocess; '
+            'crops = predict.preprocess(np.zeros((100, 300, 3), np.uint8), '
+            'Preprocess(100, 112, "crop"), ten_crop=True); '
+            'print(crops.shape, "tensorflow" in sys.modules)')
+  out = subprocess.run([sys.executable, '-c', script], capture_output=True,
+                       text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip() == '(10, 100, 100, 3) False'
+
+
+@pytest.mark.parametrize('resize_mode', ['crop', 'squash'])
+def test_resized_shape_is_the_pipelines(resize_mode):
+  pre = Preprocess(57, 64, resize_mode)
+  shapes = np.random.default_rng(0).integers(20, 900, (300, 2))
+  expected = pre.resized_shape(shapes.astype(np.int32)).numpy()
+  got = [predict.resized_shape(h, w, pre) for h, w in shapes]
+  np.testing.assert_array_equal(np.array(got), expected)

@@ -61,12 +61,22 @@ def load_image(path: str) -> np.ndarray:
     raise PredictError(f'{path}: cannot read it as an image ({e}).') from None
 
 
+def resized_shape(height: int, width: int, pre: Preprocess) -> tuple[int, int]:
+  """`Preprocess.resized_shape` in NumPy's float32, without TensorFlow."""
+  if pre.resize_mode == 'squash':
+    return pre.resize_size, pre.resize_size
+  shape = np.array([height, width], np.float32)
+  scale = np.float32(pre.resize_size) / shape.min()
+  resized = np.ceil(shape * scale - np.float32(1e-3)).astype(np.int32)
+  return tuple(int(n) for n in np.maximum(resized, pre.resize_size))
+
+
 def resize_to_square(image: np.ndarray, pre: Preprocess) -> np.ndarray:
   """`Preprocess.decode_and_resize` of a decoded image, with Pillow: its
   float bilinear resize widens the filter when downscaling, as TensorFlow's
   antialiased one does (equal to +-1 level)."""
   size = pre.resize_size
-  height, width = (int(n) for n in pre.resized_shapes([image.shape[:2]])[0])
+  height, width = resized_shape(*image.shape[:2], pre)
   resized = np.stack([
       np.asarray(Image.fromarray(np.ascontiguousarray(c, np.float32)).resize(
           (width, height), Image.Resampling.BILINEAR))

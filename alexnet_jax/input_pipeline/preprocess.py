@@ -49,10 +49,6 @@ class Preprocess:
     return tf.maximum(tf.cast(tf.math.ceil(shape * scale - 1e-3), tf.int32),
                       size)
 
-  def resized_shapes(self, shapes) -> np.ndarray:
-    """`resized_shape` of NumPy `shapes` [n, 2], as NumPy."""
-    return self.resized_shape(np.asarray(shapes, np.int32)).numpy()
-
   def resize_square(self, image):
     """uint8 [h, w, 3] -> uint8 [resize_size, resize_size, 3]."""
     tf = import_tensorflow()
