@@ -30,7 +30,7 @@ IDENTITY = (
     'batch_size')
 
 # Identity fields added after runs were recorded without them: the value that
-# reproduces what the code did before. 'hybrid_*': fc6-fc8 per worker (owt).
+# reproduces what the code did before (the hybrid's: docs/parallelism.md).
 ADDED = {
     'augment.lighting_from_data': False,
     'normalization.mean_image': False,

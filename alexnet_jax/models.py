@@ -136,7 +136,8 @@ def min_image_size(variant: str = 'paper', overlap_pool: bool = True) -> int:
 def image_size_error(image_size: int, variant: str = 'paper',
                      overlap_pool: bool = True) -> str | None:
   """Why `variant` cannot take `image_size` x `image_size` inputs, or None.
-  The paper variant takes only sizes conv1 tiles (224 or 227: docs/paper.md)."""
+  The paper variant takes only sizes 11 + 4k, which conv1 tiles: 227, not the
+  paper's printed 224 (docs/paper.md)."""
   smallest = min_image_size(variant, overlap_pool)
   if image_size < smallest:
     return (f'variant={variant!r} with overlap_pool={overlap_pool} needs at '

@@ -88,7 +88,9 @@ def create_schedule(opt_config, steps_per_epoch: int, total_steps: int,
 class Plateau:
   """The paper's rule, the learning rate times `factor` when validation error
   stops improving (at most `max_drops` times), as PyTorch's ReduceLROnPlateau
-  (mode 'min', threshold `min_delta` 'abs', patience + 1); checkpointed."""
+  (mode 'min', threshold `min_delta` 'abs'): only an error below best -
+  min_delta moves `best`, so small gains add up; the drop comes after
+  `patience` evaluations without one (PyTorch's patience + 1)."""
   patience: int
   factor: float
   min_delta: float

@@ -2,7 +2,7 @@
 of a launch that would replace a run's records, and the config each session
 used (`config.json`, then `config.<step>.json` for an accepted change; a
 resume that changes the run's identity is refused). Functions take the config
-as its flat JSON record (config_fields.as_record)."""
+as the JSON record config.json holds (config_fields.as_record)."""
 
 from __future__ import annotations
 

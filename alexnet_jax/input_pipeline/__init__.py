@@ -1,8 +1,9 @@
 """Input pipeline: dataset -> per-process shard -> decode -> augment -> batch.
 
 `create_data(config)` builds it: `FakeData` (made on the devices, JAX alone)
-or `InputPipeline` over `DataOptions`. Only this package imports TensorFlow
-and TFDS, lazily. docs/input_pipeline.md describes its modules and design.
+or `InputPipeline` over `DataOptions`. Only this package and the embedded
+dataset (datasets/) import TensorFlow and TFDS, lazily; docs/input_pipeline.md
+describes its modules and design.
 """
 
 from alexnet_jax.input_pipeline.augmentation import draw_augmentation
