@@ -1,5 +1,5 @@
 """The role of every config field, declared once: part of the run's identity
-(the experiment) or free to change between the sessions of one run. The
+(the experiment) or free to change between the resumes of one run. The
 resume guard, the identity a checkpoint carries, the sweeps' same-experiment
 check, the reader of older records and TensorBoard's flattening read it;
 tests/test_identity.py fails for a config field no list below declares.

@@ -1,6 +1,6 @@
 """The training workdir's records: the lock (one run per workdir), the refusal
-of a launch that would replace a run's records, and the config each session
-used (`config.json`, then `config.<step>.json` for an accepted change; a
+of a launch that would replace a run's records, and the config each start or
+resume used (`config.json`, then `config.<step>.json` for an accepted change; a
 resume that changes the run's identity is refused). Functions take the config
 as the JSON record config.json holds (config_fields.as_record)."""
 

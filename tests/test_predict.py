@@ -352,30 +352,33 @@ def test_evaluate_errors_and_params_files(trained, tmp_path):
     evaluate.evaluate(wider, str(tmp_path / 'd'))
 
 
-@pytest.mark.slow
-def test_predict_and_evaluate_do_not_import_the_trainer():
-  script = ('import sys; from alexnet_jax import steps; '
-            'from alexnet_jax.tools import evaluate, predict; '
-            'print(sorted(m for m in sys.modules if m in '
-            '("alexnet_jax.train", "alexnet_jax.parallelism")))')
+def _printed_by(script: str) -> str:
+  """What `python -c script` prints, in a fresh process."""
   out = subprocess.run([sys.executable, '-c', script], capture_output=True,
                        text=True, cwd=ROOT, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.strip() == '[]'
+  return out.stdout.strip()
+
+
+@pytest.mark.slow
+def test_predict_and_evaluate_do_not_import_the_trainer():
+  assert _printed_by('import sys; from alexnet_jax import steps; '
+                     'from alexnet_jax.tools import evaluate, predict; '
+                     'print(sorted(m for m in sys.modules if m in '
+                     '("alexnet_jax.train", "alexnet_jax.parallelism")))'
+                     ) == '[]'
 
 
 def test_preprocessing_an_image_for_predict_needs_no_tensorflow():
   # predict resizes with Pillow; TensorFlow's start-up is not its cost.
-  script = ('import sys; import numpy as np; '
-            'from alexnet_jax.tools import predict; '
-            'from alexnet_jax.input_pipeline.preprocess import Preprocess; '
-            'crops = predict.preprocess(np.zeros((100, 300, 3), np.uint8), '
-            'Preprocess(100, 112, "crop"), ten_crop=True); '
-            'print(crops.shape, "tensorflow" in sys.modules)')
-  out = subprocess.run([sys.executable, '-c', script], capture_output=True,
-                       text=True, cwd=ROOT, timeout=300)
-  assert out.returncode == 0, out.stderr[-2000:]
-  assert out.stdout.strip() == '(10, 100, 100, 3) False'
+  assert _printed_by(
+      'import sys; import numpy as np; '
+      'from alexnet_jax.tools import predict; '
+      'from alexnet_jax.input_pipeline.preprocess import Preprocess; '
+      'crops = predict.preprocess(np.zeros((100, 300, 3), np.uint8), '
+      'Preprocess(100, 112, "crop"), ten_crop=True); '
+      'print(crops.shape, "tensorflow" in sys.modules)'
+  ) == '(10, 100, 100, 3) False'
 
 
 @pytest.mark.parametrize('resize_mode', ['crop', 'squash'])
