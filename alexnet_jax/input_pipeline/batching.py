@@ -115,10 +115,10 @@ class InputPipeline:
       raise ValueError(
           f'skip_examples={skip_examples} is not a multiple of the '
           f'per-process batch ({self.per_process_batch})')
-    span = range(epoch, epoch + epochs)
-    indices = np.concatenate([self._epoch(e)[0] for e in span])
-    offsets = np.concatenate([self._epoch(e)[2].offsets[self._epoch(e)[1]]
-                              for e in span])
+    orders = [self._epoch(e) for e in range(epoch, epoch + epochs)]
+    indices = np.concatenate([order for order, _, _ in orders])
+    offsets = np.concatenate([drawn.offsets[positions]
+                              for _, positions, drawn in orders])
     plans, crops = self._crops(indices, offsets)
     group = group_size(self.per_process_batch, CROPS_PER_CALL)
 
